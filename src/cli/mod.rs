@@ -1,0 +1,106 @@
+//! The `sluice` command line: parsing (clap, with environment fall-backs)
+//! and dispatch to the library.
+
+mod migrate;
+mod registry;
+mod schemas;
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka stream processor: Avro through a Schema Registry, exactly-once into Kafka and PostgreSQL",
+    long_about = "sluice runs stream-processing topologies declared in Rust as Kafka consumer-group \
+workers. Records are Avro in the Confluent wire format, checked against a Schema Registry; \
+window aggregates land in PostgreSQL.\n\n\
+Every flag can also be set through the environment variable shown in its help.",
+    after_help = "Examples:\n  \
+sluice registry serve --listen 127.0.0.1:8081\n  \
+SCHEMA_REGISTRY_URL=http://127.0.0.1:8081 sluice schemas register\n  \
+DATABASE_URL=postgres://postgres@127.0.0.1/postgres sluice migrate"
+)]
+pub struct Cli {
+    /// Log output: human-readable lines, or one JSON object per line for log shippers.
+    #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+
+    /// Default log level (error, warn, info, debug, trace); RUST_LOG overrides it per module.
+    #[arg(long, global = true, env = "SLUICE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The embedded Confluent-compatible Schema Registry.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
+    /// The Avro schemas compiled into sluice (one per topic, from schemas/*.avsc).
+    #[command(subcommand)]
+    Schemas(schemas::SchemasCommand),
+    /// Apply the PostgreSQL migrations compiled into sluice (idempotent).
+    Migrate(migrate::MigrateArgs),
+}
+
+/// Parses the command line, sets up logging and runs the command.
+pub async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::Registry(cmd) => registry::run(cmd).await,
+        Command::Schemas(cmd) => schemas::run(cmd).await,
+        Command::Migrate(args) => migrate::run(args).await,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, whichever comes first.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_flags_say_what_is_wrong() {
+        let err = Cli::try_parse_from(["sluice", "registry", "serve", "--storage", "disk"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("disk") && err.contains("memory") && err.contains("postgres"), "{err}");
+        let err = Cli::try_parse_from(["sluice", "registry", "serve", "--listen", "nowhere"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nowhere"), "{err}");
+    }
+}

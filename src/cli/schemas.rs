@@ -1,0 +1,70 @@
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::{
+    avro::{RegistryClient, RegistryConfig},
+    registry::Credentials,
+    schemas,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum SchemasCommand {
+    /// Register every schema under `<topic>-value`. Already-registered schemas
+    /// are left as they are; an incompatible change is refused (exit code 1)
+    /// naming the subject, the version it breaks and why.
+    Register(RegisterArgs),
+    /// Print the schemas compiled into this binary, one per topic.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Schema Registry base URL; credentials may be given as http://user:pass@host.
+    #[arg(long, env = "SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    pub registry_url: String,
+
+    /// Registry basic-auth credentials, USER:PASSWORD (Confluent's basic.auth.user.info).
+    #[arg(long, env = "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", hide_env_values = true)]
+    pub registry_auth: Option<Credentials>,
+}
+
+impl RegistryArgs {
+    pub fn config(&self) -> anyhow::Result<RegistryConfig> {
+        Ok(RegistryConfig::new(&self.registry_url, self.registry_auth.clone())?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
+
+    /// Read `<topic>.avsc` files from this directory instead of the compiled-in schemas.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+pub async fn run(cmd: SchemasCommand) -> anyhow::Result<()> {
+    match cmd {
+        SchemasCommand::List => {
+            for file in schemas::embedded() {
+                println!("{} ({})\n{}", file.topic, file.subject(), file.text.trim_end());
+            }
+            Ok(())
+        }
+        SchemasCommand::Register(args) => {
+            let files = match &args.dir {
+                Some(dir) => schemas::load_dir(dir)?,
+                None => schemas::embedded(),
+            };
+            let client = RegistryClient::new(args.registry.config()?)?;
+            for file in files {
+                let done = client.register(&file.subject(), &file.text).await?;
+                let what = if done.new_version { "registered" } else { "unchanged" };
+                println!("{}: {what}, id {}, version {}", done.subject, done.id, done.version);
+            }
+            Ok(())
+        }
+    }
+}
