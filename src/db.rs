@@ -3,36 +3,47 @@
 
 use std::time::Duration;
 
-use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
+use sqlx::{
+    Connection, PgConnection, PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 
 use crate::config::redact_url;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The URL is wrong (the user's to fix) or the server is down (retry helps).
-    #[error("cannot connect to PostgreSQL at {url}: {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error("cannot connect to PostgreSQL at {url}: {cause}")]
+    Connect { url: String, cause: String },
     /// A migration failed or the database has migrations this binary does not know.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 pub async fn connect(url: &str) -> Result<PgPool, DbError> {
+    let fail = |cause: String| DbError::Connect {
+        url: redact_url(url),
+        cause,
+    };
+    let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| fail(e.to_string()))?;
+    // One direct connection first: a pool only reports "timed out", while
+    // this says "connection refused" or "password authentication failed".
+    let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| fail(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| fail(e.to_string()))?;
+    let _ = probe.close().await;
     PgPoolOptions::new()
         .max_connections(8)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(options)
         .await
-        .map_err(|source| DbError::Connect {
-            url: redact_url(url),
-            source,
-        })
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// Applies pending migrations; safe to run from several processes at once

@@ -10,7 +10,8 @@ pub enum LogFormat {
 
 /// `RUST_LOG` wins over `default_level` when set.
 pub fn init(format: LogFormat, default_level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second init (tests) fails harmlessly.
     let _ = match format {

@@ -57,12 +57,8 @@ pub fn for_topic(topic: &str) -> Option<Schema> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaDirError {
-    #[error("cannot read schema directory {dir}: {source}")]
-    Io {
-        dir: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read schema directory {dir}: {cause}")]
+    Io { dir: String, cause: std::io::Error },
     #[error("{file} is not a valid Avro schema: {reason}")]
     Invalid { file: String, reason: String },
     #[error("{dir} holds no .avsc files")]
@@ -71,9 +67,9 @@ pub enum SchemaDirError {
 
 /// Reads `*.avsc` from a directory, sorted by topic, each checked to parse.
 pub fn load_dir(dir: &Path) -> Result<Vec<SchemaFile>, SchemaDirError> {
-    let io = |source| SchemaDirError::Io {
+    let io = |cause| SchemaDirError::Io {
         dir: dir.display().to_string(),
-        source,
+        cause,
     };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -86,7 +82,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<SchemaFile>, SchemaDirError> {
             file: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let topic = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let topic = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         out.push(SchemaFile { topic, text });
     }
     if out.is_empty() {
@@ -108,14 +108,20 @@ mod tests {
         let on_disk = load_dir(&dir).unwrap();
         let mut compiled = embedded();
         compiled.sort_by(|a, b| a.topic.cmp(&b.topic));
-        assert_eq!(on_disk, compiled, "add new schemas/*.avsc files to EMBEDDED");
+        assert_eq!(
+            on_disk, compiled,
+            "add new schemas/*.avsc files to EMBEDDED"
+        );
     }
 
     #[test]
     fn every_schema_has_a_namespace_and_documents_every_field() {
         for (topic, text) in EMBEDDED {
             let json: serde_json::Value = serde_json::from_str(text).unwrap();
-            assert!(json["namespace"].as_str().is_some_and(|n| !n.is_empty()), "{topic}");
+            assert!(
+                json["namespace"].as_str().is_some_and(|n| !n.is_empty()),
+                "{topic}"
+            );
             for field in json["fields"].as_array().unwrap() {
                 assert!(
                     field["doc"].as_str().is_some_and(|d| !d.is_empty()),
@@ -130,9 +136,18 @@ mod tests {
     #[test]
     fn bad_directories_say_what_is_wrong() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(load_dir(dir.path()), Err(SchemaDirError::Empty { .. })));
+        assert!(matches!(
+            load_dir(dir.path()),
+            Err(SchemaDirError::Empty { .. })
+        ));
         std::fs::write(dir.path().join("t.avsc"), "{\"type\":\"nope\"}").unwrap();
-        assert!(matches!(load_dir(dir.path()), Err(SchemaDirError::Invalid { .. })));
-        assert!(matches!(load_dir(&dir.path().join("missing")), Err(SchemaDirError::Io { .. })));
+        assert!(matches!(
+            load_dir(dir.path()),
+            Err(SchemaDirError::Invalid { .. })
+        ));
+        assert!(matches!(
+            load_dir(&dir.path().join("missing")),
+            Err(SchemaDirError::Io { .. })
+        ));
     }
 }

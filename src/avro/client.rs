@@ -72,7 +72,9 @@ pub enum ClientError {
         reason: String,
     },
     /// Any other refusal (bad schema, auth, …), with the registry's own words.
-    #[error("subject {subject}: registry refused the request ({status}, error code {code}): {message}")]
+    #[error(
+        "subject {subject}: registry refused the request ({status}, error code {code}): {message}"
+    )]
     Refused {
         subject: String,
         status: u16,
@@ -134,14 +136,20 @@ impl RegistryClient {
             url: self.config.base_url(),
             reason: e.to_string(),
         };
-        let resp = req.header("Accept", CONTENT_TYPE).send().await.map_err(unavailable)?;
+        let resp = req
+            .header("Accept", CONTENT_TYPE)
+            .send()
+            .await
+            .map_err(unavailable)?;
         let status = resp.status();
         let text = resp.text().await.map_err(unavailable)?;
         if status.is_success() {
-            return serde_json::from_str(&text).map(Ok).map_err(|e| ClientError::Unavailable {
-                url: self.config.base_url(),
-                reason: format!("unreadable answer ({e}): {text}"),
-            });
+            return serde_json::from_str(&text)
+                .map(Ok)
+                .map_err(|e| ClientError::Unavailable {
+                    url: self.config.base_url(),
+                    reason: format!("unreadable answer ({e}): {text}"),
+                });
         }
         if status.is_server_error() {
             return Err(ClientError::Unavailable {
@@ -167,7 +175,9 @@ impl RegistryClient {
 
     /// The latest live version number of a subject, if it has one.
     pub async fn latest_version(&self, subject: &str) -> Result<Option<u32>, ClientError> {
-        let req = self.http.get(self.url(&["subjects", subject, "versions", "latest"]));
+        let req = self
+            .http
+            .get(self.url(&["subjects", subject, "versions", "latest"]));
         match self.call(req).await? {
             Ok(v) => Ok(v["version"].as_u64().map(|v| v as u32)),
             Err((_, e)) if e.error_code == 40401 || e.error_code == 40402 => Ok(None),
@@ -179,10 +189,16 @@ impl RegistryClient {
         let mut url = self.url(&["config", subject]);
         url.set_query(Some("defaultToGlobal=true"));
         match self.call(self.http.get(url)).await? {
-            Ok(v) => Ok(v["compatibilityLevel"].as_str().unwrap_or("BACKWARD").to_string()),
+            Ok(v) => Ok(v["compatibilityLevel"]
+                .as_str()
+                .unwrap_or("BACKWARD")
+                .to_string()),
             // Registries without subject-level config fall back to the global one.
             Err(_) => match self.call(self.http.get(self.url(&["config"]))).await? {
-                Ok(v) => Ok(v["compatibilityLevel"].as_str().unwrap_or("BACKWARD").to_string()),
+                Ok(v) => Ok(v["compatibilityLevel"]
+                    .as_str()
+                    .unwrap_or("BACKWARD")
+                    .to_string()),
                 Err(e) => Err(Self::refused(subject, e)),
             },
         }

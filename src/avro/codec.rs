@@ -115,6 +115,14 @@ impl AvroCodec {
             .map_err(corrupt)?
             .read_value(&mut body)
             .map_err(corrupt)?;
+        // apache-avro can yield a partial value from a truncated body rather
+        // than an error; a value that does not fit its own schema is corrupt.
+        if !value.validate(&schema.parsed) {
+            return Err(CodecError::Corrupt {
+                id,
+                reason: "body ends before the record does (truncated)".into(),
+            });
+        }
         if !body.is_empty() {
             return Err(CodecError::Corrupt {
                 id,
@@ -133,13 +141,19 @@ impl AvroCodec {
     ) -> Result<(u32, T), CodecError> {
         let (id, value) = self.decode_value(bytes).await?;
         let incompatible = |reason: String| CodecError::Incompatible { id, reason };
-        let resolved = value.resolve(reader).map_err(|e| incompatible(e.to_string()))?;
+        let resolved = value
+            .resolve(reader)
+            .map_err(|e| incompatible(e.to_string()))?;
         let typed = apache_avro::from_value(&resolved).map_err(|e| incompatible(e.to_string()))?;
         Ok((id, typed))
     }
 
     /// Encodes with the latest schema of `<topic>-value`.
-    pub async fn encode<T: Serialize>(&self, topic: &str, value: &T) -> Result<Vec<u8>, CodecError> {
+    pub async fn encode<T: Serialize>(
+        &self,
+        topic: &str,
+        value: &T,
+    ) -> Result<Vec<u8>, CodecError> {
         let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_string(), false);
         self.encoder
             .encode_struct(value, &strategy)

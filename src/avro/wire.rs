@@ -46,6 +46,9 @@ mod tests {
         assert_eq!(split(&[0, 0, 0, 0, 7]), Ok((7, &[][..])));
         assert_eq!(split(&[]), Err(WireError::Empty));
         assert_eq!(split(&[0, 1, 2]), Err(WireError::Truncated(3)));
-        assert_eq!(split(&[0x7b, 1, 2, 3, 4, 5]), Err(WireError::BadMagic(0x7b)));
+        assert_eq!(
+            split(&[0x7b, 1, 2, 3, 4, 5]),
+            Err(WireError::BadMagic(0x7b))
+        );
     }
 }

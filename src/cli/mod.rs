@@ -25,7 +25,13 @@ DATABASE_URL=postgres://postgres@127.0.0.1/postgres sluice migrate"
 )]
 pub struct Cli {
     /// Log output: human-readable lines, or one JSON object per line for log shippers.
-    #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "human")]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_LOG_FORMAT",
+        value_enum,
+        default_value = "human"
+    )]
     pub log_format: LogFormat,
 
     /// Default log level (error, warn, info, debug, trace); RUST_LOG overrides it per module.
@@ -97,7 +103,10 @@ mod tests {
         let err = Cli::try_parse_from(["sluice", "registry", "serve", "--storage", "disk"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("disk") && err.contains("memory") && err.contains("postgres"), "{err}");
+        assert!(
+            err.contains("disk") && err.contains("memory") && err.contains("postgres"),
+            "{err}"
+        );
         let err = Cli::try_parse_from(["sluice", "registry", "serve", "--listen", "nowhere"])
             .unwrap_err()
             .to_string();

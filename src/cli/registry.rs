@@ -32,7 +32,12 @@ pub struct ServeArgs {
     listen: SocketAddr,
 
     /// Where schemas are kept.
-    #[arg(long, env = "SLUICE_REGISTRY_STORAGE", value_enum, default_value = "memory")]
+    #[arg(
+        long,
+        env = "SLUICE_REGISTRY_STORAGE",
+        value_enum,
+        default_value = "memory"
+    )]
     storage: Storage,
 
     /// PostgreSQL URL, needed with --storage postgres; migrations are applied at start.
@@ -54,7 +59,9 @@ pub async fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
         Storage::Memory => Arc::new(MemoryStore::new()),
         Storage::Postgres => {
             let Some(url) = args.database_url.as_deref() else {
-                bail!("--storage postgres needs a database: pass --database-url or set DATABASE_URL");
+                bail!(
+                    "--storage postgres needs a database: pass --database-url or set DATABASE_URL"
+                );
             };
             let pool = db::connect(url).await?;
             db::migrate(&pool).await?;
@@ -68,7 +75,12 @@ pub async fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}: is another process using it? pick another --listen", args.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another process using it? pick another --listen",
+                args.listen
+            )
+        })?;
     tracing::info!(
         addr = %listener.local_addr()?,
         storage = ?args.storage,

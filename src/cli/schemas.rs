@@ -21,17 +21,28 @@ pub enum SchemasCommand {
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
     /// Schema Registry base URL; credentials may be given as http://user:pass@host.
-    #[arg(long, env = "SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     pub registry_url: String,
 
     /// Registry basic-auth credentials, USER:PASSWORD (Confluent's basic.auth.user.info).
-    #[arg(long, env = "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
+        hide_env_values = true
+    )]
     pub registry_auth: Option<Credentials>,
 }
 
 impl RegistryArgs {
     pub fn config(&self) -> anyhow::Result<RegistryConfig> {
-        Ok(RegistryConfig::new(&self.registry_url, self.registry_auth.clone())?)
+        Ok(RegistryConfig::new(
+            &self.registry_url,
+            self.registry_auth.clone(),
+        )?)
     }
 }
 
@@ -49,7 +60,12 @@ pub async fn run(cmd: SchemasCommand) -> anyhow::Result<()> {
     match cmd {
         SchemasCommand::List => {
             for file in schemas::embedded() {
-                println!("{} ({})\n{}", file.topic, file.subject(), file.text.trim_end());
+                println!(
+                    "{} ({})\n{}",
+                    file.topic,
+                    file.subject(),
+                    file.text.trim_end()
+                );
             }
             Ok(())
         }
@@ -61,8 +77,15 @@ pub async fn run(cmd: SchemasCommand) -> anyhow::Result<()> {
             let client = RegistryClient::new(args.registry.config()?)?;
             for file in files {
                 let done = client.register(&file.subject(), &file.text).await?;
-                let what = if done.new_version { "registered" } else { "unchanged" };
-                println!("{}: {what}, id {}, version {}", done.subject, done.id, done.version);
+                let what = if done.new_version {
+                    "registered"
+                } else {
+                    "unchanged"
+                };
+                println!(
+                    "{}: {what}, id {}, version {}",
+                    done.subject, done.id, done.version
+                );
             }
             Ok(())
         }

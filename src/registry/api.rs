@@ -43,12 +43,18 @@ pub fn routes(max_body: usize) -> Router<AppState> {
         .route("/schemas/ids/{id}/subjects", get(subjects_of_id))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
-        .route("/subjects/{subject}/versions", get(list_versions).post(register))
+        .route(
+            "/subjects/{subject}/versions",
+            get(list_versions).post(register),
+        )
         .route(
             "/subjects/{subject}/versions/{version}",
             get(get_version).delete(delete_version),
         )
-        .route("/subjects/{subject}/versions/{version}/schema", get(get_raw_version))
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(get_raw_version),
+        )
         .route("/config", get(get_global_config).put(put_global_config))
         .route(
             "/config/{subject}",
@@ -56,8 +62,14 @@ pub fn routes(max_body: usize) -> Router<AppState> {
                 .put(put_subject_config)
                 .delete(delete_subject_config),
         )
-        .route("/compatibility/subjects/{subject}/versions", post(check_all))
-        .route("/compatibility/subjects/{subject}/versions/{version}", post(check_one))
+        .route(
+            "/compatibility/subjects/{subject}/versions",
+            post(check_all),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(check_one),
+        )
         .fallback(|| async { RegistryError::RouteNotFound })
         .layer(DefaultBodyLimit::max(max_body))
 }
@@ -75,7 +87,12 @@ impl IntoResponse for RegistryError {
             tracing::debug!(error = %self, "registry request refused");
         }
         let body = json!({ "error_code": code, "message": self.to_string() });
-        (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, CONTENT_TYPE)],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
@@ -110,12 +127,12 @@ struct SchemaRequest {
 
 impl SchemaRequest {
     fn parse(&self) -> Result<ParsedSchema, RegistryError> {
-        if let Some(t) = &self.schema_type {
-            if !t.eq_ignore_ascii_case("AVRO") {
-                return Err(RegistryError::InvalidSchema(format!(
-                    "schema type {t} is not supported; this registry stores AVRO only"
-                )));
-            }
+        if let Some(t) = &self.schema_type
+            && !t.eq_ignore_ascii_case("AVRO")
+        {
+            return Err(RegistryError::InvalidSchema(format!(
+                "schema type {t} is not supported; this registry stores AVRO only"
+            )));
         }
         if !self.references.is_empty() {
             return Err(RegistryError::InvalidSchema(
@@ -144,12 +161,20 @@ async fn schema_text(store: &Arc<dyn Store>, id: &str) -> Result<String, Registr
         .ok_or_else(|| RegistryError::SchemaNotFound(id.to_string()))
 }
 
-async fn schema_by_id(State(AppState { store, .. }): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn schema_by_id(
+    State(AppState { store, .. }): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult {
     Ok(reply(json!({ "schema": schema_text(&store, &id).await? })))
 }
 
-async fn raw_schema_by_id(State(AppState { store, .. }): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(reply(serde_json::from_str(&schema_text(&store, &id).await?).unwrap_or(Value::Null)))
+async fn raw_schema_by_id(
+    State(AppState { store, .. }): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    Ok(reply(
+        serde_json::from_str(&schema_text(&store, &id).await?).unwrap_or(Value::Null),
+    ))
 }
 
 async fn versions_of_id(
@@ -182,7 +207,10 @@ async fn subjects_of_id(
     Ok(reply(json!(subjects)))
 }
 
-async fn list_subjects(State(AppState { store, .. }): State<AppState>, Query(q): Params) -> ApiResult {
+async fn list_subjects(
+    State(AppState { store, .. }): State<AppState>,
+    Query(q): Params,
+) -> ApiResult {
     Ok(reply(json!(store.subjects(flag(&q, "deleted")).await?)))
 }
 
@@ -255,7 +283,9 @@ async fn get_raw_version(
     let spec: VersionSpec = version.parse()?;
     let all = store.versions(&subject).await?;
     let v = model::resolve_version(&subject, &all, spec, flag(&q, "deleted"))?;
-    Ok(reply(serde_json::from_str(&v.schema).unwrap_or(Value::Null)))
+    Ok(reply(
+        serde_json::from_str(&v.schema).unwrap_or(Value::Null),
+    ))
 }
 
 async fn delete_subject(
@@ -384,4 +414,3 @@ async fn check_one(
     let problems = model::incompatibilities(level, &parsed.schema, &existing);
     Ok(compat_reply(problems, flag(&q, "verbose")))
 }
-

@@ -40,7 +40,10 @@ impl FromStr for Credentials {
 
 impl Credentials {
     pub fn header_value(&self) -> String {
-        format!("Basic {}", STANDARD.encode(format!("{}:{}", self.user, self.password)))
+        format!(
+            "Basic {}",
+            STANDARD.encode(format!("{}:{}", self.user, self.password))
+        )
     }
 }
 
@@ -50,7 +53,11 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn require(State(expected): State<Arc<Credentials>>, req: Request, next: Next) -> Response {
+pub async fn require(
+    State(expected): State<Arc<Credentials>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -5,7 +5,10 @@
 
 use std::{fmt, str::FromStr};
 
-use apache_avro::{Schema, schema_compatibility::SchemaCompatibility};
+use apache_avro::{
+    Schema,
+    schema_compatibility::{Compatibility, SchemaCompatibility},
+};
 
 use super::error::RegistryError;
 
@@ -88,7 +91,8 @@ pub fn parse_schema(text: &str) -> Result<ParsedSchema, RegistryError> {
     if text.trim().is_empty() {
         return Err(RegistryError::InvalidSchema("empty schema".into()));
     }
-    let schema = Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
+    let schema =
+        Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
     let canonical = serde_json::to_string(&schema)
         .map_err(|e| RegistryError::InvalidSchema(format!("cannot serialise schema: {e}")))?;
     Ok(ParsedSchema { canonical, schema })
@@ -157,11 +161,7 @@ pub fn resolve_version<'a>(
 
 /// Why `new` does not fit `existing` under `level`, one message per broken
 /// pair; empty when compatible. `existing` is in version order.
-pub fn incompatibilities(
-    level: Level,
-    new: &Schema,
-    existing: &[(i32, Schema)],
-) -> Vec<String> {
+pub fn incompatibilities(level: Level, new: &Schema, existing: &[(i32, Schema)]) -> Vec<String> {
     let (backward, forward) = level.directions();
     let against = if level.transitive() {
         existing
@@ -170,22 +170,32 @@ pub fn incompatibilities(
     };
     let mut out = Vec::new();
     for (version, old) in against {
-        if backward {
-            if let Err(e) = SchemaCompatibility::can_read(old, new) {
-                out.push(format!(
-                    "{level}: the new schema cannot read data written with version {version}: {e}"
-                ));
-            }
+        if backward && let Some(why) = cannot_read(old, new) {
+            out.push(format!(
+                "{level}: the new schema cannot read data written with version {version}: {why}"
+            ));
         }
-        if forward {
-            if let Err(e) = SchemaCompatibility::can_read(new, old) {
-                out.push(format!(
-                    "{level}: version {version} cannot read data written with the new schema: {e}"
-                ));
-            }
+        if forward && let Some(why) = cannot_read(new, old) {
+            out.push(format!(
+                "{level}: version {version} cannot read data written with the new schema: {why}"
+            ));
         }
     }
     out
+}
+
+/// Why `reader` cannot read all data written with `writer`, if it cannot.
+/// A partial match (an enum symbol or union branch the reader lacks) fails on
+/// some records, so it counts as incompatible, as in Confluent's checker.
+fn cannot_read(writer: &Schema, reader: &Schema) -> Option<String> {
+    match SchemaCompatibility::can_read(writer, reader) {
+        Ok(Compatibility::Full) => None,
+        Ok(Compatibility::Partial) => Some(
+            "some values cannot be read: the reader lacks an enum symbol or union branch the writer has"
+                .into(),
+        ),
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 /// Parses the stored texts of the live versions for a compatibility check.
@@ -196,7 +206,9 @@ pub fn live_schemas(versions: &[VersionRecord]) -> Result<Vec<(i32, Schema)>, Re
         .map(|v| {
             Schema::parse_str(&v.schema)
                 .map(|s| (v.version, s))
-                .map_err(|e| RegistryError::Store(format!("stored schema id {} unreadable: {e}", v.id)))
+                .map_err(|e| {
+                    RegistryError::Store(format!("stored schema id {} unreadable: {e}", v.id))
+                })
         })
         .collect()
 }
@@ -248,7 +260,11 @@ pub fn plan_delete_subject(
     match (permanent, any_live) {
         (false, false) => Err(RegistryError::SubjectSoftDeleted(subject.to_string())),
         (true, true) => Err(RegistryError::SubjectNotSoftDeleted(subject.to_string())),
-        (false, true) => Ok(versions.iter().filter(|v| !v.deleted).map(|v| v.version).collect()),
+        (false, true) => Ok(versions
+            .iter()
+            .filter(|v| !v.deleted)
+            .map(|v| v.version)
+            .collect()),
         (true, false) => Ok(versions.iter().map(|v| v.version).collect()),
     }
 }

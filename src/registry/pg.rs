@@ -36,10 +36,7 @@ impl PgStore {
     }
 }
 
-async fn versions_in(
-    conn: &mut sqlx::PgConnection,
-    subject: &str,
-) -> Result<Vec<VersionRecord>> {
+async fn versions_in(conn: &mut sqlx::PgConnection, subject: &str) -> Result<Vec<VersionRecord>> {
     let rows = sqlx::query(
         "SELECT v.version, v.schema_id, s.schema_text, v.deleted
            FROM schema_registry_versions v

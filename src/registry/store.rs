@@ -34,8 +34,12 @@ pub trait Store: Send + Sync + 'static {
     /// Registers (or finds) a schema under a subject: (id, version).
     async fn register(&self, subject: &str, schema: &ParsedSchema) -> Result<(i64, i32)>;
     async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<i32>>;
-    async fn delete_version(&self, subject: &str, spec: VersionSpec, permanent: bool)
-    -> Result<i32>;
+    async fn delete_version(
+        &self,
+        subject: &str,
+        spec: VersionSpec,
+        permanent: bool,
+    ) -> Result<i32>;
 
     /// The level that applies to a subject: its own, else the global, else BACKWARD.
     async fn effective_level(&self, subject: &str) -> Result<Level> {
@@ -97,7 +101,12 @@ impl Store for MemoryStore {
     }
 
     async fn versions(&self, subject: &str) -> Result<Vec<VersionRecord>> {
-        Ok(self.lock().subjects.get(subject).cloned().unwrap_or_default())
+        Ok(self
+            .lock()
+            .subjects
+            .get(subject)
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn schema_by_id(&self, id: i64) -> Result<Option<String>> {

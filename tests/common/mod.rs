@@ -1,0 +1,233 @@
+//! Helpers shared by the integration tests: throw-away PostgreSQL databases,
+//! registries on ephemeral ports, a small HTTP client and the sluice binary.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use sluice::registry::{self, MemoryStore, ServeOptions, Store, pg::PgStore};
+use sqlx::{Connection, PgConnection};
+
+/// Server holding the test databases; `TEST_DATABASE_URL` overrides it.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A database of its own for one test, dropped by `drop_db`.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+static DB_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let admin = admin_url();
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .expect("PostgreSQL must run for these tests (see README: Tests)");
+        // Databases left by killed test runs: their process is gone.
+        let stale: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'sluice_test_%'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for name in stale {
+            let pid = name.split('_').nth(2).unwrap_or("");
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+        let name = format!(
+            "sluice_test_{}_{}",
+            std::process::id(),
+            DB_COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&admin).unwrap();
+        url.set_path(&name);
+        TestDb {
+            name,
+            url: url.to_string(),
+        }
+    }
+
+    pub async fn drop_db(self) {
+        let mut conn = PgConnection::connect(&admin_url()).await.unwrap();
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+}
+
+pub async fn pg_store(db: &TestDb) -> Arc<dyn Store> {
+    let pool = sluice::db::connect(&db.url).await.unwrap();
+    sluice::db::migrate(&pool).await.unwrap();
+    Arc::new(PgStore::new(pool))
+}
+
+pub async fn memory_registry(opts: ServeOptions) -> registry::Running {
+    spawn_registry(Arc::new(MemoryStore::new()), opts).await
+}
+
+pub async fn spawn_registry(store: Arc<dyn Store>, opts: ServeOptions) -> registry::Running {
+    registry::spawn("127.0.0.1:0".parse().unwrap(), store, opts)
+        .await
+        .unwrap()
+}
+
+/// A JSON-over-HTTP client that returns (status, body) and never fails on 4xx.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+pub const CT: &str = "application/vnd.schemaregistry.v1+json";
+
+impl Api {
+    pub fn new(base: impl Into<String>) -> Api {
+        Api {
+            base: base.into(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.send().await.expect("registry reachable");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("status {status}: body is not JSON: {text}"));
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("Content-Type", CT)
+                .body(body.to_string()),
+        )
+        .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(
+            self.http
+                .put(format!("{}{path}", self.base))
+                .header("Content-Type", CT)
+                .body(body.to_string()),
+        )
+        .await
+    }
+
+    /// Registers a schema text, returning (status, body).
+    pub async fn register(&self, subject: &str, schema: &str) -> (u16, Value) {
+        self.post(
+            &format!("/subjects/{subject}/versions"),
+            &serde_json::json!({ "schema": schema }),
+        )
+        .await
+    }
+}
+
+/// Asserts a Confluent error body with this HTTP status and error code.
+#[track_caller]
+pub fn assert_error((status, body): &(u16, Value), http: u16, code: u64) {
+    assert_eq!(*status, http, "{body}");
+    assert_eq!(body["error_code"].as_u64(), Some(code), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+/// A record schema `t.R` with the given fields JSON.
+pub fn record(fields: &str) -> String {
+    format!(r#"{{"type":"record","name":"R","namespace":"t","fields":[{fields}]}}"#)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `sluice` binary as a child process, killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn sluice() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.env_remove("DATABASE_URL")
+        .env_remove("SCHEMA_REGISTRY_URL")
+        .env("SLUICE_LOG_LEVEL", "warn")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Starts `sluice registry serve` and waits until it answers.
+pub async fn registry_process(args: &[&str]) -> (Proc, Api) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = sluice()
+        .args(["registry", "serve", "--listen", &addr.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    let api = Api::new(format!("http://{addr}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = api.http.get(format!("{}/subjects", api.base)).send().await
+            && resp.status().is_success()
+        {
+            return (proc, api);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "registry process did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
