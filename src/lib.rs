@@ -4,6 +4,12 @@ pub mod avro;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod kafka;
 pub mod logging;
 pub mod registry;
+pub mod runtime;
 pub mod schemas;
+pub mod simulate;
+#[path = "../topologies/mod.rs"]
+pub mod topologies;
+pub mod topology;

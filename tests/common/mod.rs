@@ -231,3 +231,63 @@ pub async fn registry_process(args: &[&str]) -> (Proc, Api) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A record read back by `read_topic`.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// Reads `topic` from the start (read_committed) until `want` records or
+/// `timeout`, then a second more so that any extra records show up too.
+pub async fn read_topic(bootstrap: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Read> {
+    use rdkafka::{
+        Message,
+        consumer::{Consumer, StreamConsumer},
+        message::Headers,
+    };
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    let mut lingering = false;
+    loop {
+        if out.len() >= want && !lingering {
+            lingering = true;
+            deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        }
+        let m = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) => break,
+        };
+        let mut headers = std::collections::BTreeMap::new();
+        if let Some(h) = m.headers() {
+            for hd in h.iter() {
+                headers.insert(
+                    hd.key.to_string(),
+                    String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        out.push(Read {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+    }
+    out
+}

@@ -1,0 +1,210 @@
+//! Kafka client settings, topic creation and the embedded mock cluster.
+
+use std::time::Duration;
+
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    error::KafkaError,
+    types::RDKafkaErrorCode,
+};
+
+/// Where the brokers are, plus any librdkafka property the user passes through
+/// (SASL, TLS, tuning). User properties win over sluice's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaConfig {
+    pub bootstrap: String,
+    pub properties: Vec<(String, String)>,
+}
+
+/// Parses `key=value` for `--kafka-config`.
+pub fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!(
+            "expected a librdkafka property as key=value (e.g. security.protocol=SASL_SSL), got {s:?}"
+        )),
+    }
+}
+
+/// Whether a property holds a secret that must never be logged.
+pub fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "sasl.jaas",
+        "private.key",
+        "key.pem",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+impl KafkaConfig {
+    pub fn new(bootstrap: &str) -> Self {
+        Self {
+            bootstrap: bootstrap.to_string(),
+            properties: Vec::new(),
+        }
+    }
+
+    /// The user's properties with secrets masked, for logs.
+    pub fn redacted(&self) -> Vec<(String, String)> {
+        self.properties
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret(k) {
+                    "****".to_string()
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+
+    fn base(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// A consumer-group member that commits only what sluice tells it to.
+    pub fn consumer(&self, group_id: &str) -> ClientConfig {
+        let mut c = self.base(&[
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "1000"),
+            ("statistics.interval.ms", "1000"),
+            // Bounds what a worker buffers ahead of processing, per partition.
+            ("queued.max.messages.kbytes", "16384"),
+        ]);
+        c.set("group.id", group_id);
+        c
+    }
+
+    /// An idempotent producer; transactional when given an id.
+    pub fn producer(&self, transactional_id: Option<&str>) -> ClientConfig {
+        let mut c = self.base(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("batch.num.messages", "10000"),
+            // A dead worker's open transaction blocks read_committed readers
+            // until it times out; keep that short.
+            ("transaction.timeout.ms", "15000"),
+            ("queue.buffering.max.kbytes", "65536"),
+        ]);
+        if let Some(id) = transactional_id {
+            c.set("transactional.id", id);
+        }
+        c
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication: i32,
+    pub min_insync_replicas: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    AlreadyExisted,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot create Kafka admin client: {0}")]
+    Client(KafkaError),
+    /// The cluster refused (bad replication factor, no permission, …).
+    #[error("cannot create topic {topic}: {reason}")]
+    Topic { topic: String, reason: String },
+}
+
+/// Creates the topics that do not exist yet; existing ones are left alone.
+pub async fn create_topics(
+    kafka: &KafkaConfig,
+    specs: &[TopicSpec],
+) -> Result<Vec<(String, Created)>, SetupError> {
+    let admin: AdminClient<DefaultClientContext> =
+        kafka.base(&[]).create().map_err(SetupError::Client)?;
+    let min_isr: Vec<Option<String>> = specs
+        .iter()
+        .map(|s| s.min_insync_replicas.map(|n| n.to_string()))
+        .collect();
+    let topics: Vec<NewTopic> = specs
+        .iter()
+        .zip(&min_isr)
+        .map(|(s, isr)| {
+            let t = NewTopic::new(
+                &s.name,
+                s.partitions,
+                TopicReplication::Fixed(s.replication),
+            );
+            match isr {
+                Some(n) => t.set("min.insync.replicas", n),
+                None => t,
+            }
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(topics.iter(), &opts)
+        .await
+        .map_err(SetupError::Client)?;
+    results
+        .into_iter()
+        .map(|r| match r {
+            Ok(name) => Ok((name, Created::Created)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                Ok((name, Created::AlreadyExisted))
+            }
+            Err((topic, code)) => Err(SetupError::Topic {
+                topic,
+                reason: code.to_string(),
+            }),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_parse_and_secrets_are_masked() {
+        assert_eq!(
+            parse_property("a.b=c=d").unwrap(),
+            ("a.b".into(), "c=d".into())
+        );
+        assert!(parse_property("novalue").unwrap_err().contains("key=value"));
+        let mut k = KafkaConfig::new("x:9092");
+        k.properties = vec![
+            ("sasl.password".into(), "hunter2".into()),
+            ("ssl.key.password".into(), "k".into()),
+            ("security.protocol".into(), "SASL_SSL".into()),
+        ];
+        let shown = format!("{:?}", k.redacted());
+        assert!(
+            !shown.contains("hunter2") && shown.contains("SASL_SSL"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Running topologies as consumer-group workers: one consumer and one
+//! (transactional) producer per topology, batches committed as a unit.
+
+mod dlq;
+mod txn;
+mod worker;
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+pub use dlq::{
+    KIND as DLQ_KIND, MESSAGE as DLQ_MESSAGE, OFFSET as DLQ_OFFSET, PARTITION as DLQ_PARTITION,
+    SCHEMA_ID as DLQ_SCHEMA_ID, TIMESTAMP as DLQ_TIMESTAMP, TOPIC as DLQ_TOPIC,
+    TOPOLOGY as DLQ_TOPOLOGY,
+};
+pub use txn::blocking;
+pub use worker::run_topology;
+
+use crate::topology::Guarantee;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub guarantee: Guarantee,
+    /// Commit after this many input records…
+    pub batch_size: usize,
+    /// …or this long after the first uncommitted one, whichever comes first.
+    pub commit_interval: Duration,
+    /// Names this worker's transactional producer. Give each worker a stable
+    /// one (e.g. a pod name) so a restarted worker fences its predecessor at once.
+    pub instance_id: String,
+    /// Consumer group id, when not the topology's own.
+    pub group_id: Option<String>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            guarantee: Guarantee::ExactlyOnce,
+            batch_size: 5000,
+            commit_interval: Duration::from_millis(100),
+            instance_id: default_instance_id(),
+            group_id: None,
+        }
+    }
+}
+
+/// host-pid: unique per process; stable ids are better set explicitly.
+pub fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sluice".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Bad configuration (the user's to fix): retrying will not help.
+    #[error("topology {topology}: cannot create Kafka client: {source}")]
+    Client {
+        topology: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+/// Live counters of one topology, read by the demo's status line and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub commits: AtomicU64,
+    pub aborts: AtomicU64,
+    dlq_by_kind: Mutex<BTreeMap<&'static str, u64>>,
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl Stats {
+    fn count_dead_letter(&self, kind: &'static str) {
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        *self
+            .dlq_by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+
+    pub fn dead_letters_by_kind(&self) -> BTreeMap<&'static str, u64> {
+        self.dlq_by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((topic.to_string(), partition), lag);
+    }
+
+    fn clear_lag(&self, topic: &str, partition: i32) {
+        self.lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(topic.to_string(), partition));
+    }
+
+    /// Consumer lag per assigned partition, as librdkafka last reported it.
+    pub fn lag(&self) -> BTreeMap<(String, i32), i64> {
+        self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn total_lag(&self) -> i64 {
+        self.lag().values().sum()
+    }
+}

@@ -1,0 +1,243 @@
+//! The unit of commit: outputs, dead letters and input offsets since the last
+//! commit. Exactly-once puts them in one Kafka transaction; at-least-once
+//! flushes outputs before committing offsets. The consumer context commits
+//! in-flight work before partitions are revoked, so a rebalance hands over
+//! only committed positions.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::FutureExt;
+use rdkafka::{
+    ClientContext, Offset, Statistics, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
+    error::{KafkaError, KafkaResult},
+    message::{Header, OwnedHeaders},
+    producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
+};
+
+use super::Stats;
+use crate::{kafka::KafkaConfig, topology::Guarantee, topology::Output};
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a blocking librdkafka call without stalling other tasks on this thread.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+pub struct Txn {
+    kafka: KafkaConfig,
+    transactional_id: Option<String>,
+    producer: FutureProducer,
+    open: bool,
+    /// (topic, partition) → (first offset in this unit, next offset to commit).
+    offsets: BTreeMap<(String, i32), (i64, i64)>,
+    deliveries: Vec<DeliveryFuture>,
+    pub records: usize,
+}
+
+impl Txn {
+    pub fn new(kafka: &KafkaConfig, guarantee: Guarantee, instance: &str) -> KafkaResult<Self> {
+        let transactional_id = (guarantee == Guarantee::ExactlyOnce).then(|| instance.to_string());
+        let producer = Self::producer(kafka, transactional_id.as_deref())?;
+        Ok(Self {
+            kafka: kafka.clone(),
+            transactional_id,
+            producer,
+            open: false,
+            offsets: BTreeMap::new(),
+            deliveries: Vec::new(),
+            records: 0,
+        })
+    }
+
+    fn producer(
+        kafka: &KafkaConfig,
+        transactional_id: Option<&str>,
+    ) -> KafkaResult<FutureProducer> {
+        let producer: FutureProducer = kafka.producer(transactional_id).create()?;
+        if transactional_id.is_some() {
+            // Fences any earlier producer with this id and aborts its open transaction.
+            blocking(|| producer.init_transactions(TXN_TIMEOUT))?;
+        }
+        Ok(producer)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    fn begin(&mut self) -> KafkaResult<()> {
+        if self.transactional_id.is_some() && !self.open {
+            self.producer.begin_transaction()?;
+            self.open = true;
+        }
+        Ok(())
+    }
+
+    /// Queues a record for this unit.
+    pub fn send(&mut self, out: &Output, headers: &[(&str, String)]) -> KafkaResult<()> {
+        self.begin()?;
+        let mut record = FutureRecord::<[u8], [u8]>::to(&out.topic)
+            .payload(&out.value)
+            .timestamp(out.timestamp_ms);
+        if let Some(k) = &out.key {
+            record = record.key(k);
+        }
+        if !headers.is_empty() {
+            let mut h = OwnedHeaders::new_with_capacity(headers.len());
+            for (k, v) in headers {
+                h = h.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            record = record.headers(h);
+        }
+        loop {
+            match self.producer.send_result(record) {
+                Ok(f) => {
+                    if self.transactional_id.is_none() {
+                        self.deliveries.push(f);
+                    }
+                    return Ok(());
+                }
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    // Bounded memory: wait for the queue to drain a little.
+                    record = r;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// Marks an input record as done in this unit.
+    pub fn consumed(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.offsets
+            .entry((topic.to_string(), partition))
+            .and_modify(|(_, next)| *next = offset + 1)
+            .or_insert((offset, offset + 1));
+        self.records += 1;
+    }
+
+    /// Commits everything since the last commit.
+    pub fn commit<C: ConsumerContext>(&mut self, consumer: &impl Consumer<C>) -> KafkaResult<()> {
+        if self.offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), (_, next)) in &self.offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        blocking(|| -> KafkaResult<()> {
+            if self.transactional_id.is_some() {
+                self.begin()?;
+                // Only missing before the consumer first joined its group.
+                let meta = consumer.group_metadata().ok_or(KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::InvalidGroupId,
+                ))?;
+                self.producer
+                    .send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT)?;
+                self.producer.commit_transaction(TXN_TIMEOUT)?;
+                self.open = false;
+            } else {
+                self.producer.flush(TXN_TIMEOUT)?;
+                for d in self.deliveries.drain(..) {
+                    match d.now_or_never() {
+                        Some(Ok(Ok(_))) => {}
+                        Some(Ok(Err((e, _)))) => return Err(e),
+                        _ => return Err(KafkaError::Canceled),
+                    }
+                }
+                consumer.commit(&tpl, CommitMode::Sync)?;
+            }
+            Ok(())
+        })?;
+        self.offsets.clear();
+        self.records = 0;
+        Ok(())
+    }
+
+    /// Drops the unit after a failed commit: aborts the transaction (or
+    /// forgets unconfirmed deliveries) and returns where each partition must
+    /// be re-read from. A producer in a fatal state is replaced.
+    pub fn abort(&mut self) -> Vec<(String, i32, i64)> {
+        if self.open {
+            let aborted = blocking(|| self.producer.abort_transaction(TXN_TIMEOUT));
+            self.open = false;
+            if let Err(e) = aborted {
+                tracing::warn!(error = %e, "abort failed; replacing the producer");
+                match Self::producer(&self.kafka, self.transactional_id.as_deref()) {
+                    Ok(p) => self.producer = p,
+                    Err(e) => tracing::error!(error = %e, "cannot recreate producer; will retry"),
+                }
+            }
+        }
+        self.deliveries.clear();
+        self.records = 0;
+        std::mem::take(&mut self.offsets)
+            .into_iter()
+            .map(|((t, p), (first, _))| (t, p, first))
+            .collect()
+    }
+}
+
+/// The consumer's context: commits before revocation and records lag.
+pub struct WorkerContext {
+    pub topology: String,
+    pub txn: Arc<Mutex<Txn>>,
+    pub stats: Arc<Stats>,
+}
+
+impl ClientContext for WorkerContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    self.stats.set_lag(&topic, partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut txn = self.txn.lock().unwrap_or_else(|p| p.into_inner());
+            tracing::info!(topology = %self.topology, partitions = tpl.count(), "partitions revoked; committing in-flight work");
+            if let Err(e) = txn.commit(consumer) {
+                // The new owner re-reads from the last committed offsets.
+                tracing::warn!(topology = %self.topology, error = %e, "commit before revoke failed; aborting");
+                txn.abort();
+            }
+            for elem in tpl.elements() {
+                self.stats.clear_lag(elem.topic(), elem.partition());
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts: Vec<String> = tpl
+                .elements()
+                .iter()
+                .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                .collect();
+            tracing::info!(topology = %self.topology, partitions = ?parts, "partitions assigned");
+        }
+    }
+}

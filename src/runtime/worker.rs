@@ -1,0 +1,240 @@
+//! The worker loop of one topology.
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Duration,
+};
+
+use rdkafka::{
+    Message, Offset, Timestamp,
+    consumer::{Consumer, StreamConsumer},
+};
+use tokio::time::{Instant, sleep, sleep_until};
+
+use super::{
+    RunOptions, RuntimeError, Stats,
+    dlq::{self, Origin},
+    txn::{Txn, WorkerContext, blocking},
+};
+use crate::{
+    avro::AvroCodec,
+    kafka::KafkaConfig,
+    topology::{Input, Output, Topology},
+};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_millis(100))
+    }
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        d
+    }
+}
+
+/// Runs one topology until `shutdown` resolves; then stops fetching, commits
+/// what it processed and leaves the group.
+pub async fn run_topology(
+    topology: &Topology,
+    kafka: &KafkaConfig,
+    codec: Arc<AvroCodec>,
+    opts: &RunOptions,
+    stats: Arc<Stats>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError> {
+    let d = &topology.description;
+    let client_err = |source| RuntimeError::Client {
+        topology: d.name.clone(),
+        source,
+    };
+    let instance = format!("{}-{}", d.group_id, opts.instance_id);
+    let txn = Arc::new(Mutex::new(
+        Txn::new(kafka, opts.guarantee, &instance).map_err(client_err)?,
+    ));
+    let group = opts.group_id.clone().unwrap_or_else(|| d.group_id.clone());
+    let context = WorkerContext {
+        topology: d.name.clone(),
+        txn: txn.clone(),
+        stats: stats.clone(),
+    };
+    let consumer: StreamConsumer<WorkerContext> = kafka
+        .consumer(&group)
+        .create_with_context(context)
+        .map_err(client_err)?;
+    consumer.subscribe(&[&d.source]).map_err(client_err)?;
+    tracing::info!(topology = %d.name, group = %group, guarantee = %opts.guarantee, instance = %instance, "worker started");
+
+    let dlq_topic: Arc<str> = d.dead_letter.as_str().into();
+    let lock = || txn.lock().unwrap_or_else(|p| p.into_inner());
+    let mut outputs: Vec<Output> = Vec::new();
+    let mut commit_at: Option<Instant> = None;
+    let mut consume_backoff = Backoff::new();
+    tokio::pin!(shutdown);
+
+    'outer: loop {
+        let msg = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            _ = sleep_until(commit_at.unwrap_or_else(Instant::now)), if commit_at.is_some() => {
+                commit(&consumer, &mut lock(), &stats, &d.name);
+                commit_at = None;
+                continue;
+            }
+            m = consumer.recv() => m,
+        };
+        let msg = match msg {
+            Ok(m) => {
+                consume_backoff = Backoff::new();
+                m
+            }
+            Err(e) => {
+                let wait = consume_backoff.next();
+                tracing::warn!(topology = %d.name, error = %e, retry_in = ?wait, "consume failed; is the broker reachable?");
+                sleep(wait).await;
+                continue;
+            }
+        };
+        stats.records_in.fetch_add(1, Ordering::Relaxed);
+        let timestamp_ms = match msg.timestamp() {
+            Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
+            Timestamp::NotAvailable => chrono::Utc::now().timestamp_millis(),
+        };
+        let input = Input {
+            key: msg.key(),
+            value: msg.payload(),
+            timestamp_ms,
+        };
+        let mut retry = Backoff::new();
+        let dead = loop {
+            outputs.clear();
+            match topology
+                .processor
+                .process(&codec, input, &mut outputs)
+                .await
+            {
+                Ok(()) => break None,
+                Err(f) if f.is_retryable() => {
+                    let wait = retry.next();
+                    tracing::warn!(topology = %d.name, error = %f, retry_in = ?wait, "transient failure; retrying the record");
+                    tokio::select! {
+                        _ = &mut shutdown => break 'outer,
+                        _ = sleep(wait) => {}
+                    }
+                }
+                Err(f) => {
+                    let origin = Origin {
+                        topic: msg.topic(),
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                        timestamp_ms,
+                    };
+                    stats.count_dead_letter(f.kind());
+                    tracing::debug!(topology = %d.name, kind = f.kind(), error = %f, offset = msg.offset(), "dead letter");
+                    break Some(dlq::dead_letter(
+                        &dlq_topic,
+                        &d.name,
+                        origin,
+                        msg.key(),
+                        msg.payload(),
+                        &f,
+                    ));
+                }
+            }
+        };
+        let sent = {
+            let mut t = lock();
+            let mut sent = Ok(());
+            if let Some(dead) = &dead {
+                sent = t.send(&dead.record, &dead.headers);
+            }
+            for out in &outputs {
+                if sent.is_err() {
+                    break;
+                }
+                sent = t.send(out, &[]);
+            }
+            if sent.is_ok() {
+                t.consumed(msg.topic(), msg.partition(), msg.offset());
+            }
+            sent.map(|()| t.records)
+        };
+        match sent {
+            Ok(n) => {
+                stats
+                    .records_out
+                    .fetch_add(outputs.len() as u64, Ordering::Relaxed);
+                if n >= opts.batch_size {
+                    commit(&consumer, &mut lock(), &stats, &d.name);
+                    commit_at = None;
+                } else if commit_at.is_none() {
+                    commit_at = Some(Instant::now() + opts.commit_interval);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(topology = %d.name, error = %e, "produce failed; aborting the batch");
+                // This record was not marked consumed: rewind to it as well.
+                let here = Some((msg.topic(), msg.partition(), msg.offset()));
+                rewind(&consumer, &mut lock(), &stats, here);
+                commit_at = None;
+                sleep(retry.next()).await;
+            }
+        }
+    }
+
+    tracing::info!(topology = %d.name, "stopping: committing in-flight work and leaving the group");
+    commit(&consumer, &mut lock(), &stats, &d.name);
+    consumer.unsubscribe();
+    blocking(|| drop(consumer));
+    Ok(())
+}
+
+fn commit(consumer: &StreamConsumer<WorkerContext>, txn: &mut Txn, stats: &Stats, name: &str) {
+    if txn.is_empty() {
+        return;
+    }
+    match txn.commit(consumer) {
+        Ok(()) => {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::warn!(topology = %name, error = %e, "commit failed; aborting and re-reading the batch");
+            rewind(consumer, txn, stats, None);
+        }
+    }
+}
+
+/// Aborts the unit and seeks its partitions back to their first uncommitted record.
+fn rewind(
+    consumer: &StreamConsumer<WorkerContext>,
+    txn: &mut Txn,
+    stats: &Stats,
+    also: Option<(&str, i32, i64)>,
+) {
+    stats.aborts.fetch_add(1, Ordering::Relaxed);
+    let mut positions = txn.abort();
+    if let Some((t, p, o)) = also
+        && !positions.iter().any(|(pt, pp, _)| pt == t && *pp == p)
+    {
+        positions.push((t.to_string(), p, o));
+    }
+    for (topic, partition, offset) in positions {
+        let seek = blocking(|| {
+            consumer.seek(
+                &topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            )
+        });
+        if let Err(e) = seek {
+            // Most likely revoked meanwhile: its new owner starts from the committed offset.
+            tracing::info!(%topic, partition, offset, error = %e, "cannot seek back");
+        }
+    }
+}

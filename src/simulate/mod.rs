@@ -1,0 +1,4 @@
+//! Data generators that produce realistic records, a share of them bad, to
+//! exercise the topologies and their dead-letter paths.
+
+pub mod logins;

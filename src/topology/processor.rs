@@ -1,0 +1,150 @@
+//! The type-erased form of a declared topology that the runtime drives:
+//! bytes in, encoded outputs or a failure for the dead-letter topic out.
+
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use async_trait::async_trait;
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{FailureKind, Item, OpError, stream::Chain};
+use crate::avro::{AvroCodec, CodecError};
+
+/// A record as consumed.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub timestamp_ms: i64,
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub topic: Arc<str>,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub timestamp_ms: i64,
+}
+
+/// Why a record did not make it through.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("cannot decode: {0}")]
+    Decode(CodecError),
+    #[error("{0}")]
+    Operator(OpError),
+    #[error("cannot encode: {0}")]
+    Encode(CodecError),
+}
+
+impl Failure {
+    /// Retrying may help (the registry is down): keep the record, back off.
+    /// Otherwise the record goes to the dead-letter topic.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Failure::Decode(e) | Failure::Encode(e) => e.is_retryable(),
+            Failure::Operator(_) => false,
+        }
+    }
+
+    /// The reason label for metrics and the `sluice.error.kind` header.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Decode(e) | Failure::Encode(e) => e.kind(),
+            Failure::Operator(OpError {
+                kind: FailureKind::Validation,
+                ..
+            }) => "validation",
+            Failure::Operator(_) => "operator",
+        }
+    }
+
+    /// The writer schema id, when one was read.
+    pub fn schema_id(&self) -> Option<u32> {
+        match self {
+            Failure::Decode(
+                CodecError::UnknownSchema { id, .. }
+                | CodecError::Corrupt { id, .. }
+                | CodecError::Incompatible { id, .. },
+            ) => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Processor: Send + Sync + 'static {
+    /// Appends the outputs of one input record to `out`.
+    async fn process(
+        &self,
+        codec: &AvroCodec,
+        input: Input<'_>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Failure>;
+}
+
+pub(super) struct TypedProcessor<S, T> {
+    reader: Schema,
+    chain: Chain<S, T>,
+    sink: Arc<str>,
+}
+
+impl<S, T> TypedProcessor<S, T> {
+    pub(super) fn new(reader: Schema, chain: Chain<S, T>, sink: &str) -> Self {
+        Self {
+            reader,
+            chain,
+            sink: sink.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl<S, T> Processor for TypedProcessor<S, T>
+where
+    S: DeserializeOwned + Send + Sync + 'static,
+    T: Serialize + Send + Sync + 'static,
+{
+    async fn process(
+        &self,
+        codec: &AvroCodec,
+        input: Input<'_>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Failure> {
+        let bytes = input.value.unwrap_or_default();
+        let (_, value) = codec
+            .decode::<S>(bytes, &self.reader)
+            .await
+            .map_err(Failure::Decode)?;
+        let item = Item {
+            key: input.key.map(<[u8]>::to_vec),
+            value,
+            timestamp_ms: input.timestamp_ms,
+        };
+        let mut results: Vec<Item<T>> = Vec::with_capacity(1);
+        (self.chain)(item, &mut |t| {
+            results.push(t);
+            Ok(())
+        })
+        .map_err(Failure::Operator)?;
+        let start = out.len();
+        for item in results {
+            let encoded = codec.encode(&self.sink, &item.value).await;
+            match encoded {
+                Ok(value) => out.push(Output {
+                    topic: self.sink.clone(),
+                    key: item.key,
+                    value,
+                    timestamp_ms: item.timestamp_ms,
+                }),
+                Err(e) => {
+                    // All or nothing per input record.
+                    out.truncate(start);
+                    return Err(Failure::Encode(e));
+                }
+            }
+        }
+        Ok(())
+    }
+}

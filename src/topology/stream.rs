@@ -1,0 +1,236 @@
+//! The typed operator chain. Operators compose into one closure per
+//! topology, pushing items downstream without allocating per stage.
+
+use std::{fmt::Display, sync::Arc};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{
+    BuildError, Builder, Description, FailureKind, OpError, Topology, processor::TypedProcessor,
+    valid_topic,
+};
+
+/// A record flowing through the operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item<T> {
+    pub key: Option<Vec<u8>>,
+    pub value: T,
+    /// Event time in milliseconds since the epoch (the record timestamp
+    /// unless an extractor says otherwise).
+    pub timestamp_ms: i64,
+}
+
+pub type Emit<'a, T> = &'a mut dyn FnMut(Item<T>) -> Result<(), OpError>;
+pub(crate) type Chain<S, T> =
+    Arc<dyn for<'a> Fn(Item<S>, Emit<'a, T>) -> Result<(), OpError> + Send + Sync>;
+
+/// A stream of `T` read from a source of `S`.
+pub struct Stream<S, T> {
+    builder: Builder,
+    source: String,
+    operators: Vec<String>,
+    chain: Chain<S, T>,
+}
+
+impl<S> Stream<S, S>
+where
+    S: DeserializeOwned + Send + Sync + 'static,
+{
+    pub(super) fn source(builder: Builder, topic: &str) -> Self {
+        Stream {
+            builder,
+            source: topic.to_string(),
+            operators: Vec::new(),
+            chain: Arc::new(|item, out| out(item)),
+        }
+    }
+}
+
+impl<S: 'static, T: 'static> Stream<S, T> {
+    fn then<U: 'static>(
+        self,
+        description: String,
+        stage: impl Fn(Item<T>, Emit<'_, U>) -> Result<(), OpError> + Send + Sync + 'static,
+    ) -> Stream<S, U> {
+        let prev = self.chain;
+        let mut operators = self.operators;
+        operators.push(description);
+        Stream {
+            builder: self.builder,
+            source: self.source,
+            operators,
+            chain: Arc::new(move |item, out| prev(item, &mut |t| stage(t, &mut *out))),
+        }
+    }
+
+    /// Keeps the records for which `keep` is true; the rest are dropped on purpose.
+    pub fn filter(
+        self,
+        name: &str,
+        keep: impl Fn(&T) -> bool + Send + Sync + 'static,
+    ) -> Stream<S, T> {
+        self.then(format!("filter({name})"), move |item, out| {
+            if keep(&item.value) { out(item) } else { Ok(()) }
+        })
+    }
+
+    pub fn map<U: 'static>(
+        self,
+        name: &str,
+        f: impl Fn(T) -> U + Send + Sync + 'static,
+    ) -> Stream<S, U> {
+        self.then(format!("map({name})"), move |item, out| {
+            out(Item {
+                key: item.key,
+                value: f(item.value),
+                timestamp_ms: item.timestamp_ms,
+            })
+        })
+    }
+
+    /// Zero or more records per record.
+    pub fn flat_map<U: 'static, I: IntoIterator<Item = U>>(
+        self,
+        name: &str,
+        f: impl Fn(T) -> I + Send + Sync + 'static,
+    ) -> Stream<S, U> {
+        self.then(format!("flat_map({name})"), move |item, out| {
+            for value in f(item.value) {
+                out(Item {
+                    key: item.key.clone(),
+                    value,
+                    timestamp_ms: item.timestamp_ms,
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A fallible map: an `Err` sends the input record to the dead-letter topic.
+    pub fn try_map<U: 'static, E: Display>(
+        self,
+        name: &str,
+        f: impl Fn(T) -> Result<U, E> + Send + Sync + 'static,
+    ) -> Stream<S, U> {
+        let op = name.to_string();
+        self.then(format!("try_map({name})"), move |item, out| {
+            match f(item.value) {
+                Ok(value) => out(Item {
+                    key: item.key,
+                    value,
+                    timestamp_ms: item.timestamp_ms,
+                }),
+                Err(e) => Err(OpError {
+                    operator: op.clone(),
+                    kind: FailureKind::Operator,
+                    message: e.to_string(),
+                }),
+            }
+        })
+    }
+
+    /// Checks a rule: an `Err` sends the record to the dead-letter topic as a
+    /// validation failure with the message as its reason.
+    pub fn validate<E: Display>(
+        self,
+        name: &str,
+        rule: impl Fn(&T) -> Result<(), E> + Send + Sync + 'static,
+    ) -> Stream<S, T> {
+        let op = name.to_string();
+        self.then(format!("validate({name})"), move |item, out| {
+            match rule(&item.value) {
+                Ok(()) => out(item),
+                Err(e) => Err(OpError {
+                    operator: op.clone(),
+                    kind: FailureKind::Validation,
+                    message: e.to_string(),
+                }),
+            }
+        })
+    }
+
+    /// Sets the record key (and so the output partition) from the value.
+    pub fn key_by(
+        self,
+        name: &str,
+        key: impl Fn(&T) -> String + Send + Sync + 'static,
+    ) -> Stream<S, T> {
+        self.then(format!("key_by({name})"), move |mut item, out| {
+            item.key = Some(key(&item.value).into_bytes());
+            out(item)
+        })
+    }
+
+    /// Runs the chain on one item; for tests and benchmarks of operators.
+    pub fn apply(&self, item: Item<S>) -> Result<Vec<Item<T>>, OpError> {
+        let mut out = Vec::new();
+        (self.chain)(item, &mut |t| {
+            out.push(t);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+impl<S, T> Stream<S, T>
+where
+    S: DeserializeOwned + Send + Sync + 'static,
+    T: Serialize + Send + Sync + 'static,
+{
+    /// Writes Avro values to `topic` with the latest schema of `<topic>-value`,
+    /// and finishes the declaration.
+    pub fn to_topic(self, topic: &str) -> Result<Topology, BuildError> {
+        let name = self.builder.name.clone();
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !name_ok {
+            return Err(BuildError::BadName(name));
+        }
+        let dead_letter = self
+            .builder
+            .dead_letter
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.source));
+        for t in [&self.source, &dead_letter, &topic.to_string()] {
+            if !valid_topic(t) {
+                return Err(BuildError::BadTopic {
+                    topology: name,
+                    topic: t.clone(),
+                });
+            }
+        }
+        if topic == self.source || dead_letter == self.source {
+            return Err(BuildError::Loop {
+                topology: name,
+                topic: topic.to_string(),
+            });
+        }
+        let reader =
+            crate::schemas::for_topic(&self.source).ok_or_else(|| BuildError::NoSchema {
+                topology: name.clone(),
+                topic: self.source.clone(),
+            })?;
+        let description = Description {
+            group_id: self
+                .builder
+                .group_id
+                .clone()
+                .unwrap_or_else(|| format!("sluice-{name}")),
+            name,
+            source: self.source,
+            operators: self.operators,
+            sinks: vec![topic.to_string()],
+            dead_letter,
+        };
+        Ok(Topology {
+            description,
+            processor: Arc::new(TypedProcessor::new(reader, self.chain, topic)),
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;

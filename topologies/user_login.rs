@@ -1,0 +1,161 @@
+//! `user-login` → validate → normalise → `processed-user-login`.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::topology::{BuildError, Topology, topology};
+
+pub const NAME: &str = "user-login";
+pub const SOURCE: &str = "user-login";
+pub const SINK: &str = "processed-user-login";
+
+/// `schemas/user-login.avsc`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserLogin {
+    pub user_id: String,
+    pub app_version: String,
+    pub ip: String,
+    pub locale: String,
+    pub device_id: String,
+    /// Seconds since the epoch.
+    pub timestamp: i64,
+    pub device_type: String,
+}
+
+/// `schemas/processed-user-login.avsc`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessedUserLogin {
+    pub user_id: String,
+    pub app_version: String,
+    pub ip: String,
+    pub locale: String,
+    pub device_id: String,
+    pub timestamp: i64,
+    pub device_type: String,
+    /// Milliseconds since the epoch.
+    pub processed_timestamp: i64,
+}
+
+/// 2000-01-01T00:00:00Z: logins before it are certainly bogus clocks.
+const EARLIEST: i64 = 946_684_800;
+/// Clients' clocks run ahead; more than a day is not a clock skew.
+const MAX_AHEAD_SECS: i64 = 24 * 3600;
+
+/// Why a login is refused; the message goes into the dead-letter headers.
+pub fn validate(login: &UserLogin, now_secs: i64) -> Result<(), String> {
+    uuid::Uuid::parse_str(&login.user_id)
+        .map_err(|_| format!("user_id {:?} is not a UUID", login.user_id))?;
+    login
+        .ip
+        .parse::<IpAddr>()
+        .map_err(|_| format!("ip {:?} is not an IPv4 or IPv6 address", login.ip))?;
+    if login.timestamp < EARLIEST || login.timestamp > now_secs + MAX_AHEAD_SECS {
+        return Err(format!(
+            "timestamp {} is not plausible (before 2000 or more than a day ahead)",
+            login.timestamp
+        ));
+    }
+    if login.device_type.trim().is_empty() {
+        return Err("device_type is empty".into());
+    }
+    Ok(())
+}
+
+/// Canonical forms; only called on validated logins.
+pub fn normalise(login: UserLogin, now_ms: i64) -> ProcessedUserLogin {
+    let user_id = uuid::Uuid::parse_str(&login.user_id)
+        .map(|u| u.hyphenated().to_string())
+        .unwrap_or(login.user_id);
+    let ip = login
+        .ip
+        .parse::<IpAddr>()
+        .map(|ip| ip.to_string())
+        .unwrap_or(login.ip);
+    ProcessedUserLogin {
+        user_id,
+        app_version: login.app_version,
+        ip,
+        locale: login.locale,
+        device_id: login.device_id,
+        timestamp: login.timestamp,
+        device_type: login.device_type.trim().to_lowercase(),
+        processed_timestamp: now_ms,
+    }
+}
+
+pub fn build() -> Result<Topology, BuildError> {
+    topology(NAME)
+        .source::<UserLogin>(SOURCE)
+        .validate("login-rules", |l| {
+            validate(l, chrono::Utc::now().timestamp())
+        })
+        .map("normalise", |l| {
+            normalise(l, chrono::Utc::now().timestamp_millis())
+        })
+        .key_by("user_id", |l| l.user_id.clone())
+        .to_topic(SINK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    pub fn login() -> UserLogin {
+        UserLogin {
+            user_id: "6F1C2A1E-4B7D-4C59-9F0E-2D5B8A1C3E77".into(),
+            app_version: "2.3.1".into(),
+            ip: "2001:DB8::0:1".into(),
+            locale: "en-GB".into(),
+            device_id: "dev-1".into(),
+            timestamp: NOW - 5,
+            device_type: " Android ".into(),
+        }
+    }
+
+    #[test]
+    fn valid_logins_pass_and_are_normalised() {
+        assert_eq!(validate(&login(), NOW), Ok(()));
+        let p = normalise(login(), 42);
+        assert_eq!(p.user_id, "6f1c2a1e-4b7d-4c59-9f0e-2d5b8a1c3e77");
+        assert_eq!(p.ip, "2001:db8::1");
+        assert_eq!(p.device_type, "android");
+        assert_eq!(p.processed_timestamp, 42);
+        assert_eq!(p.timestamp, NOW - 5);
+    }
+
+    #[test]
+    fn each_rule_refuses_with_a_reason() {
+        type Spoil = fn(&mut UserLogin);
+        let cases: Vec<(Spoil, &str)> = vec![
+            (|l| l.user_id = "42".into(), "not a UUID"),
+            (|l| l.ip = "999.1.1.1".into(), "not an IPv4 or IPv6"),
+            (|l| l.timestamp = 12, "not plausible"),
+            (|l| l.timestamp = NOW + 2 * 86_400, "not plausible"),
+            (|l| l.device_type = "  ".into(), "device_type is empty"),
+        ];
+        for (spoil, reason) in cases {
+            let mut l = login();
+            spoil(&mut l);
+            let err = validate(&l, NOW).unwrap_err();
+            assert!(err.contains(reason), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_topology_is_declared_as_documented() {
+        let t = build().unwrap();
+        let d = &t.description;
+        assert_eq!(
+            (d.source.as_str(), d.sinks[0].as_str()),
+            ("user-login", "processed-user-login")
+        );
+        assert_eq!(d.dead_letter, "user-login.dlq");
+        assert_eq!(
+            d.operators,
+            vec!["validate(login-rules)", "map(normalise)", "key_by(user_id)"]
+        );
+    }
+}
