@@ -4,6 +4,7 @@ pub mod avro;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod kafka;
 pub mod logging;
 pub mod registry;

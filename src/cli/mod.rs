@@ -1,9 +1,15 @@
 //! The `sluice` command line: parsing (clap, with environment fall-backs)
 //! and dispatch to the library.
 
+mod args;
+mod demo;
 mod migrate;
 mod registry;
+mod run;
 mod schemas;
+mod simulate;
+
+pub use run::select as select_topologies;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +50,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole pipeline in this process with no services: a mock Kafka
+    /// cluster, the embedded registry, the simulator and every topology.
+    Demo(demo::DemoArgs),
+    /// Run topologies as consumer-group workers (start more copies to scale out).
+    Run(run::RunArgs),
+    /// List the topologies with their sources, operators, sinks and groups.
+    Topologies,
+    /// Kafka topics the topologies use.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Produce simulated data.
+    #[command(subcommand)]
+    Simulate(simulate::SimulateCommand),
     /// The embedded Confluent-compatible Schema Registry.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
@@ -54,11 +73,23 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create the sources, sinks and dead-letter topics the topologies declare;
+    /// existing topics are left alone.
+    Create(run::TopicsCreateArgs),
+}
+
 /// Parses the command line, sets up logging and runs the command.
 pub async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_format, &cli.log_level);
     match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Topologies => run::list(),
+        Command::Topics(TopicsCommand::Create(args)) => run::topics_create(args).await,
+        Command::Simulate(cmd) => simulate::run(cmd).await,
         Command::Registry(cmd) => registry::run(cmd).await,
         Command::Schemas(cmd) => schemas::run(cmd).await,
         Command::Migrate(args) => migrate::run(args).await,

@@ -2,11 +2,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::{
-    avro::{RegistryClient, RegistryConfig},
-    registry::Credentials,
-    schemas,
-};
+use super::args::RegistryArgs;
+use crate::{avro::RegistryClient, schemas};
 
 #[derive(Debug, Subcommand)]
 pub enum SchemasCommand {
@@ -16,34 +13,6 @@ pub enum SchemasCommand {
     Register(RegisterArgs),
     /// Print the schemas compiled into this binary, one per topic.
     List,
-}
-
-#[derive(Debug, Args)]
-pub struct RegistryArgs {
-    /// Schema Registry base URL; credentials may be given as http://user:pass@host.
-    #[arg(
-        long,
-        env = "SCHEMA_REGISTRY_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    pub registry_url: String,
-
-    /// Registry basic-auth credentials, USER:PASSWORD (Confluent's basic.auth.user.info).
-    #[arg(
-        long,
-        env = "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
-        hide_env_values = true
-    )]
-    pub registry_auth: Option<Credentials>,
-}
-
-impl RegistryArgs {
-    pub fn config(&self) -> anyhow::Result<RegistryConfig> {
-        Ok(RegistryConfig::new(
-            &self.registry_url,
-            self.registry_auth.clone(),
-        )?)
-    }
 }
 
 #[derive(Debug, Args)]
@@ -90,4 +59,25 @@ pub async fn run(cmd: SchemasCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Registers each schema file; one line per subject saying what happened.
+pub async fn register_all(
+    client: &RegistryClient,
+    files: &[schemas::SchemaFile],
+) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for file in files {
+        let done = client.register(&file.subject(), &file.text).await?;
+        let what = if done.new_version {
+            "registered"
+        } else {
+            "unchanged"
+        };
+        lines.push(format!(
+            "{}: {what}, id {}, version {}",
+            done.subject, done.id, done.version
+        ));
+    }
+    Ok(lines)
 }

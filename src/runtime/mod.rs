@@ -8,11 +8,13 @@ mod worker;
 use std::{
     collections::BTreeMap,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
+
+use tokio::{sync::watch, task::JoinSet};
 
 pub use dlq::{
     KIND as DLQ_KIND, MESSAGE as DLQ_MESSAGE, OFFSET as DLQ_OFFSET, PARTITION as DLQ_PARTITION,
@@ -22,7 +24,11 @@ pub use dlq::{
 pub use txn::blocking;
 pub use worker::run_topology;
 
-use crate::topology::Guarantee;
+use crate::{
+    avro::AvroCodec,
+    kafka::KafkaConfig,
+    topology::{Guarantee, Topology},
+};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -68,6 +74,11 @@ pub enum RuntimeError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// A bug: a worker task panicked.
+    #[error("a worker crashed: {0}")]
+    Crashed(String),
+    #[error("workers did not finish within the shutdown timeout of {0:?}")]
+    ShutdownTimeout(Duration),
 }
 
 /// Live counters of one topology, read by the demo's status line and metrics.
@@ -121,5 +132,70 @@ impl Stats {
 
     pub fn total_lag(&self) -> i64 {
         self.lag().values().sum()
+    }
+}
+
+/// Topologies running in background tasks of this process.
+pub struct Workers {
+    pub stats: Vec<(String, Arc<Stats>)>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<Result<(), RuntimeError>>,
+}
+
+impl Workers {
+    pub fn spawn(
+        topologies: Vec<Topology>,
+        kafka: &KafkaConfig,
+        codec: Arc<AvroCodec>,
+        opts: &RunOptions,
+    ) -> Workers {
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut stats = Vec::new();
+        for topology in topologies {
+            let s = Arc::new(Stats::default());
+            stats.push((topology.description.name.clone(), s.clone()));
+            let (kafka, codec, opts, mut stopped) =
+                (kafka.clone(), codec.clone(), opts.clone(), stopped.clone());
+            tasks.spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                run_topology(&topology, &kafka, codec, &opts, s, shutdown).await
+            });
+        }
+        Workers { stats, stop, tasks }
+    }
+
+    /// Resolves when a worker ends on its own, which only an error makes it do.
+    pub async fn failure(&mut self) -> RuntimeError {
+        loop {
+            match self.tasks.join_next().await {
+                Some(Ok(Err(e))) => return e,
+                Some(Ok(Ok(()))) => continue,
+                Some(Err(join)) => {
+                    return RuntimeError::Crashed(join.to_string());
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Asks every worker to commit and leave its group, waiting up to `grace`.
+    pub async fn stop(mut self, grace: Duration) -> Result<(), RuntimeError> {
+        let _ = self.stop.send(true);
+        let all = async {
+            while let Some(done) = self.tasks.join_next().await {
+                match done {
+                    Ok(r) => r?,
+                    Err(join) => return Err(RuntimeError::Crashed(join.to_string())),
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(grace, all).await {
+            Ok(r) => r,
+            Err(_) => Err(RuntimeError::ShutdownTimeout(grace)),
+        }
     }
 }

@@ -1,0 +1,185 @@
+//! `sluice run`, `sluice topics create` and `sluice topologies`.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::args::{KafkaArgs, RegistryArgs, duration};
+use crate::{
+    avro::{AvroCodec, RegistryClient},
+    kafka::{self, Created, TopicSpec},
+    runtime::{self, RunOptions, Workers},
+    schemas, topologies,
+    topology::{Guarantee, Topology},
+};
+
+#[derive(Debug, Clone, Args)]
+pub struct TopicArgs {
+    /// Partitions of created topics (the most workers that can share a topology).
+    #[arg(long, env = "SLUICE_TOPIC_PARTITIONS", default_value_t = 6)]
+    pub partitions: i32,
+    /// Replication factor of created topics.
+    #[arg(long, env = "SLUICE_TOPIC_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i32,
+    /// min.insync.replicas of created topics (leave unset for the broker default).
+    #[arg(long, env = "SLUICE_TOPIC_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<i32>,
+}
+
+/// Picks topologies by name; all of them when none is named.
+pub fn select(names: &[String]) -> anyhow::Result<Vec<Topology>> {
+    let wanted: Vec<&str> = if names.is_empty() {
+        topologies::names()
+    } else {
+        names.iter().map(String::as_str).collect()
+    };
+    wanted
+        .into_iter()
+        .map(|n| match topologies::build(n) {
+            Some(t) => Ok(t?),
+            None => bail!(
+                "unknown topology {n:?}; known topologies: {}",
+                topologies::names().join(", ")
+            ),
+        })
+        .collect()
+}
+
+pub async fn create_topics(
+    kafka: &kafka::KafkaConfig,
+    topologies: &[Topology],
+    t: &TopicArgs,
+) -> anyhow::Result<()> {
+    let mut specs: Vec<TopicSpec> = Vec::new();
+    for topology in topologies {
+        for name in topology.description.topics() {
+            if !specs.iter().any(|s| s.name == name) {
+                specs.push(TopicSpec {
+                    name,
+                    partitions: t.partitions,
+                    replication: t.replication_factor,
+                    min_insync_replicas: t.min_insync_replicas,
+                });
+            }
+        }
+    }
+    for (name, what) in kafka::create_topics(kafka, &specs).await? {
+        match what {
+            Created::Created => tracing::info!(topic = %name, "topic created"),
+            Created::AlreadyExisted => tracing::info!(topic = %name, "topic exists; left alone"),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct TopicsCreateArgs {
+    /// Topologies whose topics to create (repeatable); default: all.
+    #[arg(long = "topology", value_name = "NAME")]
+    topologies: Vec<String>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    topics: TopicArgs,
+}
+
+pub async fn topics_create(args: TopicsCreateArgs) -> anyhow::Result<()> {
+    let selected = select(&args.topologies)?;
+    create_topics(&args.kafka.config(), &selected, &args.topics).await
+}
+
+pub fn list() -> anyhow::Result<()> {
+    for topology in select(&[])? {
+        let d = &topology.description;
+        println!("{}", d.name);
+        println!("  source:      {}", d.source);
+        println!("  operators:   {}", d.operators.join(" → "));
+        println!("  sinks:       {}", d.sinks.join(", "));
+        println!("  dead letter: {}", d.dead_letter);
+        println!("  group:       {}", d.group_id);
+        println!("  guarantee:   exactly-once by default (--guarantee at-least-once)");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Topologies to run (repeatable); default: all.
+    #[arg(long = "topology", value_name = "NAME")]
+    topologies: Vec<String>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Delivery guarantee for topic sinks.
+    #[arg(
+        long,
+        env = "SLUICE_GUARANTEE",
+        value_enum,
+        default_value = "exactly-once"
+    )]
+    guarantee: Guarantee,
+    /// Consumer group id (default: sluice-<topology>); only with a single topology.
+    #[arg(long, env = "SLUICE_GROUP_ID")]
+    group_id: Option<String>,
+    /// This worker's stable name (e.g. the pod name); names its transactional
+    /// producer so a restarted worker fences its predecessor at once.
+    #[arg(long, env = "SLUICE_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// Commit after this many input records…
+    #[arg(long, env = "SLUICE_BATCH_SIZE", default_value_t = 5000)]
+    batch_size: usize,
+    /// …or this long after the first uncommitted one.
+    #[arg(long, env = "SLUICE_COMMIT_INTERVAL", value_parser = duration, default_value = "100ms")]
+    commit_interval: Duration,
+    /// On SIGTERM/Ctrl-C, how long to wait for in-flight work to commit.
+    #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", value_parser = duration, default_value = "30s")]
+    shutdown_timeout: Duration,
+    /// Create missing topics before starting.
+    #[arg(long)]
+    create_topics: bool,
+    #[command(flatten)]
+    topics: TopicArgs,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let selected = select(&args.topologies)?;
+    if args.group_id.is_some() && selected.len() != 1 {
+        bail!("--group-id needs exactly one --topology: each topology is its own consumer group");
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let kafka = args.kafka.config();
+    tracing::info!(bootstrap = %kafka.bootstrap, properties = ?kafka.redacted(), "connecting to Kafka");
+    if args.create_topics {
+        create_topics(&kafka, &selected, &args.topics).await?;
+    }
+    let registry = args.registry.config()?;
+    let client = RegistryClient::new(registry.clone())?;
+    for line in super::schemas::register_all(&client, &schemas::embedded())
+        .await
+        .context("registering the schemas at start-up")?
+    {
+        tracing::info!("{line}");
+    }
+    let codec = Arc::new(AvroCodec::new(&registry)?);
+    let opts = RunOptions {
+        guarantee: args.guarantee,
+        batch_size: args.batch_size,
+        commit_interval: args.commit_interval,
+        instance_id: args
+            .instance_id
+            .unwrap_or_else(runtime::default_instance_id),
+        group_id: args.group_id,
+    };
+    let mut workers = Workers::spawn(selected, &kafka, codec, &opts);
+    tokio::select! {
+        _ = super::shutdown_signal() => {}
+        e = workers.failure() => return Err(e.into()),
+    }
+    workers.stop(args.shutdown_timeout).await?;
+    tracing::info!("all workers committed and left their groups");
+    Ok(())
+}

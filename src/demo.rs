@@ -1,0 +1,234 @@
+//! `sluice demo`: the whole pipeline in one process with no services — the
+//! mock Kafka cluster, the embedded registry, the simulator and the topologies.
+
+use std::{
+    future::Future,
+    io::Write,
+    net::SocketAddr,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    Message,
+    consumer::{Consumer, StreamConsumer},
+    mocking::MockCluster,
+};
+use tokio::sync::watch;
+
+use crate::{
+    avro::{AvroCodec, RegistryClient, RegistryConfig},
+    kafka::KafkaConfig,
+    registry::{self, MemoryStore, ServeOptions},
+    runtime::{RunOptions, Stats, Workers},
+    schemas,
+    simulate::logins,
+    topologies::{self, user_login::ProcessedUserLogin},
+};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub rate: u64,
+    pub bad_ratio: f64,
+    pub partitions: i32,
+    pub status_every: Duration,
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub produced: logins::Report,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub dead_letters: u64,
+}
+
+/// Keeps the latest committed output so the status line can show one.
+async fn tap(bootstrap: String, codec: Arc<AvroCodec>, latest: Arc<Mutex<Option<String>>>) {
+    let consumer: Result<StreamConsumer, _> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "sluice-demo-tap")
+        .set("auto.offset.reset", "latest")
+        .set("isolation.level", "read_committed")
+        .create();
+    let Ok(consumer) = consumer else { return };
+    if consumer.subscribe(&[topologies::user_login::SINK]).is_err() {
+        return;
+    }
+    let Some(reader) = schemas::for_topic(topologies::user_login::SINK) else {
+        return;
+    };
+    while let Ok(m) = consumer.recv().await {
+        if let Ok((_, p)) = codec
+            .decode::<ProcessedUserLogin>(m.payload().unwrap_or_default(), &reader)
+            .await
+        {
+            let line = format!(
+                "user {} on {} {} from {} ({}), processed at {}",
+                &p.user_id[..8],
+                p.device_type,
+                p.app_version,
+                p.ip,
+                p.locale,
+                p.processed_timestamp
+            );
+            *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(line);
+        }
+    }
+}
+
+fn status(
+    out: &mut impl Write,
+    started: Instant,
+    stats: &[(String, Arc<Stats>)],
+    sample: &Mutex<Option<String>>,
+) {
+    for (name, s) in stats {
+        let kinds: Vec<String> = s
+            .dead_letters_by_kind()
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "[{:>4}s] {name}: in {}  out {}  dlq {}{}  lag {}  commits {}",
+            started.elapsed().as_secs(),
+            s.records_in.load(Ordering::Relaxed),
+            s.records_out.load(Ordering::Relaxed),
+            s.dead_letters.load(Ordering::Relaxed),
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
+            },
+            s.total_lag(),
+            s.commits.load(Ordering::Relaxed),
+        );
+    }
+    if let Some(line) = sample.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+        let _ = writeln!(out, "        sample: {line}");
+    }
+}
+
+pub async fn run(
+    opts: &Options,
+    shutdown: impl Future<Output = ()>,
+    out: &mut (impl Write + Send),
+) -> anyhow::Result<Summary> {
+    let mock = MockCluster::new(3)?;
+    let kafka = KafkaConfig::new(&mock.bootstrap_servers());
+    let all = crate::cli::select_topologies(&[])?;
+    for t in &all {
+        for topic in t.description.topics() {
+            let _ = mock.create_topic(&topic, opts.partitions, 1);
+        }
+    }
+    let any_port: SocketAddr = "127.0.0.1:0".parse()?;
+    let reg = registry::spawn(
+        any_port,
+        Arc::new(MemoryStore::new()),
+        ServeOptions::default(),
+    )
+    .await?;
+    let config = RegistryConfig::new(&reg.url(), None)?;
+    let client = RegistryClient::new(config.clone())?;
+    for f in schemas::embedded() {
+        client.register(&f.subject(), &f.text).await?;
+    }
+    let codec = Arc::new(AvroCodec::new(&config)?);
+    writeln!(
+        out,
+        "sluice demo: mock Kafka at {}, schema registry at {}, topologies: {}",
+        kafka.bootstrap,
+        reg.url(),
+        topologies::names().join(", ")
+    )?;
+    writeln!(
+        out,
+        "simulating {} logins/s, {:.0} % of them bad; Ctrl-C to stop",
+        opts.rate,
+        opts.bad_ratio * 100.0
+    )?;
+
+    let run_opts = RunOptions {
+        instance_id: "demo".into(),
+        ..RunOptions::default()
+    };
+    let workers = Workers::spawn(all, &kafka, codec.clone(), &run_opts);
+    let (stop_sim, sim_stopped) = watch::channel(false);
+    let sim_opts = logins::Options {
+        rate: opts.rate,
+        count: None,
+        bad_ratio: opts.bad_ratio,
+        seed: 42,
+    };
+    let (sim_kafka, sim_codec) = (kafka.clone(), codec.clone());
+    let simulator = tokio::spawn(async move {
+        let mut stopped = sim_stopped;
+        logins::run(&sim_kafka, sim_codec, &sim_opts, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    let sample = Arc::new(Mutex::new(None));
+    let tap_task = tokio::spawn(tap(kafka.bootstrap.clone(), codec.clone(), sample.clone()));
+
+    let started = Instant::now();
+    let mut every = tokio::time::interval(opts.status_every);
+    every.tick().await;
+    let until = async {
+        match opts.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(shutdown, until);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = &mut until => break,
+            _ = every.tick() => status(out, started, &workers.stats, &sample),
+        }
+    }
+
+    let _ = stop_sim.send(true);
+    let produced = simulator.await??;
+    // Let the workers catch up with what the simulator produced, briefly.
+    let drain_until = Instant::now() + Duration::from_secs(10);
+    let total_in = |w: &Workers| -> u64 {
+        w.stats
+            .iter()
+            .map(|(_, s)| s.records_in.load(Ordering::Relaxed))
+            .sum()
+    };
+    while total_in(&workers) < produced.total() && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    status(out, started, &workers.stats, &sample);
+    let stats = workers.stats.clone();
+    workers.stop(Duration::from_secs(30)).await?;
+    tap_task.abort();
+    // Its consumer must be closed before the mock cluster goes away.
+    let _ = tap_task.await;
+    reg.stop().await?;
+    let sum = |f: fn(&Stats) -> u64| stats.iter().map(|(_, s)| f(s)).sum::<u64>();
+    let summary = Summary {
+        produced,
+        records_in: sum(|s| s.records_in.load(Ordering::Relaxed)),
+        records_out: sum(|s| s.records_out.load(Ordering::Relaxed)),
+        dead_letters: sum(|s| s.dead_letters.load(Ordering::Relaxed)),
+    };
+    writeln!(
+        out,
+        "done: produced {} ({} valid, {} invalid, {} undecodable) → processed {}, output {}, dead-lettered {}",
+        produced.total(),
+        produced.valid,
+        produced.invalid,
+        produced.undecodable,
+        summary.records_in,
+        summary.records_out,
+        summary.dead_letters
+    )?;
+    drop(mock);
+    Ok(summary)
+}
