@@ -17,7 +17,7 @@ use rdkafka::{
 use tokio::sync::watch;
 
 use crate::{
-    avro::{AvroCodec, RegistryClient, RegistryConfig},
+    avro::{AvroCodec, Reader, RegistryClient, RegistryConfig},
     kafka::KafkaConfig,
     registry::{self, MemoryStore, ServeOptions},
     runtime::{RunOptions, Stats, Workers},
@@ -55,7 +55,7 @@ async fn tap(bootstrap: String, codec: Arc<AvroCodec>, latest: Arc<Mutex<Option<
     if consumer.subscribe(&[topologies::user_login::SINK]).is_err() {
         return;
     }
-    let Some(reader) = schemas::for_topic(topologies::user_login::SINK) else {
+    let Some(reader) = schemas::for_topic(topologies::user_login::SINK).map(Reader::new) else {
         return;
     };
     while let Ok(m) = consumer.recv().await {

@@ -107,6 +107,12 @@ impl KafkaConfig {
             // until it times out; keep that short.
             ("transaction.timeout.ms", "15000"),
             ("queue.buffering.max.kbytes", "65536"),
+            // Right after a commit the coordinator answers the next
+            // transaction's first request with CONCURRENT_TRANSACTIONS until
+            // the markers are written; the default 100 ms retry back-off
+            // then stalls every commit by that much.
+            ("retry.backoff.ms", "5"),
+            ("retry.backoff.max.ms", "100"),
         ]);
         if let Some(id) = transactional_id {
             c.set("transactional.id", id);

@@ -1,6 +1,7 @@
 //! sluice: a Kafka Streams-style stream processor. See README.md.
 
 pub mod avro;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;

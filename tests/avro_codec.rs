@@ -7,7 +7,7 @@ use apache_avro::Schema;
 use common::*;
 use serde::{Deserialize, Serialize};
 use sluice::{
-    avro::{AvroCodec, CodecError, RegistryClient, RegistryConfig, wire},
+    avro::{AvroCodec, CodecError, Reader, RegistryClient, RegistryConfig, wire},
     registry::ServeOptions,
     schemas,
 };
@@ -51,7 +51,7 @@ async fn round_trip_through_the_registry() {
     let bytes = codec.encode("user-login", &login()).await.unwrap();
     let (id, body) = wire::split(&bytes).unwrap();
     assert!(id > 0 && !body.is_empty());
-    let reader = schemas::for_topic("user-login").unwrap();
+    let reader = Reader::new(schemas::for_topic("user-login").unwrap());
     let (decoded_id, back): (u32, UserLogin) = codec.decode(&bytes, &reader).await.unwrap();
     assert_eq!((decoded_id, back), (id, login()));
     reg.stop().await.unwrap();
@@ -80,12 +80,14 @@ async fn writer_schemas_resolve_to_the_reader() {
         )
         .await
         .unwrap();
-    let reader = Schema::parse_str(
-        r#"{"type":"record","name":"UserLogin","namespace":"io.sluice.login","fields":[
+    let reader = Reader::new(
+        Schema::parse_str(
+            r#"{"type":"record","name":"UserLogin","namespace":"io.sluice.login","fields":[
         {"name":"user_id","type":"string"},{"name":"timestamp","type":"long"},
         {"name":"app_version","type":"string","default":"unknown"}]}"#,
-    )
-    .unwrap();
+        )
+        .unwrap(),
+    );
     #[derive(Debug, Deserialize, PartialEq)]
     struct New {
         user_id: String,
@@ -103,7 +105,7 @@ async fn writer_schemas_resolve_to_the_reader() {
     );
 
     // A reader that needs a field the writer never had, without default, refuses.
-    let strict = schemas::for_topic("user-login").unwrap();
+    let strict = Reader::new(schemas::for_topic("user-login").unwrap());
     let err = codec
         .decode::<UserLogin>(&bytes, &strict)
         .await
@@ -116,7 +118,7 @@ async fn writer_schemas_resolve_to_the_reader() {
 #[tokio::test]
 async fn undecodable_bytes_are_classified() {
     let (reg, codec, _) = registered().await;
-    let reader = schemas::for_topic("user-login").unwrap();
+    let reader = Reader::new(schemas::for_topic("user-login").unwrap());
     let good = codec.encode("user-login", &login()).await.unwrap();
 
     let cases: Vec<(Vec<u8>, &str)> = vec![
@@ -147,7 +149,7 @@ async fn an_unreachable_registry_is_retryable() {
     let err = codec
         .decode::<UserLogin>(
             &[0, 0, 0, 0, 1, 2],
-            &schemas::for_topic("user-login").unwrap(),
+            &Reader::new(schemas::for_topic("user-login").unwrap()),
         )
         .await
         .unwrap_err();

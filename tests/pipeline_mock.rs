@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use common::*;
 use rdkafka::mocking::MockCluster;
 use sluice::{
-    avro::{AvroCodec, RegistryClient, RegistryConfig},
+    avro::{AvroCodec, Reader, RegistryClient, RegistryConfig},
     kafka::KafkaConfig,
     registry::ServeOptions,
     runtime::{self, RunOptions, Stats},
@@ -112,7 +112,7 @@ async fn check_outputs(s: &Setup, planned: &[Planned]) {
     )
     .await;
     assert_eq!(out.len(), valid.len(), "every valid login exactly once");
-    let reader = schemas::for_topic("processed-user-login").unwrap();
+    let reader = Reader::new(schemas::for_topic("processed-user-login").unwrap());
     let mut got = Vec::new();
     for r in &out {
         let (_, p): (u32, ProcessedUserLogin) = s.codec.decode(&r.value, &reader).await.unwrap();

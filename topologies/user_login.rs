@@ -85,8 +85,19 @@ pub fn normalise(login: UserLogin, now_ms: i64) -> ProcessedUserLogin {
 }
 
 pub fn build() -> Result<Topology, BuildError> {
-    topology(NAME)
-        .source::<UserLogin>(SOURCE)
+    let reader = crate::schemas::for_topic(SOURCE).expect("schemas/user-login.avsc is compiled in");
+    declare(NAME, SOURCE, SINK, reader)
+}
+
+/// The same topology on other topics (benchmarks, tests, tenants).
+pub fn declare(
+    name: &str,
+    source: &str,
+    sink: &str,
+    reader: apache_avro::Schema,
+) -> Result<Topology, BuildError> {
+    topology(name)
+        .source_with_schema::<UserLogin>(source, reader)
         .validate("login-rules", |l| {
             validate(l, chrono::Utc::now().timestamp())
         })
@@ -94,7 +105,7 @@ pub fn build() -> Result<Topology, BuildError> {
             normalise(l, chrono::Utc::now().timestamp_millis())
         })
         .key_by("user_id", |l| l.user_id.clone())
-        .to_topic(SINK)
+        .to_topic(sink)
 }
 
 #[cfg(test)]

@@ -2,7 +2,15 @@
 //! with schema_registry_converter doing the registry look-ups and caching
 //! schemas by id.
 
-use apache_avro::{Schema, reader::datum::GenericDatumReader, types::Value};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use apache_avro::{
+    Schema, reader::datum::GenericDatumReader, types::Value, writer::datum::GenericDatumWriter,
+};
 use schema_registry_converter::{
     async_impl::{
         avro::{AvroDecoder, AvroEncoder},
@@ -69,11 +77,67 @@ fn describe(e: &SRCError) -> String {
     }
 }
 
+/// A reader schema with, per writer schema id, a prepared way to decode.
+/// When writer and reader are the same schema, records deserialise straight
+/// from the bytes; otherwise through Avro schema resolution.
+pub struct Reader {
+    schema: &'static Schema,
+    canonical: String,
+    plans: RwLock<HashMap<u32, Arc<Plan>>>,
+}
+
+enum Plan {
+    Direct(GenericDatumReader<'static>),
+    Resolve(GenericDatumReader<'static>),
+}
+
+impl Reader {
+    pub fn new(schema: Schema) -> Reader {
+        let canonical = schema.canonical_form();
+        Reader {
+            schema: leak(schema),
+            canonical,
+            plans: RwLock::default(),
+        }
+    }
+
+    pub fn schema(&self) -> &Schema {
+        self.schema
+    }
+
+    fn plan(&self, id: u32) -> Option<Arc<Plan>> {
+        self.plans
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+}
+
+/// Schemas are immutable and few (one per registered id a process meets, one
+/// per reader), and the prepared readers and writers borrow them for the
+/// life of the process; leaking them is the simplest sound way to say so.
+fn leak(schema: Schema) -> &'static Schema {
+    Box::leak(Box::new(schema))
+}
+
+/// The latest schema of a topic's value subject, prepared for writing.
+struct Sink {
+    id: u32,
+    writer: GenericDatumWriter<'static>,
+}
+
 /// Encodes to and decodes from the Confluent wire format.
 pub struct AvroCodec {
     decoder: AvroDecoder,
     encoder: AvroEncoder,
+    writers: RwLock<HashMap<u32, &'static Schema>>,
+    sinks: RwLock<HashMap<String, Arc<Sink>>>,
+    errors_flushed: Mutex<Instant>,
 }
+
+/// How long a "no such schema" answer is trusted before asking again.
+const ERROR_CACHE_TTL: Duration = Duration::from_secs(30);
 
 impl AvroCodec {
     pub fn new(registry: &RegistryConfig) -> Result<Self, CodecError> {
@@ -89,84 +153,215 @@ impl AvroCodec {
         Ok(Self {
             decoder: AvroDecoder::new(settings()?),
             encoder: AvroEncoder::new(settings()?),
+            writers: RwLock::default(),
+            sinks: RwLock::default(),
+            errors_flushed: Mutex::new(Instant::now()),
         })
     }
 
-    /// The writer's schema id and the value as the writer wrote it.
-    pub async fn decode_value(&self, bytes: &[u8]) -> Result<(u32, Value), CodecError> {
-        let (id, _) = wire::split(bytes)?;
-        let schema = self.decoder.get_schema(id).await.map_err(|e| {
+    /// The converter remembers failed look-ups; forget them now and then so a
+    /// schema registered later is found.
+    fn expire_cached_errors(&self) {
+        let mut last = self
+            .errors_flushed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() > ERROR_CACHE_TTL {
+            self.decoder.remove_errors_from_cache();
+            self.encoder.remove_errors_from_cache();
+            *last = Instant::now();
+        }
+    }
+
+    /// The writer schema registered under `id`.
+    pub async fn writer_schema(&self, id: u32) -> Result<&'static Schema, CodecError> {
+        if let Some(s) = self
+            .writers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            return Ok(s);
+        }
+        let fetched = self.decoder.get_schema(id).await.map_err(|e| {
             if e.retriable {
                 CodecError::RegistryUnavailable(describe(&e))
             } else {
+                self.expire_cached_errors();
                 CodecError::UnknownSchema {
                     id,
                     reason: describe(&e),
                 }
             }
         })?;
-        let mut body = &bytes[wire::HEADER_LEN..];
+        let mut writers = self.writers.write().unwrap_or_else(|p| p.into_inner());
+        Ok(*writers
+            .entry(id)
+            .or_insert_with(|| leak(fetched.parsed.clone())))
+    }
+
+    /// The writer's schema id and the value as the writer wrote it.
+    pub async fn decode_value(&self, bytes: &[u8]) -> Result<(u32, Value), CodecError> {
+        let (id, mut body) = wire::split(bytes)?;
+        let schema = self.writer_schema(id).await?;
         let corrupt = |e: apache_avro::Error| CodecError::Corrupt {
             id,
             reason: e.to_string(),
         };
-        let value = GenericDatumReader::builder(&schema.parsed)
+        let value = GenericDatumReader::builder(schema)
             .build()
             .map_err(corrupt)?
             .read_value(&mut body)
             .map_err(corrupt)?;
         // apache-avro can yield a partial value from a truncated body rather
         // than an error; a value that does not fit its own schema is corrupt.
-        if !value.validate(&schema.parsed) {
+        if !value.validate(schema) {
             return Err(CodecError::Corrupt {
                 id,
                 reason: "body ends before the record does (truncated)".into(),
             });
         }
-        if !body.is_empty() {
-            return Err(CodecError::Corrupt {
-                id,
-                reason: format!("{} bytes left over after the record", body.len()),
-            });
-        }
+        check_consumed(id, body)?;
         Ok((id, value))
     }
 
-    /// Decodes into `T`, resolving the writer's schema to `reader` first so
-    /// added fields with defaults, promotions and renames by alias work.
+    /// Decodes into `T` as `reader` sees it: added fields with defaults,
+    /// promotions and renames by alias resolve.
     pub async fn decode<T: DeserializeOwned>(
         &self,
         bytes: &[u8],
-        reader: &Schema,
+        reader: &Reader,
     ) -> Result<(u32, T), CodecError> {
-        let (id, value) = self.decode_value(bytes).await?;
-        let incompatible = |reason: String| CodecError::Incompatible { id, reason };
-        let resolved = value
-            .resolve(reader)
-            .map_err(|e| incompatible(e.to_string()))?;
-        let typed = apache_avro::from_value(&resolved).map_err(|e| incompatible(e.to_string()))?;
-        Ok((id, typed))
+        let (id, mut body) = wire::split(bytes)?;
+        let plan = match reader.plan(id) {
+            Some(p) => p,
+            None => {
+                let writer = self.writer_schema(id).await?;
+                let incompatible = |e: apache_avro::Error| CodecError::Incompatible {
+                    id,
+                    reason: e.to_string(),
+                };
+                let plan = if writer.canonical_form() == reader.canonical {
+                    Plan::Direct(
+                        GenericDatumReader::builder(writer)
+                            .build()
+                            .map_err(incompatible)?,
+                    )
+                } else {
+                    Plan::Resolve(
+                        GenericDatumReader::builder(writer)
+                            .reader_schema(reader.schema)
+                            .build()
+                            .map_err(incompatible)?,
+                    )
+                };
+                let plan = Arc::new(plan);
+                reader
+                    .plans
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, plan.clone());
+                plan
+            }
+        };
+        let value = match &*plan {
+            Plan::Direct(r) => r
+                .read_deser::<T>(&mut body)
+                .map_err(|e| CodecError::Corrupt {
+                    id,
+                    reason: e.to_string(),
+                })?,
+            Plan::Resolve(r) => {
+                // A resolution failure may be the data's (truncated) or the
+                // schemas' (a symbol the reader lacks); the bytes did decode
+                // as far as the writer's schema, so blame the schemas.
+                let value = r
+                    .read_value(&mut body)
+                    .map_err(|e| CodecError::Incompatible {
+                        id,
+                        reason: e.to_string(),
+                    })?;
+                apache_avro::from_value(&value).map_err(|e| CodecError::Incompatible {
+                    id,
+                    reason: e.to_string(),
+                })?
+            }
+        };
+        check_consumed(id, body)?;
+        Ok((id, value))
     }
 
-    /// Encodes with the latest schema of `<topic>-value`.
-    pub async fn encode<T: Serialize>(
-        &self,
-        topic: &str,
-        value: &T,
-    ) -> Result<Vec<u8>, CodecError> {
+    async fn sink(&self, topic: &str) -> Result<Arc<Sink>, CodecError> {
+        if let Some(s) = self
+            .sinks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
+            return Ok(s.clone());
+        }
+        let subject = crate::schemas::value_subject(topic);
         let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_string(), false);
-        self.encoder
-            .encode_struct(value, &strategy)
+        let found = self
+            .encoder
+            .get_schema_and_id(&subject, strategy)
             .await
             .map_err(|e| {
                 if e.retriable {
                     CodecError::RegistryUnavailable(describe(&e))
                 } else {
+                    self.expire_cached_errors();
                     CodecError::Encode {
-                        subject: crate::schemas::value_subject(topic),
+                        subject: subject.clone(),
                         reason: describe(&e),
                     }
                 }
-            })
+            })?;
+        let schema = leak(found.parsed.clone());
+        let writer =
+            GenericDatumWriter::builder(schema)
+                .build()
+                .map_err(|e| CodecError::Encode {
+                    subject: subject.clone(),
+                    reason: e.to_string(),
+                })?;
+        let sink = Arc::new(Sink {
+            id: found.id,
+            writer,
+        });
+        self.sinks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_string(), sink.clone());
+        Ok(sink)
+    }
+
+    /// Encodes with the latest schema of `<topic>-value` (looked up once).
+    pub async fn encode<T: Serialize>(
+        &self,
+        topic: &str,
+        value: &T,
+    ) -> Result<Vec<u8>, CodecError> {
+        let sink = self.sink(topic).await?;
+        let mut out = Vec::with_capacity(128);
+        wire::write_header(&mut out, sink.id);
+        sink.writer
+            .write_ser(&mut out, value)
+            .map_err(|e| CodecError::Encode {
+                subject: crate::schemas::value_subject(topic),
+                reason: e.to_string(),
+            })?;
+        Ok(out)
+    }
+}
+
+fn check_consumed(id: u32, rest: &[u8]) -> Result<(), CodecError> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(CodecError::Corrupt {
+            id,
+            reason: format!("{} bytes left over after the record", rest.len()),
+        })
     }
 }

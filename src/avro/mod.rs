@@ -6,4 +6,4 @@ pub mod codec;
 pub mod wire;
 
 pub use client::{ClientError, RegistryClient, RegistryConfig};
-pub use codec::{AvroCodec, CodecError};
+pub use codec::{AvroCodec, CodecError, Reader};

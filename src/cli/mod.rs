@@ -2,6 +2,7 @@
 //! and dispatch to the library.
 
 mod args;
+mod bench;
 mod demo;
 mod migrate;
 mod registry;
@@ -55,6 +56,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run topologies as consumer-group workers (start more copies to scale out).
     Run(run::RunArgs),
+    /// Measure throughput and latency (records/s, p50/p99), in-process and through a broker.
+    Bench(bench::BenchArgs),
     /// List the topologies with their sources, operators, sinks and groups.
     Topologies,
     /// Kafka topics the topologies use.
@@ -88,6 +91,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Topologies => run::list(),
+        Command::Bench(args) => bench::run(args).await,
         Command::Topics(TopicsCommand::Create(args)) => run::topics_create(args).await,
         Command::Simulate(cmd) => simulate::run(cmd).await,
         Command::Registry(cmd) => registry::run(cmd).await,

@@ -10,13 +10,12 @@ use std::{
     time::Duration,
 };
 
-use futures::FutureExt;
 use rdkafka::{
     ClientContext, Offset, Statistics, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
     error::{KafkaError, KafkaResult},
-    message::{Header, OwnedHeaders},
-    producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
+    message::{DeliveryResult, Header, OwnedHeaders},
+    producer::{BaseProducer, BaseRecord, Producer, ProducerContext},
 };
 
 use super::Stats;
@@ -34,19 +33,53 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Remembers the first failed delivery since the last commit. Delivery
+/// reports are served on this worker's own thread (BaseProducer), so a flush
+/// returns as soon as the last one arrives.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: Mutex<Option<KafkaError>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            failed.get_or_insert_with(|| e.clone());
+        }
+    }
+}
+
+impl Deliveries {
+    fn take_failure(&self) -> Option<KafkaError> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+type TxnProducer = BaseProducer<Deliveries>;
+
 pub struct Txn {
     kafka: KafkaConfig,
     transactional_id: Option<String>,
-    producer: FutureProducer,
+    producer: TxnProducer,
     open: bool,
-    /// (topic, partition) → (first offset in this unit, next offset to commit).
-    offsets: BTreeMap<(String, i32), (i64, i64)>,
-    deliveries: Vec<DeliveryFuture>,
+    /// The one topic a worker consumes.
+    source: String,
+    /// partition → (first offset in this unit, next offset to commit).
+    offsets: BTreeMap<i32, (i64, i64)>,
     pub records: usize,
 }
 
 impl Txn {
-    pub fn new(kafka: &KafkaConfig, guarantee: Guarantee, instance: &str) -> KafkaResult<Self> {
+    pub fn new(
+        kafka: &KafkaConfig,
+        guarantee: Guarantee,
+        instance: &str,
+        source: &str,
+    ) -> KafkaResult<Self> {
         let transactional_id = (guarantee == Guarantee::ExactlyOnce).then(|| instance.to_string());
         let producer = Self::producer(kafka, transactional_id.as_deref())?;
         Ok(Self {
@@ -54,22 +87,25 @@ impl Txn {
             transactional_id,
             producer,
             open: false,
+            source: source.to_string(),
             offsets: BTreeMap::new(),
-            deliveries: Vec::new(),
             records: 0,
         })
     }
 
-    fn producer(
-        kafka: &KafkaConfig,
-        transactional_id: Option<&str>,
-    ) -> KafkaResult<FutureProducer> {
-        let producer: FutureProducer = kafka.producer(transactional_id).create()?;
+    fn producer(kafka: &KafkaConfig, transactional_id: Option<&str>) -> KafkaResult<TxnProducer> {
+        let producer: TxnProducer = kafka
+            .producer(transactional_id)
+            .create_with_context(Deliveries::default())?;
         if transactional_id.is_some() {
             // Fences any earlier producer with this id and aborts its open transaction.
             blocking(|| producer.init_transactions(TXN_TIMEOUT))?;
         }
         Ok(producer)
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     pub fn is_empty(&self) -> bool {
@@ -87,7 +123,7 @@ impl Txn {
     /// Queues a record for this unit.
     pub fn send(&mut self, out: &Output, headers: &[(&str, String)]) -> KafkaResult<()> {
         self.begin()?;
-        let mut record = FutureRecord::<[u8], [u8]>::to(&out.topic)
+        let mut record = BaseRecord::<[u8], [u8]>::to(&out.topic)
             .payload(&out.value)
             .timestamp(out.timestamp_ms);
         if let Some(k) = &out.key {
@@ -104,11 +140,9 @@ impl Txn {
             record = record.headers(h);
         }
         loop {
-            match self.producer.send_result(record) {
-                Ok(f) => {
-                    if self.transactional_id.is_none() {
-                        self.deliveries.push(f);
-                    }
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.producer.poll(Duration::ZERO);
                     return Ok(());
                 }
                 Err((
@@ -124,10 +158,26 @@ impl Txn {
         }
     }
 
+    /// Waits until every queued record is acknowledged. rdkafka's `flush`
+    /// polls in 100 ms steps, which would add up to 100 ms to every commit;
+    /// polling in 1 ms steps returns as soon as the last report arrives.
+    fn drain_deliveries(&self) -> KafkaResult<()> {
+        let deadline = std::time::Instant::now() + TXN_TIMEOUT;
+        while self.producer.in_flight_count() > 0 {
+            if std::time::Instant::now() > deadline {
+                return Err(KafkaError::Flush(
+                    rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+                ));
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
     /// Marks an input record as done in this unit.
-    pub fn consumed(&mut self, topic: &str, partition: i32, offset: i64) {
+    pub fn consumed(&mut self, partition: i32, offset: i64) {
         self.offsets
-            .entry((topic.to_string(), partition))
+            .entry(partition)
             .and_modify(|(_, next)| *next = offset + 1)
             .or_insert((offset, offset + 1));
         self.records += 1;
@@ -139,8 +189,8 @@ impl Txn {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), (_, next)) in &self.offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        for (partition, (_, next)) in &self.offsets {
+            tpl.add_partition_offset(&self.source, *partition, Offset::Offset(*next))?;
         }
         blocking(|| -> KafkaResult<()> {
             if self.transactional_id.is_some() {
@@ -149,18 +199,15 @@ impl Txn {
                 let meta = consumer.group_metadata().ok_or(KafkaError::ConsumerCommit(
                     rdkafka::types::RDKafkaErrorCode::InvalidGroupId,
                 ))?;
+                self.drain_deliveries()?;
                 self.producer
                     .send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT)?;
                 self.producer.commit_transaction(TXN_TIMEOUT)?;
                 self.open = false;
             } else {
-                self.producer.flush(TXN_TIMEOUT)?;
-                for d in self.deliveries.drain(..) {
-                    match d.now_or_never() {
-                        Some(Ok(Ok(_))) => {}
-                        Some(Ok(Err((e, _)))) => return Err(e),
-                        _ => return Err(KafkaError::Canceled),
-                    }
+                self.drain_deliveries()?;
+                if let Some(e) = self.producer.context().take_failure() {
+                    return Err(e);
                 }
                 consumer.commit(&tpl, CommitMode::Sync)?;
             }
@@ -174,7 +221,7 @@ impl Txn {
     /// Drops the unit after a failed commit: aborts the transaction (or
     /// forgets unconfirmed deliveries) and returns where each partition must
     /// be re-read from. A producer in a fatal state is replaced.
-    pub fn abort(&mut self) -> Vec<(String, i32, i64)> {
+    pub fn abort(&mut self) -> Vec<(i32, i64)> {
         if self.open {
             let aborted = blocking(|| self.producer.abort_transaction(TXN_TIMEOUT));
             self.open = false;
@@ -186,11 +233,11 @@ impl Txn {
                 }
             }
         }
-        self.deliveries.clear();
+        self.producer.context().take_failure();
         self.records = 0;
         std::mem::take(&mut self.offsets)
             .into_iter()
-            .map(|((t, p), (first, _))| (t, p, first))
+            .map(|(p, (first, _))| (p, first))
             .collect()
     }
 }

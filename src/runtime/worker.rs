@@ -55,7 +55,7 @@ pub async fn run_topology(
     };
     let instance = format!("{}-{}", d.group_id, opts.instance_id);
     let txn = Arc::new(Mutex::new(
-        Txn::new(kafka, opts.guarantee, &instance).map_err(client_err)?,
+        Txn::new(kafka, opts.guarantee, &instance, &d.source).map_err(client_err)?,
     ));
     let group = opts.group_id.clone().unwrap_or_else(|| d.group_id.clone());
     let context = WorkerContext {
@@ -160,7 +160,7 @@ pub async fn run_topology(
                 sent = t.send(out, &[]);
             }
             if sent.is_ok() {
-                t.consumed(msg.topic(), msg.partition(), msg.offset());
+                t.consumed(msg.partition(), msg.offset());
             }
             sent.map(|()| t.records)
         };
@@ -179,7 +179,7 @@ pub async fn run_topology(
             Err(e) => {
                 tracing::warn!(topology = %d.name, error = %e, "produce failed; aborting the batch");
                 // This record was not marked consumed: rewind to it as well.
-                let here = Some((msg.topic(), msg.partition(), msg.offset()));
+                let here = Some((msg.partition(), msg.offset()));
                 rewind(&consumer, &mut lock(), &stats, here);
                 commit_at = None;
                 sleep(retry.next()).await;
@@ -198,9 +198,12 @@ fn commit(consumer: &StreamConsumer<WorkerContext>, txn: &mut Txn, stats: &Stats
     if txn.is_empty() {
         return;
     }
+    let started = std::time::Instant::now();
+    let records = txn.records;
     match txn.commit(consumer) {
         Ok(()) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(topology = %name, records, took = ?started.elapsed(), "committed");
         }
         Err(e) => {
             tracing::warn!(topology = %name, error = %e, "commit failed; aborting and re-reading the batch");
@@ -214,16 +217,17 @@ fn rewind(
     consumer: &StreamConsumer<WorkerContext>,
     txn: &mut Txn,
     stats: &Stats,
-    also: Option<(&str, i32, i64)>,
+    also: Option<(i32, i64)>,
 ) {
     stats.aborts.fetch_add(1, Ordering::Relaxed);
+    let topic = txn.source().to_string();
     let mut positions = txn.abort();
-    if let Some((t, p, o)) = also
-        && !positions.iter().any(|(pt, pp, _)| pt == t && *pp == p)
+    if let Some((p, o)) = also
+        && !positions.iter().any(|(pp, _)| *pp == p)
     {
-        positions.push((t.to_string(), p, o));
+        positions.push((p, o));
     }
-    for (topic, partition, offset) in positions {
+    for (partition, offset) in positions {
         let seek = blocking(|| {
             consumer.seek(
                 &topic,

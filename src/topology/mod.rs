@@ -138,6 +138,15 @@ impl Builder {
     where
         T: serde::de::DeserializeOwned + Send + Sync + 'static,
     {
-        Stream::source(self, topic)
+        let reader = crate::schemas::for_topic(topic);
+        Stream::source(self, topic, reader)
+    }
+
+    /// Reads Avro values of `topic`, decoded with the given reader schema.
+    pub fn source_with_schema<T>(self, topic: &str, reader: apache_avro::Schema) -> Stream<T, T>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        Stream::source(self, topic, Some(reader))
     }
 }

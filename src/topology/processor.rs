@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use apache_avro::Schema;
 use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{FailureKind, Item, OpError, stream::Chain};
-use crate::avro::{AvroCodec, CodecError};
+use crate::avro::{AvroCodec, CodecError, Reader};
 
 /// A record as consumed.
 #[derive(Debug, Clone, Copy)]
@@ -85,15 +84,15 @@ pub trait Processor: Send + Sync + 'static {
 }
 
 pub(super) struct TypedProcessor<S, T> {
-    reader: Schema,
+    reader: Reader,
     chain: Chain<S, T>,
     sink: Arc<str>,
 }
 
 impl<S, T> TypedProcessor<S, T> {
-    pub(super) fn new(reader: Schema, chain: Chain<S, T>, sink: &str) -> Self {
+    pub(super) fn new(reader: apache_avro::Schema, chain: Chain<S, T>, sink: &str) -> Self {
         Self {
-            reader,
+            reader: Reader::new(reader),
             chain,
             sink: sink.into(),
         }

@@ -28,6 +28,7 @@ pub(crate) type Chain<S, T> =
 pub struct Stream<S, T> {
     builder: Builder,
     source: String,
+    reader: Option<apache_avro::Schema>,
     operators: Vec<String>,
     chain: Chain<S, T>,
 }
@@ -36,10 +37,15 @@ impl<S> Stream<S, S>
 where
     S: DeserializeOwned + Send + Sync + 'static,
 {
-    pub(super) fn source(builder: Builder, topic: &str) -> Self {
+    pub(super) fn source(
+        builder: Builder,
+        topic: &str,
+        reader: Option<apache_avro::Schema>,
+    ) -> Self {
         Stream {
             builder,
             source: topic.to_string(),
+            reader,
             operators: Vec::new(),
             chain: Arc::new(|item, out| out(item)),
         }
@@ -58,6 +64,7 @@ impl<S: 'static, T: 'static> Stream<S, T> {
         Stream {
             builder: self.builder,
             source: self.source,
+            reader: self.reader,
             operators,
             chain: Arc::new(move |item, out| prev(item, &mut |t| stage(t, &mut *out))),
         }
@@ -207,11 +214,10 @@ where
                 topic: topic.to_string(),
             });
         }
-        let reader =
-            crate::schemas::for_topic(&self.source).ok_or_else(|| BuildError::NoSchema {
-                topology: name.clone(),
-                topic: self.source.clone(),
-            })?;
+        let reader = self.reader.ok_or_else(|| BuildError::NoSchema {
+            topology: name.clone(),
+            topic: self.source.clone(),
+        })?;
         let description = Description {
             group_id: self
                 .builder

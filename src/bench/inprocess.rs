@@ -1,0 +1,70 @@
+//! The user-login topology without a broker: decode → validate → map → encode.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::Figures;
+use crate::{
+    avro::{AvroCodec, RegistryClient, RegistryConfig},
+    registry::{self, MemoryStore, ServeOptions},
+    schemas,
+    simulate::logins::Generator,
+    topologies::user_login,
+    topology::Input,
+};
+
+/// Processes `records` pre-encoded valid logins on the current task (one core).
+pub async fn run(records: usize) -> anyhow::Result<Figures> {
+    let reg = registry::spawn(
+        "127.0.0.1:0".parse()?,
+        Arc::new(MemoryStore::new()),
+        ServeOptions::default(),
+    )
+    .await?;
+    let config = RegistryConfig::new(&reg.url(), None)?;
+    let client = RegistryClient::new(config.clone())?;
+    for f in schemas::embedded() {
+        client.register(&f.subject(), &f.text).await?;
+    }
+    let codec = AvroCodec::new(&config)?;
+    let topology = user_login::build()?;
+    let mut generator = Generator::new(3, 0.0);
+    let now = chrono::Utc::now().timestamp();
+    let mut inputs = Vec::with_capacity(4096);
+    for _ in 0..4096 {
+        inputs.push(
+            codec
+                .encode(user_login::SOURCE, &generator.valid(now))
+                .await?,
+        );
+    }
+    let processor = topology.processor.clone();
+    let mut out = Vec::with_capacity(4);
+    let mut latencies = Vec::with_capacity(records);
+    // The first 10 000 warm the schema caches and are not counted.
+    let mut started = Instant::now();
+    for i in 0..records + 10_000 {
+        if i == 10_000 {
+            latencies.clear();
+            started = Instant::now();
+        }
+        let input = Input {
+            key: None,
+            value: Some(&inputs[i % inputs.len()]),
+            timestamp_ms: 0,
+        };
+        let t = Instant::now();
+        out.clear();
+        processor.process(&codec, input, &mut out).await?;
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    reg.stop().await?;
+    Ok(Figures::from_latencies(
+        "in-process user-login (1 core, no broker)",
+        elapsed.max(Duration::from_nanos(1)),
+        latencies,
+    ))
+}

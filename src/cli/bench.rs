@@ -1,0 +1,91 @@
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::{
+    avro::{AvroCodec, RegistryClient, RegistryConfig},
+    bench::{self, e2e},
+    kafka::KafkaConfig,
+    registry::{self, MemoryStore, ServeOptions},
+    schemas,
+};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Records per in-process measurement.
+    #[arg(long, default_value_t = 2_000_000)]
+    records: usize,
+    /// Records per end-to-end measurement.
+    #[arg(long, default_value_t = 200_000)]
+    e2e_records: usize,
+    /// Broker for the end-to-end runs (e.g. a tansu or Kafka on loopback);
+    /// without it they run against the in-process mock cluster.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// Partitions of the benchmark topics.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// librdkafka properties for the end-to-end clients, KEY=VALUE, repeatable.
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = crate::kafka::parse_property)]
+    kafka_config: Vec<(String, String)>,
+    /// Only the in-process measurement.
+    #[arg(long)]
+    in_process_only: bool,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    println!("{}", bench::inprocess::run(args.records).await?);
+    if args.in_process_only {
+        return Ok(());
+    }
+    let mock = match &args.bootstrap {
+        Some(_) => None,
+        None => Some(rdkafka::mocking::MockCluster::new(1)?),
+    };
+    let (bootstrap, broker) = match (&args.bootstrap, &mock) {
+        (Some(b), _) => (b.clone(), format!("broker at {b}")),
+        (None, Some(m)) => (
+            m.bootstrap_servers(),
+            "librdkafka mock cluster (in-process)".to_string(),
+        ),
+        (None, None) => unreachable!("a mock is made when no broker is given"),
+    };
+    let reg = registry::spawn(
+        "127.0.0.1:0".parse()?,
+        Arc::new(MemoryStore::new()),
+        ServeOptions::default(),
+    )
+    .await?;
+    let config = RegistryConfig::new(&reg.url(), None)?;
+    let client = RegistryClient::new(config.clone())?;
+    for f in schemas::embedded() {
+        client.register(&f.subject(), &f.text).await?;
+    }
+    let kafka = KafkaConfig {
+        bootstrap,
+        properties: args.kafka_config.clone(),
+    };
+    let setup = e2e::Setup {
+        kafka: &kafka,
+        mock: mock.as_ref(),
+        codec: Arc::new(AvroCodec::new(&config)?),
+        registry: &client,
+        records: args.e2e_records,
+        partitions: args.partitions,
+        run_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+    };
+    println!(
+        "end to end through the {broker}, {} partitions:",
+        args.partitions
+    );
+    let ceiling = e2e::passthrough(&setup).await?;
+    println!("{ceiling}");
+    let sluice = e2e::topology(&setup).await?;
+    println!("{sluice}");
+    println!(
+        "exactly-once topology at {:.0} % of the pass-through ceiling",
+        100.0 * sluice.rate() / ceiling.rate()
+    );
+    reg.stop().await?;
+    Ok(())
+}
