@@ -2,6 +2,8 @@
 //! registries on ephemeral ports, a small HTTP client and the sluice binary.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::{
     net::SocketAddr,
     process::{Child, Command, Stdio},
