@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::topology::{BuildError, Topology, topology};
+use crate::topology::{BuildError, Topology, clock, topology};
 
 pub const NAME: &str = "user-login";
 pub const SOURCE: &str = "user-login";
@@ -62,26 +62,58 @@ pub fn validate(login: &UserLogin, now_secs: i64) -> Result<(), String> {
     Ok(())
 }
 
-/// Canonical forms; only called on validated logins.
+/// Canonical forms; only called on validated logins. Values already in
+/// canonical form are kept as they are, without reallocating.
 pub fn normalise(login: UserLogin, now_ms: i64) -> ProcessedUserLogin {
-    let user_id = uuid::Uuid::parse_str(&login.user_id)
-        .map(|u| u.hyphenated().to_string())
-        .unwrap_or(login.user_id);
-    let ip = login
-        .ip
-        .parse::<IpAddr>()
-        .map(|ip| ip.to_string())
-        .unwrap_or(login.ip);
     ProcessedUserLogin {
-        user_id,
+        user_id: canonical_uuid(login.user_id),
         app_version: login.app_version,
-        ip,
+        ip: canonical_ip(login.ip),
         locale: login.locale,
         device_id: login.device_id,
         timestamp: login.timestamp,
-        device_type: login.device_type.trim().to_lowercase(),
+        device_type: lower_trimmed(login.device_type),
         processed_timestamp: now_ms,
     }
+}
+
+/// Lower-case hyphenated, e.g. 6f1c2a1e-4b7d-4c59-9f0e-2d5b8a1c3e77.
+fn canonical_uuid(id: String) -> String {
+    let canonical = id.len() == 36
+        && id.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        });
+    if canonical {
+        return id;
+    }
+    match uuid::Uuid::parse_str(&id) {
+        Ok(u) => u
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .to_string(),
+        Err(_) => id,
+    }
+}
+
+/// IPv4 text that parses is already canonical (Rust refuses leading zeros);
+/// IPv6 is rewritten in its RFC 5952 form.
+fn canonical_ip(ip: String) -> String {
+    if ip.parse::<std::net::Ipv4Addr>().is_ok() {
+        return ip;
+    }
+    match ip.parse::<IpAddr>() {
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => ip,
+    }
+}
+
+fn lower_trimmed(s: String) -> String {
+    let t = s.trim();
+    if t.len() == s.len() && !t.bytes().any(|b| b.is_ascii_uppercase()) && t.is_ascii() {
+        return s;
+    }
+    t.to_lowercase()
 }
 
 pub fn build() -> Result<Topology, BuildError> {
@@ -99,11 +131,9 @@ pub fn declare(
     topology(name)
         .source_with_schema::<UserLogin>(source, reader)
         .validate("login-rules", |l| {
-            validate(l, chrono::Utc::now().timestamp())
+            validate(l, clock::processing_time_ms() / 1000)
         })
-        .map("normalise", |l| {
-            normalise(l, chrono::Utc::now().timestamp_millis())
-        })
+        .map("normalise", |l| normalise(l, clock::processing_time_ms()))
         .key_by("user_id", |l| l.user_id.clone())
         .to_topic(sink)
 }
@@ -135,6 +165,26 @@ mod tests {
         assert_eq!(p.device_type, "android");
         assert_eq!(p.processed_timestamp, 42);
         assert_eq!(p.timestamp, NOW - 5);
+    }
+
+    #[test]
+    fn canonical_values_are_kept_and_others_rewritten() {
+        let id = "6f1c2a1e-4b7d-4c59-9f0e-2d5b8a1c3e77";
+        assert_eq!(canonical_uuid(id.into()), id);
+        assert_eq!(
+            canonical_uuid("6F1C2A1E4B7D4C599F0E2D5B8A1C3E77".into()),
+            id
+        );
+        assert_eq!(
+            canonical_uuid("{6f1c2a1e-4b7d-4c59-9f0e-2d5b8a1c3e77}".into()),
+            id
+        );
+        assert_eq!(canonical_ip("10.0.0.1".into()), "10.0.0.1");
+        assert_eq!(canonical_ip("2001:0DB8:0000::1".into()), "2001:db8::1");
+        assert_eq!(canonical_ip("::FFFF:1.2.3.4".into()), "::ffff:1.2.3.4");
+        assert_eq!(lower_trimmed("web".into()), "web");
+        assert_eq!(lower_trimmed(" iPadOS ".into()), "ipados");
+        assert_eq!(lower_trimmed("ÄNDROID".into()), "ändroid");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
     client::RegistryConfig,
+    fast,
     wire::{self, WireError},
 };
 
@@ -83,6 +84,7 @@ fn describe(e: &SRCError) -> String {
 pub struct Reader {
     schema: &'static Schema,
     canonical: String,
+    fast: Option<fast::Plan>,
     plans: RwLock<HashMap<u32, Arc<Plan>>>,
 }
 
@@ -95,6 +97,7 @@ impl Reader {
     pub fn new(schema: Schema) -> Reader {
         let canonical = schema.canonical_form();
         Reader {
+            fast: fast::plan(&schema),
             schema: leak(schema),
             canonical,
             plans: RwLock::default(),
@@ -125,6 +128,7 @@ fn leak(schema: Schema) -> &'static Schema {
 struct Sink {
     id: u32,
     writer: GenericDatumWriter<'static>,
+    fast: Option<fast::Plan>,
 }
 
 /// Encodes to and decodes from the Confluent wire format.
@@ -265,12 +269,25 @@ impl AvroCodec {
             }
         };
         let value = match &*plan {
-            Plan::Direct(r) => r
-                .read_deser::<T>(&mut body)
-                .map_err(|e| CodecError::Corrupt {
-                    id,
-                    reason: e.to_string(),
-                })?,
+            Plan::Direct(r) => {
+                let start = body;
+                match reader
+                    .fast
+                    .as_ref()
+                    .map(|f| fast::from_slice::<T>(&mut body, f))
+                {
+                    Some(Ok(v)) => v,
+                    // The reference decoder decides what is wrong, if anything.
+                    _ => {
+                        body = start;
+                        r.read_deser::<T>(&mut body)
+                            .map_err(|e| CodecError::Corrupt {
+                                id,
+                                reason: e.to_string(),
+                            })?
+                    }
+                }
+            }
             Plan::Resolve(r) => {
                 // A resolution failure may be the data's (truncated) or the
                 // schemas' (a symbol the reader lacks); the bytes did decode
@@ -328,6 +345,7 @@ impl AvroCodec {
         let sink = Arc::new(Sink {
             id: found.id,
             writer,
+            fast: fast::plan(schema),
         });
         self.sinks
             .write()
@@ -343,8 +361,14 @@ impl AvroCodec {
         value: &T,
     ) -> Result<Vec<u8>, CodecError> {
         let sink = self.sink(topic).await?;
-        let mut out = Vec::with_capacity(128);
+        let mut out = Vec::with_capacity(256);
         wire::write_header(&mut out, sink.id);
+        if let Some(plan) = &sink.fast {
+            if fast::write(&mut out, value, plan).is_ok() {
+                return Ok(out);
+            }
+            out.truncate(wire::HEADER_LEN);
+        }
         sink.writer
             .write_ser(&mut out, value)
             .map_err(|e| CodecError::Encode {

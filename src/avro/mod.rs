@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod fast;
 pub mod wire;
 
 pub use client::{ClientError, RegistryClient, RegistryConfig};

@@ -71,6 +71,7 @@ pub struct Txn {
     /// partition → (first offset in this unit, next offset to commit).
     offsets: BTreeMap<i32, (i64, i64)>,
     pub records: usize,
+    sent: u64,
 }
 
 impl Txn {
@@ -90,6 +91,7 @@ impl Txn {
             source: source.to_string(),
             offsets: BTreeMap::new(),
             records: 0,
+            sent: 0,
         })
     }
 
@@ -142,7 +144,12 @@ impl Txn {
         loop {
             match self.producer.send(record) {
                 Ok(()) => {
-                    self.producer.poll(Duration::ZERO);
+                    // Serving delivery reports now and then keeps the queue
+                    // short; every record would cost more than it saves.
+                    self.sent += 1;
+                    if self.sent.is_multiple_of(256) {
+                        self.producer.poll(Duration::ZERO);
+                    }
                     return Ok(());
                 }
                 Err((

@@ -2,6 +2,7 @@
 //! operators to a sink. Declaring is separate from running: `build()` checks
 //! the graph and yields a `Topology` the runtime executes.
 
+pub mod clock;
 mod processor;
 mod stream;
 

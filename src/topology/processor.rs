@@ -111,6 +111,7 @@ where
         input: Input<'_>,
         out: &mut Vec<Output>,
     ) -> Result<(), Failure> {
+        super::clock::start_record();
         let bytes = input.value.unwrap_or_default();
         let (_, value) = codec
             .decode::<S>(bytes, &self.reader)

@@ -1,0 +1,23 @@
+//! Processing time: the wall-clock time at which the current record entered
+//! the operators. Read once per record, so operators that stamp or compare
+//! times see one consistent instant and do not each ask the OS.
+
+use std::cell::Cell;
+
+thread_local! {
+    static NOW_MS: Cell<i64> = const { Cell::new(0) };
+}
+
+/// Called by the runtime as each record starts through the operators.
+pub(crate) fn start_record() {
+    NOW_MS.with(|n| n.set(chrono::Utc::now().timestamp_millis()));
+}
+
+/// Milliseconds since the epoch at which the current record started being
+/// processed; outside the runtime (tests, tools), the current time.
+pub fn processing_time_ms() -> i64 {
+    match NOW_MS.with(Cell::get) {
+        0 => chrono::Utc::now().timestamp_millis(),
+        t => t,
+    }
+}
