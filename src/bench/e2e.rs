@@ -38,6 +38,8 @@ pub struct Setup<'a> {
     pub registry: &'a RegistryClient,
     pub records: usize,
     pub partitions: i32,
+    /// Records per second offered; 0 for as fast as the feeder can.
+    pub rate: u64,
     pub run_id: String,
 }
 
@@ -151,9 +153,21 @@ fn feed(
     topic: &str,
     payloads: &[(String, Vec<u8>)],
     n: usize,
+    rate: u64,
 ) -> anyhow::Result<()> {
     let producer = plain_producer(kafka)?;
+    let started = Instant::now();
     for i in 0..n {
+        if rate > 0 {
+            // Hold the offered load at `rate`, so latency is the pipeline's, not a backlog's.
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(ahead) = due.checked_sub(started.elapsed())
+                && ahead > Duration::from_millis(1)
+            {
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(ahead);
+            }
+        }
         let (key, value) = &payloads[i % payloads.len()];
         send(
             &producer,
@@ -205,7 +219,7 @@ async fn warm_up(
     payloads: &[(String, Vec<u8>)],
     reader: StreamConsumer,
 ) -> anyhow::Result<StreamConsumer> {
-    feed(kafka, input, payloads, 1)?;
+    feed(kafka, input, payloads, 1, 0)?;
     drain_into(&reader, 1, Duration::from_secs(120), &mut Vec::new()).await?;
     Ok(reader)
 }
@@ -244,7 +258,8 @@ pub async fn passthrough(s: &Setup<'_>) -> anyhow::Result<Figures> {
     let kafka = s.kafka.clone();
     let reader = warm_up(&kafka, &input, &payloads, reader).await?;
     let started = Instant::now();
-    let feeder = tokio::task::spawn_blocking(move || feed(&kafka, &input, &payloads, n));
+    let rate = s.rate;
+    let feeder = tokio::task::spawn_blocking(move || feed(&kafka, &input, &payloads, n, rate));
     let lat = drain(reader, n, LIMIT).await?;
     let elapsed = started.elapsed();
     feeder.await??;
@@ -298,7 +313,8 @@ pub async fn topology(s: &Setup<'_>) -> anyhow::Result<Figures> {
     let (kafka, n) = (s.kafka.clone(), s.records);
     let reader = warm_up(&kafka, &input, &payloads, reader).await?;
     let started = Instant::now();
-    let feeder = tokio::task::spawn_blocking(move || feed(&kafka, &input, &payloads, n));
+    let rate = s.rate;
+    let feeder = tokio::task::spawn_blocking(move || feed(&kafka, &input, &payloads, n, rate));
     let lat = drain(reader, n, LIMIT).await?;
     let elapsed = started.elapsed();
     feeder.await??;

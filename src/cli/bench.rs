@@ -22,6 +22,10 @@ pub struct BenchArgs {
     /// without it they run against the in-process mock cluster.
     #[arg(long)]
     bootstrap: Option<String>,
+    /// Offered load of the end-to-end runs, records/s; 0 feeds as fast as
+    /// possible (throughput; latency then measures the backlog).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// Partitions of the benchmark topics.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
@@ -72,10 +76,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         registry: &client,
         records: args.e2e_records,
         partitions: args.partitions,
+        rate: args.rate,
         run_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
     };
+    let load = match args.rate {
+        0 => "fed as fast as possible".to_string(),
+        r => format!("offered {r} records/s"),
+    };
     println!(
-        "end to end through the {broker}, {} partitions:",
+        "end to end through the {broker}, {} partitions, {load}:",
         args.partitions
     );
     let ceiling = e2e::passthrough(&setup).await?;

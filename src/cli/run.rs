@@ -179,7 +179,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = super::shutdown_signal() => {}
         e = workers.failure() => return Err(e.into()),
     }
+    let stats = workers.stats.clone();
     workers.stop(args.shutdown_timeout).await?;
+    for (name, s) in stats {
+        use std::sync::atomic::Ordering::Relaxed;
+        tracing::info!(
+            topology = %name,
+            records_in = s.records_in.load(Relaxed),
+            records_out = s.records_out.load(Relaxed),
+            dead_letters = s.dead_letters.load(Relaxed),
+            commits = s.commits.load(Relaxed),
+            aborts = s.aborts.load(Relaxed),
+            "totals of this run"
+        );
+    }
     tracing::info!("all workers committed and left their groups");
     Ok(())
 }
