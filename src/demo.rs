@@ -4,7 +4,6 @@
 use std::{
     future::Future,
     io::Write,
-    net::SocketAddr,
     sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -17,9 +16,9 @@ use rdkafka::{
 use tokio::sync::watch;
 
 use crate::{
-    avro::{AvroCodec, Reader, RegistryClient, RegistryConfig},
+    avro::{AvroCodec, Reader, RegistryConfig},
     kafka::KafkaConfig,
-    registry::{self, MemoryStore, ServeOptions},
+    registry::{self},
     runtime::{RunOptions, Stats, Workers},
     schemas,
     simulate::logins,
@@ -123,18 +122,8 @@ pub async fn run(
             let _ = mock.create_topic(&topic, opts.partitions, 1);
         }
     }
-    let any_port: SocketAddr = "127.0.0.1:0".parse()?;
-    let reg = registry::spawn(
-        any_port,
-        Arc::new(MemoryStore::new()),
-        ServeOptions::default(),
-    )
-    .await?;
+    let reg = registry::spawn_preloaded(&schemas::embedded()).await?;
     let config = RegistryConfig::new(&reg.url(), None)?;
-    let client = RegistryClient::new(config.clone())?;
-    for f in schemas::embedded() {
-        client.register(&f.subject(), &f.text).await?;
-    }
     let codec = Arc::new(AvroCodec::new(&config)?);
     writeln!(
         out,

@@ -16,9 +16,8 @@ use common::{raw::RawReader, *};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice::{
-    avro::{AvroCodec, Reader, RegistryClient, RegistryConfig},
+    avro::{AvroCodec, Reader, RegistryConfig},
     kafka::{KafkaConfig, TopicSpec, create_topics},
-    registry::ServeOptions,
     schemas,
     simulate::logins::{Generator, Planned},
     topologies::user_login::ProcessedUserLogin,
@@ -81,12 +80,10 @@ struct World {
 impl World {
     async fn new(seed: u64) -> World {
         let (tansu, bootstrap) = start_tansu();
-        let registry = memory_registry(ServeOptions::default()).await;
+        let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
+            .await
+            .unwrap();
         let config = RegistryConfig::new(&registry.url(), None).unwrap();
-        let client = RegistryClient::new(config.clone()).unwrap();
-        for f in schemas::embedded() {
-            client.register(&f.subject(), &f.text).await.unwrap();
-        }
         let kafka = KafkaConfig::new(&bootstrap);
         let specs: Vec<TopicSpec> = ["user-login", "processed-user-login", "user-login.dlq"]
             .iter()

@@ -8,9 +8,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use common::*;
 use rdkafka::mocking::MockCluster;
 use sluice::{
-    avro::{AvroCodec, Reader, RegistryClient, RegistryConfig},
+    avro::{AvroCodec, Reader, RegistryConfig},
     kafka::KafkaConfig,
-    registry::ServeOptions,
     runtime::{self, RunOptions, Stats},
     schemas,
     simulate::logins::{self, Planned},
@@ -33,12 +32,10 @@ async fn setup(mock: &MockCluster<'static, rdkafka::producer::DefaultProducerCon
     ] {
         mock.create_topic(topic, partitions, 1).unwrap();
     }
-    let registry = memory_registry(ServeOptions::default()).await;
+    let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
+        .await
+        .unwrap();
     let config = RegistryConfig::new(&registry.url(), None).unwrap();
-    let client = RegistryClient::new(config.clone()).unwrap();
-    for f in schemas::embedded() {
-        client.register(&f.subject(), &f.text).await.unwrap();
-    }
     Setup {
         _registry: registry,
         codec: Arc::new(AvroCodec::new(&config).unwrap()),

@@ -224,6 +224,25 @@ async fn warm_up(
     Ok(reader)
 }
 
+/// Warms the pipeline up, then feeds `s.records` into `input` while `reader`
+/// drains the output; the clock runs from the first record fed to the last read.
+async fn measure(
+    s: &Setup<'_>,
+    name: &str,
+    input: String,
+    payloads: Vec<(String, Vec<u8>)>,
+    reader: StreamConsumer,
+) -> anyhow::Result<Figures> {
+    let (kafka, n, rate) = (s.kafka.clone(), s.records, s.rate);
+    let reader = warm_up(&kafka, &input, &payloads, reader).await?;
+    let started = Instant::now();
+    let feeder = tokio::task::spawn_blocking(move || feed(&kafka, &input, &payloads, n, rate));
+    let lat = drain(reader, n, LIMIT).await?;
+    let elapsed = started.elapsed();
+    feeder.await??;
+    Ok(Figures::from_latencies(name, elapsed, lat))
+}
+
 const LIMIT: Duration = Duration::from_secs(600);
 
 /// Copies bytes from one topic to another: the most a consume → produce loop
@@ -255,20 +274,16 @@ pub async fn passthrough(s: &Setup<'_>) -> anyhow::Result<Figures> {
         }
         blocking(|| finish(&producer))
     });
-    let kafka = s.kafka.clone();
-    let reader = warm_up(&kafka, &input, &payloads, reader).await?;
-    let started = Instant::now();
-    let rate = s.rate;
-    let feeder = tokio::task::spawn_blocking(move || feed(&kafka, &input, &payloads, n, rate));
-    let lat = drain(reader, n, LIMIT).await?;
-    let elapsed = started.elapsed();
-    feeder.await??;
-    copy.await??;
-    Ok(Figures::from_latencies(
+    let figures = measure(
+        s,
         "pass-through (librdkafka, no decode)",
-        elapsed,
-        lat,
-    ))
+        input,
+        payloads,
+        reader,
+    )
+    .await?;
+    copy.await??;
+    Ok(figures)
 }
 
 /// The user-login topology, exactly-once, on its own topics.
@@ -310,18 +325,14 @@ pub async fn topology(s: &Setup<'_>) -> anyhow::Result<Figures> {
         ..RunOptions::default()
     };
     let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);
-    let (kafka, n) = (s.kafka.clone(), s.records);
-    let reader = warm_up(&kafka, &input, &payloads, reader).await?;
-    let started = Instant::now();
-    let rate = s.rate;
-    let feeder = tokio::task::spawn_blocking(move || feed(&kafka, &input, &payloads, n, rate));
-    let lat = drain(reader, n, LIMIT).await?;
-    let elapsed = started.elapsed();
-    feeder.await??;
-    workers.stop(Duration::from_secs(30)).await?;
-    Ok(Figures::from_latencies(
+    let figures = measure(
+        s,
         "user-login topology, exactly-once",
-        elapsed,
-        lat,
-    ))
+        input,
+        payloads,
+        reader,
+    )
+    .await?;
+    workers.stop(Duration::from_secs(30)).await?;
+    Ok(figures)
 }

@@ -1,14 +1,11 @@
 //! The user-login topology without a broker: decode → validate → map → encode.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use super::Figures;
 use crate::{
-    avro::{AvroCodec, RegistryClient, RegistryConfig},
-    registry::{self, MemoryStore, ServeOptions},
+    avro::{AvroCodec, RegistryConfig},
+    registry::{self},
     schemas,
     simulate::logins::Generator,
     topologies::user_login,
@@ -17,17 +14,8 @@ use crate::{
 
 /// Processes `records` pre-encoded valid logins on the current task (one core).
 pub async fn run(records: usize) -> anyhow::Result<Figures> {
-    let reg = registry::spawn(
-        "127.0.0.1:0".parse()?,
-        Arc::new(MemoryStore::new()),
-        ServeOptions::default(),
-    )
-    .await?;
+    let reg = registry::spawn_preloaded(&schemas::embedded()).await?;
     let config = RegistryConfig::new(&reg.url(), None)?;
-    let client = RegistryClient::new(config.clone())?;
-    for f in schemas::embedded() {
-        client.register(&f.subject(), &f.text).await?;
-    }
     let codec = AvroCodec::new(&config)?;
     let topology = user_login::build()?;
     let mut generator = Generator::new(3, 0.0);

@@ -6,7 +6,7 @@ use crate::{
     avro::{AvroCodec, RegistryClient, RegistryConfig},
     bench::{self, e2e},
     kafka::KafkaConfig,
-    registry::{self, MemoryStore, ServeOptions},
+    registry::{self},
     schemas,
 };
 
@@ -54,17 +54,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
         (None, None) => unreachable!("a mock is made when no broker is given"),
     };
-    let reg = registry::spawn(
-        "127.0.0.1:0".parse()?,
-        Arc::new(MemoryStore::new()),
-        ServeOptions::default(),
-    )
-    .await?;
+    let reg = registry::spawn_preloaded(&schemas::embedded()).await?;
     let config = RegistryConfig::new(&reg.url(), None)?;
     let client = RegistryClient::new(config.clone())?;
-    for f in schemas::embedded() {
-        client.register(&f.subject(), &f.text).await?;
-    }
     let kafka = KafkaConfig {
         bootstrap,
         properties: args.kafka_config.clone(),

@@ -44,17 +44,8 @@ pub async fn run(cmd: SchemasCommand) -> anyhow::Result<()> {
                 None => schemas::embedded(),
             };
             let client = RegistryClient::new(args.registry.config()?)?;
-            for file in files {
-                let done = client.register(&file.subject(), &file.text).await?;
-                let what = if done.new_version {
-                    "registered"
-                } else {
-                    "unchanged"
-                };
-                println!(
-                    "{}: {what}, id {}, version {}",
-                    done.subject, done.id, done.version
-                );
+            for line in register_all(&client, &files).await? {
+                println!("{line}");
             }
             Ok(())
         }

@@ -84,6 +84,41 @@ impl Running {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PreloadError {
+    #[error("cannot start the embedded registry: {0}")]
+    Io(#[from] std::io::Error),
+    /// One of the given schemas is invalid: a bug in the caller's files.
+    #[error("subject {subject}: {source}")]
+    Schema {
+        subject: String,
+        #[source]
+        source: RegistryError,
+    },
+}
+
+/// An in-memory registry on an ephemeral loopback port with `files`
+/// registered under `<topic>-value`: what the demo, the benchmarks and the
+/// tests run against.
+pub async fn spawn_preloaded(
+    files: &[crate::schemas::SchemaFile],
+) -> Result<Running, PreloadError> {
+    let store = Arc::new(MemoryStore::new());
+    for f in files {
+        let subject = f.subject();
+        let parsed = model::parse_schema(&f.text).map_err(|source| PreloadError::Schema {
+            subject: subject.clone(),
+            source,
+        })?;
+        store
+            .register(&subject, &parsed)
+            .await
+            .map_err(|source| PreloadError::Schema { subject, source })?;
+    }
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    Ok(spawn(loopback, store, ServeOptions::default()).await?)
+}
+
 /// Binds `addr` (port 0 for any free one) and serves in a background task.
 pub async fn spawn(
     addr: SocketAddr,
