@@ -15,3 +15,4 @@ pub mod simulate;
 #[path = "../topologies/mod.rs"]
 pub mod topologies;
 pub mod topology;
+pub mod window;

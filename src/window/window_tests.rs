@@ -1,0 +1,182 @@
+use std::time::Duration;
+
+use super::*;
+
+const S: i64 = 1000;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn w(start: i64, end: i64) -> Window {
+    Window {
+        start_ms: start * S,
+        end_ms: end * S,
+    }
+}
+
+#[test]
+fn tumbling_boundaries_are_half_open() {
+    let k = WindowKind::Tumbling { size: secs(60) };
+    assert_eq!(k.windows_for(0), vec![w(0, 60)]);
+    assert_eq!(k.windows_for(59_999), vec![w(0, 60)]);
+    assert_eq!(k.windows_for(60_000), vec![w(60, 120)]);
+    assert_eq!(k.windows_for(-1), vec![w(-60, 0)]);
+}
+
+#[test]
+fn hopping_windows_overlap() {
+    let k = WindowKind::Hopping {
+        size: secs(60),
+        advance: secs(20),
+    };
+    assert_eq!(
+        k.windows_for(65_000),
+        vec![w(20, 80), w(40, 100), w(60, 120)]
+    );
+    assert_eq!(
+        k.windows_for(60_000),
+        vec![w(20, 80), w(40, 100), w(60, 120)]
+    );
+    assert_eq!(k.windows_for(59_999), vec![w(0, 60), w(20, 80), w(40, 100)]);
+    assert!(
+        WindowKind::Hopping {
+            size: secs(10),
+            advance: secs(20)
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        WindowKind::Tumbling {
+            size: Duration::ZERO
+        }
+        .validate()
+        .is_err()
+    );
+}
+
+#[test]
+fn hopping_counts_match_a_brute_force_count() {
+    let spec = WindowSpec {
+        kind: WindowKind::Hopping {
+            size: secs(30),
+            advance: secs(10),
+        },
+        grace: Duration::ZERO,
+        out_of_order: Duration::ZERO,
+        idle_timeout: secs(60),
+    };
+    let mut state: WindowState<&str, f64, Stats> = WindowState::new(spec);
+    let times: Vec<i64> = (0..200).map(|i| i * 737 % 90_000).collect();
+    for t in &times {
+        assert!(state.add(&"k", *t, &1.0, i64::MIN).is_empty());
+    }
+    let (updates, _) = state.flush(i64::MIN);
+    for u in updates {
+        let expected = times
+            .iter()
+            .filter(|t| **t >= u.window.start_ms && **t < u.window.end_ms)
+            .count() as u64;
+        assert_eq!(u.partial.count, expected, "{:?}", u.window);
+        assert!(!u.is_final);
+    }
+}
+
+#[test]
+fn out_of_order_within_grace_is_accepted_and_beyond_is_late() {
+    let spec = WindowSpec::tumbling(secs(60), secs(10));
+    let mut wm = Watermarks::new(0, 30 * S);
+    let mut state: WindowState<&str, f64, Stats> = WindowState::new(spec);
+    wm.observe(0, 61 * S, 0);
+    let mark = wm.advance(0);
+    assert_eq!(mark, 61 * S);
+    assert!(state.add(&"k", 61 * S, &5.0, mark).is_empty());
+    // 59 s is before the watermark, but [0, 60) is open until 70 s.
+    assert!(state.add(&"k", 59 * S, &7.0, mark).is_empty());
+    wm.observe(0, 75 * S, 0);
+    let mark = wm.advance(0);
+    let late = state.add(&"k", 58 * S, &1.0, mark);
+    assert_eq!(
+        late,
+        vec![Late {
+            window: w(0, 60),
+            watermark_ms: 75 * S
+        }]
+    );
+    let (updates, _) = state.flush(mark);
+    let first = updates.iter().find(|u| u.window == w(0, 60)).unwrap();
+    assert_eq!(
+        (first.partial.count, first.partial.sum, first.is_final),
+        (1, 7.0, true)
+    );
+    let second = updates.iter().find(|u| u.window == w(60, 120)).unwrap();
+    assert!(!second.is_final);
+}
+
+#[test]
+fn the_slowest_active_partition_holds_the_watermark_and_idle_ones_do_not() {
+    let mut wm = Watermarks::new(2 * S, 10 * S);
+    wm.observe(0, 100 * S, 0);
+    wm.observe(1, 40 * S, 0);
+    assert_eq!(wm.advance(0), 38 * S);
+    // Partition 1 goes quiet; partition 0 keeps delivering.
+    wm.observe(0, 110 * S, 11 * S);
+    assert_eq!(wm.advance(11 * S), 108 * S);
+    // Never moves back when partition 1 speaks again with old data.
+    wm.observe(1, 41 * S, 12 * S);
+    assert_eq!(wm.advance(12 * S), 108 * S);
+}
+
+#[test]
+fn windows_close_by_wall_clock_when_all_input_is_idle() {
+    let spec = WindowSpec::tumbling(secs(60), secs(10));
+    let mut wm = Watermarks::new(0, 5 * S);
+    let mut state: WindowState<&str, f64, Stats> = WindowState::new(spec);
+    // One reading at 30 s of event time, seen at wall time 1 000 s; then silence.
+    wm.observe(0, 30 * S, 1000 * S);
+    assert!(
+        state
+            .add(&"k", 30 * S, &1.0, wm.advance(1000 * S))
+            .is_empty()
+    );
+    let (updates, _) = state.flush(wm.current());
+    assert!(!updates[0].is_final);
+    // 39 s of silence: event time is taken to have moved on with the clock.
+    let (_, closed) = state.flush(wm.advance(1039 * S));
+    assert!(closed.is_empty(), "not yet: 30 + 39 < 60 + 10");
+    let (_, closed) = state.flush(wm.advance(1041 * S));
+    assert_eq!(
+        closed,
+        vec![Closed {
+            key: "k",
+            window: w(0, 60)
+        }]
+    );
+    assert_eq!(state.open_windows(), 0);
+}
+
+#[test]
+fn partial_aggregates_merge_to_the_whole() {
+    let values = [3.0, -1.5, 8.25, 0.0, 2.0];
+    let mut whole = Stats::default();
+    values.iter().for_each(|v| whole.add(v));
+    let (mut a, mut b) = (Stats::default(), Stats::default());
+    values[..2].iter().for_each(|v| a.add(v));
+    values[2..].iter().for_each(|v| b.add(v));
+    a.merge(&b);
+    assert_eq!(a, whole);
+    assert_eq!(whole.avg(), Some(11.75 / 5.0));
+    assert_eq!(Stats::default().avg(), None);
+}
+
+#[test]
+fn a_restored_watermark_keeps_closed_windows_closed() {
+    let spec = WindowSpec::tumbling(secs(60), secs(10));
+    let mut wm = Watermarks::new(0, 30 * S);
+    wm.restore(80 * S);
+    let mut state: WindowState<&str, f64, Stats> = WindowState::new(spec);
+    wm.observe(0, 20 * S, 0);
+    let late = state.add(&"k", 20 * S, &1.0, wm.advance(0));
+    assert_eq!(late.len(), 1, "a restart must not reopen a final window");
+}
