@@ -21,8 +21,11 @@ use crate::{
     registry::{self},
     runtime::{RunOptions, Stats, Workers},
     schemas,
-    simulate::logins,
-    topologies::{self, user_login::ProcessedUserLogin},
+    simulate::{iot, logins},
+    topologies::{
+        self, iot_alerts,
+        user_login::{self, ProcessedUserLogin},
+    },
 };
 
 #[derive(Debug, Clone)]
@@ -34,12 +37,30 @@ pub struct Options {
     pub duration: Option<Duration>,
 }
 
+/// What one topology did in the demo.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub produced: logins::Report,
+pub struct Counts {
     pub records_in: u64,
     pub records_out: u64,
     pub dead_letters: u64,
+}
+
+impl Counts {
+    fn of(s: &Stats) -> Counts {
+        Counts {
+            records_in: s.records_in.load(Ordering::Relaxed),
+            records_out: s.records_out.load(Ordering::Relaxed),
+            dead_letters: s.dead_letters.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub logins: logins::Report,
+    pub readings: u64,
+    pub user_login: Counts,
+    pub iot_alerts: Counts,
 }
 
 /// Keeps the latest committed output so the status line can show one.
@@ -151,10 +172,20 @@ pub async fn run(
         bad_ratio: opts.bad_ratio,
         seed: 42,
     };
-    let (sim_kafka, sim_codec) = (kafka.clone(), codec.clone());
+    let (sim_kafka, sim_codec, mut stopped) = (kafka.clone(), codec.clone(), sim_stopped.clone());
     let simulator = tokio::spawn(async move {
-        let mut stopped = sim_stopped;
         logins::run(&sim_kafka, sim_codec, &sim_opts, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    let iot_opts = iot::Options {
+        interval: Duration::from_millis(250),
+        ..iot::Options::default()
+    };
+    let (iot_kafka, iot_codec, mut stopped) = (kafka.clone(), codec.clone(), sim_stopped);
+    let sensors = tokio::spawn(async move {
+        iot::run(&iot_kafka, iot_codec, &iot_opts, async move {
             let _ = stopped.wait_for(|s| *s).await;
         })
         .await
@@ -182,41 +213,51 @@ pub async fn run(
 
     let _ = stop_sim.send(true);
     let produced = simulator.await??;
-    // Let the workers catch up with what the simulator produced, briefly.
+    let readings = sensors.await??;
+    // Let the workers catch up with what the simulators produced, briefly.
     let drain_until = Instant::now() + Duration::from_secs(10);
-    let total_in = |w: &Workers| -> u64 {
+    let counts = |w: &Workers, name: &str| {
         w.stats
             .iter()
-            .map(|(_, s)| s.records_in.load(Ordering::Relaxed))
-            .sum()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| Counts::of(s))
+            .unwrap_or_default()
     };
-    while total_in(&workers) < produced.total() && Instant::now() < drain_until {
+    while (counts(&workers, user_login::NAME).records_in < produced.total()
+        || counts(&workers, iot_alerts::NAME).records_in < readings)
+        && Instant::now() < drain_until
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let summary = Summary {
+        logins: produced,
+        readings,
+        user_login: counts(&workers, user_login::NAME),
+        iot_alerts: counts(&workers, iot_alerts::NAME),
+    };
     status(out, started, &workers.stats, &sample);
-    let stats = workers.stats.clone();
     workers.stop(Duration::from_secs(30)).await?;
     tap_task.abort();
     // Its consumer must be closed before the mock cluster goes away.
     let _ = tap_task.await;
     reg.stop().await?;
-    let sum = |f: fn(&Stats) -> u64| stats.iter().map(|(_, s)| f(s)).sum::<u64>();
-    let summary = Summary {
-        produced,
-        records_in: sum(|s| s.records_in.load(Ordering::Relaxed)),
-        records_out: sum(|s| s.records_out.load(Ordering::Relaxed)),
-        dead_letters: sum(|s| s.dead_letters.load(Ordering::Relaxed)),
-    };
+    let u = summary.user_login;
     writeln!(
         out,
-        "done: produced {} ({} valid, {} invalid, {} undecodable) → processed {}, output {}, dead-lettered {}",
+        "done: logins produced {} ({} valid, {} invalid, {} undecodable) → processed {}, output {}, dead-lettered {}",
         produced.total(),
         produced.valid,
         produced.invalid,
         produced.undecodable,
-        summary.records_in,
-        summary.records_out,
-        summary.dead_letters
+        u.records_in,
+        u.records_out,
+        u.dead_letters
+    )?;
+    let a = summary.iot_alerts;
+    writeln!(
+        out,
+        "      sensor readings produced {readings} → processed {}, alerts {}, dead-lettered {}",
+        a.records_in, a.records_out, a.dead_letters
     )?;
     drop(mock);
     Ok(summary)

@@ -18,16 +18,25 @@ async fn the_demo_accounts_for_every_record() {
         .await
         .unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert!(s.produced.total() > 1000, "{s:?}\n{text}");
-    assert_eq!(s.records_in, s.produced.total(), "{text}");
-    assert_eq!(s.records_out, s.produced.valid, "{text}");
+    assert!(s.logins.total() > 1000, "{s:?}\n{text}");
+    let u = s.user_login;
+    assert_eq!(u.records_in, s.logins.total(), "{text}");
+    assert_eq!(u.records_out, s.logins.valid, "{text}");
     assert_eq!(
-        s.dead_letters,
-        s.produced.invalid + s.produced.undecodable,
+        u.dead_letters,
+        s.logins.invalid + s.logins.undecodable,
         "{text}"
+    );
+    assert!(s.readings > 100, "{s:?}");
+    assert_eq!(s.iot_alerts.records_in, s.readings, "{text}");
+    assert_eq!(s.iot_alerts.dead_letters, 0, "{text}");
+    assert!(
+        s.iot_alerts.records_out > 0,
+        "anomalies raise alerts: {text}"
     );
     assert!(
-        text.contains("user-login: in") && text.contains("sample: user"),
+        text.contains("user-login: in") && text.contains("iot-alerts: in"),
         "{text}"
     );
+    assert!(text.contains("sample: user"), "{text}");
 }

@@ -1,6 +1,7 @@
 //! The shipped topologies. A new topology is one file here plus one line in
 //! `ALL`.
 
+pub mod iot_alerts;
 pub mod user_login;
 
 use crate::topology::{BuildError, Topology};
@@ -8,7 +9,10 @@ use crate::topology::{BuildError, Topology};
 type Build = fn() -> Result<Topology, BuildError>;
 
 /// Every shipped topology by name.
-pub const ALL: &[(&str, Build)] = &[(user_login::NAME, user_login::build)];
+pub const ALL: &[(&str, Build)] = &[
+    (user_login::NAME, user_login::build),
+    (iot_alerts::NAME, iot_alerts::build),
+];
 
 pub fn names() -> Vec<&'static str> {
     ALL.iter().map(|(n, _)| *n).collect()

@@ -11,6 +11,42 @@ use crate::{avro::AvroCodec, simulate::logins};
 pub enum SimulateCommand {
     /// Produce UserLogin records to `user-login`, some invalid or undecodable.
     Logins(LoginArgs),
+    /// Produce SensorReading records to `iot_sensor_data`: each device's
+    /// sensors random-walk in their units, with occasional anomalies.
+    Iot(IotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IotArgs {
+    /// Number of simulated devices.
+    #[arg(long, default_value_t = 8)]
+    devices: usize,
+    /// Time between readings of each sensor.
+    #[arg(long, value_parser = super::args::duration, default_value = "1s")]
+    interval: std::time::Duration,
+    /// Share of readings, 0.0–1.0, that break an alert rule.
+    #[arg(long, default_value_t = 0.05, value_parser = ratio)]
+    anomaly_probability: f64,
+    /// Sensor types to simulate (comma-separated): temperature, humidity, pressure, motion, light.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "temperature,humidity,pressure,motion,light"
+    )]
+    sensor_types: Vec<crate::topologies::iot_alerts::SensorType>,
+    /// Share of readings stamped 1–5 s in the past (out of order, within grace).
+    #[arg(long, default_value_t = 0.0, value_parser = ratio)]
+    out_of_order: f64,
+    /// Share of readings stamped 2–5 min in the past (later than the grace period).
+    #[arg(long, default_value_t = 0.0, value_parser = ratio)]
+    late: f64,
+    /// Random seed, for reproducible runs.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -43,7 +79,10 @@ fn ratio(s: &str) -> Result<f64, String> {
 }
 
 pub async fn run(cmd: SimulateCommand) -> anyhow::Result<()> {
-    let SimulateCommand::Logins(args) = cmd;
+    let args = match cmd {
+        SimulateCommand::Logins(args) => args,
+        SimulateCommand::Iot(args) => return iot(args).await,
+    };
     let codec = Arc::new(AvroCodec::new(&args.registry.config()?)?);
     let opts = logins::Options {
         rate: args.rate,
@@ -59,5 +98,26 @@ pub async fn run(cmd: SimulateCommand) -> anyhow::Result<()> {
         report.invalid,
         report.undecodable
     );
+    Ok(())
+}
+
+async fn iot(args: IotArgs) -> anyhow::Result<()> {
+    if args.devices == 0 || args.sensor_types.is_empty() {
+        anyhow::bail!("--devices and --sensor-types must name at least one device and sensor");
+    }
+    let codec = Arc::new(AvroCodec::new(&args.registry.config()?)?);
+    let opts = crate::simulate::iot::Options {
+        devices: args.devices,
+        interval: args.interval,
+        sensor_types: args.sensor_types,
+        anomaly_probability: args.anomaly_probability,
+        out_of_order: args.out_of_order,
+        late: args.late,
+        seed: args.seed,
+        rounds: None,
+    };
+    let n = crate::simulate::iot::run(&args.kafka.config(), codec, &opts, super::shutdown_signal())
+        .await?;
+    println!("produced {n} sensor readings");
     Ok(())
 }
