@@ -18,6 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice::{
     avro::{AvroCodec, Reader, RegistryConfig},
     kafka::{KafkaConfig, TopicSpec, create_topics},
+    registry::ServeOptions,
     schemas,
     simulate::logins::{Generator, Planned},
     topologies::user_login::ProcessedUserLogin,
@@ -47,7 +48,10 @@ fn tansu_bin() -> String {
 }
 
 fn start_tansu() -> (Proc, String) {
-    let port = free_port();
+    start_tansu_on(free_port())
+}
+
+fn start_tansu_on(port: u16) -> (Proc, String) {
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Command::new(tansu_bin())
         .args([
@@ -307,4 +311,104 @@ async fn at_least_once_loses_nothing_across_kills() {
         "no valid login lost"
     );
     assert_eq!(w.dead_letters().await.len(), bad, "no bad record lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_started_before_its_broker_and_registry_waits_for_them() {
+    let port = free_port();
+    let registry_port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let mut worker = Proc(
+        sluice()
+            .args(["run", "--topology", "user-login"])
+            .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
+            .env(
+                "SCHEMA_REGISTRY_URL",
+                format!("http://127.0.0.1:{registry_port}"),
+            )
+            .env("SLUICE_INSTANCE_ID", "early-bird")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        worker.0.try_wait().unwrap().is_none(),
+        "no registry: the worker must wait, not exit"
+    );
+    let store = std::sync::Arc::new(sluice::registry::MemoryStore::new());
+    let _promised = sluice::registry::spawn(
+        format!("127.0.0.1:{registry_port}").parse().unwrap(),
+        store,
+        ServeOptions::default(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        worker.0.try_wait().unwrap().is_none(),
+        "no broker: the worker must wait, not exit"
+    );
+
+    let (_tansu, _) = start_tansu_on(port);
+    let config = RegistryConfig::new(&format!("http://127.0.0.1:{registry_port}"), None).unwrap();
+    // Whoever comes first registers; the worker retries until it can.
+    let client = sluice::avro::RegistryClient::new(config.clone()).unwrap();
+    for f in schemas::embedded() {
+        client.register(&f.subject(), &f.text).await.unwrap();
+    }
+    let codec = AvroCodec::new(&config).unwrap();
+    let kafka = KafkaConfig::new(&bootstrap);
+    let specs: Vec<TopicSpec> = ["user-login", "processed-user-login", "user-login.dlq"]
+        .iter()
+        .map(|t| TopicSpec {
+            name: t.to_string(),
+            partitions: PARTITIONS,
+            replication: 1,
+            min_insync_replicas: None,
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while create_topics(&kafka, &specs).await.is_err() {
+        assert!(Instant::now() < deadline, "tansu did not come up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let producer: FutureProducer = kafka.producer(None).create().unwrap();
+    let mut generator = Generator::new(5, 0.0);
+    let now = chrono::Utc::now().timestamp();
+    for _ in 0..300 {
+        let login = generator.valid(now);
+        let bytes = codec.encode("user-login", &login).await.unwrap();
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to("user-login")
+                    .key(&login.user_id)
+                    .payload(&bytes),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut reader = RawReader::connect(&bootstrap).await;
+        let mut out = 0;
+        for p in 0..PARTITIONS {
+            out += raw::committed(reader.read_partition("processed-user-login", p).await)
+                .0
+                .len();
+        }
+        if out == 300 {
+            break;
+        }
+        assert!(out < 300, "duplicates: {out}");
+        assert!(
+            Instant::now() < deadline,
+            "only {out} of 300 processed after the broker came up"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(worker.0.try_wait().unwrap().is_none());
 }

@@ -2,12 +2,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 
 use super::args::{KafkaArgs, RegistryArgs, duration};
 use crate::{
-    avro::{AvroCodec, RegistryClient},
+    avro::{AvroCodec, ClientError, RegistryClient},
     kafka::{self, Created, TopicSpec},
     runtime::{self, RunOptions, Workers},
     schemas, topologies,
@@ -158,11 +158,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let registry = args.registry.config()?;
     let client = RegistryClient::new(registry.clone())?;
-    for line in super::schemas::register_all(&client, &schemas::embedded())
-        .await
-        .context("registering the schemas at start-up")?
-    {
-        tracing::info!("{line}");
+    let mut wait = Duration::from_millis(200);
+    let shutdown = super::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        match super::schemas::register_all(&client, &schemas::embedded()).await {
+            Ok(lines) => {
+                lines.iter().for_each(|l| tracing::info!("{l}"));
+                break;
+            }
+            // Down for now: wait for it rather than exit into a restart loop.
+            Err(e) if matches!(e.downcast_ref(), Some(ClientError::Unavailable { .. })) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "schema registry unreachable; retrying");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e.context("registering the schemas at start-up")),
+        }
     }
     let codec = Arc::new(AvroCodec::new(&registry)?);
     let opts = RunOptions {
@@ -176,7 +191,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut workers = Workers::spawn(selected, &kafka, codec, &opts);
     tokio::select! {
-        _ = super::shutdown_signal() => {}
+        _ = &mut shutdown => {}
         e = workers.failure() => return Err(e.into()),
     }
     let stats = workers.stats.clone();

@@ -9,6 +9,7 @@ use std::{
 use rdkafka::{
     Message, Offset, Timestamp,
     consumer::{Consumer, StreamConsumer},
+    error::KafkaError,
 };
 use tokio::time::{Instant, sleep, sleep_until};
 
@@ -54,9 +55,23 @@ pub async fn run_topology(
         source,
     };
     let instance = format!("{}-{}", d.group_id, opts.instance_id);
-    let txn = Arc::new(Mutex::new(
-        Txn::new(kafka, opts.guarantee, &instance, &d.source).map_err(client_err)?,
-    ));
+    tokio::pin!(shutdown);
+    let mut backoff = Backoff::new();
+    let txn = loop {
+        match Txn::new(kafka, opts.guarantee, &instance, &d.source) {
+            Ok(t) => break Arc::new(Mutex::new(t)),
+            // A bad property: no retry will fix that.
+            Err(e @ KafkaError::ClientCreation(_)) => return Err(client_err(e)),
+            Err(e) => {
+                let wait = backoff.next();
+                tracing::warn!(topology = %d.name, error = %e, retry_in = ?wait, "cannot start the producer; is the broker reachable? retrying");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = sleep(wait) => {}
+                }
+            }
+        }
+    };
     let group = opts.group_id.clone().unwrap_or_else(|| d.group_id.clone());
     let context = WorkerContext {
         topology: d.name.clone(),
@@ -75,7 +90,6 @@ pub async fn run_topology(
     let mut outputs: Vec<Output> = Vec::new();
     let mut commit_at: Option<Instant> = None;
     let mut consume_backoff = Backoff::new();
-    tokio::pin!(shutdown);
 
     'outer: loop {
         let msg = tokio::select! {
