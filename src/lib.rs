@@ -12,6 +12,7 @@ pub mod registry;
 pub mod runtime;
 pub mod schemas;
 pub mod simulate;
+pub mod sink;
 #[path = "../topologies/mod.rs"]
 pub mod topologies;
 pub mod topology;

@@ -1,0 +1,3 @@
+//! Sinks other than Kafka topics.
+
+pub mod postgres;

@@ -1,0 +1,177 @@
+//! Window aggregates merged into a real PostgreSQL batch by batch equal the
+//! aggregates computed independently, to the last count and sum.
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use common::TestDb;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use sluice::{
+    sink::postgres::{Position, Row, WindowSink},
+    window::{Aggregate, Stats, Watermarks, Window, WindowSpec, WindowState},
+};
+
+type Key = (String, String);
+
+#[tokio::test]
+async fn merged_batches_equal_the_independent_aggregates() {
+    let db = TestDb::create().await;
+    let pool = sluice::db::connect(&db.url).await.unwrap();
+    sluice::db::migrate(&pool).await.unwrap();
+    let sink = WindowSink::new(
+        pool.clone(),
+        "sensor_window_aggregates",
+        "g",
+        "iot_sensor_data",
+    )
+    .unwrap();
+
+    // Readings over ten minutes, a little out of order; quarter values keep
+    // every partial sum exact in floating point.
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut readings: Vec<(Key, i64, f64)> = Vec::new();
+    for i in 0..3000i64 {
+        let key = (
+            format!("device-{}", rng.random_range(0..4)),
+            ["temperature", "humidity"][rng.random_range(0..2)].to_string(),
+        );
+        let ts = i * 200 - rng.random_range(0..3000);
+        readings.push((key, ts.max(0), f64::from(rng.random_range(-400..400)) / 4.0));
+    }
+
+    let spec = WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10));
+    let mut state: WindowState<Key, f64, Stats> = WindowState::new(spec);
+    let mut marks = Watermarks::new(0, 60_000);
+    let mut expected: BTreeMap<(Key, Window), Stats> = BTreeMap::new();
+    let mut offset = 0i64;
+    for batch in readings.chunks(137) {
+        for (key, ts, v) in batch {
+            marks.observe(0, *ts, 0);
+            let late = state.add(key, *ts, v, marks.current());
+            // Late readings are not in the table; the independent count skips them too.
+            if late.is_empty() {
+                for w in spec.kind.windows_for(*ts) {
+                    expected.entry((key.clone(), w)).or_default().add(v);
+                }
+            }
+            offset += 1;
+        }
+        let mark = marks.advance(0);
+        let (updates, closed) = state.flush(mark);
+        let rows: Vec<Row> = updates
+            .into_iter()
+            .map(|u| Row {
+                device_id: u.key.0,
+                sensor_type: u.key.1,
+                window: u.window,
+                partial: u.partial,
+                is_final: u.is_final,
+            })
+            .collect();
+        let closed: Vec<_> = closed
+            .into_iter()
+            .map(|c| (c.key.0, c.key.1, c.window))
+            .collect();
+        sink.commit(
+            &rows,
+            &closed,
+            &[Position {
+                partition: 0,
+                next_offset: offset,
+                watermark_ms: mark,
+            }],
+        )
+        .await
+        .unwrap();
+    }
+    // Close everything.
+    let (updates, closed) = state.flush(i64::MAX);
+    assert!(updates.is_empty());
+    let closed: Vec<_> = closed
+        .into_iter()
+        .map(|c| (c.key.0, c.key.1, c.window))
+        .collect();
+    sink.commit(&[], &closed, &[]).await.unwrap();
+
+    let stored: Vec<(String, String, i64, i64, i64, f64, f64, f64, f64, bool)> = sqlx::query_as(
+        "SELECT device_id, sensor_type,
+                (extract(epoch FROM window_start) * 1000)::bigint, (extract(epoch FROM window_end) * 1000)::bigint,
+                count, sum, min, max, avg, is_final
+           FROM sensor_window_aggregates ORDER BY 1, 2, 3",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), expected.len());
+    for (d, s, ws, we, count, sum, min, max, avg, is_final) in stored {
+        let want = expected[&(
+            (d.clone(), s.clone()),
+            Window {
+                start_ms: ws,
+                end_ms: we,
+            },
+        )];
+        assert_eq!(
+            (count as u64, sum, min, max),
+            (want.count, want.sum, want.min, want.max),
+            "{d} {s} {ws}"
+        );
+        assert_eq!(avg, want.sum / want.count as f64);
+        assert!(is_final, "{d} {s} {ws} should be final");
+    }
+    let positions = sink.positions(&[0, 1]).await.unwrap();
+    assert_eq!(positions.len(), 1);
+    assert_eq!(positions[0].next_offset, 3000);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_failed_commit_writes_nothing() {
+    let db = TestDb::create().await;
+    let pool = sluice::db::connect(&db.url).await.unwrap();
+    sluice::db::migrate(&pool).await.unwrap();
+    let sink = WindowSink::new(pool.clone(), "sensor_window_aggregates", "g", "t").unwrap();
+    let mut partial = Stats::default();
+    partial.add(&1.0);
+    let row = Row {
+        device_id: "d".into(),
+        sensor_type: "light".into(),
+        window: Window {
+            start_ms: 0,
+            end_ms: 60_000,
+        },
+        partial,
+        is_final: false,
+    };
+    // The second row's empty partial makes the upsert divide by zero: the
+    // whole commit, offsets included, must be rolled back.
+    let empty = Row {
+        partial: Stats::default(),
+        device_id: "e".into(),
+        ..row.clone()
+    };
+    let err = sink
+        .commit(
+            &[row.clone(), empty],
+            &[],
+            &[Position {
+                partition: 0,
+                next_offset: 5,
+                watermark_ms: 0,
+            }],
+        )
+        .await;
+    assert!(err.is_err());
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sensor_window_aggregates")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    assert!(sink.positions(&[0]).await.unwrap().is_empty());
+    // A table that does not exist is refused by the database, which says which.
+    let missing = WindowSink::new(pool, "no_such_table", "g", "t").unwrap();
+    let err = missing.commit(&[row], &[], &[]).await.unwrap_err();
+    assert!(err.to_string().contains("no_such_table"), "{err}");
+    db.drop_db().await;
+}
