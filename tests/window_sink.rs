@@ -13,6 +13,8 @@ use sluice::{
 };
 
 type Key = (String, String);
+/// device, sensor, window start, end (ms), count, sum, min, max, avg, final
+type Stored = (String, String, i64, i64, i64, f64, f64, f64, f64, bool);
 
 #[tokio::test]
 async fn merged_batches_equal_the_independent_aggregates() {
@@ -94,7 +96,7 @@ async fn merged_batches_equal_the_independent_aggregates() {
         .collect();
     sink.commit(&[], &closed, &[]).await.unwrap();
 
-    let stored: Vec<(String, String, i64, i64, i64, f64, f64, f64, f64, bool)> = sqlx::query_as(
+    let stored: Vec<Stored> = sqlx::query_as(
         "SELECT device_id, sensor_type,
                 (extract(epoch FROM window_start) * 1000)::bigint, (extract(epoch FROM window_end) * 1000)::bigint,
                 count, sum, min, max, avg, is_final
