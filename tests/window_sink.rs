@@ -177,3 +177,76 @@ async fn a_failed_commit_writes_nothing() {
     assert!(err.to_string().contains("no_such_table"), "{err}");
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn windows_query_prints_what_the_sink_stored() {
+    let db = TestDb::create().await;
+    let pool = sluice::db::connect(&db.url).await.unwrap();
+    sluice::db::migrate(&pool).await.unwrap();
+    let sink = WindowSink::new(pool.clone(), "sensor_window_aggregates", "g", "t").unwrap();
+    let now = chrono::Utc::now().timestamp_millis() / 60_000 * 60_000;
+    let mut rows = Vec::new();
+    for (device, sensor, minutes_ago, value, is_final) in [
+        ("device-1", "temperature", 5, 21.5, true),
+        ("device-1", "humidity", 5, 40.0, true),
+        ("device-2", "temperature", 5, 19.0, true),
+        ("device-1", "temperature", 1, 22.0, false),
+        ("device-1", "temperature", 180, 20.0, true),
+    ] {
+        let mut partial = Stats::default();
+        partial.add(&value);
+        partial.add(&(value + 1.0));
+        let start = now - minutes_ago * 60_000;
+        rows.push(Row {
+            device_id: device.into(),
+            sensor_type: sensor.into(),
+            window: Window {
+                start_ms: start,
+                end_ms: start + 60_000,
+            },
+            partial,
+            is_final,
+        });
+    }
+    sink.commit(&rows, &[], &[]).await.unwrap();
+
+    let run = |args: &[&str]| {
+        let out = common::sluice()
+            .args(["windows", "query", "--database-url", &db.url])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, json, err) = run(&[
+        "--device",
+        "device-1",
+        "--sensor-type",
+        "temperature",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let list = parsed.as_array().unwrap();
+    assert_eq!(list.len(), 2, "the last hour by default: {json}");
+    assert_eq!(list[0]["avg"], 22.5, "newest first");
+    assert_eq!(list[1]["count"], 2);
+    let (_, final_csv, _) = run(&["--final-only", "--format", "csv", "--since", "3h"]);
+    let lines: Vec<&str> = final_csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "device_id,sensor_type,window_start,window_end,count,sum,min,max,avg,is_final"
+    );
+    assert_eq!(lines.len(), 1 + 3, "{final_csv}");
+    assert!(lines[1..].iter().all(|l| l.ends_with(",true")));
+    let (_, table, _) = run(&["--device", "nobody"]);
+    assert!(table.contains("(no windows match)"), "{table}");
+    let (ok, _, err) = run(&["--since", "yesterday-ish"]);
+    assert!(!ok && err.contains("RFC 3339"), "{err}");
+    db.drop_db().await;
+}

@@ -9,6 +9,7 @@ mod registry;
 mod run;
 mod schemas;
 mod simulate;
+mod windows;
 
 pub use run::select as select_topologies;
 
@@ -72,6 +73,9 @@ pub enum Command {
     /// The Avro schemas compiled into sluice (one per topic, from schemas/*.avsc).
     #[command(subcommand)]
     Schemas(schemas::SchemasCommand),
+    /// Window aggregates stored in PostgreSQL.
+    #[command(subcommand)]
+    Windows(windows::WindowsCommand),
     /// Apply the PostgreSQL migrations compiled into sluice (idempotent).
     Migrate(migrate::MigrateArgs),
 }
@@ -97,6 +101,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Registry(cmd) => registry::run(cmd).await,
         Command::Schemas(cmd) => schemas::run(cmd).await,
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Windows(cmd) => windows::run(cmd).await,
     }
 }
 

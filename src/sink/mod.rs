@@ -1,3 +1,4 @@
 //! Sinks other than Kafka topics.
 
 pub mod postgres;
+pub mod query;

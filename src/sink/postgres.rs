@@ -45,6 +45,10 @@ impl TableName {
         }
     }
 
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     fn quoted(&self) -> String {
         format!("\"{}\"", self.0)
     }
