@@ -10,8 +10,9 @@ pub enum LogFormat {
 
 /// `RUST_LOG` wins over `default_level` when set.
 pub fn init(format: LogFormat, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = EnvFilter::try_from_default_env()
+        // sqlx reports PostgreSQL notices ("already exists, skipping") at info.
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},sqlx=warn")));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second init (tests) fails harmlessly.
     let _ = match format {
