@@ -69,6 +69,24 @@ fn start_tansu_on(port: u16) -> (Proc, String) {
     (Proc(child), format!("127.0.0.1:{port}"))
 }
 
+/// The user-login topology's topics, once the broker answers.
+async fn create_login_topics(kafka: &KafkaConfig) {
+    let specs: Vec<TopicSpec> = ["user-login", "processed-user-login", "user-login.dlq"]
+        .iter()
+        .map(|t| TopicSpec {
+            name: t.to_string(),
+            partitions: PARTITIONS,
+            replication: 1,
+            min_insync_replicas: None,
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = create_topics(kafka, &specs).await {
+        assert!(Instant::now() < deadline, "tansu did not come up: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 struct World {
     _tansu: Proc,
     _registry: sluice::registry::Running,
@@ -89,20 +107,7 @@ impl World {
             .unwrap();
         let config = RegistryConfig::new(&registry.url(), None).unwrap();
         let kafka = KafkaConfig::new(&bootstrap);
-        let specs: Vec<TopicSpec> = ["user-login", "processed-user-login", "user-login.dlq"]
-            .iter()
-            .map(|t| TopicSpec {
-                name: t.to_string(),
-                partitions: PARTITIONS,
-                replication: 1,
-                min_insync_replicas: None,
-            })
-            .collect();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Err(e) = create_topics(&kafka, &specs).await {
-            assert!(Instant::now() < deadline, "tansu did not come up: {e}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        create_login_topics(&kafka).await;
         World {
             producer: kafka.producer(None).create().unwrap(),
             _tansu: tansu,
@@ -360,20 +365,7 @@ async fn a_worker_started_before_its_broker_and_registry_waits_for_them() {
     }
     let codec = AvroCodec::new(&config).unwrap();
     let kafka = KafkaConfig::new(&bootstrap);
-    let specs: Vec<TopicSpec> = ["user-login", "processed-user-login", "user-login.dlq"]
-        .iter()
-        .map(|t| TopicSpec {
-            name: t.to_string(),
-            partitions: PARTITIONS,
-            replication: 1,
-            min_insync_replicas: None,
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while create_topics(&kafka, &specs).await.is_err() {
-        assert!(Instant::now() < deadline, "tansu did not come up");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    create_login_topics(&kafka).await;
     let producer: FutureProducer = kafka.producer(None).create().unwrap();
     let mut generator = Generator::new(5, 0.0);
     let now = chrono::Utc::now().timestamp();
