@@ -236,76 +236,52 @@ impl AvroCodec {
         bytes: &[u8],
         reader: &Reader,
     ) -> Result<(u32, T), CodecError> {
-        let (id, mut body) = wire::split(bytes)?;
+        let (id, body) = wire::split(bytes)?;
         let plan = match reader.plan(id) {
             Some(p) => p,
-            None => {
-                let writer = self.writer_schema(id).await?;
-                let incompatible = |e: apache_avro::Error| CodecError::Incompatible {
-                    id,
-                    reason: e.to_string(),
-                };
-                let plan = if writer.canonical_form() == reader.canonical {
-                    Plan::Direct(
-                        GenericDatumReader::builder(writer)
-                            .build()
-                            .map_err(incompatible)?,
-                    )
-                } else {
-                    Plan::Resolve(
-                        GenericDatumReader::builder(writer)
-                            .reader_schema(reader.schema)
-                            .build()
-                            .map_err(incompatible)?,
-                    )
-                };
-                let plan = Arc::new(plan);
-                reader
-                    .plans
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, plan.clone());
-                plan
-            }
+            None => self.prepare(id, reader).await?,
         };
-        let value = match &*plan {
-            Plan::Direct(r) => {
-                let start = body;
-                match reader
-                    .fast
-                    .as_ref()
-                    .map(|f| fast::from_slice::<T>(&mut body, f))
-                {
-                    Some(Ok(v)) => v,
-                    // The reference decoder decides what is wrong, if anything.
-                    _ => {
-                        body = start;
-                        r.read_deser::<T>(&mut body)
-                            .map_err(|e| CodecError::Corrupt {
-                                id,
-                                reason: e.to_string(),
-                            })?
-                    }
-                }
-            }
-            Plan::Resolve(r) => {
-                // A resolution failure may be the data's (truncated) or the
-                // schemas' (a symbol the reader lacks); the bytes did decode
-                // as far as the writer's schema, so blame the schemas.
-                let value = r
-                    .read_value(&mut body)
-                    .map_err(|e| CodecError::Incompatible {
-                        id,
-                        reason: e.to_string(),
-                    })?;
-                apache_avro::from_value(&value).map_err(|e| CodecError::Incompatible {
-                    id,
-                    reason: e.to_string(),
-                })?
-            }
+        decode_with(&plan, reader, id, body)
+    }
+
+    /// `decode` without waiting, when `reader` already met this writer
+    /// schema id; `None` when the registry must be asked first.
+    pub fn decode_cached<T: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        reader: &Reader,
+    ) -> Option<Result<(u32, T), CodecError>> {
+        let (id, body) = match wire::split(bytes) {
+            Ok(split) => split,
+            Err(e) => return Some(Err(e.into())),
         };
-        check_consumed(id, body)?;
-        Ok((id, value))
+        let plan = reader.plan(id)?;
+        Some(decode_with(&plan, reader, id, body))
+    }
+
+    async fn prepare(&self, id: u32, reader: &Reader) -> Result<Arc<Plan>, CodecError> {
+        let writer = self.writer_schema(id).await?;
+        let incompatible = |e: apache_avro::Error| CodecError::Incompatible {
+            id,
+            reason: e.to_string(),
+        };
+        let builder = GenericDatumReader::builder(writer);
+        let plan = Arc::new(if writer.canonical_form() == reader.canonical {
+            Plan::Direct(builder.build().map_err(incompatible)?)
+        } else {
+            Plan::Resolve(
+                builder
+                    .reader_schema(reader.schema)
+                    .build()
+                    .map_err(incompatible)?,
+            )
+        });
+        reader
+            .plans
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, plan.clone());
+        Ok(plan)
     }
 
     async fn sink(&self, topic: &str) -> Result<Arc<Sink>, CodecError> {
@@ -361,22 +337,83 @@ impl AvroCodec {
         value: &T,
     ) -> Result<Vec<u8>, CodecError> {
         let sink = self.sink(topic).await?;
-        let mut out = Vec::with_capacity(256);
-        wire::write_header(&mut out, sink.id);
-        if let Some(plan) = &sink.fast {
-            if fast::write(&mut out, value, plan).is_ok() {
-                return Ok(out);
-            }
-            out.truncate(wire::HEADER_LEN);
-        }
-        sink.writer
-            .write_ser(&mut out, value)
-            .map_err(|e| CodecError::Encode {
-                subject: crate::schemas::value_subject(topic),
-                reason: e.to_string(),
-            })?;
-        Ok(out)
+        encode_with(&sink, topic, value)
     }
+
+    /// `encode` without waiting, once the topic's schema was looked up.
+    pub fn encode_cached<T: Serialize>(
+        &self,
+        topic: &str,
+        value: &T,
+    ) -> Option<Result<Vec<u8>, CodecError>> {
+        let sink = self
+            .sinks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .cloned()?;
+        Some(encode_with(&sink, topic, value))
+    }
+}
+
+fn encode_with<T: Serialize>(sink: &Sink, topic: &str, value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(256);
+    wire::write_header(&mut out, sink.id);
+    if let Some(plan) = &sink.fast {
+        if fast::write(&mut out, value, plan).is_ok() {
+            return Ok(out);
+        }
+        out.truncate(wire::HEADER_LEN);
+    }
+    sink.writer
+        .write_ser(&mut out, value)
+        .map_err(|e| CodecError::Encode {
+            subject: crate::schemas::value_subject(topic),
+            reason: e.to_string(),
+        })?;
+    Ok(out)
+}
+
+fn decode_with<T: DeserializeOwned>(
+    plan: &Plan,
+    reader: &Reader,
+    id: u32,
+    mut body: &[u8],
+) -> Result<(u32, T), CodecError> {
+    let value = match plan {
+        Plan::Direct(r) => {
+            let start = body;
+            match reader
+                .fast
+                .as_ref()
+                .map(|f| fast::from_slice::<T>(&mut body, f))
+            {
+                Some(Ok(v)) => v,
+                // The reference decoder decides what is wrong, if anything.
+                _ => {
+                    body = start;
+                    r.read_deser::<T>(&mut body)
+                        .map_err(|e| CodecError::Corrupt {
+                            id,
+                            reason: e.to_string(),
+                        })?
+                }
+            }
+        }
+        Plan::Resolve(r) => {
+            // A resolution failure may be the data's (truncated) or the
+            // schemas' (a symbol the reader lacks); the bytes did decode
+            // as far as the writer's schema, so blame the schemas.
+            let incompatible = |e: apache_avro::Error| CodecError::Incompatible {
+                id,
+                reason: e.to_string(),
+            };
+            let value = r.read_value(&mut body).map_err(incompatible)?;
+            apache_avro::from_value(&value).map_err(incompatible)?
+        }
+    };
+    check_consumed(id, body)?;
+    Ok((id, value))
 }
 
 fn check_consumed(id: u32, rest: &[u8]) -> Result<(), CodecError> {

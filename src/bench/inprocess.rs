@@ -48,10 +48,10 @@ pub async fn run(records: usize) -> anyhow::Result<Figures> {
         // 16th is plenty for percentiles.
         if i % 16 == 0 {
             let t = Instant::now();
-            processor.process(&codec, input, &mut out).await?;
+            step(&*processor, &codec, input, &mut out).await?;
             latencies.push(t.elapsed());
         } else {
-            processor.process(&codec, input, &mut out).await?;
+            step(&*processor, &codec, input, &mut out).await?;
         }
     }
     let elapsed = started.elapsed();
@@ -63,4 +63,17 @@ pub async fn run(records: usize) -> anyhow::Result<Figures> {
     );
     figures.records = records as u64;
     Ok(figures)
+}
+
+/// What the worker does per record: the cached path, else the full one.
+async fn step(
+    processor: &dyn crate::topology::Processor,
+    codec: &AvroCodec,
+    input: Input<'_>,
+    out: &mut Vec<crate::topology::Output>,
+) -> Result<(), crate::topology::Failure> {
+    match processor.process_cached(codec, input, out) {
+        Some(done) => done,
+        None => processor.process(codec, input, out).await,
+    }
 }

@@ -127,11 +127,19 @@ pub async fn run_topology(
         let mut retry = Backoff::new();
         let dead = loop {
             outputs.clear();
-            match topology
+            let processed = match topology
                 .processor
-                .process(&codec, input, &mut outputs)
-                .await
+                .process_cached(&codec, input, &mut outputs)
             {
+                Some(done) => done,
+                None => {
+                    topology
+                        .processor
+                        .process(&codec, input, &mut outputs)
+                        .await
+                }
+            };
+            match processed {
                 Ok(()) => break None,
                 Err(f) if f.is_retryable() => {
                     let wait = retry.next();

@@ -81,6 +81,17 @@ pub trait Processor: Send + Sync + 'static {
         input: Input<'_>,
         out: &mut Vec<Output>,
     ) -> Result<(), Failure>;
+
+    /// The same without waiting, when every schema involved is cached (the
+    /// steady state); `None` means "call `process`", and nothing was added.
+    fn process_cached(
+        &self,
+        _codec: &AvroCodec,
+        _input: Input<'_>,
+        _out: &mut Vec<Output>,
+    ) -> Option<Result<(), Failure>> {
+        None
+    }
 }
 
 pub(super) struct TypedProcessor<S, T> {
@@ -105,6 +116,58 @@ where
     S: DeserializeOwned + Send + Sync + 'static,
     T: Serialize + Send + Sync + 'static,
 {
+    fn process_cached(
+        &self,
+        codec: &AvroCodec,
+        input: Input<'_>,
+        out: &mut Vec<Output>,
+    ) -> Option<Result<(), Failure>> {
+        super::clock::start_record();
+        let bytes = input.value.unwrap_or_default();
+        let value = match codec.decode_cached::<S>(bytes, &self.reader)? {
+            Ok((_, v)) => v,
+            Err(e) => return Some(Err(Failure::Decode(e))),
+        };
+        let item = Item {
+            key: input.key.map(<[u8]>::to_vec),
+            value,
+            timestamp_ms: input.timestamp_ms,
+        };
+        let start = out.len();
+        let mut uncached = false;
+        let mut encode_error = None;
+        let chained = (self.chain)(item, &mut |t| {
+            match codec.encode_cached(&self.sink, &t.value) {
+                Some(Ok(value)) => out.push(Output {
+                    topic: self.sink.clone(),
+                    key: t.key,
+                    value,
+                    timestamp_ms: t.timestamp_ms,
+                }),
+                Some(Err(e)) => encode_error = encode_error.take().or(Some(e)),
+                None => uncached = true,
+            }
+            Ok(())
+        });
+        let failure = match (chained, encode_error) {
+            (Err(op), _) => Some(Failure::Operator(op)),
+            (Ok(()), Some(e)) => Some(Failure::Encode(e)),
+            (Ok(()), None) => None,
+        };
+        if uncached && failure.is_none() {
+            out.truncate(start);
+            return None;
+        }
+        match failure {
+            // All or nothing per input record.
+            Some(f) => {
+                out.truncate(start);
+                Some(Err(f))
+            }
+            None => Some(Ok(())),
+        }
+    }
+
     async fn process(
         &self,
         codec: &AvroCodec,
