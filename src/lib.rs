@@ -8,6 +8,7 @@ pub mod db;
 pub mod demo;
 pub mod kafka;
 pub mod logging;
+pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod schemas;

@@ -227,3 +227,85 @@ async fn at_least_once_loses_nothing() {
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_and_health_are_served() {
+    let mock = MockCluster::new(3).unwrap();
+    let s = setup(&mock).await;
+    let planned = produce(&s, 1000, 0.2, 14).await;
+    let opts = RunOptions {
+        instance_id: "metrics".into(),
+        ..RunOptions::default()
+    };
+    let workers = runtime::Workers::spawn(
+        vec![user_login::build().unwrap()],
+        &s.kafka,
+        s.codec.clone(),
+        &opts,
+    );
+    let metrics =
+        std::sync::Arc::new(sluice::metrics::Metrics::new(workers.stats.clone()).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(sluice::metrics::serve(listener, metrics, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), format!("{base}{path}"));
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    let bad = planned
+        .iter()
+        .filter(|p| !matches!(p, Planned::Valid(_)))
+        .count();
+    let valid = planned.len() - bad;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // The value of `metric` on the series with all of these labels.
+    let value = |body: &str, metric: &str, labels: &[&str]| -> Option<u64> {
+        body.lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")))
+            .find(|l| labels.iter().all(|lab| l.contains(lab)))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let topo = "topology=\"user-login\"";
+    let body = loop {
+        let (_, body) = get("/metrics").await;
+        if value(&body, "sluice_records_in_total", &[topo]) == Some(planned.len() as u64) {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never showed all records:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        value(&body, "sluice_records_out_total", &[topo]),
+        Some(valid as u64),
+        "{body}"
+    );
+    let validation = value(
+        &body,
+        "sluice_dead_letters_total",
+        &[topo, "reason=\"validation\""],
+    );
+    let invalid = planned
+        .iter()
+        .filter(|p| matches!(p, Planned::Invalid(_)))
+        .count() as u64;
+    assert_eq!(validation, Some(invalid), "{body}");
+    assert!(
+        value(&body, "sluice_commits_total", &[topo]).is_some_and(|n| n > 0),
+        "{body}"
+    );
+    assert_eq!(get("/readyz").await.0, 200);
+    workers.stop(Duration::from_secs(30)).await.unwrap();
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

@@ -136,6 +136,9 @@ pub struct RunArgs {
     /// On SIGTERM/Ctrl-C, how long to wait for in-flight work to commit.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", value_parser = duration, default_value = "30s")]
     shutdown_timeout: Duration,
+    /// Where to serve /metrics (Prometheus), /healthz and /readyz.
+    #[arg(long, env = "SLUICE_METRICS_ADDR", default_value = "0.0.0.0:9464")]
+    metrics_addr: std::net::SocketAddr,
     /// Create missing topics before starting.
     #[arg(long)]
     create_topics: bool,
@@ -190,6 +193,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         group_id: args.group_id,
     };
     let mut workers = Workers::spawn(selected, &kafka, codec, &opts);
+    let metrics = Arc::new(crate::metrics::Metrics::new(workers.stats.clone())?);
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot serve metrics on {}: {e}; choose another --metrics-addr",
+                args.metrics_addr
+            )
+        })?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = tokio::spawn(crate::metrics::serve(listener, metrics, async {
+        let _ = metrics_stopped.await;
+    }));
     tokio::select! {
         _ = &mut shutdown => {}
         e = workers.failure() => return Err(e.into()),
@@ -209,5 +226,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     tracing::info!("all workers committed and left their groups");
+    let _ = stop_metrics.send(());
+    let _ = metrics_task.await;
     Ok(())
 }

@@ -89,6 +89,8 @@ pub struct Stats {
     pub dead_letters: AtomicU64,
     pub commits: AtomicU64,
     pub aborts: AtomicU64,
+    /// Set once the worker has joined its consumer group.
+    pub joined: std::sync::atomic::AtomicBool,
     dlq_by_kind: Mutex<BTreeMap<&'static str, u64>>,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
 }

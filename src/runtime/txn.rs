@@ -286,6 +286,9 @@ impl ConsumerContext for WorkerContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            self.stats
+                .joined
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             let parts: Vec<String> = tpl
                 .elements()
                 .iter()

@@ -203,6 +203,8 @@ pub fn sluice() -> Command {
     cmd.env_remove("DATABASE_URL")
         .env_remove("SCHEMA_REGISTRY_URL")
         .env("SLUICE_LOG_LEVEL", "warn")
+        // Several workers run at once in the tests: any free port each.
+        .env("SLUICE_METRICS_ADDR", "127.0.0.1:0")
         .stdin(Stdio::null());
     cmd
 }
