@@ -305,6 +305,53 @@ async fn metrics_and_health_are_served() {
         "{body}"
     );
     assert_eq!(get("/readyz").await.0, 200);
+
+    // A real Prometheus scrapes the worker and answers queries with its series.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    let target = base.trim_start_matches("http://");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sluice\n    static_configs:\n      - targets: ['{target}']\n"),
+    )
+    .unwrap();
+    let prom_port = free_port();
+    let _prometheus = Proc(
+        std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus not found: `apt-get install prometheus` (.ci/run installs it)"),
+    );
+    let query = format!("http://127.0.0.1:{prom_port}/api/v1/query?query=sluice_records_in_total");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = match http.get(&query).send().await {
+            Ok(r) => r.json::<serde_json::Value>().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        let seen = answer["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok());
+        if seen == Some(planned.len() as u64) {
+            assert_eq!(
+                answer["data"]["result"][0]["metric"]["topology"],
+                "user-login"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prometheus never scraped the worker: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     workers.stop(Duration::from_secs(30)).await.unwrap();
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
