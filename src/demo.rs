@@ -22,10 +22,12 @@ use crate::{
     runtime::{RunOptions, Stats, Workers},
     schemas,
     simulate::{iot, logins},
+    sink::{WindowStores, memory::MemoryWindows},
     topologies::{
-        self, iot_alerts,
+        self, iot_alerts, iot_windows,
         user_login::{self, ProcessedUserLogin},
     },
+    window::WindowSpec,
 };
 
 #[derive(Debug, Clone)]
@@ -35,6 +37,19 @@ pub struct Options {
     pub partitions: i32,
     pub status_every: Duration,
     pub duration: Option<Duration>,
+    /// PostgreSQL for the window aggregates; in memory without it.
+    pub database_url: Option<String>,
+    pub window: WindowSpec,
+}
+
+impl Options {
+    /// Windows short enough to see them turn final within a demo.
+    pub fn demo_window() -> WindowSpec {
+        WindowSpec {
+            idle_timeout: Duration::from_secs(5),
+            ..WindowSpec::tumbling(Duration::from_secs(10), Duration::from_secs(2))
+        }
+    }
 }
 
 /// What one topology did in the demo.
@@ -43,6 +58,8 @@ pub struct Counts {
     pub records_in: u64,
     pub records_out: u64,
     pub dead_letters: u64,
+    pub late: u64,
+    pub window_rows: u64,
 }
 
 impl Counts {
@@ -51,6 +68,8 @@ impl Counts {
             records_in: s.records_in.load(Ordering::Relaxed),
             records_out: s.records_out.load(Ordering::Relaxed),
             dead_letters: s.dead_letters.load(Ordering::Relaxed),
+            late: s.late.load(Ordering::Relaxed),
+            window_rows: s.window_rows.load(Ordering::Relaxed),
         }
     }
 }
@@ -61,6 +80,9 @@ pub struct Summary {
     pub readings: u64,
     pub user_login: Counts,
     pub iot_alerts: Counts,
+    pub iot_windows: Counts,
+    /// Readings the simulator stamped later than any grace period.
+    pub late_readings: u64,
 }
 
 /// Keeps the latest committed output so the status line can show one.
@@ -102,6 +124,7 @@ fn status(
     started: Instant,
     stats: &[(String, Arc<Stats>)],
     sample: &Mutex<Option<String>>,
+    memory: Option<&MemoryWindows>,
 ) {
     for (name, s) in stats {
         let kinds: Vec<String> = s
@@ -109,12 +132,20 @@ fn status(
             .iter()
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
+        let produced = if name == iot_windows::NAME {
+            format!(
+                "window rows {}  late {}",
+                s.window_rows.load(Ordering::Relaxed),
+                s.late.load(Ordering::Relaxed)
+            )
+        } else {
+            format!("out {}", s.records_out.load(Ordering::Relaxed))
+        };
         let _ = writeln!(
             out,
-            "[{:>4}s] {name}: in {}  out {}  dlq {}{}  lag {}  commits {}",
+            "[{:>4}s] {name}: in {}  {produced}  dlq {}{}  lag {}  commits {}",
             started.elapsed().as_secs(),
             s.records_in.load(Ordering::Relaxed),
-            s.records_out.load(Ordering::Relaxed),
             s.dead_letters.load(Ordering::Relaxed),
             if kinds.is_empty() {
                 String::new()
@@ -128,6 +159,44 @@ fn status(
     if let Some(line) = sample.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
         let _ = writeln!(out, "        sample: {line}");
     }
+    if let Some(m) = memory {
+        let rows = m.latest(5);
+        if !rows.is_empty() {
+            let _ = writeln!(
+                out,
+                "        latest windows ({} in memory, {} final):\n          {:<12} {:<12} {:<17}  {:>6} {:>8} {:>8} {:>8}  final",
+                m.len(),
+                m.finals(),
+                "device",
+                "sensor",
+                "window (UTC)",
+                "count",
+                "avg",
+                "min",
+                "max"
+            );
+        }
+        for r in rows {
+            let at = |ms: i64| {
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .map(|t| t.format("%H:%M:%S").to_string())
+                    .unwrap_or_default()
+            };
+            let _ = writeln!(
+                out,
+                "          {:<12} {:<12} {}–{}  {:>6} {:>8.2} {:>8.2} {:>8.2}  {}",
+                r.device_id,
+                r.sensor_type,
+                at(r.window.start_ms),
+                at(r.window.end_ms),
+                r.stats.count,
+                r.stats.avg().unwrap_or(f64::NAN),
+                r.stats.min,
+                r.stats.max,
+                if r.is_final { "yes" } else { "no" }
+            );
+        }
+    }
 }
 
 pub async fn run(
@@ -137,7 +206,27 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let mock = MockCluster::new(3)?;
     let kafka = KafkaConfig::new(&mock.bootstrap_servers());
-    let all = crate::cli::select_topologies(&[])?;
+    let settings = topologies::Settings {
+        window: opts.window,
+    };
+    let mut all = crate::cli::select_topologies(&[], &settings)?;
+    // Groups of this run only: offsets a previous demo stored in the same
+    // database belong to a mock cluster that is gone.
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    for t in &mut all {
+        t.description.group_id = format!("sluice-demo-{}-{}", &run_id[..8], t.description.name);
+    }
+    let (stores, memory) = match &opts.database_url {
+        Some(url) => {
+            let pool = crate::db::connect(url).await?;
+            crate::db::migrate(&pool).await?;
+            (WindowStores::Postgres(pool), None)
+        }
+        None => {
+            let m = MemoryWindows::new();
+            (WindowStores::Memory(m.clone()), Some(m))
+        }
+    };
     for t in &all {
         for topic in t.description.topics() {
             let _ = mock.create_topic(&topic, opts.partitions, 1);
@@ -160,8 +249,22 @@ pub async fn run(
         opts.bad_ratio * 100.0
     )?;
 
+    match &opts.database_url {
+        Some(url) => writeln!(
+            out,
+            "window aggregates → PostgreSQL at {} (table {}); query them with `sluice windows query`",
+            crate::config::redact_url(url),
+            iot_windows::TABLE
+        )?,
+        None => writeln!(
+            out,
+            "DATABASE_URL is not set: window aggregates are kept in memory and shown below \
+             (set DATABASE_URL=postgres://… to write them to PostgreSQL)"
+        )?,
+    }
     let run_opts = RunOptions {
         instance_id: "demo".into(),
+        windows: Some(stores),
         ..RunOptions::default()
     };
     let workers = Workers::spawn(all, &kafka, codec.clone(), &run_opts);
@@ -181,6 +284,8 @@ pub async fn run(
     });
     let iot_opts = iot::Options {
         interval: Duration::from_millis(250),
+        out_of_order: 0.05,
+        late: 0.01,
         ..iot::Options::default()
     };
     let (iot_kafka, iot_codec, mut stopped) = (kafka.clone(), codec.clone(), sim_stopped);
@@ -207,13 +312,14 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = &mut until => break,
-            _ = every.tick() => status(out, started, &workers.stats, &sample),
+            _ = every.tick() => status(out, started, &workers.stats, &sample, memory.as_deref()),
         }
     }
 
     let _ = stop_sim.send(true);
     let produced = simulator.await??;
-    let readings = sensors.await??;
+    let sensor_report = sensors.await??;
+    let readings = sensor_report.total;
     // Let the workers catch up with what the simulators produced, briefly.
     let drain_until = Instant::now() + Duration::from_secs(10);
     let counts = |w: &Workers, name: &str| {
@@ -224,7 +330,8 @@ pub async fn run(
             .unwrap_or_default()
     };
     while (counts(&workers, user_login::NAME).records_in < produced.total()
-        || counts(&workers, iot_alerts::NAME).records_in < readings)
+        || counts(&workers, iot_alerts::NAME).records_in < readings
+        || counts(&workers, iot_windows::NAME).records_in < readings)
         && Instant::now() < drain_until
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -234,8 +341,10 @@ pub async fn run(
         readings,
         user_login: counts(&workers, user_login::NAME),
         iot_alerts: counts(&workers, iot_alerts::NAME),
+        iot_windows: counts(&workers, iot_windows::NAME),
+        late_readings: sensor_report.late,
     };
-    status(out, started, &workers.stats, &sample);
+    status(out, started, &workers.stats, &sample, memory.as_deref());
     workers.stop(Duration::from_secs(30)).await?;
     tap_task.abort();
     // Its consumer must be closed before the mock cluster goes away.
@@ -258,6 +367,12 @@ pub async fn run(
         out,
         "      sensor readings produced {readings} → processed {}, alerts {}, dead-lettered {}",
         a.records_in, a.records_out, a.dead_letters
+    )?;
+    let w = summary.iot_windows;
+    writeln!(
+        out,
+        "      windows: readings processed {}, late {} (simulated {}), window rows written {}",
+        w.records_in, w.late, sensor_report.late, w.window_rows
     )?;
     drop(mock);
     Ok(summary)

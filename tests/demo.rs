@@ -12,6 +12,8 @@ async fn the_demo_accounts_for_every_record() {
         partitions: 3,
         status_every: Duration::from_secs(1),
         duration: Some(Duration::from_secs(8)),
+        database_url: None,
+        window: demo::Options::demo_window(),
     };
     let mut out = Vec::new();
     let s = demo::run(&opts, std::future::pending(), &mut out)
@@ -28,6 +30,11 @@ async fn the_demo_accounts_for_every_record() {
         "{text}"
     );
     assert!(s.readings > 100, "{s:?}");
+    let w = s.iot_windows;
+    assert_eq!(w.records_in, s.readings, "{text}");
+    assert!(w.window_rows > 0 && w.dead_letters == 0, "{text}");
+    assert!(text.contains("kept in memory"), "{text}");
+    assert!(text.contains("latest windows"), "{text}");
     assert_eq!(s.iot_alerts.records_in, s.readings, "{text}");
     assert_eq!(s.iot_alerts.dead_letters, 0, "{text}");
     assert!(

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 use common::TestDb;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sluice::{
-    sink::postgres::{Position, Row, WindowSink},
+    sink::postgres::{Position, Row, SinkError, WindowSink},
     window::{Aggregate, Stats, Watermarks, Window, WindowSpec, WindowState},
 };
 
@@ -29,6 +29,9 @@ async fn merged_batches_equal_the_independent_aggregates() {
     )
     .unwrap();
 
+    let claims = sink.claim(&[0]).await.unwrap();
+    assert_eq!(claims[0].next_offset, None, "nothing committed yet");
+    let epoch = claims[0].epoch;
     // Readings over ten minutes, a little out of order; quarter values keep
     // every partial sum exact in floating point.
     let mut rng = StdRng::seed_from_u64(9);
@@ -82,6 +85,7 @@ async fn merged_batches_equal_the_independent_aggregates() {
                 partition: 0,
                 next_offset: offset,
                 watermark_ms: mark,
+                epoch,
             }],
         )
         .await
@@ -153,6 +157,7 @@ async fn a_failed_commit_writes_nothing() {
         device_id: "e".into(),
         ..row.clone()
     };
+    let epoch = sink.claim(&[0]).await.unwrap()[0].epoch;
     let err = sink
         .commit(
             &[row.clone(), empty],
@@ -161,6 +166,7 @@ async fn a_failed_commit_writes_nothing() {
                 partition: 0,
                 next_offset: 5,
                 watermark_ms: 0,
+                epoch,
             }],
         )
         .await;
@@ -248,5 +254,57 @@ async fn windows_query_prints_what_the_sink_stored() {
     assert!(table.contains("(no windows match)"), "{table}");
     let (ok, _, err) = run(&["--since", "yesterday-ish"]);
     assert!(!ok && err.contains("RFC 3339"), "{err}");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_worker_that_lost_its_partition_cannot_commit() {
+    let db = TestDb::create().await;
+    let pool = sluice::db::connect(&db.url).await.unwrap();
+    sluice::db::migrate(&pool).await.unwrap();
+    let sink = WindowSink::new(pool.clone(), "sensor_window_aggregates", "g", "t").unwrap();
+    let row = Row {
+        device_id: "d".into(),
+        sensor_type: "temperature".into(),
+        window: Window {
+            start_ms: 0,
+            end_ms: 60_000,
+        },
+        partial: {
+            let mut s = Stats::default();
+            s.add(&1.5);
+            s
+        },
+        is_final: false,
+    };
+    let position = |epoch, next_offset| Position {
+        partition: 3,
+        next_offset,
+        watermark_ms: 0,
+        epoch,
+    };
+    let old = sink.claim(&[3]).await.unwrap()[0];
+    sink.commit(std::slice::from_ref(&row), &[], &[position(old.epoch, 10)])
+        .await
+        .unwrap();
+    // Another worker takes the partition over and sees where the first stopped.
+    let new = sink.claim(&[3]).await.unwrap()[0];
+    assert_eq!((new.next_offset, new.epoch), (Some(10), old.epoch + 1));
+    // The first worker, not yet aware, tries to commit more: refused, nothing written.
+    let err = sink
+        .commit(std::slice::from_ref(&row), &[], &[position(old.epoch, 20)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SinkError::Fenced { partition: 3 }), "{err}");
+    let count: i64 = sqlx::query_scalar("SELECT count FROM sensor_window_aggregates")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    assert_eq!(sink.positions(&[3]).await.unwrap()[0].next_offset, 10);
+    sink.commit(&[row], &[], &[position(new.epoch, 20)])
+        .await
+        .unwrap();
+    assert_eq!(sink.positions(&[3]).await.unwrap()[0].next_offset, 20);
     db.drop_db().await;
 }

@@ -2,24 +2,48 @@
 //! `ALL`.
 
 pub mod iot_alerts;
+pub mod iot_windows;
 pub mod user_login;
 
-use crate::topology::{BuildError, Topology};
+use std::time::Duration;
 
-type Build = fn() -> Result<Topology, BuildError>;
+use crate::{
+    topology::{BuildError, Topology},
+    window::WindowSpec,
+};
+
+/// What a deployment may tune in the shipped topologies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Windows of the windowed topologies.
+    pub window: WindowSpec,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            window: WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10)),
+        }
+    }
+}
+
+type Build = fn(&Settings) -> Result<Topology, BuildError>;
 
 /// Every shipped topology by name.
 pub const ALL: &[(&str, Build)] = &[
-    (user_login::NAME, user_login::build),
-    (iot_alerts::NAME, iot_alerts::build),
+    (user_login::NAME, |_| user_login::build()),
+    (iot_windows::NAME, |s| iot_windows::build(s.window)),
+    (iot_alerts::NAME, |_| iot_alerts::build()),
 ];
 
 pub fn names() -> Vec<&'static str> {
     ALL.iter().map(|(n, _)| *n).collect()
 }
 
-pub fn build(name: &str) -> Option<Result<Topology, BuildError>> {
-    ALL.iter().find(|(n, _)| *n == name).map(|(_, b)| b())
+pub fn build(name: &str, settings: &Settings) -> Option<Result<Topology, BuildError>> {
+    ALL.iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| b(settings))
 }
 
 #[cfg(test)]
@@ -27,7 +51,8 @@ mod tests {
     #[test]
     fn every_topology_builds_under_its_own_name() {
         for (name, build) in super::ALL {
-            assert_eq!(build().unwrap().description.name, *name);
+            let settings = super::Settings::default();
+            assert_eq!(build(&settings).unwrap().description.name, *name);
         }
     }
 }

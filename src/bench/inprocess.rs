@@ -28,7 +28,9 @@ pub async fn run(records: usize) -> anyhow::Result<Figures> {
                 .await?,
         );
     }
-    let processor = topology.processor.clone();
+    let crate::topology::Body::Topic(processor) = topology.body else {
+        anyhow::bail!("user-login is a topic-to-topic topology");
+    };
     let mut out = Vec::with_capacity(4);
     let mut latencies = Vec::with_capacity(records);
     // The first 10 000 warm the schema caches and are not counted.

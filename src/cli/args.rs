@@ -68,3 +68,49 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("{e}; write a duration such as 500ms, 30s or 2m"))
 }
+
+/// Windows of the windowed topologies (`iot-windows`).
+#[derive(Debug, Clone, Args)]
+pub struct WindowArgs {
+    /// Window size.
+    #[arg(long, env = "SLUICE_WINDOW_SIZE", value_parser = duration, default_value = "1m")]
+    pub window_size: Duration,
+    /// Start a window every this long (hopping windows); default: tumbling.
+    #[arg(long, env = "SLUICE_WINDOW_ADVANCE", value_parser = duration)]
+    pub window_advance: Option<Duration>,
+    /// How long after a window's end its records are still accepted.
+    #[arg(long, env = "SLUICE_WINDOW_GRACE", value_parser = duration, default_value = "10s")]
+    pub window_grace: Duration,
+    /// How far a partition's watermark trails the newest event time it has read.
+    #[arg(long, env = "SLUICE_OUT_OF_ORDER", value_parser = duration, default_value = "0s")]
+    pub out_of_order: Duration,
+    /// A partition with no records for this long no longer holds windows open;
+    /// when all are idle, windows close by the wall clock.
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT", value_parser = duration, default_value = "30s")]
+    pub idle_timeout: Duration,
+}
+
+impl WindowArgs {
+    pub fn settings(&self) -> anyhow::Result<crate::topologies::Settings> {
+        use crate::window::{WindowKind, WindowSpec};
+        let kind = match self.window_advance {
+            None => WindowKind::Tumbling {
+                size: self.window_size,
+            },
+            Some(advance) => WindowKind::Hopping {
+                size: self.window_size,
+                advance,
+            },
+        };
+        kind.validate()
+            .map_err(|e| anyhow::anyhow!("{e}: check --window-size and --window-advance"))?;
+        Ok(crate::topologies::Settings {
+            window: WindowSpec {
+                kind,
+                grace: self.window_grace,
+                out_of_order: self.out_of_order,
+                idle_timeout: self.idle_timeout,
+            },
+        })
+    }
+}

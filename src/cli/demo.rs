@@ -19,6 +19,10 @@ pub struct DemoArgs {
     /// How often to print the status line.
     #[arg(long, value_parser = duration, default_value = "2s")]
     status_every: Duration,
+    /// PostgreSQL for the window aggregates (migrations are applied); without
+    /// it they are kept in memory and shown live.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -31,6 +35,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         partitions: 3,
         status_every: args.status_every,
         duration: args.duration,
+        database_url: args.database_url,
+        window: demo::Options::demo_window(),
     };
     demo::run(&opts, super::shutdown_signal(), &mut std::io::stdout()).await?;
     Ok(())

@@ -5,13 +5,15 @@ use std::{sync::Arc, time::Duration};
 use anyhow::bail;
 use clap::Args;
 
-use super::args::{KafkaArgs, RegistryArgs, duration};
+use super::args::{KafkaArgs, RegistryArgs, WindowArgs, duration};
 use crate::{
     avro::{AvroCodec, ClientError, RegistryClient},
     kafka::{self, Created, TopicSpec},
     runtime::{self, RunOptions, Workers},
-    schemas, topologies,
-    topology::{Guarantee, Topology},
+    schemas,
+    sink::WindowStores,
+    topologies::{self, Settings},
+    topology::{Body, Guarantee, Topology},
 };
 
 #[derive(Debug, Clone, Args)]
@@ -28,7 +30,7 @@ pub struct TopicArgs {
 }
 
 /// Picks topologies by name; all of them when none is named.
-pub fn select(names: &[String]) -> anyhow::Result<Vec<Topology>> {
+pub fn select(names: &[String], settings: &Settings) -> anyhow::Result<Vec<Topology>> {
     let wanted: Vec<&str> = if names.is_empty() {
         topologies::names()
     } else {
@@ -36,7 +38,7 @@ pub fn select(names: &[String]) -> anyhow::Result<Vec<Topology>> {
     };
     wanted
         .into_iter()
-        .map(|n| match topologies::build(n) {
+        .map(|n| match topologies::build(n, settings) {
             Some(t) => Ok(t?),
             None => bail!(
                 "unknown topology {n:?}; known topologies: {}",
@@ -85,20 +87,30 @@ pub struct TopicsCreateArgs {
 }
 
 pub async fn topics_create(args: TopicsCreateArgs) -> anyhow::Result<()> {
-    let selected = select(&args.topologies)?;
+    let selected = select(&args.topologies, &Settings::default())?;
     create_topics(&args.kafka.config(), &selected, &args.topics).await
 }
 
 pub fn list() -> anyhow::Result<()> {
-    for topology in select(&[])? {
+    for topology in select(&[], &Settings::default())? {
         let d = &topology.description;
         println!("{}", d.name);
         println!("  source:      {}", d.source);
         println!("  operators:   {}", d.operators.join(" → "));
         println!("  sinks:       {}", d.sinks.join(", "));
         println!("  dead letter: {}", d.dead_letter);
+        if let Some(late) = &d.late {
+            println!("  late:        {late}");
+        }
         println!("  group:       {}", d.group_id);
-        println!("  guarantee:   exactly-once by default (--guarantee at-least-once)");
+        match topology.body {
+            Body::Topic(_) => {
+                println!("  guarantee:   exactly-once by default (--guarantee at-least-once)")
+            }
+            Body::Windows(_) => println!(
+                "  guarantee:   exactly-once (offsets in the same PostgreSQL transaction as the rows)"
+            ),
+        }
     }
     Ok(())
 }
@@ -142,17 +154,26 @@ pub struct RunArgs {
     /// Create missing topics before starting.
     #[arg(long)]
     create_topics: bool,
+    /// PostgreSQL for windowed topologies (migrations are applied at start).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     #[command(flatten)]
     topics: TopicArgs,
+    #[command(flatten)]
+    windows: WindowArgs,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let selected = select(&args.topologies)?;
+    let selected = select(&args.topologies, &args.windows.settings()?)?;
     if args.group_id.is_some() && selected.len() != 1 {
         bail!("--group-id needs exactly one --topology: each topology is its own consumer group");
     }
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
+    }
+    let windowed = selected.iter().find(|t| matches!(t.body, Body::Windows(_)));
+    if let (Some(t), None) = (windowed, &args.database_url) {
+        bail!(runtime::RuntimeError::NoStore(t.description.name.clone()));
     }
     let kafka = args.kafka.config();
     tracing::info!(bootstrap = %kafka.bootstrap, properties = ?kafka.redacted(), "connecting to Kafka");
@@ -183,6 +204,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     let codec = Arc::new(AvroCodec::new(&registry)?);
+    let windows = match (windowed, &args.database_url) {
+        (Some(_), Some(url)) => match connect_retrying(url, &mut shutdown).await? {
+            Some(pool) => Some(WindowStores::Postgres(pool)),
+            None => return Ok(()),
+        },
+        _ => None,
+    };
     let opts = RunOptions {
         guarantee: args.guarantee,
         batch_size: args.batch_size,
@@ -191,6 +219,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .instance_id
             .unwrap_or_else(runtime::default_instance_id),
         group_id: args.group_id,
+        windows,
     };
     let mut workers = Workers::spawn(selected, &kafka, codec, &opts);
     let metrics = Arc::new(crate::metrics::Metrics::new(workers.stats.clone())?);
@@ -229,4 +258,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = stop_metrics.send(());
     let _ = metrics_task.await;
     Ok(())
+}
+
+/// Connects and migrates, waiting out a database that is not up yet;
+/// `None` if shut down meanwhile.
+async fn connect_retrying(
+    url: &str,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> anyhow::Result<Option<sqlx::PgPool>> {
+    url.parse::<sqlx::postgres::PgConnectOptions>().map_err(|e| {
+        anyhow::anyhow!(
+            "DATABASE_URL is not a PostgreSQL URL ({e}); write postgres://user:password@host:5432/database"
+        )
+    })?;
+    let mut wait = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let pool = crate::db::connect(url).await?;
+            crate::db::migrate(&pool).await?;
+            Ok::<_, crate::db::DbError>(pool)
+        };
+        match attempt.await {
+            Ok(pool) => return Ok(Some(pool)),
+            Err(e @ crate::db::DbError::Migrate(_)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "PostgreSQL unreachable; retrying");
+                tokio::select! {
+                    _ = &mut *shutdown => return Ok(None),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }

@@ -116,8 +116,11 @@ async fn iot(args: IotArgs) -> anyhow::Result<()> {
         seed: args.seed,
         rounds: None,
     };
-    let n = crate::simulate::iot::run(&args.kafka.config(), codec, &opts, super::shutdown_signal())
+    let r = crate::simulate::iot::run(&args.kafka.config(), codec, &opts, super::shutdown_signal())
         .await?;
-    println!("produced {n} sensor readings");
+    println!(
+        "produced {} sensor readings ({} stamped minutes late)",
+        r.total, r.late
+    );
     Ok(())
 }

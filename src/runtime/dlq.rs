@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use crate::topology::{Failure, Output};
+use crate::{
+    topology::{Failure, Output},
+    window::Late,
+};
 
 pub const KIND: &str = "sluice.error.kind";
 pub const MESSAGE: &str = "sluice.error.message";
@@ -13,6 +16,10 @@ pub const OFFSET: &str = "sluice.source.offset";
 pub const TIMESTAMP: &str = "sluice.source.timestamp";
 pub const TOPOLOGY: &str = "sluice.topology";
 pub const SCHEMA_ID: &str = "sluice.schema.id";
+/// On late records: the first window the record missed, and the watermark then.
+pub const WINDOW_START: &str = "sluice.window.start";
+pub const WINDOW_END: &str = "sluice.window.end";
+pub const WATERMARK: &str = "sluice.watermark";
 
 /// Where a failed record was read.
 #[derive(Debug, Clone, Copy)]
@@ -38,21 +45,67 @@ pub fn dead_letter(
     value: Option<&[u8]>,
     failure: &Failure,
 ) -> DeadLetter {
-    let mut headers = vec![
-        (KIND, failure.kind().to_string()),
-        (MESSAGE, failure.to_string()),
+    let mut letter = rejected(
+        dlq_topic,
+        topology,
+        origin,
+        (key, value),
+        failure.kind(),
+        failure.to_string(),
+    );
+    if let Some(id) = failure.schema_id() {
+        letter.headers.push((SCHEMA_ID, id.to_string()));
+    }
+    letter
+}
+
+/// A record whose windows had all closed (or some of them, with hopping
+/// windows), for the late topic.
+pub fn late_record(
+    late_topic: &Arc<str>,
+    topology: &str,
+    origin: Origin<'_>,
+    (key, value): (Option<&[u8]>, Option<&[u8]>),
+    event_ms: i64,
+    missed: &[Late],
+) -> DeadLetter {
+    let first = missed[0];
+    let message = format!(
+        "event time {event_ms} ms is too late for {} window(s), first [{}, {}) ms: the watermark was {} ms, past its end plus grace",
+        missed.len(),
+        first.window.start_ms,
+        first.window.end_ms,
+        first.watermark_ms
+    );
+    let mut letter = rejected(late_topic, topology, origin, (key, value), "late", message);
+    letter.headers.extend([
+        (WINDOW_START, first.window.start_ms.to_string()),
+        (WINDOW_END, first.window.end_ms.to_string()),
+        (WATERMARK, first.watermark_ms.to_string()),
+    ]);
+    letter
+}
+
+fn rejected(
+    topic: &Arc<str>,
+    topology: &str,
+    origin: Origin<'_>,
+    (key, value): (Option<&[u8]>, Option<&[u8]>),
+    kind: &str,
+    message: String,
+) -> DeadLetter {
+    let headers = vec![
+        (KIND, kind.to_string()),
+        (MESSAGE, message),
         (TOPIC, origin.topic.to_string()),
         (PARTITION, origin.partition.to_string()),
         (OFFSET, origin.offset.to_string()),
         (TIMESTAMP, origin.timestamp_ms.to_string()),
         (TOPOLOGY, topology.to_string()),
     ];
-    if let Some(id) = failure.schema_id() {
-        headers.push((SCHEMA_ID, id.to_string()));
-    }
     DeadLetter {
         record: Output {
-            topic: dlq_topic.clone(),
+            topic: topic.clone(),
             key: key.map(<[u8]>::to_vec),
             value: value.unwrap_or_default().to_vec(),
             timestamp_ms: origin.timestamp_ms,

@@ -3,6 +3,7 @@
 
 mod dlq;
 mod txn;
+mod windowed;
 mod worker;
 
 use std::{
@@ -22,12 +23,14 @@ pub use dlq::{
     TOPOLOGY as DLQ_TOPOLOGY,
 };
 pub use txn::blocking;
-pub use worker::run_topology;
+pub use windowed::run_windows;
+pub use worker::run_topic;
 
 use crate::{
     avro::AvroCodec,
     kafka::KafkaConfig,
-    topology::{Guarantee, Topology},
+    sink::WindowStores,
+    topology::{Body, Guarantee, Topology},
 };
 
 #[derive(Debug, Clone)]
@@ -42,6 +45,8 @@ pub struct RunOptions {
     pub instance_id: String,
     /// Consumer group id, when not the topology's own.
     pub group_id: Option<String>,
+    /// Where windowed topologies keep their aggregates and offsets.
+    pub windows: Option<WindowStores>,
 }
 
 impl Default for RunOptions {
@@ -52,6 +57,7 @@ impl Default for RunOptions {
             commit_interval: Duration::from_millis(100),
             instance_id: default_instance_id(),
             group_id: None,
+            windows: None,
         }
     }
 }
@@ -79,6 +85,33 @@ pub enum RuntimeError {
     Crashed(String),
     #[error("workers did not finish within the shutdown timeout of {0:?}")]
     ShutdownTimeout(Duration),
+    /// Configuration: a windowed topology needs a store.
+    #[error(
+        "topology {0} writes window aggregates to PostgreSQL: set DATABASE_URL (or --database-url), or choose other topologies with --topology"
+    )]
+    NoStore(String),
+    #[error("topology {topology}: {source}")]
+    Store {
+        topology: String,
+        #[source]
+        source: crate::sink::postgres::SinkError,
+    },
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Doubling waits from 100 ms up to 10 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_millis(100))
+    }
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        d
+    }
 }
 
 /// Live counters of one topology, read by the demo's status line and metrics.
@@ -89,6 +122,10 @@ pub struct Stats {
     pub dead_letters: AtomicU64,
     pub commits: AtomicU64,
     pub aborts: AtomicU64,
+    /// Records later than their windows' grace, sent to the late topic.
+    pub late: AtomicU64,
+    /// Window rows merged into the store.
+    pub window_rows: AtomicU64,
     /// Set once the worker has joined its consumer group.
     pub joined: std::sync::atomic::AtomicBool,
     dlq_by_kind: Mutex<BTreeMap<&'static str, u64>>,
@@ -134,6 +171,36 @@ impl Stats {
 
     pub fn total_lag(&self) -> i64 {
         self.lag().values().sum()
+    }
+}
+
+/// Runs one topology of either kind until `shutdown` resolves.
+pub async fn run_topology(
+    topology: &Topology,
+    kafka: &KafkaConfig,
+    codec: Arc<AvroCodec>,
+    opts: &RunOptions,
+    stats: Arc<Stats>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RuntimeError> {
+    let d = &topology.description;
+    match &topology.body {
+        Body::Topic(p) => run_topic(d, p.as_ref(), kafka, codec, opts, stats, shutdown).await,
+        Body::Windows(p) => {
+            let stores = opts
+                .windows
+                .as_ref()
+                .ok_or_else(|| RuntimeError::NoStore(d.name.clone()))?;
+            let group = opts.group_id.as_deref().unwrap_or(&d.group_id);
+            let store =
+                stores
+                    .open(p.table(), group, &d.source)
+                    .map_err(|source| RuntimeError::Store {
+                        topology: d.name.clone(),
+                        source,
+                    })?;
+            run_windows(d, p.clone(), kafka, codec, store, opts, stats, shutdown).await
+        }
     }
 }
 

@@ -54,6 +54,11 @@ impl ProducerContext for Deliveries {
 }
 
 impl Deliveries {
+    fn fail(&self, e: KafkaError) {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.get_or_insert(e);
+    }
+
     fn take_failure(&self) -> Option<KafkaError> {
         self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
@@ -181,6 +186,21 @@ impl Txn {
         Ok(())
     }
 
+    /// Waits for every record sent so far; an error if any failed. For
+    /// producers outside a transaction whose offsets are stored elsewhere.
+    pub fn flush(&mut self) -> KafkaResult<()> {
+        blocking(|| self.drain_deliveries())?;
+        match self.producer.context().take_failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes the next flush fail: a record could not even be queued.
+    pub fn poison(&self, e: KafkaError) {
+        self.producer.context().fail(e);
+    }
+
     /// Marks an input record as done in this unit.
     pub fn consumed(&mut self, partition: i32, offset: i64) {
         self.offsets
@@ -258,11 +278,16 @@ pub struct WorkerContext {
 
 impl ClientContext for WorkerContext {
     fn stats(&self, statistics: Statistics) {
-        for (topic, t) in statistics.topics {
-            for (partition, p) in t.partitions {
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    self.stats.set_lag(&topic, partition, p.consumer_lag);
-                }
+        record_lag(&self.stats, statistics);
+    }
+}
+
+/// Consumer lag per partition from librdkafka's statistics.
+pub(super) fn record_lag(stats: &Stats, statistics: Statistics) {
+    for (topic, t) in statistics.topics {
+        for (partition, p) in t.partitions {
+            if partition >= 0 && p.consumer_lag >= 0 {
+                stats.set_lag(&topic, partition, p.consumer_lag);
             }
         }
     }

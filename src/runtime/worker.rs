@@ -14,42 +14,27 @@ use rdkafka::{
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::{
-    RunOptions, RuntimeError, Stats,
+    Backoff, RunOptions, RuntimeError, Stats,
     dlq::{self, Origin},
     txn::{Txn, WorkerContext, blocking},
 };
 use crate::{
     avro::AvroCodec,
     kafka::KafkaConfig,
-    topology::{Input, Output, Topology},
+    topology::{Description, Input, Output, Processor},
 };
-
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
-
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff(Duration::from_millis(100))
-    }
-    fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(MAX_BACKOFF);
-        d
-    }
-}
 
 /// Runs one topology until `shutdown` resolves; then stops fetching, commits
 /// what it processed and leaves the group.
-pub async fn run_topology(
-    topology: &Topology,
+pub async fn run_topic(
+    d: &Description,
+    processor: &dyn Processor,
     kafka: &KafkaConfig,
     codec: Arc<AvroCodec>,
     opts: &RunOptions,
     stats: Arc<Stats>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
-    let d = &topology.description;
     let client_err = |source| RuntimeError::Client {
         topology: d.name.clone(),
         source,
@@ -127,17 +112,9 @@ pub async fn run_topology(
         let mut retry = Backoff::new();
         let dead = loop {
             outputs.clear();
-            let processed = match topology
-                .processor
-                .process_cached(&codec, input, &mut outputs)
-            {
+            let processed = match processor.process_cached(&codec, input, &mut outputs) {
                 Some(done) => done,
-                None => {
-                    topology
-                        .processor
-                        .process(&codec, input, &mut outputs)
-                        .await
-                }
+                None => processor.process(&codec, input, &mut outputs).await,
             };
             match processed {
                 Ok(()) => break None,

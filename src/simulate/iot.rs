@@ -71,6 +71,8 @@ pub struct Generator {
     opts: Options,
     /// Current value per (device, sensor).
     levels: Vec<Vec<f64>>,
+    /// Readings stamped minutes in the past so far.
+    pub late: u64,
 }
 
 impl Generator {
@@ -87,7 +89,12 @@ impl Generator {
                     .collect()
             })
             .collect();
-        Generator { rng, opts, levels }
+        Generator {
+            rng,
+            opts,
+            levels,
+            late: 0,
+        }
     }
 
     pub fn device_id(i: usize) -> String {
@@ -111,6 +118,7 @@ impl Generator {
                     (*level * 100.0).round() / 100.0
                 };
                 let shift = if self.rng.random_bool(self.opts.late) {
+                    self.late += 1;
                     self.rng.random_range(120_000..300_000)
                 } else if self.rng.random_bool(self.opts.out_of_order) {
                     self.rng.random_range(1_000..5_000)
@@ -130,13 +138,21 @@ impl Generator {
     }
 }
 
+/// What a simulator run produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    pub total: u64,
+    /// Stamped minutes in the past, later than any usual grace period.
+    pub late: u64,
+}
+
 /// Produces readings to `iot_sensor_data`, keyed by device, every interval.
 pub async fn run(
     kafka: &KafkaConfig,
     codec: Arc<AvroCodec>,
     opts: &Options,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Report> {
     let producer: FutureProducer = kafka.producer(None).create()?;
     let mut generator = Generator::new(opts.clone());
     let mut tick = tokio::time::interval(opts.interval);
@@ -164,7 +180,10 @@ pub async fn run(
         }
     }
     crate::runtime::blocking(|| producer.flush(Duration::from_secs(30)))?;
-    Ok(produced)
+    Ok(Report {
+        total: produced,
+        late: generator.late,
+    })
 }
 
 #[cfg(test)]

@@ -18,11 +18,15 @@ pub enum SinkError {
     /// PostgreSQL is unreachable or refused the write; retrying may help.
     #[error("PostgreSQL write failed: {0}")]
     Database(#[from] sqlx::Error),
+    /// Another worker has claimed the partition since: this one must let go
+    /// of it and re-read what it still owns.
+    #[error("partition {partition} was claimed by another worker; nothing was written")]
+    Fenced { partition: i32 },
 }
 
 impl SinkError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SinkError::Database(_))
+        matches!(self, SinkError::Database(_) | SinkError::Fenced { .. })
     }
 }
 
@@ -70,7 +74,23 @@ pub struct Position {
     pub partition: i32,
     pub next_offset: i64,
     pub watermark_ms: i64,
+    /// The ownership epoch the writer claimed the partition with.
+    pub epoch: i64,
 }
+
+/// A partition taken over: where to read from, the watermark so far, and the
+/// epoch that commits must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub partition: i32,
+    /// `None`: nothing committed yet, read from the beginning.
+    pub next_offset: Option<i64>,
+    pub watermark_ms: i64,
+    pub epoch: i64,
+}
+
+/// A window turned final that had no new records: (device, sensor, window).
+pub type ClosedRow = (String, String, Window);
 
 pub struct WindowSink {
     pool: PgPool,
@@ -94,7 +114,7 @@ impl WindowSink {
     pub async fn commit(
         &self,
         rows: &[Row],
-        closed: &[(String, String, Window)],
+        closed: &[ClosedRow],
         positions: &[Position],
     ) -> Result<(), SinkError> {
         let mut tx = self.pool.begin().await?;
@@ -153,31 +173,71 @@ impl WindowSink {
                 .await?;
         }
         if !positions.is_empty() {
-            sqlx::query(
-                "INSERT INTO sluice_offsets (consumer_group, topic, partition, next_offset, watermark_ms)
-                 SELECT $1, $2, p, o, w FROM UNNEST($3::int[], $4::bigint[], $5::bigint[]) AS u(p, o, w)
-                 ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
-                    next_offset = EXCLUDED.next_offset,
-                    watermark_ms = GREATEST(sluice_offsets.watermark_ms, EXCLUDED.watermark_ms),
-                    updated_at = now()",
+            // Only while every epoch is still ours; otherwise roll back.
+            let owned: Vec<i32> = sqlx::query_scalar(
+                "UPDATE sluice_offsets AS t
+                    SET next_offset = u.o,
+                        watermark_ms = GREATEST(t.watermark_ms, u.w),
+                        updated_at = now()
+                   FROM UNNEST($3::int[], $4::bigint[], $5::bigint[], $6::bigint[]) AS u(p, o, w, e)
+                  WHERE t.consumer_group = $1 AND t.topic = $2
+                    AND t.partition = u.p AND t.epoch = u.e
+                  RETURNING t.partition",
             )
             .bind(&self.group)
             .bind(&self.topic)
             .bind(positions.iter().map(|p| p.partition).collect::<Vec<_>>())
             .bind(positions.iter().map(|p| p.next_offset).collect::<Vec<_>>())
             .bind(positions.iter().map(|p| p.watermark_ms).collect::<Vec<_>>())
-            .execute(&mut *tx)
+            .bind(positions.iter().map(|p| p.epoch).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
             .await?;
+            if let Some(lost) = positions.iter().find(|p| !owned.contains(&p.partition)) {
+                tx.rollback().await?;
+                return Err(SinkError::Fenced {
+                    partition: lost.partition,
+                });
+            }
         }
         tx.commit().await?;
         Ok(())
     }
 
+    /// Takes over `partitions`: bumps each one's epoch (fencing the previous
+    /// owner) and returns where reading continues.
+    pub async fn claim(&self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError> {
+        let rows: Vec<(i32, i64, i64, i64)> = sqlx::query_as(
+            "INSERT INTO sluice_offsets AS t (consumer_group, topic, partition, next_offset, watermark_ms, epoch)
+             SELECT $1, $2, p, -1, $4, 1 FROM UNNEST($3::int[]) AS u(p)
+             ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
+                epoch = t.epoch + 1, updated_at = now()
+             RETURNING partition, next_offset, watermark_ms, epoch",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .bind(partitions)
+        .bind(i64::MIN)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claims: Vec<Claim> = rows
+            .into_iter()
+            .map(|(partition, next, watermark_ms, epoch)| Claim {
+                partition,
+                next_offset: (next >= 0).then_some(next),
+                watermark_ms,
+                epoch,
+            })
+            .collect();
+        claims.sort_by_key(|c| c.partition);
+        Ok(claims)
+    }
+
     /// The stored positions of these partitions (absent: never committed).
     pub async fn positions(&self, partitions: &[i32]) -> Result<Vec<Position>, SinkError> {
-        let rows: Vec<(i32, i64, i64)> = sqlx::query_as(
-            "SELECT partition, next_offset, watermark_ms FROM sluice_offsets
+        let rows: Vec<(i32, i64, i64, i64)> = sqlx::query_as(
+            "SELECT partition, next_offset, watermark_ms, epoch FROM sluice_offsets
               WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3)
+                AND next_offset >= 0
               ORDER BY partition",
         )
         .bind(&self.group)
@@ -187,10 +247,11 @@ impl WindowSink {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(partition, next_offset, watermark_ms)| Position {
+            .map(|(partition, next_offset, watermark_ms, epoch)| Position {
                 partition,
                 next_offset,
                 watermark_ms,
+                epoch,
             })
             .collect())
     }

@@ -5,11 +5,13 @@
 pub mod clock;
 mod processor;
 mod stream;
+mod windowed;
 
 use std::fmt;
 
 pub use processor::{Failure, Input, Output, Processor};
 pub use stream::{Item, Stream};
+pub use windowed::{Aggregated, Reading, WindowKey, WindowProcessor, WindowedStream};
 
 /// Whose fault an operator failure is; both send the record to the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,8 @@ pub struct Description {
     pub operators: Vec<String>,
     pub sinks: Vec<String>,
     pub dead_letter: String,
+    /// Where records later than a window's grace go (windowed topologies).
+    pub late: Option<String>,
     pub group_id: String,
 }
 
@@ -62,8 +66,9 @@ impl Description {
     /// Every topic this topology touches.
     pub fn topics(&self) -> Vec<String> {
         let mut t = vec![self.source.clone()];
-        t.extend(self.sinks.iter().cloned());
+        t.extend(self.sinks.iter().filter(|s| !s.contains(':')).cloned());
         t.push(self.dead_letter.clone());
+        t.extend(self.late.iter().cloned());
         t
     }
 }
@@ -71,7 +76,16 @@ impl Description {
 /// A validated topology, ready for the runtime.
 pub struct Topology {
     pub description: Description,
-    pub processor: std::sync::Arc<dyn Processor>,
+    pub body: Body,
+}
+
+/// What the runtime drives, by kind of sink.
+#[derive(Clone)]
+pub enum Body {
+    /// Topic → topic, one Kafka transaction per batch.
+    Topic(std::sync::Arc<dyn Processor>),
+    /// Topic → windows → PostgreSQL, offsets in the same SQL transaction.
+    Windows(std::sync::Arc<dyn WindowProcessor>),
 }
 
 impl fmt::Debug for Topology {
@@ -92,6 +106,12 @@ pub enum BuildError {
         "topology {topology}: no reader schema for topic {topic}; add schemas/{topic}.avsc or pass one"
     )]
     NoSchema { topology: String, topic: String },
+    #[error("topology {topology}: bad window: {reason}")]
+    BadWindow { topology: String, reason: String },
+    #[error(
+        "topology {topology}: table name {table:?} is not allowed: use 1–63 lower-case letters, digits and underscores"
+    )]
+    BadTable { topology: String, table: String },
 }
 
 /// Kafka's rule: 1–249 characters of [a-zA-Z0-9._-], not "." or "..".

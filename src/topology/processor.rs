@@ -72,6 +72,20 @@ impl Failure {
     }
 }
 
+/// Decodes an input's value with the reader schema, waiting for the registry if needed.
+pub(super) async fn decode_value<S: DeserializeOwned>(
+    codec: &AvroCodec,
+    reader: &Reader,
+    input: Input<'_>,
+) -> Result<S, Failure> {
+    let bytes = input.value.unwrap_or_default();
+    let (_, value) = codec
+        .decode::<S>(bytes, reader)
+        .await
+        .map_err(Failure::Decode)?;
+    Ok(value)
+}
+
 #[async_trait]
 pub trait Processor: Send + Sync + 'static {
     /// Appends the outputs of one input record to `out`.
@@ -175,11 +189,7 @@ where
         out: &mut Vec<Output>,
     ) -> Result<(), Failure> {
         super::clock::start_record();
-        let bytes = input.value.unwrap_or_default();
-        let (_, value) = codec
-            .decode::<S>(bytes, &self.reader)
-            .await
-            .map_err(Failure::Decode)?;
+        let value = decode_value::<S>(codec, &self.reader, input).await?;
         let item = Item {
             key: input.key.map(<[u8]>::to_vec),
             value,

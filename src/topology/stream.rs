@@ -6,8 +6,8 @@ use std::{fmt::Display, sync::Arc};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
-    BuildError, Builder, Description, FailureKind, OpError, Topology, processor::TypedProcessor,
-    valid_topic,
+    Body, BuildError, Builder, Description, FailureKind, OpError, Topology,
+    processor::TypedProcessor, valid_topic,
 };
 
 /// A record flowing through the operators.
@@ -26,10 +26,10 @@ pub(crate) type Chain<S, T> =
 
 /// A stream of `T` read from a source of `S`.
 pub struct Stream<S, T> {
-    builder: Builder,
+    pub(super) builder: Builder,
     source: String,
     reader: Option<apache_avro::Schema>,
-    operators: Vec<String>,
+    pub(super) operators: Vec<String>,
     chain: Chain<S, T>,
 }
 
@@ -168,6 +168,19 @@ impl<S: 'static, T: 'static> Stream<S, T> {
         })
     }
 
+    /// Takes the record's event time from its value (by default it is the
+    /// Kafka record timestamp); windows and output timestamps use it.
+    pub fn event_time(
+        self,
+        name: &str,
+        time_ms: impl Fn(&T) -> i64 + Send + Sync + 'static,
+    ) -> Stream<S, T> {
+        self.then(format!("event_time({name})"), move |mut item, out| {
+            item.timestamp_ms = time_ms(&item.value);
+            out(item)
+        })
+    }
+
     /// Runs the chain on one item; for tests and benchmarks of operators.
     pub fn apply(&self, item: Item<S>) -> Result<Vec<Item<T>>, OpError> {
         let mut out = Vec::new();
@@ -179,14 +192,13 @@ impl<S: 'static, T: 'static> Stream<S, T> {
     }
 }
 
-impl<S, T> Stream<S, T>
-where
-    S: DeserializeOwned + Send + Sync + 'static,
-    T: Serialize + Send + Sync + 'static,
-{
-    /// Writes Avro values to `topic` with the latest schema of `<topic>-value`,
-    /// and finishes the declaration.
-    pub fn to_topic(self, topic: &str) -> Result<Topology, BuildError> {
+impl<S: DeserializeOwned + Send + Sync + 'static, T: 'static> Stream<S, T> {
+    /// Checks the graph ending in `sinks` (topics) and yields its
+    /// description, reader schema and operator chain.
+    pub(super) fn finish(
+        self,
+        sinks: &[&str],
+    ) -> Result<(Description, apache_avro::Schema, Chain<S, T>), BuildError> {
         let name = self.builder.name.clone();
         let name_ok = !name.is_empty()
             && name
@@ -200,18 +212,26 @@ where
             .dead_letter
             .clone()
             .unwrap_or_else(|| format!("{}.dlq", self.source));
-        for t in [&self.source, &dead_letter, &topic.to_string()] {
+        for t in [self.source.as_str(), dead_letter.as_str()]
+            .into_iter()
+            .chain(sinks.iter().copied())
+        {
             if !valid_topic(t) {
                 return Err(BuildError::BadTopic {
                     topology: name,
-                    topic: t.clone(),
+                    topic: t.to_string(),
                 });
             }
         }
-        if topic == self.source || dead_letter == self.source {
+        if let Some(looping) = sinks
+            .iter()
+            .copied()
+            .chain([dead_letter.as_str()])
+            .find(|t| *t == self.source)
+        {
             return Err(BuildError::Loop {
                 topology: name,
-                topic: topic.to_string(),
+                topic: looping.to_string(),
             });
         }
         let reader = self.reader.ok_or_else(|| BuildError::NoSchema {
@@ -227,12 +247,26 @@ where
             name,
             source: self.source,
             operators: self.operators,
-            sinks: vec![topic.to_string()],
+            sinks: sinks.iter().map(|t| t.to_string()).collect(),
             dead_letter,
+            late: None,
         };
+        Ok((description, reader, self.chain))
+    }
+}
+
+impl<S, T> Stream<S, T>
+where
+    S: DeserializeOwned + Send + Sync + 'static,
+    T: Serialize + Send + Sync + 'static,
+{
+    /// Writes Avro values to `topic` with the latest schema of `<topic>-value`,
+    /// and finishes the declaration.
+    pub fn to_topic(self, topic: &str) -> Result<Topology, BuildError> {
+        let (description, reader, chain) = self.finish(&[topic])?;
         Ok(Topology {
             description,
-            processor: Arc::new(TypedProcessor::new(reader, self.chain, topic)),
+            body: Body::Topic(Arc::new(TypedProcessor::new(reader, chain, topic))),
         })
     }
 }

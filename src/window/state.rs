@@ -6,7 +6,7 @@ use std::{collections::HashMap, hash::Hash, marker::PhantomData};
 use super::{Aggregate, Window, WindowSpec};
 
 /// A record that arrived after its window closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Late {
     pub window: Window,
     pub watermark_ms: i64,

@@ -36,6 +36,27 @@ impl Watermarks {
         self.current = self.current.max(watermark_ms);
     }
 
+    /// A partition taken over with the watermark stored at its last commit
+    /// (`i64::MIN`: none). Until it delivers records or turns idle, it holds
+    /// the operator's watermark at that point, so a partition that is slow
+    /// to start does not find its windows already closed.
+    pub fn restore_partition(&mut self, partition: i32, watermark_ms: i64, wall_ms: i64) {
+        self.partitions.insert(
+            partition,
+            Partition {
+                max_event_ms: watermark_ms.saturating_add(self.out_of_order_ms),
+                last_seen_wall_ms: wall_ms,
+            },
+        );
+    }
+
+    /// Lets the next `advance` recompute the watermark from the partitions,
+    /// lower than before if a slower partition joined. Callers keep their
+    /// own per-partition floor so closed windows stay closed.
+    pub fn reset_current(&mut self) {
+        self.current = i64::MIN;
+    }
+
     /// A record with event time `event_ms` arrived on `partition` at `wall_ms`.
     pub fn observe(&mut self, partition: i32, event_ms: i64, wall_ms: i64) {
         let p = self.partitions.entry(partition).or_insert(Partition {

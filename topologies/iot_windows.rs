@@ -1,0 +1,41 @@
+//! `iot_sensor_data` → key by (device, sensor type) → event-time windows
+//! (1-minute tumbling, 10 s grace by default) → count/sum/min/max/avg merged
+//! into `sensor_window_aggregates`, exactly once.
+
+use crate::{
+    topology::{BuildError, Topology, topology},
+    window::WindowSpec,
+};
+
+use super::iot_alerts::SensorReading;
+
+pub const NAME: &str = "iot-windows";
+pub const SOURCE: &str = "iot_sensor_data";
+pub const TABLE: &str = "sensor_window_aggregates";
+
+pub fn build(window: WindowSpec) -> Result<Topology, BuildError> {
+    topology(NAME)
+        .source::<SensorReading>(SOURCE)
+        .validate("finite value", |r| {
+            if r.value.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("value {} is not a finite number", r.value))
+            }
+        })
+        .validate("device_id present", |r| {
+            if r.device_id.trim().is_empty() {
+                Err("device_id is empty")
+            } else {
+                Ok(())
+            }
+        })
+        .event_time("timestamp", |r| r.timestamp)
+        .window(window)
+        .aggregate(
+            "value by device and sensor type",
+            |r| (r.device_id.clone(), r.sensor_type.as_str().to_string()),
+            |r| r.value,
+        )
+        .to_postgres(TABLE)
+}
