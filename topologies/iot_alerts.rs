@@ -17,15 +17,35 @@ pub enum SensorType {
     Pressure,
     Motion,
     Light,
+    /// Host figures (`sluice simulate host`): CPU busy %, memory used %,
+    /// disk used %, network bytes per second.
+    Cpu,
+    Memory,
+    Disk,
+    Network,
 }
 
 impl SensorType {
+    /// The physical sensors of the IoT devices.
     pub const ALL: [SensorType; 5] = [
         SensorType::Temperature,
         SensorType::Humidity,
         SensorType::Pressure,
         SensorType::Motion,
         SensorType::Light,
+    ];
+
+    /// Every symbol, host figures included.
+    pub const EVERY: [SensorType; 9] = [
+        SensorType::Temperature,
+        SensorType::Humidity,
+        SensorType::Pressure,
+        SensorType::Motion,
+        SensorType::Light,
+        SensorType::Cpu,
+        SensorType::Memory,
+        SensorType::Disk,
+        SensorType::Network,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +55,10 @@ impl SensorType {
             SensorType::Pressure => "pressure",
             SensorType::Motion => "motion",
             SensorType::Light => "light",
+            SensorType::Cpu => "cpu",
+            SensorType::Memory => "memory",
+            SensorType::Disk => "disk",
+            SensorType::Network => "network",
         }
     }
 
@@ -45,6 +69,8 @@ impl SensorType {
             SensorType::Pressure => "hPa",
             SensorType::Motion => "bool",
             SensorType::Light => "lux",
+            SensorType::Cpu | SensorType::Memory | SensorType::Disk => "%",
+            SensorType::Network => "B/s",
         }
     }
 }
@@ -52,11 +78,11 @@ impl SensorType {
 impl std::str::FromStr for SensorType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SensorType::ALL
+        SensorType::EVERY
             .into_iter()
             .find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                format!("unknown sensor type {s:?}; use temperature, humidity, pressure, motion or light")
+                format!("unknown sensor type {s:?}; use temperature, humidity, pressure, motion, light, cpu, memory, disk or network")
             })
     }
 }

@@ -14,8 +14,24 @@ pub const SOURCE: &str = "iot_sensor_data";
 pub const TABLE: &str = "sensor_window_aggregates";
 
 pub fn build(window: WindowSpec) -> Result<Topology, BuildError> {
-    topology(NAME)
-        .source::<SensorReading>(SOURCE)
+    declare(NAME, SOURCE, TABLE, window)
+}
+
+/// The same pipeline under another name, source and table (the benchmark's).
+pub fn declare(
+    name: &str,
+    source: &str,
+    table: &str,
+    window: WindowSpec,
+) -> Result<Topology, BuildError> {
+    topology(name)
+        .source_with_schema::<SensorReading>(
+            source,
+            crate::schemas::for_topic(SOURCE).ok_or_else(|| BuildError::NoSchema {
+                topology: name.to_string(),
+                topic: SOURCE.to_string(),
+            })?,
+        )
         .validate("finite value", |r| {
             if r.value.is_finite() {
                 Ok(())
@@ -37,5 +53,5 @@ pub fn build(window: WindowSpec) -> Result<Topology, BuildError> {
             |r| (r.device_id.clone(), r.sensor_type.as_str().to_string()),
             |r| r.value,
         )
-        .to_postgres(TABLE)
+        .to_postgres(table)
 }

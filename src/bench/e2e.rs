@@ -44,14 +44,14 @@ pub struct Setup<'a> {
 }
 
 impl Setup<'_> {
-    fn topics(&self, variant: &str) -> (String, String) {
+    pub(super) fn topics(&self, variant: &str) -> (String, String) {
         (
             format!("bench-{}-{variant}-in", self.run_id),
             format!("bench-{}-{variant}-out", self.run_id),
         )
     }
 
-    async fn create(&self, topics: &[&str]) -> anyhow::Result<()> {
+    pub(super) async fn create(&self, topics: &[&str]) -> anyhow::Result<()> {
         if let Some(mock) = self.mock {
             for t in topics {
                 mock.create_topic(t, self.partitions, 1)?;
@@ -148,7 +148,7 @@ fn finish(producer: &Plain) -> anyhow::Result<()> {
 }
 
 /// Produces `n` payloads, each with the current time as its timestamp.
-fn feed(
+pub(super) fn feed(
     kafka: &KafkaConfig,
     topic: &str,
     payloads: &[(String, Vec<u8>)],

@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Only the in-process measurement.
     #[arg(long)]
     in_process_only: bool,
+    /// PostgreSQL for the windowed run (iot-windows into a scratch table,
+    /// dropped afterwards); without it that run is skipped.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -87,6 +91,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "exactly-once topology at {:.0} % of the pass-through ceiling",
         100.0 * sluice.rate() / ceiling.rate()
     );
+    match &args.database_url {
+        Some(url) => {
+            let pool = crate::db::connect(url).await?;
+            crate::db::migrate(&pool).await?;
+            let windows = bench::windows::windows(&setup, pool).await?;
+            println!("{windows}");
+            println!(
+                "windowed topology into PostgreSQL at {:.2}× the topic-to-topic rate",
+                windows.rate() / sluice.rate()
+            );
+        }
+        None => {
+            println!("(set DATABASE_URL or --database-url for the windowed run into PostgreSQL)")
+        }
+    }
     reg.stop().await?;
     Ok(())
 }

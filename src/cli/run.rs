@@ -164,6 +164,9 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // First, so that an early SIGTERM is a graceful stop too.
+    let shutdown = super::shutdown_signal();
+    tokio::pin!(shutdown);
     let selected = select(&args.topologies, &args.windows.settings()?)?;
     if args.group_id.is_some() && selected.len() != 1 {
         bail!("--group-id needs exactly one --topology: each topology is its own consumer group");
@@ -183,8 +186,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let registry = args.registry.config()?;
     let client = RegistryClient::new(registry.clone())?;
     let mut wait = Duration::from_millis(200);
-    let shutdown = super::shutdown_signal();
-    tokio::pin!(shutdown);
     loop {
         match super::schemas::register_all(&client, &schemas::embedded()).await {
             Ok(lines) => {

@@ -14,6 +14,23 @@ pub enum SimulateCommand {
     /// Produce SensorReading records to `iot_sensor_data`: each device's
     /// sensors random-walk in their units, with occasional anomalies.
     Iot(IotArgs),
+    /// Produce this machine's CPU, memory, disk and network figures (and CPU
+    /// temperature, where exposed) to `iot_sensor_data` as readings of one device.
+    Host(HostArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// Time between samples.
+    #[arg(long, value_parser = super::args::duration, default_value = "5s")]
+    interval: std::time::Duration,
+    /// Device id of the readings (default: host-<hostname>).
+    #[arg(long)]
+    device_id: Option<String>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +99,7 @@ pub async fn run(cmd: SimulateCommand) -> anyhow::Result<()> {
     let args = match cmd {
         SimulateCommand::Logins(args) => args,
         SimulateCommand::Iot(args) => return iot(args).await,
+        SimulateCommand::Host(args) => return host(args).await,
     };
     let codec = Arc::new(AvroCodec::new(&args.registry.config()?)?);
     let opts = logins::Options {
@@ -122,5 +140,22 @@ async fn iot(args: IotArgs) -> anyhow::Result<()> {
         "produced {} sensor readings ({} stamped minutes late)",
         r.total, r.late
     );
+    Ok(())
+}
+
+async fn host(args: HostArgs) -> anyhow::Result<()> {
+    if args.interval < std::time::Duration::from_millis(100) {
+        anyhow::bail!("--interval must be at least 100ms: CPU usage needs time between samples");
+    }
+    let codec = Arc::new(AvroCodec::new(&args.registry.config()?)?);
+    let opts = crate::simulate::host::Options {
+        interval: args.interval,
+        device_id: args.device_id,
+        rounds: None,
+    };
+    let r =
+        crate::simulate::host::run(&args.kafka.config(), codec, &opts, super::shutdown_signal())
+            .await?;
+    println!("produced {} host readings", r.total);
     Ok(())
 }

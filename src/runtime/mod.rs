@@ -2,6 +2,7 @@
 //! (transactional) producer per topology, batches committed as a unit.
 
 mod dlq;
+pub mod failpoint;
 mod txn;
 mod windowed;
 mod worker;

@@ -52,6 +52,9 @@ fn baseline(t: SensorType) -> (f64, f64) {
         SensorType::Pressure => (1013.0, 0.8),
         SensorType::Motion => (0.0, 0.0),
         SensorType::Light => (300.0, 15.0),
+        SensorType::Cpu | SensorType::Disk => (30.0, 2.0),
+        SensorType::Memory => (50.0, 1.0),
+        SensorType::Network => (50_000.0, 2_000.0),
     }
 }
 
@@ -63,6 +66,8 @@ fn anomaly(t: SensorType, rng: &mut StdRng) -> f64 {
         SensorType::Pressure => rng.random_range(940.0..979.0),
         SensorType::Motion => 1.0,
         SensorType::Light => rng.random_range(0.0..9.0),
+        SensorType::Cpu | SensorType::Memory | SensorType::Disk => rng.random_range(95.0..100.0),
+        SensorType::Network => rng.random_range(1e8..1e9),
     }
 }
 

@@ -122,6 +122,14 @@ pub fn assert_exact(stored: &BTreeMap<RowKey, RowValue>, expected: &BTreeMap<Row
 /// Produces readings keyed by device with their event time as timestamp.
 pub async fn produce(kafka: &KafkaConfig, codec: &AvroCodec, readings: &[SensorReading]) {
     let producer: rdkafka::producer::FutureProducer = kafka.producer(None).create().unwrap();
+    produce_with(&producer, codec, readings).await;
+}
+
+pub async fn produce_with(
+    producer: &rdkafka::producer::FutureProducer,
+    codec: &AvroCodec,
+    readings: &[SensorReading],
+) {
     let mut deliveries = Vec::new();
     for r in readings {
         let bytes = codec.encode("iot_sensor_data", r).await.unwrap();

@@ -499,6 +499,7 @@ impl Worker<'_> {
             return;
         }
         let started = std::time::Instant::now();
+        super::failpoint::hit("before-store-commit");
         let result = match producer.flush() {
             Ok(()) => self
                 .store
@@ -509,6 +510,7 @@ impl Worker<'_> {
         };
         match result {
             Ok(()) => {
+                super::failpoint::hit("after-store-commit");
                 self.uncommitted = 0;
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 self.stats

@@ -1,0 +1,193 @@
+//! Kill `sluice run --topology iot-windows` abruptly, many times, under load,
+//! on a real broker (tansu) into a real PostgreSQL — at random moments and
+//! right before and right after the SQL commit — and restart it. The window
+//! aggregates must still equal the ones computed independently, exactly.
+
+mod common;
+
+use std::{
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use common::{tansu::start_tansu, windows::*, *};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use sluice::{
+    avro::{AvroCodec, RegistryConfig},
+    kafka::{KafkaConfig, TopicSpec, create_topics},
+    schemas,
+    window::WindowSpec,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn window_aggregates_stay_exact_across_kills() {
+    let (_tansu, bootstrap) = start_tansu();
+    let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
+        .await
+        .unwrap();
+    let config = RegistryConfig::new(&registry.url(), None).unwrap();
+    let codec = Arc::new(AvroCodec::new(&config).unwrap());
+    let kafka = KafkaConfig::new(&bootstrap);
+    let specs: Vec<TopicSpec> = [
+        ("iot_sensor_data", 3),
+        ("iot_sensor_data.dlq", 1),
+        ("iot_sensor_data.late", 1),
+    ]
+    .iter()
+    .map(|(t, p)| TopicSpec {
+        name: t.to_string(),
+        partitions: *p,
+        replication: 1,
+        min_insync_replicas: None,
+    })
+    .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = create_topics(&kafka, &specs).await {
+        assert!(Instant::now() < deadline, "tansu did not come up: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let db = TestDb::create().await;
+    let pool = sluice::db::connect(&db.url).await.unwrap();
+    sluice::db::migrate(&pool).await.unwrap();
+
+    let all = readings(9, 400, past_base(120), 7);
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("last-worker.log");
+    let worker = |failpoint: Option<String>| {
+        let mut cmd = sluice();
+        cmd.args(["run", "--topology", "iot-windows"])
+            .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
+            .env("SCHEMA_REGISTRY_URL", registry.url())
+            .env("DATABASE_URL", &db.url)
+            // No closing by idleness while the worker is down.
+            .env("SLUICE_IDLE_TIMEOUT", "1h")
+            .env("SLUICE_INSTANCE_ID", "crash-windows")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(f) = failpoint {
+            cmd.env("SLUICE_FAILPOINT", f);
+        }
+        Proc(cmd.spawn().unwrap())
+    };
+
+    // Readings flow at a steady pace for the whole test, so every life of
+    // the worker has records to commit.
+    let all = Arc::new(all);
+    let feeder = {
+        let (kafka, codec, all) = (kafka.clone(), codec.clone(), all.clone());
+        tokio::spawn(async move {
+            let producer = kafka.producer(None).create().unwrap();
+            for chunk in all.chunks(45) {
+                produce_with(&producer, &codec, chunk).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let mut rng = StdRng::seed_from_u64(7);
+    let (mut lives, mut aborted_at_failpoint) = (0, 0);
+    while !feeder.is_finished() {
+        // Every third life ends at a failpoint around the SQL commit; the
+        // rest by SIGKILL at a random moment.
+        let failpoint = match lives % 3 {
+            0 => Some(format!("after-store-commit@{}", rng.random_range(2..8))),
+            1 => Some(format!("before-store-commit@{}", rng.random_range(2..8))),
+            _ => None,
+        };
+        lives += 1;
+        let mut w = worker(failpoint);
+        // A restarted worker first waits for the group to drop its killed
+        // predecessor; its life starts once it commits.
+        let before = committed_count(&pool).await;
+        let joined_by = Instant::now() + Duration::from_secs(60);
+        while committed_count(&pool).await == before && Instant::now() < joined_by {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let life = Duration::from_millis(rng.random_range(1_000..5_000));
+        let started = Instant::now();
+        while started.elapsed() < life {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if w.0.try_wait().unwrap().is_some() {
+                aborted_at_failpoint += 1;
+                break;
+            }
+        }
+        drop(w); // SIGKILL if still running
+    }
+    feeder.await.unwrap();
+
+    let mut last = {
+        let mut cmd = sluice();
+        cmd.args(["run", "--topology", "iot-windows"])
+            .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
+            .env("SCHEMA_REGISTRY_URL", registry.url())
+            .env("DATABASE_URL", &db.url)
+            .env("SLUICE_IDLE_TIMEOUT", "1h")
+            .env("SLUICE_INSTANCE_ID", "crash-windows")
+            .env("SLUICE_LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap());
+        Proc(cmd.spawn().unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let n = committed_count(&pool).await;
+        if n == all.len() as i64 {
+            break;
+        }
+        assert!(n < all.len() as i64, "counted twice: {n} > {}", all.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {n} of {} readings committed",
+            all.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The last worker did its part (the data may all have been committed
+    // by an earlier life already).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("partition claimed")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the last worker never claimed its partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = last.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = last.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "worker did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        status.success(),
+        "graceful stop exits 0: {status}\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+
+    let spec = WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10));
+    assert_exact(&stored(&pool).await, &expected(&all, &spec));
+    assert!(lives >= 4, "only {lives} lives");
+    // Through the raw reader: a librdkafka consumer's close hangs on tansu.
+    let mut reader = raw::RawReader::connect(&bootstrap).await;
+    let (late, _) = raw::committed(reader.read_partition("iot_sensor_data.late", 0).await);
+    assert!(
+        late.is_empty(),
+        "in-order readings are never late: {}",
+        late.len()
+    );
+    assert!(aborted_at_failpoint > 0, "no life ended at a failpoint");
+    eprintln!(
+        "{} readings, {lives} worker lives killed ({aborted_at_failpoint} at a failpoint), aggregates exact",
+        all.len()
+    );
+    db.drop_db().await;
+}
