@@ -274,6 +274,7 @@ pub async fn run(
         count: None,
         bad_ratio: opts.bad_ratio,
         seed: 42,
+        observed: None,
     };
     let (sim_kafka, sim_codec, mut stopped) = (kafka.clone(), codec.clone(), sim_stopped.clone());
     let simulator = tokio::spawn(async move {

@@ -237,14 +237,19 @@ async fn metrics_and_health_are_served() {
         instance_id: "metrics".into(),
         ..RunOptions::default()
     };
+    let metrics = sluice::metrics::Metrics::new().unwrap();
+    let opts = RunOptions {
+        meter: Some(metrics.meter()),
+        ..opts
+    };
     let workers = runtime::Workers::spawn(
         vec![user_login::build().unwrap()],
         &s.kafka,
         s.codec.clone(),
         &opts,
     );
-    let metrics =
-        std::sync::Arc::new(sluice::metrics::Metrics::new(workers.stats.clone()).unwrap());
+    metrics.observe_topologies(workers.stats.clone());
+    let metrics = std::sync::Arc::new(metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -302,6 +307,34 @@ async fn metrics_and_health_are_served() {
     assert_eq!(validation, Some(invalid), "{body}");
     assert!(
         value(&body, "sluice_commits_total", &[topo]).is_some_and(|n| n > 0),
+        "{body}"
+    );
+    // Histograms: a sampled processing latency, batches and commits.
+    for h in [
+        "sluice_processing_latency_seconds_count",
+        "sluice_batch_duration_seconds_count",
+        "sluice_commit_duration_seconds_count",
+    ] {
+        assert!(
+            value(&body, h, &[topo]).is_some_and(|n| n > 0),
+            "{h} missing or zero:\n{body}"
+        );
+    }
+    assert!(
+        body.contains("sluice_commit_duration_seconds_bucket{") && body.contains("le=\"0.005\""),
+        "{body}"
+    );
+    assert!(
+        value(
+            &body,
+            "sluice_schema_cache_total",
+            &[topo, "result=\"hit\""]
+        )
+        .is_some_and(|n| n > 0),
+        "{body}"
+    );
+    assert!(
+        value(&body, "sluice_rebalances_total", &[topo, "kind=\"assign\""]).is_some_and(|n| n > 0),
         "{body}"
     );
     assert_eq!(get("/readyz").await.0, 200);

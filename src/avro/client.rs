@@ -98,6 +98,7 @@ pub struct Registered {
     pub new_version: bool,
 }
 
+#[derive(Clone)]
 pub struct RegistryClient {
     config: RegistryConfig,
     http: reqwest::Client,

@@ -212,6 +212,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         _ => None,
     };
+    let mut metrics = crate::metrics::Metrics::new()?;
+    metrics.require(crate::metrics::registry_check(client.clone()));
+    if let Some(WindowStores::Postgres(pool)) = &windows {
+        metrics.require(crate::metrics::postgres_check(pool.clone()));
+    }
     let opts = RunOptions {
         guarantee: args.guarantee,
         batch_size: args.batch_size,
@@ -221,22 +226,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(runtime::default_instance_id),
         group_id: args.group_id,
         windows,
+        meter: Some(metrics.meter()),
     };
     let mut workers = Workers::spawn(selected, &kafka, codec, &opts);
-    let metrics = Arc::new(crate::metrics::Metrics::new(workers.stats.clone())?);
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot serve metrics on {}: {e}; choose another --metrics-addr",
-                args.metrics_addr
-            )
-        })?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    metrics.observe_topologies(workers.stats.clone());
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics_task = tokio::spawn(crate::metrics::serve(listener, metrics, async {
+    let metrics_task = crate::metrics::spawn(args.metrics_addr, Arc::new(metrics), async {
         let _ = metrics_stopped.await;
-    }));
+    })
+    .await?;
     tokio::select! {
         _ = &mut shutdown => {}
         e = workers.failure() => return Err(e.into()),

@@ -27,6 +27,9 @@ pub struct HostArgs {
     /// Device id of the readings (default: host-<hostname>).
     #[arg(long)]
     device_id: Option<String>,
+    /// Serve /metrics (records produced, latest value per device and sensor) here.
+    #[arg(long, env = "SLUICE_SIMULATOR_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     kafka: KafkaArgs,
     #[command(flatten)]
@@ -60,6 +63,9 @@ pub struct IotArgs {
     /// Random seed, for reproducible runs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Serve /metrics (records produced, latest value per device and sensor) here.
+    #[arg(long, env = "SLUICE_SIMULATOR_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     kafka: KafkaArgs,
     #[command(flatten)]
@@ -80,6 +86,9 @@ pub struct LoginArgs {
     /// Random seed, for reproducible runs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Serve /metrics (records produced, latest value per device and sensor) here.
+    #[arg(long, env = "SLUICE_SIMULATOR_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     kafka: KafkaArgs,
     #[command(flatten)]
@@ -107,6 +116,7 @@ pub async fn run(cmd: SimulateCommand) -> anyhow::Result<()> {
         count: args.count,
         bad_ratio: args.bad_ratio,
         seed: args.seed,
+        observed: observe("logins", args.metrics_addr).await?,
     };
     let report = logins::run(&args.kafka.config(), codec, &opts, super::shutdown_signal()).await?;
     println!(
@@ -133,6 +143,7 @@ async fn iot(args: IotArgs) -> anyhow::Result<()> {
         late: args.late,
         seed: args.seed,
         rounds: None,
+        observed: observe("iot", args.metrics_addr).await?,
     };
     let r = crate::simulate::iot::run(&args.kafka.config(), codec, &opts, super::shutdown_signal())
         .await?;
@@ -152,10 +163,25 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         interval: args.interval,
         device_id: args.device_id,
         rounds: None,
+        observed: observe("host", args.metrics_addr).await?,
     };
     let r =
         crate::simulate::host::run(&args.kafka.config(), codec, &opts, super::shutdown_signal())
             .await?;
     println!("produced {} host readings", r.total);
     Ok(())
+}
+
+/// Serves the simulator's /metrics in the background when asked to.
+async fn observe(
+    name: &str,
+    addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<Arc<crate::metrics::SimulatorState>>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let state = crate::metrics::SimulatorState::new();
+    let metrics = crate::metrics::Metrics::new()?;
+    metrics.observe_simulator(name, state.clone());
+    // Served until the process exits.
+    crate::metrics::spawn(addr, Arc::new(metrics), std::future::pending()).await?;
+    Ok(Some(state))
 }

@@ -30,6 +30,7 @@ pub use worker::run_topic;
 use crate::{
     avro::AvroCodec,
     kafka::KafkaConfig,
+    metrics::Timings,
     sink::WindowStores,
     topology::{Body, Guarantee, Topology},
 };
@@ -48,6 +49,17 @@ pub struct RunOptions {
     pub group_id: Option<String>,
     /// Where windowed topologies keep their aggregates and offsets.
     pub windows: Option<WindowStores>,
+    /// Where duration histograms go (the metrics endpoint's meter).
+    pub meter: Option<opentelemetry::metrics::Meter>,
+}
+
+impl RunOptions {
+    fn timings(&self, topology: &str) -> Timings {
+        match &self.meter {
+            Some(m) => Timings::new(m, topology),
+            None => Timings::disabled(),
+        }
+    }
 }
 
 impl Default for RunOptions {
@@ -59,6 +71,7 @@ impl Default for RunOptions {
             instance_id: default_instance_id(),
             group_id: None,
             windows: None,
+            meter: None,
         }
     }
 }
@@ -127,6 +140,14 @@ pub struct Stats {
     pub late: AtomicU64,
     /// Window rows merged into the store.
     pub window_rows: AtomicU64,
+    /// Windows held in memory, as of the last commit.
+    pub open_windows: AtomicU64,
+    /// Partition assignments and revocations seen.
+    pub assigns: AtomicU64,
+    pub revokes: AtomicU64,
+    /// Records handled with every schema cached, and those that waited for the registry.
+    pub schema_hits: AtomicU64,
+    pub schema_misses: AtomicU64,
     /// Set once the worker has joined its consumer group.
     pub joined: std::sync::atomic::AtomicBool,
     dlq_by_kind: Mutex<BTreeMap<&'static str, u64>>,
@@ -186,7 +207,10 @@ pub async fn run_topology(
 ) -> Result<(), RuntimeError> {
     let d = &topology.description;
     match &topology.body {
-        Body::Topic(p) => run_topic(d, p.as_ref(), kafka, codec, opts, stats, shutdown).await,
+        Body::Topic(p) => {
+            let timings = opts.timings(&d.name);
+            run_topic(d, p.as_ref(), kafka, codec, opts, stats, timings, shutdown).await
+        }
         Body::Windows(p) => {
             let stores = opts
                 .windows
@@ -200,7 +224,14 @@ pub async fn run_topology(
                         topology: d.name.clone(),
                         source,
                     })?;
-            run_windows(d, p.clone(), kafka, codec, store, opts, stats, shutdown).await
+            let timings = opts.timings(&d.name);
+            let parts = windowed::Parts {
+                processor: p.clone(),
+                store,
+                stats,
+                timings,
+            };
+            run_windows(d, parts, kafka, codec, opts, shutdown).await
         }
     }
 }

@@ -76,6 +76,8 @@ pub struct Txn {
     /// partition → (first offset in this unit, next offset to commit).
     offsets: BTreeMap<i32, (i64, i64)>,
     pub records: usize,
+    /// When the first record of this unit was taken.
+    pub started: Option<std::time::Instant>,
     sent: u64,
 }
 
@@ -96,6 +98,7 @@ impl Txn {
             source: source.to_string(),
             offsets: BTreeMap::new(),
             records: 0,
+            started: None,
             sent: 0,
         })
     }
@@ -208,6 +211,7 @@ impl Txn {
             .and_modify(|(_, next)| *next = offset + 1)
             .or_insert((offset, offset + 1));
         self.records += 1;
+        self.started.get_or_insert_with(std::time::Instant::now);
     }
 
     /// Commits everything since the last commit.
@@ -242,6 +246,7 @@ impl Txn {
         })?;
         self.offsets.clear();
         self.records = 0;
+        self.started = None;
         Ok(())
     }
 
@@ -262,6 +267,7 @@ impl Txn {
         }
         self.producer.context().take_failure();
         self.records = 0;
+        self.started = None;
         std::mem::take(&mut self.offsets)
             .into_iter()
             .map(|(p, (first, _))| (p, first))
@@ -274,6 +280,7 @@ pub struct WorkerContext {
     pub topology: String,
     pub txn: Arc<Mutex<Txn>>,
     pub stats: Arc<Stats>,
+    pub timings: crate::metrics::Timings,
 }
 
 impl ClientContext for WorkerContext {
@@ -296,6 +303,10 @@ pub(super) fn record_lag(stats: &Stats, statistics: Statistics) {
 impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            let started = std::time::Instant::now();
+            self.stats
+                .revokes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut txn = self.txn.lock().unwrap_or_else(|p| p.into_inner());
             tracing::info!(topology = %self.topology, partitions = tpl.count(), "partitions revoked; committing in-flight work");
             if let Err(e) = txn.commit(consumer) {
@@ -306,6 +317,7 @@ impl ConsumerContext for WorkerContext {
             for elem in tpl.elements() {
                 self.stats.clear_lag(elem.topic(), elem.partition());
             }
+            self.timings.rebalance(started.elapsed());
         }
     }
 
@@ -314,6 +326,9 @@ impl ConsumerContext for WorkerContext {
             self.stats
                 .joined
                 .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .assigns
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let parts: Vec<String> = tpl
                 .elements()
                 .iter()

@@ -21,11 +21,13 @@ use super::{
 use crate::{
     avro::AvroCodec,
     kafka::KafkaConfig,
+    metrics::{Timings, timings::SAMPLE},
     topology::{Description, Input, Output, Processor},
 };
 
 /// Runs one topology until `shutdown` resolves; then stops fetching, commits
 /// what it processed and leaves the group.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_topic(
     d: &Description,
     processor: &dyn Processor,
@@ -33,6 +35,7 @@ pub async fn run_topic(
     codec: Arc<AvroCodec>,
     opts: &RunOptions,
     stats: Arc<Stats>,
+    timings: Timings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
     let client_err = |source| RuntimeError::Client {
@@ -62,6 +65,7 @@ pub async fn run_topic(
         topology: d.name.clone(),
         txn: txn.clone(),
         stats: stats.clone(),
+        timings: timings.clone(),
     };
     let consumer: StreamConsumer<WorkerContext> = kafka
         .consumer(&group)
@@ -81,7 +85,7 @@ pub async fn run_topic(
             biased;
             _ = &mut shutdown => break,
             _ = sleep_until(commit_at.unwrap_or_else(Instant::now)), if commit_at.is_some() => {
-                commit(&consumer, &mut lock(), &stats, &d.name);
+                commit(&consumer, &mut lock(), &stats, &d.name, &timings);
                 commit_at = None;
                 continue;
             }
@@ -99,7 +103,7 @@ pub async fn run_topic(
                 continue;
             }
         };
-        stats.records_in.fetch_add(1, Ordering::Relaxed);
+        let n_in = stats.records_in.fetch_add(1, Ordering::Relaxed);
         let timestamp_ms = match msg.timestamp() {
             Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
             Timestamp::NotAvailable => chrono::Utc::now().timestamp_millis(),
@@ -113,8 +117,14 @@ pub async fn run_topic(
         let dead = loop {
             outputs.clear();
             let processed = match processor.process_cached(&codec, input, &mut outputs) {
-                Some(done) => done,
-                None => processor.process(&codec, input, &mut outputs).await,
+                Some(done) => {
+                    stats.schema_hits.fetch_add(1, Ordering::Relaxed);
+                    done
+                }
+                None => {
+                    stats.schema_misses.fetch_add(1, Ordering::Relaxed);
+                    processor.process(&codec, input, &mut outputs).await
+                }
             };
             match processed {
                 Ok(()) => break None,
@@ -168,8 +178,11 @@ pub async fn run_topic(
                 stats
                     .records_out
                     .fetch_add(outputs.len() as u64, Ordering::Relaxed);
+                if n_in.is_multiple_of(SAMPLE) {
+                    timings.latency_ms(crate::topology::clock::processing_time_ms() - timestamp_ms);
+                }
                 if n >= opts.batch_size {
-                    commit(&consumer, &mut lock(), &stats, &d.name);
+                    commit(&consumer, &mut lock(), &stats, &d.name, &timings);
                     commit_at = None;
                 } else if commit_at.is_none() {
                     commit_at = Some(Instant::now() + opts.commit_interval);
@@ -187,19 +200,31 @@ pub async fn run_topic(
     }
 
     tracing::info!(topology = %d.name, "stopping: committing in-flight work and leaving the group");
-    commit(&consumer, &mut lock(), &stats, &d.name);
+    commit(&consumer, &mut lock(), &stats, &d.name, &timings);
     consumer.unsubscribe();
     blocking(|| drop(consumer));
     Ok(())
 }
 
-fn commit(consumer: &StreamConsumer<WorkerContext>, txn: &mut Txn, stats: &Stats, name: &str) {
+fn commit(
+    consumer: &StreamConsumer<WorkerContext>,
+    txn: &mut Txn,
+    stats: &Stats,
+    name: &str,
+    timings: &Timings,
+) {
     if txn.is_empty() {
         return;
     }
     let started = std::time::Instant::now();
     let records = txn.records;
-    match txn.commit(consumer) {
+    let batch = txn.started;
+    let committed = txn.commit(consumer);
+    timings.commit(started.elapsed());
+    if let Some(b) = batch {
+        timings.batch(b.elapsed());
+    }
+    match committed {
         Ok(()) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(topology = %name, records, took = ?started.elapsed(), "committed");

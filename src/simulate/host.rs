@@ -26,6 +26,8 @@ pub struct Options {
     /// Defaults to `host-<hostname>`.
     pub device_id: Option<String>,
     pub rounds: Option<u64>,
+    /// Counts what was produced and keeps the latest values, for /metrics.
+    pub observed: Option<Arc<crate::metrics::SimulatorState>>,
 }
 
 /// Reads the host's figures; usage figures are deltas, so keep one around.
@@ -160,6 +162,10 @@ pub async fn run(
                 .await
                 .map_err(|(e, _)| e)?;
             report.total += 1;
+            if let Some(o) = &opts.observed {
+                o.produced(1);
+                o.set(&r.device_id, r.sensor_type.as_str(), &r.unit, r.value);
+            }
         }
     }
     Ok(report)

@@ -27,6 +27,8 @@ pub struct Options {
     pub seed: u64,
     /// Stop after this many rounds (one reading per device and sensor each).
     pub rounds: Option<u64>,
+    /// Counts what was produced and keeps the latest values, for /metrics.
+    pub observed: Option<Arc<crate::metrics::SimulatorState>>,
 }
 
 impl Default for Options {
@@ -40,6 +42,7 @@ impl Default for Options {
             late: 0.0,
             seed: 1,
             rounds: None,
+            observed: None,
         }
     }
 }
@@ -171,8 +174,9 @@ pub async fn run(
         }
         rounds += 1;
         let mut deliveries = Vec::new();
-        for reading in generator.round(chrono::Utc::now().timestamp_millis()) {
-            let bytes = codec.encode(SOURCE, &reading).await?;
+        let round = generator.round(chrono::Utc::now().timestamp_millis());
+        for reading in &round {
+            let bytes = codec.encode(SOURCE, reading).await?;
             let record = FutureRecord::to(SOURCE)
                 .key(&reading.device_id)
                 .payload(&bytes)
@@ -182,6 +186,12 @@ pub async fn run(
         for d in deliveries {
             d.await?.map_err(|(e, _)| e)?;
             produced += 1;
+        }
+        if let Some(o) = &opts.observed {
+            o.produced(round.len() as u64);
+            for r in &round {
+                o.set(&r.device_id, r.sensor_type.as_str(), &r.unit, r.value);
+            }
         }
     }
     crate::runtime::blocking(|| producer.flush(Duration::from_secs(30)))?;

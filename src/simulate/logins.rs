@@ -134,6 +134,8 @@ pub struct Options {
     pub count: Option<u64>,
     pub bad_ratio: f64,
     pub seed: u64,
+    /// Counts what was produced, for the simulator's /metrics.
+    pub observed: Option<std::sync::Arc<crate::metrics::SimulatorState>>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +199,9 @@ pub async fn run(
             }
         };
         pending.push(delivery);
+        if let Some(o) = &opts.observed {
+            o.produced(1);
+        }
         match planned {
             Planned::Valid(_) => report.valid += 1,
             Planned::Invalid(_) => report.invalid += 1,

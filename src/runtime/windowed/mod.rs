@@ -32,6 +32,7 @@ use super::{
 use crate::{
     avro::AvroCodec,
     kafka::KafkaConfig,
+    metrics::{Timings, timings::SAMPLE},
     sink::{
         WindowStore,
         postgres::{ClosedRow, Position, Row},
@@ -46,19 +47,30 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// What a windowed worker runs with, besides its connections.
+pub struct Parts {
+    pub processor: Arc<dyn WindowProcessor>,
+    pub store: Arc<dyn WindowStore>,
+    pub stats: Arc<Stats>,
+    pub timings: Timings,
+}
+
 /// Runs one windowed topology until `shutdown` resolves; then commits what
 /// it processed and leaves the group.
-#[allow(clippy::too_many_arguments)]
 pub async fn run_windows(
     d: &Description,
-    processor: Arc<dyn WindowProcessor>,
+    parts: Parts,
     kafka: &KafkaConfig,
     codec: Arc<AvroCodec>,
-    store: Arc<dyn WindowStore>,
     opts: &RunOptions,
-    stats: Arc<Stats>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
+    let Parts {
+        processor,
+        store,
+        stats,
+        timings,
+    } = parts;
     let client_err = |source| RuntimeError::Client {
         topology: d.name.clone(),
         source,
@@ -114,6 +126,8 @@ pub async fn run_windows(
         late: d.late.clone().unwrap_or_default().as_str().into(),
         readings: Vec::new(),
         uncommitted: 0,
+        batch_started: None,
+        timings,
     };
     let mut commit_at: Option<Instant> = None;
     let mut claim_at: Option<Instant> = None;
@@ -203,6 +217,8 @@ struct Worker<'a> {
     late: Arc<str>,
     readings: Vec<Reading>,
     uncommitted: usize,
+    batch_started: Option<std::time::Instant>,
+    timings: Timings,
 }
 
 impl Worker<'_> {
@@ -254,6 +270,7 @@ impl Worker<'_> {
         };
         // Already-assigned partitions stay quiet until they are re-positioned.
         self.set_paused(&wanted, true);
+        let started = std::time::Instant::now();
         let claims = self.store.claim(&wanted).await?;
         let mut o = self.lock();
         let (mut fresh, mut reseek) = (TopicPartitionList::new(), Vec::new());
@@ -295,6 +312,7 @@ impl Worker<'_> {
                 tracing::warn!(topology = %self.d.name, error = %e, "assign failed");
             }
         }
+        self.timings.rebalance(started.elapsed());
         for (p, offset) in reseek {
             let topic = &self.d.source;
             let seek = blocking(|| {
@@ -351,7 +369,9 @@ impl Worker<'_> {
                 _ => return false,
             }
         }
-        self.stats.records_in.fetch_add(1, Ordering::Relaxed);
+        let n = self.stats.records_in.fetch_add(1, Ordering::Relaxed);
+        self.batch_started
+            .get_or_insert_with(std::time::Instant::now);
         let timestamp_ms = match msg.timestamp() {
             Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
             Timestamp::NotAvailable => now_ms(),
@@ -375,8 +395,12 @@ impl Worker<'_> {
                 .processor
                 .process_cached(&self.codec, input, &mut readings)
             {
-                Some(r) => r,
+                Some(r) => {
+                    self.stats.schema_hits.fetch_add(1, Ordering::Relaxed);
+                    r
+                }
                 None => {
+                    self.stats.schema_misses.fetch_add(1, Ordering::Relaxed);
                     self.processor
                         .process(&self.codec, input, &mut readings)
                         .await
@@ -436,6 +460,9 @@ impl Worker<'_> {
             }
             part.next = offset + 1;
         }
+        if n.is_multiple_of(SAMPLE) {
+            self.timings.latency_ms(now_ms() - timestamp_ms);
+        }
         self.readings = readings;
         if let Some(r) = rejected
             && let Err(e) = producer.send(&r.record, &r.headers)
@@ -493,6 +520,10 @@ impl Worker<'_> {
             });
             closed.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
             closed.dedup();
+            let open: usize = o.parts.values().map(|p| p.state.open_windows()).sum();
+            self.stats
+                .open_windows
+                .store(open as u64, Ordering::Relaxed);
             (rows, closed, positions)
         };
         if self.uncommitted == 0 && rows.is_empty() && closed.is_empty() {
@@ -501,13 +532,18 @@ impl Worker<'_> {
         let started = std::time::Instant::now();
         super::failpoint::hit("before-store-commit");
         let result = match producer.flush() {
-            Ok(()) => self
-                .store
-                .commit(&rows, &closed, &positions)
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(()) => {
+                let write = std::time::Instant::now();
+                let r = self.store.commit(&rows, &closed, &positions).await;
+                self.timings.postgres(write.elapsed());
+                r.map_err(|e| e.to_string())
+            }
             Err(e) => Err(format!("late or dead-letter records not delivered: {e}")),
         };
+        self.timings.commit(started.elapsed());
+        if let Some(b) = self.batch_started.take() {
+            self.timings.batch(b.elapsed());
+        }
         match result {
             Ok(()) => {
                 super::failpoint::hit("after-store-commit");

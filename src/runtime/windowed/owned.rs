@@ -138,6 +138,7 @@ impl ConsumerContext for WindowContext {
                 tracing::info!(topology = %self.topology, ?partitions, "partitions assigned; claiming them");
                 owned.eager = !cooperative;
                 owned.to_claim.extend(partitions);
+                self.stats.assigns.fetch_add(1, Ordering::Relaxed);
                 self.stats.joined.store(true, Ordering::Relaxed);
                 self.wake.notify_one();
                 // The assign call follows once they are claimed.
@@ -147,6 +148,7 @@ impl ConsumerContext for WindowContext {
                     tracing::warn!(topology = %self.topology, error = ?err, "rebalance error; giving up the assignment");
                 }
                 tracing::info!(topology = %self.topology, ?partitions, "partitions revoked; dropping their uncommitted windows");
+                self.stats.revokes.fetch_add(1, Ordering::Relaxed);
                 let all: Vec<i32> = if cooperative {
                     partitions
                 } else {

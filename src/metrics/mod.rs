@@ -1,0 +1,159 @@
+//! `/metrics` (Prometheus text, through OpenTelemetry and
+//! opentelemetry-prometheus), `/healthz` and `/readyz`. Counters and gauges
+//! are observable: the exporter reads the workers' atomics when scraped, so
+//! the hot path only bumps atomics. Durations are OpenTelemetry histograms
+//! recorded per batch, commit and rebalance (and per sampled record).
+
+mod ready;
+mod simulator;
+pub mod timings;
+mod topology;
+
+use std::{future::Future, sync::Arc};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use opentelemetry::metrics::{Meter, MeterProvider};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use prometheus::{Encoder, TextEncoder};
+use tokio::net::TcpListener;
+
+pub use ready::{ReadyCheck, postgres_check, registry_check};
+pub use simulator::SimulatorState;
+pub use timings::Timings;
+
+use crate::runtime::Stats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot set up the Prometheus exporter: {0}")]
+    Exporter(String),
+    #[error("cannot serve metrics: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Topologies = Arc<Vec<(String, Arc<Stats>)>>;
+
+pub struct Metrics {
+    registry: prometheus::Registry,
+    meter: Meter,
+    topologies: std::sync::OnceLock<Topologies>,
+    checks: Vec<Arc<dyn ReadyCheck>>,
+    // Owns the instruments' callbacks for as long as metrics are served.
+    _provider: SdkMeterProvider,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .build()
+            .map_err(|e| MetricsError::Exporter(e.to_string()))?;
+        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        Ok(Metrics {
+            registry,
+            meter: provider.meter("sluice"),
+            topologies: std::sync::OnceLock::new(),
+            checks: Vec::new(),
+            _provider: provider,
+        })
+    }
+
+    /// The meter workers record their histograms with.
+    pub fn meter(&self) -> Meter {
+        self.meter.clone()
+    }
+
+    /// Exports the topologies' counters and lag; `/readyz` waits for them to join.
+    pub fn observe_topologies(&self, topologies: Vec<(String, Arc<Stats>)>) {
+        let topologies: Topologies = Arc::new(topologies);
+        topology::register(&self.meter, &topologies);
+        let _ = self.topologies.set(topologies);
+    }
+
+    /// Exports what a simulator produced and its latest values.
+    pub fn observe_simulator(&self, name: &str, state: Arc<SimulatorState>) {
+        simulator::register(&self.meter, name, state);
+    }
+
+    /// Something `/readyz` must reach (the registry, PostgreSQL).
+    pub fn require(&mut self, check: Arc<dyn ReadyCheck>) {
+        self.checks.push(check);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// `Ok` once every topology's worker has joined its consumer group (so
+    /// the broker answers) and every required service answers.
+    pub async fn ready(&self) -> Result<(), String> {
+        if let Some(t) = self.topologies.get() {
+            let waiting: Vec<&str> = t
+                .iter()
+                .filter(|(_, s)| !s.joined.load(std::sync::atomic::Ordering::Relaxed))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if !waiting.is_empty() {
+                return Err(format!(
+                    "not in its consumer group yet: {}",
+                    waiting.join(", ")
+                ));
+            }
+        }
+        for c in &self.checks {
+            c.check().await.map_err(|e| format!("{}: {e}", c.name()))?;
+        }
+        Ok(())
+    }
+}
+
+async fn scrape(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], m.render())
+}
+
+async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    match m.ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), MetricsError> {
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Binds `addr` and serves in the background; the task ends with `shutdown`.
+pub async fn spawn(
+    addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), MetricsError>>> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot serve metrics on {addr}: {e}; choose another --metrics-addr")
+    })?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    Ok(tokio::spawn(serve(listener, metrics, shutdown)))
+}
