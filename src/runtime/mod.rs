@@ -155,7 +155,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn count_dead_letter(&self, kind: &'static str) {
+    pub fn count_dead_letter(&self, kind: &'static str) {
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
         *self
             .dlq_by_kind
@@ -172,7 +172,7 @@ impl Stats {
             .clone()
     }
 
-    fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
         self.lag
             .lock()
             .unwrap_or_else(|p| p.into_inner())
