@@ -281,7 +281,17 @@ async fn metrics_and_health_are_served() {
     let topo = "topology=\"user-login\"";
     let body = loop {
         let (_, body) = get("/metrics").await;
-        if value(&body, "sluice_records_in_total", &[topo]) == Some(planned.len() as u64) {
+        // Every record counted in, and its outcome (output or dead letter) too.
+        let dead: u64 = body
+            .lines()
+            .filter(|l| l.starts_with("sluice_dead_letters_total{") && l.contains(topo))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        let out = value(&body, "sluice_records_out_total", &[topo]).unwrap_or(0);
+        if value(&body, "sluice_records_in_total", &[topo]) == Some(planned.len() as u64)
+            && out + dead == planned.len() as u64
+            && value(&body, "sluice_commits_total", &[topo]).is_some_and(|n| n > 0)
+        {
             break body;
         }
         assert!(

@@ -55,20 +55,47 @@ fn labelled(
         .build();
 }
 
+/// A counter labelled with the topic it counts records of.
+fn per_topic(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    topologies: &Topologies,
+    read: fn(&Stats) -> (&str, u64),
+) {
+    let t = topologies.clone();
+    meter
+        .u64_observable_counter(name)
+        .with_description(description)
+        .with_callback(move |obs| {
+            for (topology, s) in t.iter() {
+                let (topic, n) = read(s);
+                obs.observe(
+                    n,
+                    &[
+                        KeyValue::new("topology", topology.clone()),
+                        KeyValue::new("topic", topic.to_string()),
+                    ],
+                );
+            }
+        })
+        .build();
+}
+
 pub(super) fn register(meter: &Meter, topologies: &Topologies) {
-    counter(
+    per_topic(
         meter,
         "sluice.records.in",
         "Records consumed from the source topic",
         topologies,
-        |s| s.records_in.load(Ordering::Relaxed),
+        |s| (&s.source, s.records_in.load(Ordering::Relaxed)),
     );
-    counter(
+    per_topic(
         meter,
         "sluice.records.out",
-        "Records produced to sink topics",
+        "Records produced to the sink topic",
         topologies,
-        |s| s.records_out.load(Ordering::Relaxed),
+        |s| (&s.sink, s.records_out.load(Ordering::Relaxed)),
     );
     counter(
         meter,
@@ -84,12 +111,13 @@ pub(super) fn register(meter: &Meter, topologies: &Topologies) {
         topologies,
         |s| s.aborts.load(Ordering::Relaxed),
     );
-    counter(
+    labelled(
         meter,
         "sluice.late.records",
-        "Records later than their windows' grace period, sent to the late topic",
+        "Records later than their windows' grace period, sent to the late topic, by reason",
         topologies,
-        |s| s.late.load(Ordering::Relaxed),
+        "reason",
+        |s| vec![("window_closed", s.late.load(Ordering::Relaxed))],
     );
     counter(
         meter,

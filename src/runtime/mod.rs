@@ -148,6 +148,9 @@ pub struct Stats {
     /// Records handled with every schema cached, and those that waited for the registry.
     pub schema_hits: AtomicU64,
     pub schema_misses: AtomicU64,
+    /// The topics records come from and go to, for metric labels.
+    pub source: String,
+    pub sink: String,
     /// Set once the worker has joined its consumer group.
     pub joined: std::sync::atomic::AtomicBool,
     dlq_by_kind: Mutex<BTreeMap<&'static str, u64>>,
@@ -155,6 +158,14 @@ pub struct Stats {
 }
 
 impl Stats {
+    pub fn for_topology(d: &crate::topology::Description) -> Stats {
+        Stats {
+            source: d.source.clone(),
+            sink: d.sinks.first().cloned().unwrap_or_default(),
+            ..Stats::default()
+        }
+    }
+
     pub fn count_dead_letter(&self, kind: &'static str) {
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
         *self
@@ -254,7 +265,7 @@ impl Workers {
         let mut tasks = JoinSet::new();
         let mut stats = Vec::new();
         for topology in topologies {
-            let s = Arc::new(Stats::default());
+            let s = Arc::new(Stats::for_topology(&topology.description));
             stats.push((topology.description.name.clone(), s.clone()));
             let (kafka, codec, opts, mut stopped) =
                 (kafka.clone(), codec.clone(), opts.clone(), stopped.clone());
