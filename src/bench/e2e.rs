@@ -41,6 +41,9 @@ pub struct Setup<'a> {
     /// Records per second offered; 0 for as fast as the feeder can.
     pub rate: u64,
     pub run_id: String,
+    /// Commit after this many records or this long (the workers' --batch-size, --commit-interval).
+    pub batch_size: usize,
+    pub commit_interval: Duration,
 }
 
 impl Setup<'_> {
@@ -322,6 +325,8 @@ pub async fn topology(s: &Setup<'_>) -> anyhow::Result<Figures> {
     let opts = RunOptions {
         guarantee: Guarantee::ExactlyOnce,
         instance_id: format!("bench-{}", s.run_id),
+        batch_size: s.batch_size,
+        commit_interval: s.commit_interval,
         ..RunOptions::default()
     };
     let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);

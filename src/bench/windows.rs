@@ -115,6 +115,8 @@ async fn run(
     let opts = RunOptions {
         instance_id: format!("bench-{}", s.run_id),
         windows: Some(WindowStores::Postgres(pool.clone())),
+        batch_size: s.batch_size,
+        commit_interval: s.commit_interval,
         ..RunOptions::default()
     };
     let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);

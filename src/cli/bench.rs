@@ -35,6 +35,12 @@ pub struct BenchArgs {
     /// Only the in-process measurement.
     #[arg(long)]
     in_process_only: bool,
+    /// The workers' --batch-size.
+    #[arg(long, default_value_t = 5000)]
+    batch_size: usize,
+    /// The workers' --commit-interval.
+    #[arg(long, value_parser = super::args::duration, default_value = "100ms")]
+    commit_interval: std::time::Duration,
     /// PostgreSQL for the windowed run (iot-windows into a scratch table,
     /// dropped afterwards); without it that run is skipped.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -74,14 +80,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         partitions: args.partitions,
         rate: args.rate,
         run_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+        batch_size: args.batch_size.max(1),
+        commit_interval: args.commit_interval,
     };
     let load = match args.rate {
         0 => "fed as fast as possible".to_string(),
         r => format!("offered {r} records/s"),
     };
     println!(
-        "end to end through the {broker}, {} partitions, {load}:",
-        args.partitions
+        "end to end through the {broker}, {} partitions, {load}, commits every {} records or {:?}:",
+        args.partitions, args.batch_size, args.commit_interval
     );
     let ceiling = e2e::passthrough(&setup).await?;
     println!("{ceiling}");
