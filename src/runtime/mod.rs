@@ -126,6 +126,26 @@ impl Backoff {
         self.0 = (self.0 * 2).min(MAX_BACKOFF);
         d
     }
+
+    /// The consumed message; on a consume error, logs, waits and gives `None`.
+    async fn received<M>(
+        &mut self,
+        msg: rdkafka::error::KafkaResult<M>,
+        topology: &str,
+    ) -> Option<M> {
+        match msg {
+            Ok(m) => {
+                *self = Backoff::new();
+                Some(m)
+            }
+            Err(e) => {
+                let wait = self.next();
+                tracing::warn!(%topology, error = %e, retry_in = ?wait, "consume failed; is the broker reachable?");
+                tokio::time::sleep(wait).await;
+                None
+            }
+        }
+    }
 }
 
 /// Live counters of one topology, read by the demo's status line and metrics.

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use sysinfo::{Components, Disks, Networks, System};
 
 use super::iot::Report;
@@ -17,8 +17,6 @@ use crate::{
     kafka::KafkaConfig,
     topologies::iot_alerts::{SensorReading, SensorType},
 };
-
-const SOURCE: &str = "iot_sensor_data";
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -149,24 +147,9 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         rounds += 1;
-        for r in sampler.sample(&device_id, chrono::Utc::now().timestamp_millis()) {
-            let bytes = codec.encode(SOURCE, &r).await?;
-            producer
-                .send(
-                    FutureRecord::to(SOURCE)
-                        .key(&r.device_id)
-                        .payload(&bytes)
-                        .timestamp(r.timestamp),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| e)?;
-            report.total += 1;
-            if let Some(o) = &opts.observed {
-                o.produced(1);
-                o.set(&r.device_id, r.sensor_type.as_str(), &r.unit, r.value);
-            }
-        }
+        let readings = sampler.sample(&device_id, chrono::Utc::now().timestamp_millis());
+        report.total +=
+            super::iot::publish(&producer, &codec, &readings, opts.observed.as_deref()).await?;
     }
     Ok(report)
 }

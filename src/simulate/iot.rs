@@ -154,6 +154,35 @@ pub struct Report {
     pub late: u64,
 }
 
+/// Produces readings to `iot_sensor_data`, keyed by device with their event
+/// time as timestamp, and waits until all are acknowledged.
+pub(super) async fn publish(
+    producer: &FutureProducer,
+    codec: &AvroCodec,
+    readings: &[SensorReading],
+    observed: Option<&crate::metrics::SimulatorState>,
+) -> anyhow::Result<u64> {
+    let mut deliveries = Vec::new();
+    for reading in readings {
+        let bytes = codec.encode(SOURCE, reading).await?;
+        let record = FutureRecord::to(SOURCE)
+            .key(&reading.device_id)
+            .payload(&bytes)
+            .timestamp(reading.timestamp);
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
+    }
+    for d in deliveries {
+        d.await?.map_err(|(e, _)| e)?;
+    }
+    if let Some(o) = observed {
+        o.produced(readings.len() as u64);
+        for r in readings {
+            o.set(&r.device_id, r.sensor_type.as_str(), &r.unit, r.value);
+        }
+    }
+    Ok(readings.len() as u64)
+}
+
 /// Produces readings to `iot_sensor_data`, keyed by device, every interval.
 pub async fn run(
     kafka: &KafkaConfig,
@@ -173,26 +202,8 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         rounds += 1;
-        let mut deliveries = Vec::new();
         let round = generator.round(chrono::Utc::now().timestamp_millis());
-        for reading in &round {
-            let bytes = codec.encode(SOURCE, reading).await?;
-            let record = FutureRecord::to(SOURCE)
-                .key(&reading.device_id)
-                .payload(&bytes)
-                .timestamp(reading.timestamp);
-            deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
-        }
-        for d in deliveries {
-            d.await?.map_err(|(e, _)| e)?;
-            produced += 1;
-        }
-        if let Some(o) = &opts.observed {
-            o.produced(round.len() as u64);
-            for r in &round {
-                o.set(&r.device_id, r.sensor_type.as_str(), &r.unit, r.value);
-            }
-        }
+        produced += publish(&producer, &codec, &round, opts.observed.as_deref()).await?;
     }
     crate::runtime::blocking(|| producer.flush(Duration::from_secs(30)))?;
     Ok(Report {

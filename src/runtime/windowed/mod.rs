@@ -169,17 +169,8 @@ pub async fn run_windows(
             }
             m = consumer.recv() => m,
         };
-        let msg = match msg {
-            Ok(m) => {
-                consume_backoff = Backoff::new();
-                m
-            }
-            Err(e) => {
-                let wait = consume_backoff.next();
-                tracing::warn!(topology = %d.name, error = %e, retry_in = ?wait, "consume failed; is the broker reachable?");
-                sleep(wait).await;
-                continue;
-            }
+        let Some(msg) = consume_backoff.received(msg, &d.name).await else {
+            continue;
         };
         let taken = tokio::select! {
             _ = &mut shutdown => break,
