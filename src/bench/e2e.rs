@@ -44,6 +44,8 @@ pub struct Setup<'a> {
     /// Commit after this many records or this long (the workers' --batch-size, --commit-interval).
     pub batch_size: usize,
     pub commit_interval: Duration,
+    /// Of the topic-to-topic run.
+    pub guarantee: Guarantee,
 }
 
 impl Setup<'_> {
@@ -323,7 +325,7 @@ pub async fn topology(s: &Setup<'_>) -> anyhow::Result<Figures> {
     )?;
     let reader = s.consumer(&format!("bench-{}-sluice-reader", s.run_id), &output)?;
     let opts = RunOptions {
-        guarantee: Guarantee::ExactlyOnce,
+        guarantee: s.guarantee,
         instance_id: format!("bench-{}", s.run_id),
         batch_size: s.batch_size,
         commit_interval: s.commit_interval,
@@ -332,7 +334,7 @@ pub async fn topology(s: &Setup<'_>) -> anyhow::Result<Figures> {
     let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);
     let figures = measure(
         s,
-        "user-login topology, exactly-once",
+        &format!("user-login topology, {}", s.guarantee),
         input,
         payloads,
         reader,

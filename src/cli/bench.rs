@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// Only the in-process measurement.
     #[arg(long)]
     in_process_only: bool,
+    /// Guarantee of the topic-to-topic run.
+    #[arg(long, value_enum, default_value = "exactly-once")]
+    guarantee: crate::topology::Guarantee,
     /// The workers' --batch-size.
     #[arg(long, default_value_t = 5000)]
     batch_size: usize,
@@ -82,6 +85,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         run_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
         batch_size: args.batch_size.max(1),
         commit_interval: args.commit_interval,
+        guarantee: args.guarantee,
     };
     let load = match args.rate {
         0 => "fed as fast as possible".to_string(),
@@ -96,7 +100,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let sluice = e2e::topology(&setup).await?;
     println!("{sluice}");
     println!(
-        "exactly-once topology at {:.0} % of the pass-through ceiling",
+        "{} topology at {:.0} % of the pass-through ceiling",
+        args.guarantee,
         100.0 * sluice.rate() / ceiling.rate()
     );
     match &args.database_url {

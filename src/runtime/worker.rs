@@ -78,13 +78,17 @@ pub async fn run_topic(
     let lock = || txn.lock().unwrap_or_else(|p| p.into_inner());
     let mut outputs: Vec<Output> = Vec::new();
     let mut commit_at: Option<Instant> = None;
+    // One timer, re-armed per batch: a fresh `sleep_until` per record would
+    // register and drop a timer entry for every message.
+    let commit_timer = sleep_until(Instant::now());
+    tokio::pin!(commit_timer);
     let mut consume_backoff = Backoff::new();
 
     'outer: loop {
         let msg = tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            _ = sleep_until(commit_at.unwrap_or_else(Instant::now)), if commit_at.is_some() => {
+            _ = &mut commit_timer, if commit_at.is_some() => {
                 commit(&consumer, &mut lock(), &stats, &d.name, &timings);
                 commit_at = None;
                 continue;
@@ -176,7 +180,9 @@ pub async fn run_topic(
                     commit(&consumer, &mut lock(), &stats, &d.name, &timings);
                     commit_at = None;
                 } else if commit_at.is_none() {
-                    commit_at = Some(Instant::now() + opts.commit_interval);
+                    let at = Instant::now() + opts.commit_interval;
+                    commit_at = Some(at);
+                    commit_timer.as_mut().reset(at);
                 }
             }
             Err(e) => {
