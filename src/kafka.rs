@@ -89,8 +89,13 @@ impl KafkaConfig {
             ("session.timeout.ms", "10000"),
             ("heartbeat.interval.ms", "1000"),
             ("statistics.interval.ms", "1000"),
-            // Bounds what a worker buffers ahead of processing, per partition.
+            // Bounds what a worker buffers ahead of processing.
             ("queued.max.messages.kbytes", "16384"),
+            // When that buffer is full, librdkafka postpones the next fetch
+            // by this much (default 1 s). A worker drains 16 MiB in a
+            // fraction of that and then sat idle: measured on tansu, the
+            // default cost 30–40 % of the throughput.
+            ("fetch.queue.backoff.ms", "10"),
         ]);
         c.set("group.id", group_id);
         c

@@ -399,3 +399,39 @@ async fn metrics_and_health_are_served() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// `--threads 2`: two group members in one process, each with its own
+/// consumer and transactional producer, and together exactly the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn threads_in_one_process_split_the_partitions() {
+    let mock = MockCluster::new(1).unwrap();
+    let s = setup(&mock).await;
+    let opts = RunOptions {
+        instance_id: "threads".to_string(),
+        threads: 2,
+        ..RunOptions::default()
+    };
+    let workers = runtime::Workers::spawn(
+        vec![user_login::build().unwrap()],
+        &s.kafka,
+        s.codec.clone(),
+        &opts,
+    );
+    let planned = produce(&s, 4000, 0.1, 15).await;
+    check_outputs(&s, &planned).await;
+    let stats = workers.stats[0].1.clone();
+    assert_eq!(
+        stats.records_in.load(std::sync::atomic::Ordering::Relaxed),
+        4000
+    );
+    // Each member writes through its own transactional producer.
+    let mut raw = common::raw::RawReader::connect(&s.kafka.bootstrap).await;
+    let mut producers = std::collections::BTreeSet::new();
+    for partition in 0..4 {
+        for r in raw.read_partition("processed-user-login", partition).await {
+            producers.insert(r.producer_id);
+        }
+    }
+    assert_eq!(producers.len(), 2, "one producer per member: {producers:?}");
+    workers.stop(Duration::from_secs(30)).await.unwrap();
+}

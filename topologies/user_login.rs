@@ -96,10 +96,12 @@ fn canonical_uuid(id: String) -> String {
     }
 }
 
-/// IPv4 text that parses is already canonical (Rust refuses leading zeros);
-/// IPv6 is rewritten in its RFC 5952 form.
+/// IPv4 text that validates is already canonical (Rust refuses leading
+/// zeros), and text without a colon is no IPv6 address: either way it is
+/// kept without parsing it a second time. IPv6 is rewritten in its RFC 5952
+/// form.
 fn canonical_ip(ip: String) -> String {
-    if ip.parse::<std::net::Ipv4Addr>().is_ok() {
+    if !ip.contains(':') {
         return ip;
     }
     match ip.parse::<IpAddr>() {

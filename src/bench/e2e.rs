@@ -1,7 +1,11 @@
 //! Through a broker: a raw librdkafka pass-through (the ceiling), then the
-//! user-login topology with exactly-once. Each run feeds its input topic at
-//! full speed while a read_committed reader drains the output; latency is
-//! read time minus the input record's timestamp, which both carry through.
+//! user-login topology with exactly-once. Each run first preloads its input
+//! topic, then starts the processor; throughput is timed from the first record
+//! the processor takes to the last one a read_committed reader reads back, so
+//! neither the feeder nor the consumer-group joins compete with or count
+//! against it. Then, with the pipeline warm, records are offered at a fixed
+//! rate for latency: read time minus the input record's timestamp, which
+//! both processors carry through.
 
 use std::{
     sync::{
@@ -23,7 +27,7 @@ use super::Figures;
 use crate::{
     avro::{AvroCodec, RegistryClient},
     kafka::{KafkaConfig, TopicSpec, create_topics},
-    runtime::{RunOptions, Workers, blocking},
+    runtime::{RunOptions, Workers},
     schemas,
     simulate::logins::Generator,
     topologies::user_login,
@@ -36,16 +40,20 @@ pub struct Setup<'a> {
     pub mock: Option<&'a MockCluster<'static, DefaultProducerContext>>,
     pub codec: Arc<AvroCodec>,
     pub registry: &'a RegistryClient,
+    /// Preloaded records of the throughput run.
     pub records: usize,
     pub partitions: i32,
-    /// Records per second offered; 0 for as fast as the feeder can.
+    /// Records per second offered in the latency run, and how many.
     pub rate: u64,
+    pub latency_records: usize,
     pub run_id: String,
     /// Commit after this many records or this long (the workers' --batch-size, --commit-interval).
     pub batch_size: usize,
     pub commit_interval: Duration,
     /// Of the topic-to-topic run.
     pub guarantee: Guarantee,
+    /// Copiers of the pass-through and group members of the topology.
+    pub threads: usize,
 }
 
 impl Setup<'_> {
@@ -77,7 +85,10 @@ impl Setup<'_> {
     }
 
     /// Pre-encoded valid logins, cycled.
-    async fn payloads(&self, topic: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    pub(super) async fn payloads(
+        &self,
+        topic: &str,
+    ) -> anyhow::Result<Arc<Vec<(String, Vec<u8>)>>> {
         let mut generator = Generator::new(5, 0.0);
         let now = chrono::Utc::now().timestamp();
         let mut out = Vec::new();
@@ -88,14 +99,94 @@ impl Setup<'_> {
                 self.codec.encode(topic, &login).await?,
             ));
         }
-        Ok(out)
+        Ok(Arc::new(out))
     }
 
-    fn consumer(&self, group: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
-        let consumer: StreamConsumer = self.kafka.consumer(group).create()?;
-        consumer.subscribe(&[topic])?;
-        Ok(consumer)
+    /// Records offered at `rate` after the throughput run; none without a rate.
+    fn offered(&self) -> usize {
+        if self.rate > 0 {
+            self.latency_records
+        } else {
+            0
+        }
     }
+
+    /// Preloads the input, and subscribes a reader to the output that has
+    /// joined its group by the time this returns.
+    async fn prepare(
+        &self,
+        variant: &str,
+        input: &str,
+        output: &str,
+        payloads: Arc<Vec<(String, Vec<u8>)>>,
+    ) -> anyhow::Result<Prepared> {
+        let (kafka, topic, n, feed_with) = (
+            self.kafka.clone(),
+            input.to_string(),
+            self.records,
+            payloads.clone(),
+        );
+        let preload = tokio::task::spawn_blocking(move || feed(&kafka, &topic, &feed_with, n, 0));
+        let group = format!("bench-{}-{variant}-reader", self.run_id);
+        let reader = joined_reader(self.kafka, &group, output).await?;
+        preload.await??;
+        Ok(Prepared {
+            input: input.to_string(),
+            payloads,
+            reader,
+        })
+    }
+}
+
+/// A preloaded input and a reader waiting on the output.
+struct Prepared {
+    input: String,
+    payloads: Arc<Vec<(String, Vec<u8>)>>,
+    reader: StreamConsumer,
+}
+
+/// What one end-to-end run measured: throughput, then latency at the offered rate.
+pub struct Measured {
+    pub throughput: Figures,
+    pub latency: Option<Figures>,
+}
+
+/// Subscribes and polls until the group has assigned the partitions, so
+/// that the join is not timed. The output is empty until the processor starts.
+async fn joined_reader(
+    kafka: &KafkaConfig,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = kafka.consumer(group).create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = Instant::now() + JOIN_LIMIT;
+    while consumer.assignment()?.count() == 0 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the reader of {topic} did not join its group within {JOIN_LIMIT:?}"
+        );
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await {
+            m?;
+            anyhow::bail!("{topic} holds records before the processor started");
+        }
+    }
+    Ok(consumer)
+}
+
+const JOIN_LIMIT: Duration = Duration::from_secs(120);
+
+/// When the processor under test took its first record (polled every millisecond).
+pub(super) async fn first_taken(taken: &AtomicU64) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + JOIN_LIMIT;
+    while taken.load(Ordering::Relaxed) == 0 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the processor took no record within {JOIN_LIMIT:?}; did it join its group?"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(Instant::now())
 }
 
 fn now_ms() -> i64 {
@@ -152,7 +243,8 @@ fn finish(producer: &Plain) -> anyhow::Result<()> {
     }
 }
 
-/// Produces `n` payloads, each with the current time as its timestamp.
+/// Produces `n` payloads, each with the current time as its timestamp, at
+/// `rate` records/s (0: as fast as the broker takes them).
 pub(super) fn feed(
     kafka: &KafkaConfig,
     topic: &str,
@@ -161,6 +253,11 @@ pub(super) fn feed(
     rate: u64,
 ) -> anyhow::Result<()> {
     let producer = plain_producer(kafka)?;
+    // Connected before the first timestamp, so that latency does not
+    // include the producer's own start.
+    producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(30))?;
     let started = Instant::now();
     for i in 0..n {
         if rate > 0 {
@@ -185,30 +282,21 @@ pub(super) fn feed(
     finish(&producer)
 }
 
-/// Reads `n` records, returning per-record latencies.
-async fn drain(
-    consumer: StreamConsumer,
-    n: usize,
-    limit: Duration,
-) -> anyhow::Result<Vec<Duration>> {
-    let mut lat = Vec::with_capacity(n);
-    drain_into(&consumer, n, limit, &mut lat).await?;
-    Ok(lat)
-}
-
+/// Reads `n` records, appending per-record latencies.
 async fn drain_into(
     consumer: &StreamConsumer,
     n: usize,
-    limit: Duration,
     lat: &mut Vec<Duration>,
 ) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + limit;
-    while lat.len() < n {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut read = 0;
+    while read < n {
         let m = tokio::time::timeout_at(deadline, consumer.recv())
             .await
             .map_err(|_| {
-                anyhow::anyhow!("only {} of {n} records arrived within {limit:?}", lat.len())
+                anyhow::anyhow!("only {read} of {n} records arrived within {LIMIT:?}")
             })??;
+        read += 1;
         if let Timestamp::CreateTime(t) = m.timestamp() {
             lat.push(Duration::from_millis((now_ms() - t).max(0) as u64));
         }
@@ -216,83 +304,104 @@ async fn drain_into(
     Ok(())
 }
 
-/// One record through before the clock starts, so that consumer-group
-/// joins are not measured.
-async fn warm_up(
-    kafka: &KafkaConfig,
-    input: &str,
-    payloads: &[(String, Vec<u8>)],
-    reader: StreamConsumer,
-) -> anyhow::Result<StreamConsumer> {
-    feed(kafka, input, payloads, 1, 0)?;
-    drain_into(&reader, 1, Duration::from_secs(120), &mut Vec::new()).await?;
-    Ok(reader)
-}
+const LIMIT: Duration = Duration::from_secs(600);
 
-/// Warms the pipeline up, then feeds `s.records` into `input` while `reader`
-/// drains the output; the clock runs from the first record fed to the last read.
+/// Times the processor from its first record to the last one read back,
+/// then offers the latency run's records at the set rate.
 async fn measure(
     s: &Setup<'_>,
     name: &str,
-    input: String,
-    payloads: Vec<(String, Vec<u8>)>,
-    reader: StreamConsumer,
-) -> anyhow::Result<Figures> {
-    let (kafka, n, rate) = (s.kafka.clone(), s.records, s.rate);
-    let reader = warm_up(&kafka, &input, &payloads, reader).await?;
-    let started = Instant::now();
-    let feeder = tokio::task::spawn_blocking(move || feed(&kafka, &input, &payloads, n, rate));
-    let lat = drain(reader, n, LIMIT).await?;
-    let elapsed = started.elapsed();
-    feeder.await??;
-    Ok(Figures::from_latencies(name, elapsed, lat))
-}
-
-const LIMIT: Duration = Duration::from_secs(600);
-
-/// Copies bytes from one topic to another: the most a consume → produce loop
-/// on this broker can do, with no decoding and no transactions.
-pub async fn passthrough(s: &Setup<'_>) -> anyhow::Result<Figures> {
-    let (input, output) = s.topics("passthrough");
-    s.create(&[&input, &output]).await?;
-    let payloads = s.payloads(user_login::SOURCE).await?;
-    let reader = s.consumer(&format!("bench-{}-pt-reader", s.run_id), &output)?;
-    let copier = s.consumer(&format!("bench-{}-pt-copier", s.run_id), &input)?;
-    let producer = plain_producer(s.kafka)?;
-    let n = s.records;
-    let out_topic = output.clone();
-    let copy = tokio::spawn(async move {
-        for _ in 0..n + 1 {
-            let m = copier.recv().await?;
-            let ts = match m.timestamp() {
-                Timestamp::CreateTime(t) => t,
-                _ => now_ms(),
-            };
-            let mut record = BaseRecord::<[u8], [u8]>::to(&out_topic).timestamp(ts);
-            if let Some(k) = m.key() {
-                record = record.key(k);
-            }
-            if let Some(p) = m.payload() {
-                record = record.payload(p);
-            }
-            send(&producer, record);
-        }
-        blocking(|| finish(&producer))
-    });
-    let figures = measure(
-        s,
-        "pass-through (librdkafka, no decode)",
+    prepared: Prepared,
+    taken: &AtomicU64,
+) -> anyhow::Result<Measured> {
+    let Prepared {
         input,
         payloads,
         reader,
-    )
-    .await?;
-    copy.await??;
-    Ok(figures)
+    } = prepared;
+    let begun = first_taken(taken).await?;
+    drain_into(&reader, s.records, &mut Vec::new()).await?;
+    let throughput = Figures::throughput(name, s.records as u64, begun.elapsed());
+    let m = s.offered();
+    if m == 0 {
+        return Ok(Measured {
+            throughput,
+            latency: None,
+        });
+    }
+    let (kafka, rate) = (s.kafka.clone(), s.rate);
+    let started = Instant::now();
+    let feeder = tokio::task::spawn_blocking(move || feed(&kafka, &input, &payloads, m, rate));
+    let mut lat = Vec::with_capacity(m);
+    drain_into(&reader, m, &mut lat).await?;
+    let elapsed = started.elapsed();
+    feeder.await??;
+    let latency = Figures::from_latencies(&format!("{name}, offered {rate}/s"), elapsed, lat);
+    Ok(Measured {
+        throughput,
+        latency: Some(latency),
+    })
+}
+
+/// Copies bytes from one topic to another: the most a consume → produce loop
+/// on this broker can do, with no decoding and no transactions.
+pub async fn passthrough(s: &Setup<'_>) -> anyhow::Result<Measured> {
+    let (input, output) = s.topics("passthrough");
+    s.create(&[&input, &output]).await?;
+    let payloads = s.payloads(user_login::SOURCE).await?;
+    let prepared = s.prepare("pt", &input, &output, payloads).await?;
+    let taken = Arc::new(AtomicU64::new(0));
+    let mut copiers = tokio::task::JoinSet::new();
+    for _ in 0..s.threads.max(1) {
+        let copier: StreamConsumer = s
+            .kafka
+            .consumer(&format!("bench-{}-pt-copier", s.run_id))
+            .create()?;
+        copier.subscribe(&[&input])?;
+        let producer = plain_producer(s.kafka)?;
+        let (out_topic, counter) = (output.clone(), taken.clone());
+        copiers.spawn(copy(copier, producer, out_topic, counter));
+    }
+    let measured = measure(s, "pass-through (librdkafka, no decode)", prepared, &taken).await;
+    // Every record has been read back, so every copy was delivered.
+    copiers.abort_all();
+    while let Some(done) = copiers.join_next().await {
+        match done {
+            Ok(r) => r?,
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    measured
+}
+
+/// One copier of the pass-through: consume, produce the same bytes, count.
+async fn copy(
+    copier: StreamConsumer,
+    producer: Plain,
+    out_topic: String,
+    taken: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    loop {
+        let m = copier.recv().await?;
+        taken.fetch_add(1, Ordering::Relaxed);
+        let ts = match m.timestamp() {
+            Timestamp::CreateTime(t) => t,
+            _ => now_ms(),
+        };
+        let mut record = BaseRecord::<[u8], [u8]>::to(&out_topic).timestamp(ts);
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        if let Some(p) = m.payload() {
+            record = record.payload(p);
+        }
+        send(&producer, record);
+    }
 }
 
 /// The user-login topology, exactly-once, on its own topics.
-pub async fn topology(s: &Setup<'_>) -> anyhow::Result<Figures> {
+pub async fn topology(s: &Setup<'_>) -> anyhow::Result<Measured> {
     let (input, output) = s.topics("sluice");
     let dlq = format!("{input}.dlq");
     s.create(&[&input, &output, &dlq]).await?;
@@ -323,23 +432,31 @@ pub async fn topology(s: &Setup<'_>) -> anyhow::Result<Figures> {
         &output,
         reader_schema,
     )?;
-    let reader = s.consumer(&format!("bench-{}-sluice-reader", s.run_id), &output)?;
+    let name = format!("user-login topology, {}", s.guarantee);
+    run_workers(s, "sluice", topology, &name, (&input, &output), payloads).await
+}
+
+/// Runs `topology` as the workers would, on its preloaded input.
+pub(super) async fn run_workers(
+    s: &Setup<'_>,
+    variant: &str,
+    topology: crate::topology::Topology,
+    name: &str,
+    (input, output): (&str, &str),
+    payloads: Arc<Vec<(String, Vec<u8>)>>,
+) -> anyhow::Result<Measured> {
+    let prepared = s.prepare(variant, input, output, payloads).await?;
     let opts = RunOptions {
         guarantee: s.guarantee,
-        instance_id: format!("bench-{}", s.run_id),
+        instance_id: format!("bench-{}-{variant}", s.run_id),
         batch_size: s.batch_size,
         commit_interval: s.commit_interval,
+        threads: s.threads,
         ..RunOptions::default()
     };
     let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);
-    let figures = measure(
-        s,
-        &format!("user-login topology, {}", s.guarantee),
-        input,
-        payloads,
-        reader,
-    )
-    .await?;
+    let stats = workers.stats[0].1.clone();
+    let measured = measure(s, name, prepared, &stats.records_in).await;
     workers.stop(Duration::from_secs(30)).await?;
-    Ok(figures)
+    measured
 }

@@ -3,6 +3,7 @@
 
 pub mod e2e;
 pub mod inprocess;
+pub mod runtime;
 pub mod windows;
 
 use std::{fmt, time::Duration};
@@ -13,8 +14,8 @@ pub struct Figures {
     pub name: String,
     pub records: u64,
     pub elapsed: Duration,
-    pub p50: Duration,
-    pub p99: Duration,
+    /// p50 and p99; none where latency would only measure a backlog.
+    pub latency: Option<(Duration, Duration)>,
 }
 
 impl Figures {
@@ -34,8 +35,17 @@ impl Figures {
             name: name.to_string(),
             records: lat.len() as u64,
             elapsed,
-            p50: pick(0.50),
-            p99: pick(0.99),
+            latency: Some((pick(0.50), pick(0.99))),
+        }
+    }
+
+    /// Throughput only.
+    pub fn throughput(name: &str, records: u64, elapsed: Duration) -> Figures {
+        Figures {
+            name: name.to_string(),
+            records,
+            elapsed,
+            latency: None,
         }
     }
 }
@@ -44,14 +54,16 @@ impl fmt::Display for Figures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<44} {:>9} records {:>8.2} s {:>12.0} records/s   p50 {:>10.3?}   p99 {:>10.3?}",
+            "{:<44} {:>9} records {:>8.2} s {:>12.0} records/s",
             self.name,
             self.records,
             self.elapsed.as_secs_f64(),
             self.rate(),
-            self.p50,
-            self.p99
-        )
+        )?;
+        match self.latency {
+            Some((p50, p99)) => write!(f, "   p50 {p50:>10.3?}   p99 {p99:>10.3?}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -64,8 +76,8 @@ mod tests {
         let lat: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
         let f = Figures::from_latencies("x", Duration::from_secs(2), lat);
         assert_eq!(
-            (f.p50, f.p99),
-            (Duration::from_millis(51), Duration::from_millis(100))
+            f.latency,
+            Some((Duration::from_millis(51), Duration::from_millis(100)))
         );
         assert_eq!(f.rate(), 50.0);
     }

@@ -9,7 +9,7 @@ use std::{
 
 use sqlx::PgPool;
 
-use super::e2e::{Setup, feed};
+use super::e2e::{Setup, feed, first_taken};
 use crate::{
     runtime::{RunOptions, Stats, Workers},
     schemas,
@@ -119,20 +119,12 @@ async fn run(
         commit_interval: s.commit_interval,
         ..RunOptions::default()
     };
+    // Preloaded, and timed from the first record taken, as the other runs.
+    let (kafka, n, topic) = (s.kafka.clone(), s.records, input.to_string());
+    tokio::task::spawn_blocking(move || feed(&kafka, &topic, &payloads, n, 0)).await??;
     let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);
     let stats: Arc<Stats> = workers.stats[0].1.clone();
-    // Joined and assigned before the clock starts, as for the other runs.
-    let joined_by = Instant::now() + Duration::from_secs(60);
-    while !stats.joined.load(Ordering::Relaxed) {
-        anyhow::ensure!(
-            Instant::now() < joined_by,
-            "the windowed worker did not join its group"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (kafka, n, rate, topic) = (s.kafka.clone(), s.records, s.rate, input.to_string());
-    let started = Instant::now();
-    let feeder = tokio::task::spawn_blocking(move || feed(&kafka, &topic, &payloads, n, rate));
+    let started = first_taken(&stats.records_in).await?;
     let sum = format!("SELECT coalesce(sum(count), 0)::bigint FROM {table}");
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -147,7 +139,6 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
-    feeder.await??;
     let figures = WindowFigures {
         records: n as u64,
         elapsed,

@@ -15,17 +15,20 @@ pub struct BenchArgs {
     /// Records per in-process measurement.
     #[arg(long, default_value_t = 2_000_000)]
     records: usize,
-    /// Records per end-to-end measurement.
-    #[arg(long, default_value_t = 200_000)]
-    e2e_records: usize,
+    /// Records per end-to-end throughput run, preloaded, then processed
+    /// (default: 500 000 through a broker, 100 000 on the mock cluster).
+    #[arg(long)]
+    e2e_records: Option<usize>,
     /// Broker for the end-to-end runs (e.g. a tansu or Kafka on loopback);
     /// without it they run against the in-process mock cluster.
     #[arg(long)]
     bootstrap: Option<String>,
-    /// Offered load of the end-to-end runs, records/s; 0 feeds as fast as
-    /// possible (throughput; latency then measures the backlog).
-    #[arg(long, default_value_t = 0)]
+    /// Offered load of the end-to-end latency runs, records/s (0: no latency runs).
+    #[arg(long, default_value_t = 20_000)]
     rate: u64,
+    /// Records per end-to-end latency run.
+    #[arg(long, default_value_t = 100_000)]
+    latency_records: usize,
     /// Partitions of the benchmark topics.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
@@ -38,8 +41,11 @@ pub struct BenchArgs {
     /// Guarantee of the topic-to-topic run.
     #[arg(long, value_enum, default_value = "exactly-once")]
     guarantee: crate::topology::Guarantee,
+    /// Pass-through copiers and topology group members (the workers' --threads).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// The workers' --batch-size.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 50_000)]
     batch_size: usize,
     /// The workers' --commit-interval.
     #[arg(long, value_parser = super::args::duration, default_value = "100ms")]
@@ -51,6 +57,8 @@ pub struct BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // Bad flags fail before anything is measured.
+    let e2e_records = e2e_records(&args)?;
     println!("{}", bench::inprocess::run(args.records).await?);
     if args.in_process_only {
         return Ok(());
@@ -79,31 +87,50 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         mock: mock.as_ref(),
         codec: Arc::new(AvroCodec::new(&config)?),
         registry: &client,
-        records: args.e2e_records,
+        records: e2e_records,
         partitions: args.partitions,
         rate: args.rate,
+        latency_records: args.latency_records,
         run_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
         batch_size: args.batch_size.max(1),
         commit_interval: args.commit_interval,
         guarantee: args.guarantee,
-    };
-    let load = match args.rate {
-        0 => "fed as fast as possible".to_string(),
-        r => format!("offered {r} records/s"),
+        threads: args.threads.max(1),
     };
     println!(
-        "end to end through the {broker}, {} partitions, {load}, commits every {} records or {:?}:",
+        "end to end through the {broker}, {} partitions, commits every {} records or {:?}:",
         args.partitions, args.batch_size, args.commit_interval
     );
-    let ceiling = e2e::passthrough(&setup).await?;
-    println!("{ceiling}");
-    let sluice = e2e::topology(&setup).await?;
-    println!("{sluice}");
     println!(
-        "{} topology at {:.0} % of the pass-through ceiling",
-        args.guarantee,
-        100.0 * sluice.rate() / ceiling.rate()
+        "throughput: {} records preloaded, timed from the processor's first record to the last read back",
+        e2e_records
     );
+    let ceiling = e2e::passthrough(&setup).await?;
+    println!("{}", ceiling.throughput);
+    let runtime = bench::runtime::runtime_only(&setup).await?;
+    println!("{}", runtime.throughput);
+    let sluice = e2e::topology(&setup).await?;
+    println!("{}", sluice.throughput);
+    let share = |m: &e2e::Measured| 100.0 * m.throughput.rate() / ceiling.throughput.rate();
+    println!(
+        "of the pass-through ceiling: {} topology {:.0} %, runtime alone {:.0} %",
+        args.guarantee,
+        share(&sluice),
+        share(&runtime)
+    );
+    let latencies: Vec<_> = [&ceiling, &runtime, &sluice]
+        .iter()
+        .filter_map(|m| m.latency.as_ref())
+        .collect();
+    if !latencies.is_empty() {
+        println!(
+            "latency: {} records offered at {} records/s, production to read back:",
+            args.latency_records, args.rate
+        );
+        for l in latencies {
+            println!("{l}");
+        }
+    }
     match &args.database_url {
         Some(url) => {
             let pool = crate::db::connect(url).await?;
@@ -112,7 +139,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             println!("{windows}");
             println!(
                 "windowed topology into PostgreSQL at {:.2}× the topic-to-topic rate",
-                windows.rate() / sluice.rate()
+                windows.rate() / sluice.throughput.rate()
             );
         }
         None => {
@@ -121,4 +148,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     reg.stop().await?;
     Ok(())
+}
+
+/// librdkafka's mock cluster keeps at most 5 MiB per partition and drops
+/// the oldest records beyond that, so a preloaded input must fit.
+const MOCK_RECORDS_PER_PARTITION: usize = 25_000;
+
+pub(super) fn e2e_records(args: &BenchArgs) -> anyhow::Result<usize> {
+    let mock_limit = MOCK_RECORDS_PER_PARTITION * args.partitions.max(1) as usize;
+    match (args.e2e_records, &args.bootstrap) {
+        (Some(n), None) if n > mock_limit => anyhow::bail!(
+            "--e2e-records {n} does not fit the in-process mock cluster, which keeps about \
+             {MOCK_RECORDS_PER_PARTITION} records per partition ({mock_limit} with --partitions {}): \
+             use at most {mock_limit}, more --partitions, or a real broker with --bootstrap",
+            args.partitions
+        ),
+        (Some(n), _) => Ok(n.max(1)),
+        (None, None) => Ok(100_000.min(mock_limit)),
+        (None, Some(_)) => Ok(500_000),
+    }
 }

@@ -167,3 +167,32 @@ mod tests {
         assert!(err.contains("nowhere"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod bench_tests {
+    use super::*;
+
+    fn bench_args(args: &[&str]) -> bench::BenchArgs {
+        let all = [&["sluice", "bench"], args].concat();
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Bench(b) => b,
+            _ => unreachable!("parsed as bench"),
+        }
+    }
+
+    #[test]
+    fn the_mock_cluster_refuses_more_records_than_it_keeps() {
+        let err = bench::e2e_records(&bench_args(&["--e2e-records", "300000"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("at most 100000") && err.contains("--bootstrap"),
+            "{err}"
+        );
+        let wider = bench_args(&["--e2e-records", "300000", "--partitions", "12"]);
+        assert_eq!(bench::e2e_records(&wider).unwrap(), 300_000);
+        assert_eq!(bench::e2e_records(&bench_args(&[])).unwrap(), 100_000);
+        let broker = bench_args(&["--bootstrap", "127.0.0.1:9092"]);
+        assert_eq!(bench::e2e_records(&broker).unwrap(), 500_000);
+    }
+}

@@ -139,8 +139,13 @@ pub struct RunArgs {
     /// producer so a restarted worker fences its predecessor at once.
     #[arg(long, env = "SLUICE_INSTANCE_ID")]
     instance_id: Option<String>,
+    /// Consumer-group members per topology in this process, each with its
+    /// own consumer and producer (like Kafka Streams' num.stream.threads);
+    /// partitions spread over them as over separate workers.
+    #[arg(long, env = "SLUICE_THREADS", default_value_t = 1)]
+    threads: usize,
     /// Commit after this many input records…
-    #[arg(long, env = "SLUICE_BATCH_SIZE", default_value_t = 5000)]
+    #[arg(long, env = "SLUICE_BATCH_SIZE", default_value_t = 50_000)]
     batch_size: usize,
     /// …or this long after the first uncommitted one.
     #[arg(long, env = "SLUICE_COMMIT_INTERVAL", value_parser = duration, default_value = "100ms")]
@@ -173,6 +178,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
+    }
+    if args.threads == 0 {
+        bail!("--threads must be at least 1 (members of each topology's group in this process)");
     }
     let windowed = selected.iter().find(|t| matches!(t.body, Body::Windows(_)));
     if let (Some(t), None) = (windowed, &args.database_url) {
@@ -225,6 +233,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .instance_id
             .unwrap_or_else(runtime::default_instance_id),
         group_id: args.group_id,
+        threads: args.threads,
         windows,
         meter: Some(metrics.meter()),
     };

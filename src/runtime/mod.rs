@@ -47,6 +47,10 @@ pub struct RunOptions {
     pub instance_id: String,
     /// Consumer group id, when not the topology's own.
     pub group_id: Option<String>,
+    /// Group members per topology in this process (Kafka Streams'
+    /// num.stream.threads): each has its own consumer and producer, and the
+    /// partitions spread over them as over separate processes.
+    pub threads: usize,
     /// Where windowed topologies keep their aggregates and offsets.
     pub windows: Option<WindowStores>,
     /// Where duration histograms go (the metrics endpoint's meter).
@@ -66,10 +70,11 @@ impl Default for RunOptions {
     fn default() -> Self {
         Self {
             guarantee: Guarantee::ExactlyOnce,
-            batch_size: 5000,
+            batch_size: 50_000,
             commit_interval: Duration::from_millis(100),
             instance_id: default_instance_id(),
             group_id: None,
+            threads: 1,
             windows: None,
             meter: None,
         }
@@ -284,17 +289,30 @@ impl Workers {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut stats = Vec::new();
+        let threads = opts.threads.max(1);
         for topology in topologies {
             let s = Arc::new(Stats::for_topology(&topology.description));
             stats.push((topology.description.name.clone(), s.clone()));
-            let (kafka, codec, opts, mut stopped) =
-                (kafka.clone(), codec.clone(), opts.clone(), stopped.clone());
-            tasks.spawn(async move {
-                let shutdown = async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                };
-                run_topology(&topology, &kafka, codec, &opts, s, shutdown).await
-            });
+            for thread in 0..threads {
+                let mut opts = opts.clone();
+                if threads > 1 {
+                    // Each member needs a transactional id of its own.
+                    opts.instance_id = format!("{}-{thread}", opts.instance_id);
+                }
+                let (kafka, codec, s, topology, mut stopped) = (
+                    kafka.clone(),
+                    codec.clone(),
+                    s.clone(),
+                    topology.clone(),
+                    stopped.clone(),
+                );
+                tasks.spawn(async move {
+                    let shutdown = async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    };
+                    run_topology(&topology, &kafka, codec, &opts, s, shutdown).await
+                });
+            }
         }
         Workers { stats, stop, tasks }
     }

@@ -74,6 +74,7 @@ impl Description {
 }
 
 /// A validated topology, ready for the runtime.
+#[derive(Clone)]
 pub struct Topology {
     pub description: Description,
     pub body: Body,
