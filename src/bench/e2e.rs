@@ -16,7 +16,7 @@ use std::{
 };
 
 use rdkafka::{
-    ClientContext, Message, Timestamp,
+    ClientContext, Message, Offset, Timestamp, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
     message::DeliveryResult,
     mocking::MockCluster,
@@ -352,12 +352,19 @@ pub async fn passthrough(s: &Setup<'_>) -> anyhow::Result<Measured> {
     let prepared = s.prepare("pt", &input, &output, payloads).await?;
     let taken = Arc::new(AtomicU64::new(0));
     let mut copiers = tokio::task::JoinSet::new();
-    for _ in 0..s.threads.max(1) {
+    let threads = s.threads.clamp(1, s.partitions.max(1) as usize);
+    for i in 0..threads {
+        // Partitions assigned outright, not through a group: copiers commit
+        // nothing, so a rebalance would copy records twice.
+        let mut partitions = TopicPartitionList::new();
+        for p in (i as i32..s.partitions).step_by(threads) {
+            partitions.add_partition_offset(&input, p, Offset::Beginning)?;
+        }
         let copier: StreamConsumer = s
             .kafka
             .consumer(&format!("bench-{}-pt-copier", s.run_id))
             .create()?;
-        copier.subscribe(&[&input])?;
+        copier.assign(&partitions)?;
         let producer = plain_producer(s.kafka)?;
         let (out_topic, counter) = (output.clone(), taken.clone());
         copiers.spawn(copy(copier, producer, out_topic, counter));
