@@ -88,7 +88,6 @@ impl KafkaConfig {
             ("partition.assignment.strategy", "cooperative-sticky"),
             ("session.timeout.ms", "10000"),
             ("heartbeat.interval.ms", "1000"),
-            ("statistics.interval.ms", "1000"),
             // Bounds what a worker buffers ahead of processing.
             ("queued.max.messages.kbytes", "16384"),
             // When that buffer is full, librdkafka postpones the next fetch
@@ -98,6 +97,17 @@ impl KafkaConfig {
             ("fetch.queue.backoff.ms", "10"),
         ]);
         c.set("group.id", group_id);
+        c
+    }
+
+    /// A worker's consumer: it also reports librdkafka's statistics every
+    /// second, which the lag metrics come from. Other consumers leave them
+    /// off, since rdkafka's default context logs each report at info.
+    pub fn worker_consumer(&self, group_id: &str) -> ClientConfig {
+        let mut c = self.consumer(group_id);
+        if c.get("statistics.interval.ms").is_none() {
+            c.set("statistics.interval.ms", "1000");
+        }
         c
     }
 
@@ -150,6 +160,29 @@ pub enum SetupError {
 }
 
 /// Creates the topics that do not exist yet; existing ones are left alone.
+/// Deletes topics; those that do not exist are no error.
+pub async fn delete_topics(kafka: &KafkaConfig, topics: &[&str]) -> Result<(), SetupError> {
+    let admin: AdminClient<DefaultClientContext> =
+        kafka.base(&[]).create().map_err(SetupError::Client)?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .delete_topics(topics, &opts)
+        .await
+        .map_err(SetupError::Client)?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => {
+                return Err(SetupError::Topic {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn create_topics(
     kafka: &KafkaConfig,
     specs: &[TopicSpec],

@@ -1,10 +1,10 @@
 //! `user-login` → validate → normalise → `processed-user-login`.
 
-use std::net::IpAddr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::topology::{BuildError, Topology, clock, topology};
+
+mod ip;
 
 pub const NAME: &str = "user-login";
 pub const SOURCE: &str = "user-login";
@@ -46,10 +46,9 @@ const MAX_AHEAD_SECS: i64 = 24 * 3600;
 pub fn validate(login: &UserLogin, now_secs: i64) -> Result<(), String> {
     uuid::Uuid::parse_str(&login.user_id)
         .map_err(|_| format!("user_id {:?} is not a UUID", login.user_id))?;
-    login
-        .ip
-        .parse::<IpAddr>()
-        .map_err(|_| format!("ip {:?} is not an IPv4 or IPv6 address", login.ip))?;
+    if !ip::is_valid(&login.ip) {
+        return Err(format!("ip {:?} is not an IPv4 or IPv6 address", login.ip));
+    }
     if login.timestamp < EARLIEST || login.timestamp > now_secs + MAX_AHEAD_SECS {
         return Err(format!(
             "timestamp {} is not plausible (before 2000 or more than a day ahead)",
@@ -68,7 +67,7 @@ pub fn normalise(login: UserLogin, now_ms: i64) -> ProcessedUserLogin {
     ProcessedUserLogin {
         user_id: canonical_uuid(login.user_id),
         app_version: login.app_version,
-        ip: canonical_ip(login.ip),
+        ip: ip::canonical(login.ip),
         locale: login.locale,
         device_id: login.device_id,
         timestamp: login.timestamp,
@@ -79,12 +78,7 @@ pub fn normalise(login: UserLogin, now_ms: i64) -> ProcessedUserLogin {
 
 /// Lower-case hyphenated, e.g. 6f1c2a1e-4b7d-4c59-9f0e-2d5b8a1c3e77.
 fn canonical_uuid(id: String) -> String {
-    let canonical = id.len() == 36
-        && id.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
-        });
-    if canonical {
+    if id.len() == 36 && is_lower_hyphenated(id.as_bytes()) {
         return id;
     }
     match uuid::Uuid::parse_str(&id) {
@@ -96,23 +90,28 @@ fn canonical_uuid(id: String) -> String {
     }
 }
 
-/// IPv4 text that validates is already canonical (Rust refuses leading
-/// zeros), and text without a colon is no IPv6 address: either way it is
-/// kept without parsing it a second time. IPv6 is rewritten in its RFC 5952
-/// form.
-fn canonical_ip(ip: String) -> String {
-    if !ip.contains(':') {
-        return ip;
-    }
-    match ip.parse::<IpAddr>() {
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => ip,
-    }
+/// Checked without branching per byte (it vectorises): this ran per record
+/// and, written as a match on the position, cost as much as the IP check.
+fn is_lower_hyphenated(b: &[u8]) -> bool {
+    let hex = |group: &[u8]| {
+        group.iter().fold(true, |ok, &c| {
+            ok & (c.is_ascii_digit() | (b'a'..=b'f').contains(&c))
+        })
+    };
+    b.len() == 36
+        && [b[8], b[13], b[18], b[23]] == [b'-'; 4]
+        && hex(&b[..8])
+        && hex(&b[9..13])
+        && hex(&b[14..18])
+        && hex(&b[19..23])
+        && hex(&b[24..])
 }
 
-fn lower_trimmed(s: String) -> String {
+fn lower_trimmed(mut s: String) -> String {
     let t = s.trim();
-    if t.len() == s.len() && !t.bytes().any(|b| b.is_ascii_uppercase()) && t.is_ascii() {
+    if t.len() == s.len() && s.is_ascii() {
+        // In place: no new string for the common "Android" or "iOS".
+        s.make_ascii_lowercase();
         return s;
     }
     t.to_lowercase()
@@ -181,9 +180,9 @@ mod tests {
             canonical_uuid("{6f1c2a1e-4b7d-4c59-9f0e-2d5b8a1c3e77}".into()),
             id
         );
-        assert_eq!(canonical_ip("10.0.0.1".into()), "10.0.0.1");
-        assert_eq!(canonical_ip("2001:0DB8:0000::1".into()), "2001:db8::1");
-        assert_eq!(canonical_ip("::FFFF:1.2.3.4".into()), "::ffff:1.2.3.4");
+        assert_eq!(ip::canonical("10.0.0.1".into()), "10.0.0.1");
+        assert_eq!(ip::canonical("2001:0DB8:0000::1".into()), "2001:db8::1");
+        assert_eq!(ip::canonical("::FFFF:1.2.3.4".into()), "::ffff:1.2.3.4");
         assert_eq!(lower_trimmed("web".into()), "web");
         assert_eq!(lower_trimmed(" iPadOS ".into()), "ipados");
         assert_eq!(lower_trimmed("ÄNDROID".into()), "ändroid");

@@ -7,4 +7,4 @@ pub mod fast;
 pub mod wire;
 
 pub use client::{ClientError, RegistryClient, RegistryConfig};
-pub use codec::{AvroCodec, CodecError, Reader};
+pub use codec::{AvroCodec, CodecError, Reader, SinkSchema};

@@ -26,8 +26,8 @@ use rdkafka::{
 use super::Figures;
 use crate::{
     avro::{AvroCodec, RegistryClient},
-    kafka::{KafkaConfig, TopicSpec, create_topics},
-    runtime::{RunOptions, Workers},
+    kafka::{KafkaConfig, TopicSpec, create_topics, delete_topics},
+    runtime::{RunOptions, Workers, serve_deliveries},
     schemas,
     simulate::logins::Generator,
     topologies::user_login,
@@ -82,6 +82,18 @@ impl Setup<'_> {
             .collect();
         create_topics(self.kafka, &specs).await?;
         Ok(())
+    }
+
+    /// Drops a finished run's topics: a broker that keeps everything in
+    /// memory (tansu) slowed down by a fifth per run kept, which would make
+    /// every run pay for the ones before it.
+    pub(super) async fn drop_topics(&self, topics: &[&str]) {
+        if self.mock.is_some() {
+            return;
+        }
+        if let Err(e) = delete_topics(self.kafka, topics).await {
+            tracing::warn!(error = %e, ?topics, "cannot delete the benchmark's topics");
+        }
     }
 
     /// Pre-encoded valid logins, cycled.
@@ -226,7 +238,9 @@ fn send(producer: &Plain, mut record: BaseRecord<'_, [u8], [u8]>) {
             }
             Err((_, r)) => {
                 record = r;
-                producer.poll(Duration::from_millis(1));
+                let queued = producer.in_flight_count();
+                let deadline = Instant::now() + Duration::from_millis(10);
+                serve_deliveries(producer, || producer.in_flight_count() < queued, deadline);
             }
         }
     }
@@ -234,9 +248,12 @@ fn send(producer: &Plain, mut record: BaseRecord<'_, [u8], [u8]>) {
 
 /// Waits for every acknowledgement; fails if any record was lost.
 fn finish(producer: &Plain) -> anyhow::Result<()> {
-    while producer.in_flight_count() > 0 {
-        producer.poll(Duration::from_millis(1));
-    }
+    let deadline = Instant::now() + LIMIT;
+    let idle = || producer.in_flight_count() == 0;
+    anyhow::ensure!(
+        serve_deliveries(producer, idle, deadline),
+        "records still unacknowledged after {LIMIT:?}"
+    );
     match producer.context().0.load(Ordering::Relaxed) {
         0 => Ok(()),
         n => anyhow::bail!("{n} records were not delivered"),
@@ -379,6 +396,7 @@ pub async fn passthrough(s: &Setup<'_>) -> anyhow::Result<Measured> {
             Err(e) => return Err(e.into()),
         }
     }
+    s.drop_topics(&[&input, &output]).await;
     measured
 }
 
@@ -440,7 +458,9 @@ pub async fn topology(s: &Setup<'_>) -> anyhow::Result<Measured> {
         reader_schema,
     )?;
     let name = format!("user-login topology, {}", s.guarantee);
-    run_workers(s, "sluice", topology, &name, (&input, &output), payloads).await
+    let measured = run_workers(s, "sluice", topology, &name, (&input, &output), payloads).await;
+    s.drop_topics(&[&input, &output, &dlq]).await;
+    measured
 }
 
 /// Runs `topology` as the workers would, on its preloaded input.

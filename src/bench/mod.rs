@@ -3,6 +3,7 @@
 
 pub mod e2e;
 pub mod inprocess;
+pub mod rounds;
 pub mod runtime;
 pub mod windows;
 

@@ -65,7 +65,7 @@ pub async fn runtime_only(s: &Setup<'_>) -> anyhow::Result<Measured> {
             source: input.clone(),
             operators: vec!["identity".to_string()],
             sinks: vec![output.clone()],
-            dead_letter: dlq,
+            dead_letter: dlq.clone(),
             late: None,
         },
         body: Body::Topic(Arc::new(Identity {
@@ -73,5 +73,7 @@ pub async fn runtime_only(s: &Setup<'_>) -> anyhow::Result<Measured> {
         })),
     };
     let label = format!("sluice runtime, no decode, {}", s.guarantee);
-    run_workers(s, "runtime", topology, &label, (&input, &output), payloads).await
+    let measured = run_workers(s, "runtime", topology, &label, (&input, &output), payloads).await;
+    s.drop_topics(&[&input, &output, &dlq]).await;
+    measured
 }

@@ -91,6 +91,7 @@ pub async fn windows(s: &Setup<'_>, pool: PgPool) -> anyhow::Result<WindowFigure
     .await?;
     let name = format!("bench-{}-windows", s.run_id);
     let result = run(s, &pool, &name, &input, &table).await;
+    s.drop_topics(&[&input, &dlq, &late]).await;
     // Whatever happened, leave nothing behind in the database.
     let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
         .execute(&pool)

@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// Guarantee of the topic-to-topic run.
     #[arg(long, value_enum, default_value = "exactly-once")]
     guarantee: crate::topology::Guarantee,
+    /// Rounds of the three topic-to-topic runs, each round in another order
+    /// and on fresh topics; with more than one, medians are reported too
+    /// (on a shared or virtual machine single runs vary by 15 % or more).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     /// Pass-through copiers and topology group members (the workers' --threads).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -82,16 +87,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         bootstrap,
         properties: args.kafka_config.clone(),
     };
-    let setup = e2e::Setup {
+    let codec = Arc::new(AvroCodec::new(&config)?);
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let setup = |round: u32| e2e::Setup {
         kafka: &kafka,
         mock: mock.as_ref(),
-        codec: Arc::new(AvroCodec::new(&config)?),
+        codec: codec.clone(),
         registry: &client,
         records: e2e_records,
         partitions: args.partitions,
-        rate: args.rate,
+        // Latency is measured in the first round only.
+        rate: if round == 0 { args.rate } else { 0 },
         latency_records: args.latency_records,
-        run_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+        run_id: if round == 0 {
+            run_id.clone()
+        } else {
+            format!("{run_id}r{round}")
+        },
         batch_size: args.batch_size.max(1),
         commit_interval: args.commit_interval,
         guarantee: args.guarantee,
@@ -105,20 +117,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "throughput: {} records preloaded, timed from the processor's first record to the last read back",
         e2e_records
     );
-    let ceiling = e2e::passthrough(&setup).await?;
-    println!("{}", ceiling.throughput);
-    let runtime = bench::runtime::runtime_only(&setup).await?;
-    println!("{}", runtime.throughput);
-    let sluice = e2e::topology(&setup).await?;
-    println!("{}", sluice.throughput);
-    let share = |m: &e2e::Measured| 100.0 * m.throughput.rate() / ceiling.throughput.rate();
-    println!(
-        "of the pass-through ceiling: {} topology {:.0} %, runtime alone {:.0} %",
-        args.guarantee,
-        share(&sluice),
-        share(&runtime)
-    );
-    let latencies: Vec<_> = [&ceiling, &runtime, &sluice]
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds {
+        if args.rounds > 1 {
+            println!("round {} of {}:", round + 1, args.rounds);
+        }
+        let measured = bench::rounds::round(&setup(round), round).await?;
+        println!(
+            "of the pass-through ceiling: {} topology {:.0} %, runtime alone {:.0} %",
+            args.guarantee,
+            measured.topology_share(),
+            measured.runtime_share()
+        );
+        rounds.push(measured);
+    }
+    let summary = bench::rounds::Summary::of(&rounds);
+    if args.rounds > 1 {
+        println!("{summary}");
+    }
+    let first = &rounds[0];
+    let latencies: Vec<_> = [&first.ceiling, &first.runtime, &first.topology]
         .iter()
         .filter_map(|m| m.latency.as_ref())
         .collect();
@@ -135,11 +153,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(url) => {
             let pool = crate::db::connect(url).await?;
             crate::db::migrate(&pool).await?;
-            let windows = bench::windows::windows(&setup, pool).await?;
+            let windows = bench::windows::windows(&setup(0), pool).await?;
             println!("{windows}");
             println!(
                 "windowed topology into PostgreSQL at {:.2}× the topic-to-topic rate",
-                windows.rate() / sluice.throughput.rate()
+                windows.rate() / summary.topology_rate
             );
         }
         None => {

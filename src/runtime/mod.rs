@@ -23,7 +23,7 @@ pub use dlq::{
     SCHEMA_ID as DLQ_SCHEMA_ID, TIMESTAMP as DLQ_TIMESTAMP, TOPIC as DLQ_TOPIC,
     TOPOLOGY as DLQ_TOPOLOGY,
 };
-pub use txn::blocking;
+pub use txn::{blocking, serve_deliveries};
 pub use windowed::run_windows;
 pub use worker::run_topic;
 

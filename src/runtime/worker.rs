@@ -68,7 +68,7 @@ pub async fn run_topic(
         timings: timings.clone(),
     };
     let consumer: StreamConsumer<WorkerContext> = kafka
-        .consumer(&group)
+        .worker_consumer(&group)
         .create_with_context(context)
         .map_err(client_err)?;
     consumer.subscribe(&[&d.source]).map_err(client_err)?;

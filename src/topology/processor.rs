@@ -1,13 +1,13 @@
 //! The type-erased form of a declared topology that the runtime drives:
 //! bytes in, encoded outputs or a failure for the dead-letter topic out.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{FailureKind, Item, OpError, stream::Chain};
-use crate::avro::{AvroCodec, CodecError, Reader};
+use crate::avro::{AvroCodec, CodecError, Reader, SinkSchema};
 
 /// A record as consumed.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +112,10 @@ pub(super) struct TypedProcessor<S, T> {
     reader: Reader,
     chain: Chain<S, T>,
     sink: Arc<str>,
+    /// The sink's schema as the first codec resolved it.
+    sink_schema: OnceLock<SinkSchema>,
+    /// The chain sets its own keys: the input key is not copied in.
+    sets_key: bool,
 }
 
 impl<S, T> TypedProcessor<S, T> {
@@ -120,7 +124,41 @@ impl<S, T> TypedProcessor<S, T> {
             reader: Reader::new(reader),
             chain,
             sink: sink.into(),
+            sink_schema: OnceLock::new(),
+            sets_key: false,
         }
+    }
+
+    pub(super) fn with_key_set(self, sets_key: bool) -> Self {
+        Self { sets_key, ..self }
+    }
+
+    fn item(&self, input: Input<'_>, value: S) -> Item<S> {
+        Item {
+            key: if self.sets_key {
+                None
+            } else {
+                input.key.map(<[u8]>::to_vec)
+            },
+            value,
+            timestamp_ms: input.timestamp_ms,
+        }
+    }
+
+    /// `codec.encode_cached`, without its look-up by topic once resolved.
+    fn encode_cached(&self, codec: &AvroCodec, value: &T) -> Option<Result<Vec<u8>, CodecError>>
+    where
+        T: Serialize,
+    {
+        if let Some(s) = self.sink_schema.get()
+            && s.is_from(codec)
+        {
+            return Some(s.encode(value));
+        }
+        let schema = codec.sink_schema(&self.sink)?;
+        let encoded = schema.encode(value);
+        let _ = self.sink_schema.set(schema);
+        Some(encoded)
     }
 }
 
@@ -142,16 +180,12 @@ where
             Ok((_, v)) => v,
             Err(e) => return Some(Err(Failure::Decode(e))),
         };
-        let item = Item {
-            key: input.key.map(<[u8]>::to_vec),
-            value,
-            timestamp_ms: input.timestamp_ms,
-        };
+        let item = self.item(input, value);
         let start = out.len();
         let mut uncached = false;
         let mut encode_error = None;
         let chained = (self.chain)(item, &mut |t| {
-            match codec.encode_cached(&self.sink, &t.value) {
+            match self.encode_cached(codec, &t.value) {
                 Some(Ok(value)) => out.push(Output {
                     topic: self.sink.clone(),
                     key: t.key,
@@ -190,11 +224,7 @@ where
     ) -> Result<(), Failure> {
         super::clock::start_record();
         let value = decode_value::<S>(codec, &self.reader, input).await?;
-        let item = Item {
-            key: input.key.map(<[u8]>::to_vec),
-            value,
-            timestamp_ms: input.timestamp_ms,
-        };
+        let item = self.item(input, value);
         let mut results: Vec<Item<T>> = Vec::with_capacity(1);
         (self.chain)(item, &mut |t| {
             results.push(t);

@@ -30,6 +30,9 @@ pub struct Stream<S, T> {
     source: String,
     reader: Option<apache_avro::Schema>,
     pub(super) operators: Vec<String>,
+    /// A `key_by` replaces the input key, and no operator reads keys, so the
+    /// runtime need not copy the input key into the chain at all.
+    pub(super) sets_key: bool,
     chain: Chain<S, T>,
 }
 
@@ -47,6 +50,7 @@ where
             source: topic.to_string(),
             reader,
             operators: Vec::new(),
+            sets_key: false,
             chain: Arc::new(|item, out| out(item)),
         }
     }
@@ -66,6 +70,7 @@ impl<S: 'static, T: 'static> Stream<S, T> {
             source: self.source,
             reader: self.reader,
             operators,
+            sets_key: self.sets_key,
             chain: Arc::new(move |item, out| prev(item, &mut |t| stage(t, &mut *out))),
         }
     }
@@ -162,10 +167,12 @@ impl<S: 'static, T: 'static> Stream<S, T> {
         name: &str,
         key: impl Fn(&T) -> String + Send + Sync + 'static,
     ) -> Stream<S, T> {
-        self.then(format!("key_by({name})"), move |mut item, out| {
+        let mut keyed = self.then(format!("key_by({name})"), move |mut item, out| {
             item.key = Some(key(&item.value).into_bytes());
             out(item)
-        })
+        });
+        keyed.sets_key = true;
+        keyed
     }
 
     /// Takes the record's event time from its value (by default it is the
@@ -198,7 +205,7 @@ impl<S: DeserializeOwned + Send + Sync + 'static, T: 'static> Stream<S, T> {
     pub(super) fn finish(
         self,
         sinks: &[&str],
-    ) -> Result<(Description, apache_avro::Schema, Chain<S, T>), BuildError> {
+    ) -> Result<(Description, apache_avro::Schema, Chain<S, T>, bool), BuildError> {
         let name = self.builder.name.clone();
         let name_ok = !name.is_empty()
             && name
@@ -251,7 +258,7 @@ impl<S: DeserializeOwned + Send + Sync + 'static, T: 'static> Stream<S, T> {
             dead_letter,
             late: None,
         };
-        Ok((description, reader, self.chain))
+        Ok((description, reader, self.chain, self.sets_key))
     }
 }
 
@@ -263,10 +270,11 @@ where
     /// Writes Avro values to `topic` with the latest schema of `<topic>-value`,
     /// and finishes the declaration.
     pub fn to_topic(self, topic: &str) -> Result<Topology, BuildError> {
-        let (description, reader, chain) = self.finish(&[topic])?;
+        let (description, reader, chain, sets_key) = self.finish(&[topic])?;
+        let processor = TypedProcessor::new(reader, chain, topic).with_key_set(sets_key);
         Ok(Topology {
             description,
-            body: Body::Topic(Arc::new(TypedProcessor::new(reader, chain, topic))),
+            body: Body::Topic(Arc::new(processor)),
         })
     }
 }

@@ -131,7 +131,7 @@ where
             "aggregate({}: count, sum, min, max, avg)",
             self.name
         ));
-        let (description, reader, chain) = stream.finish(&[])?;
+        let (description, reader, chain, _) = stream.finish(&[])?;
         let description = Description {
             sinks: vec![format!("postgres:{table}")],
             late: Some(format!("{}.late", description.source)),

@@ -161,7 +161,7 @@ impl ser::SerializeStruct for StructSer<'_, '_> {
         value: &T,
     ) -> Result<(), Error> {
         // Positional: the struct must declare its fields in schema order.
-        if self.plan.names.get(self.next) != Some(&key) {
+        if !self.plan.is_name(self.next, key) {
             return unsupported("fields in another order than the schema's");
         }
         let kind = &self.plan.kinds[self.next];

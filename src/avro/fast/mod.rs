@@ -5,7 +5,10 @@
 //! general path. Anything it does not cover returns an error and the caller
 //! falls back to apache-avro, which stays the reference for correctness.
 
-use std::fmt;
+use std::{
+    fmt,
+    sync::atomic::{AtomicPtr, Ordering},
+};
 
 use apache_avro::Schema;
 
@@ -33,6 +36,70 @@ enum Kind {
 pub struct Plan {
     names: Vec<&'static str>,
     kinds: Vec<Kind>,
+    /// The `&'static` field lists (serde's) and field names already found
+    /// equal to `names`: the same address and length is the same immutable
+    /// text, so comparing a pointer replaces comparing the strings per record.
+    matched_fields: Seen<&'static str>,
+    matched_names: Vec<Seen<u8>>,
+}
+
+/// An address once found to hold what was expected.
+#[derive(Debug)]
+struct Seen<T>(AtomicPtr<T>);
+
+impl<T> Seen<T> {
+    fn new() -> Self {
+        Seen(AtomicPtr::new(std::ptr::null_mut()))
+    }
+
+    fn is(&self, p: *const T) -> bool {
+        std::ptr::eq(self.0.load(Ordering::Relaxed), p)
+    }
+
+    fn remember(&self, p: *const T) {
+        self.0.store(p.cast_mut(), Ordering::Relaxed);
+    }
+}
+
+impl<T> Clone for Seen<T> {
+    fn clone(&self) -> Self {
+        Seen(AtomicPtr::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+impl Plan {
+    /// Whether serde's field list for a struct is this record's, in order.
+    fn same_fields(&self, fields: &'static [&'static str]) -> bool {
+        if fields.len() != self.names.len() {
+            return false;
+        }
+        if self.matched_fields.is(fields.as_ptr()) {
+            return true;
+        }
+        let same = fields == self.names.as_slice();
+        if same {
+            self.matched_fields.remember(fields.as_ptr());
+        }
+        same
+    }
+
+    /// Whether `key` is the name of field `i`.
+    fn is_name(&self, i: usize, key: &'static str) -> bool {
+        let (Some(name), Some(seen)) = (self.names.get(i), self.matched_names.get(i)) else {
+            return false;
+        };
+        if key.len() != name.len() {
+            return false;
+        }
+        if seen.is(key.as_ptr()) {
+            return true;
+        }
+        let same = key == *name;
+        if same {
+            seen.remember(key.as_ptr());
+        }
+        same
+    }
 }
 
 fn kind(schema: &Schema) -> Option<Kind> {
@@ -81,7 +148,12 @@ pub fn plan(schema: &Schema) -> Option<Plan> {
         names.push(&*Box::leak(f.name.clone().into_boxed_str()));
         kinds.push(kind(&f.schema)?);
     }
-    Some(Plan { names, kinds })
+    Some(Plan {
+        matched_fields: Seen::new(),
+        matched_names: names.iter().map(|_| Seen::new()).collect(),
+        names,
+        kinds,
+    })
 }
 
 #[derive(Debug)]

@@ -107,7 +107,7 @@ pub async fn run_windows(
     };
     let consumer: Consumer_ = Arc::new(
         kafka
-            .consumer(&group)
+            .worker_consumer(&group)
             .create_with_context(context)
             .map_err(client_err)?,
     );

@@ -1,0 +1,126 @@
+//! Rounds of the three topic-to-topic runs, and their medians.
+
+use std::fmt;
+
+use super::{e2e, runtime};
+
+/// One round: the ceiling, sluice's runtime alone, and the topology.
+pub struct Round {
+    pub ceiling: e2e::Measured,
+    pub runtime: e2e::Measured,
+    pub topology: e2e::Measured,
+}
+
+impl Round {
+    fn share(&self, m: &e2e::Measured) -> f64 {
+        100.0 * m.throughput.rate() / self.ceiling.throughput.rate()
+    }
+
+    pub fn topology_share(&self) -> f64 {
+        self.share(&self.topology)
+    }
+
+    pub fn runtime_share(&self) -> f64 {
+        self.share(&self.runtime)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Run {
+    PassThrough,
+    Runtime,
+    Topology,
+}
+
+/// Runs the three, printing each result; round `n` starts `n` places further
+/// along, so that no run always comes first, or after the same one, on a
+/// broker that holds every earlier run's records in memory.
+pub async fn round(setup: &e2e::Setup<'_>, n: u32) -> anyhow::Result<Round> {
+    let mut order = [Run::PassThrough, Run::Runtime, Run::Topology];
+    order.rotate_left(n as usize % 3);
+    let (mut ceiling, mut runtime, mut topology) = (None, None, None);
+    for run in order {
+        let measured = match run {
+            Run::PassThrough => e2e::passthrough(setup).await?,
+            Run::Runtime => runtime::runtime_only(setup).await?,
+            Run::Topology => e2e::topology(setup).await?,
+        };
+        println!("{}", measured.throughput);
+        *match run {
+            Run::PassThrough => &mut ceiling,
+            Run::Runtime => &mut runtime,
+            Run::Topology => &mut topology,
+        } = Some(measured);
+    }
+    match (ceiling, runtime, topology) {
+        (Some(ceiling), Some(runtime), Some(topology)) => Ok(Round {
+            ceiling,
+            runtime,
+            topology,
+        }),
+        _ => anyhow::bail!("a run of the round did not report"),
+    }
+}
+
+/// Medians over the rounds.
+pub struct Summary {
+    pub rounds: usize,
+    pub ceiling_rate: f64,
+    pub runtime_rate: f64,
+    pub topology_rate: f64,
+    pub topology_share: f64,
+    pub runtime_share: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+impl Summary {
+    pub fn of(rounds: &[Round]) -> Summary {
+        let each = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+        Summary {
+            rounds: rounds.len(),
+            ceiling_rate: each(&|r| r.ceiling.throughput.rate()),
+            runtime_rate: each(&|r| r.runtime.throughput.rate()),
+            topology_rate: each(&|r| r.topology.throughput.rate()),
+            // The median of each round's own share: runs of one round share
+            // the machine's state, so their ratio is steadier than rates.
+            topology_share: each(&|r| r.topology_share()),
+            runtime_share: each(&|r| r.runtime_share()),
+        }
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "medians of {} rounds:", self.rounds)?;
+        writeln!(
+            f,
+            "  pass-through {:.0} records/s, runtime alone {:.0} records/s, topology {:.0} records/s",
+            self.ceiling_rate, self.runtime_rate, self.topology_rate
+        )?;
+        write!(
+            f,
+            "  of the pass-through ceiling (median of the rounds' shares): topology {:.0} %, runtime alone {:.0} %",
+            self.topology_share, self.runtime_share
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
+}
