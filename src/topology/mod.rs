@@ -3,12 +3,14 @@
 //! the graph and yields a `Topology` the runtime executes.
 
 pub mod clock;
+pub mod ops;
 mod processor;
 mod stream;
 mod windowed;
 
 use std::fmt;
 
+pub use ops::Ops;
 pub use processor::{Failure, Input, Output, Processor};
 pub use stream::{Item, Stream};
 pub use windowed::{Aggregated, Reading, WindowKey, WindowProcessor, WindowedStream};
@@ -156,7 +158,7 @@ impl Builder {
 
     /// Reads Avro values of `topic`, decoded with the reader schema from
     /// `schemas/<topic>.avsc`.
-    pub fn source<T>(self, topic: &str) -> Stream<T, T>
+    pub fn source<T>(self, topic: &str) -> Stream<T, T, ops::Source>
     where
         T: serde::de::DeserializeOwned + Send + Sync + 'static,
     {
@@ -165,7 +167,11 @@ impl Builder {
     }
 
     /// Reads Avro values of `topic`, decoded with the given reader schema.
-    pub fn source_with_schema<T>(self, topic: &str, reader: apache_avro::Schema) -> Stream<T, T>
+    pub fn source_with_schema<T>(
+        self,
+        topic: &str,
+        reader: apache_avro::Schema,
+    ) -> Stream<T, T, ops::Source>
     where
         T: serde::de::DeserializeOwned + Send + Sync + 'static,
     {

@@ -1,12 +1,15 @@
 //! The type-erased form of a declared topology that the runtime drives:
 //! bytes in, encoded outputs or a failure for the dead-letter topic out.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    marker::PhantomData,
+    sync::{Arc, OnceLock},
+};
 
 use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{FailureKind, Item, OpError, stream::Chain};
+use super::{FailureKind, Item, OpError, ops::Ops};
 use crate::avro::{AvroCodec, CodecError, Reader, SinkSchema};
 
 /// A record as consumed.
@@ -108,9 +111,10 @@ pub trait Processor: Send + Sync + 'static {
     }
 }
 
-pub(super) struct TypedProcessor<S, T> {
+pub(super) struct TypedProcessor<S, T, O> {
     reader: Reader,
-    chain: Chain<S, T>,
+    ops: O,
+    types: PhantomData<fn(S) -> T>,
     sink: Arc<str>,
     /// The sink's schema as the first codec resolved it.
     sink_schema: OnceLock<SinkSchema>,
@@ -118,11 +122,12 @@ pub(super) struct TypedProcessor<S, T> {
     sets_key: bool,
 }
 
-impl<S, T> TypedProcessor<S, T> {
-    pub(super) fn new(reader: apache_avro::Schema, chain: Chain<S, T>, sink: &str) -> Self {
+impl<S, T, O> TypedProcessor<S, T, O> {
+    pub(super) fn new(reader: apache_avro::Schema, ops: O, sink: &str) -> Self {
         Self {
             reader: Reader::new(reader),
-            chain,
+            ops,
+            types: PhantomData,
             sink: sink.into(),
             sink_schema: OnceLock::new(),
             sets_key: false,
@@ -163,10 +168,11 @@ impl<S, T> TypedProcessor<S, T> {
 }
 
 #[async_trait]
-impl<S, T> Processor for TypedProcessor<S, T>
+impl<S, T, O> Processor for TypedProcessor<S, T, O>
 where
     S: DeserializeOwned + Send + Sync + 'static,
     T: Serialize + Send + Sync + 'static,
+    O: Ops<S, T>,
 {
     fn process_cached(
         &self,
@@ -184,7 +190,7 @@ where
         let start = out.len();
         let mut uncached = false;
         let mut encode_error = None;
-        let chained = (self.chain)(item, &mut |t| {
+        let chained = self.ops.run(item, &mut |t: Item<T>| {
             match self.encode_cached(codec, &t.value) {
                 Some(Ok(value)) => out.push(Output {
                     topic: self.sink.clone(),
@@ -226,11 +232,12 @@ where
         let value = decode_value::<S>(codec, &self.reader, input).await?;
         let item = self.item(input, value);
         let mut results: Vec<Item<T>> = Vec::with_capacity(1);
-        (self.chain)(item, &mut |t| {
-            results.push(t);
-            Ok(())
-        })
-        .map_err(Failure::Operator)?;
+        self.ops
+            .run(item, &mut |t: Item<T>| {
+                results.push(t);
+                Ok(())
+            })
+            .map_err(Failure::Operator)?;
         let start = out.len();
         for item in results {
             let encoded = codec.encode(&self.sink, &item.value).await;

@@ -1,13 +1,15 @@
-//! The typed operator chain. Operators compose into one closure per
-//! topology, pushing items downstream without allocating per stage.
+//! The typed stream builder. Operators compose into one nested type per
+//! topology (see `ops`), pushing items downstream without allocating per stage.
 
-use std::{fmt::Display, sync::Arc};
+use std::{fmt::Display, marker::PhantomData, sync::Arc};
 
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
-    Body, BuildError, Builder, Description, FailureKind, OpError, Topology,
-    processor::TypedProcessor, valid_topic,
+    Body, BuildError, Builder, Description, OpError, Topology,
+    ops::{EventTime, Filter, FlatMap, KeyBy, Map, Ops, Source, TryMap, Validate},
+    processor::TypedProcessor,
+    valid_topic,
 };
 
 /// A record flowing through the operators.
@@ -21,11 +23,12 @@ pub struct Item<T> {
 }
 
 pub type Emit<'a, T> = &'a mut dyn FnMut(Item<T>) -> Result<(), OpError>;
+/// A chain with its types erased, where a processor must not depend on it.
 pub(crate) type Chain<S, T> =
     Arc<dyn for<'a> Fn(Item<S>, Emit<'a, T>) -> Result<(), OpError> + Send + Sync>;
 
-/// A stream of `T` read from a source of `S`.
-pub struct Stream<S, T> {
+/// A stream of `T` read from a source of `S`, through the operators `O`.
+pub struct Stream<S, T, O> {
     pub(super) builder: Builder,
     source: String,
     reader: Option<apache_avro::Schema>,
@@ -33,10 +36,11 @@ pub struct Stream<S, T> {
     /// A `key_by` replaces the input key, and no operator reads keys, so the
     /// runtime need not copy the input key into the chain at all.
     pub(super) sets_key: bool,
-    chain: Chain<S, T>,
+    ops: O,
+    types: PhantomData<fn(S) -> T>,
 }
 
-impl<S> Stream<S, S>
+impl<S> Stream<S, S, Source>
 where
     S: DeserializeOwned + Send + Sync + 'static,
 {
@@ -51,18 +55,14 @@ where
             reader,
             operators: Vec::new(),
             sets_key: false,
-            chain: Arc::new(|item, out| out(item)),
+            ops: Source,
+            types: PhantomData,
         }
     }
 }
 
-impl<S: 'static, T: 'static> Stream<S, T> {
-    fn then<U: 'static>(
-        self,
-        description: String,
-        stage: impl Fn(Item<T>, Emit<'_, U>) -> Result<(), OpError> + Send + Sync + 'static,
-    ) -> Stream<S, U> {
-        let prev = self.chain;
+impl<S: 'static, T: 'static, O: Ops<S, T>> Stream<S, T, O> {
+    fn then<U, O2>(self, description: String, stage: impl FnOnce(O) -> O2) -> Stream<S, U, O2> {
         let mut operators = self.operators;
         operators.push(description);
         Stream {
@@ -71,105 +71,91 @@ impl<S: 'static, T: 'static> Stream<S, T> {
             reader: self.reader,
             operators,
             sets_key: self.sets_key,
-            chain: Arc::new(move |item, out| prev(item, &mut |t| stage(t, &mut *out))),
+            ops: stage(self.ops),
+            types: PhantomData,
         }
     }
 
     /// Keeps the records for which `keep` is true; the rest are dropped on purpose.
-    pub fn filter(
-        self,
-        name: &str,
-        keep: impl Fn(&T) -> bool + Send + Sync + 'static,
-    ) -> Stream<S, T> {
-        self.then(format!("filter({name})"), move |item, out| {
-            if keep(&item.value) { out(item) } else { Ok(()) }
+    pub fn filter<F>(self, name: &str, keep: F) -> Stream<S, T, Filter<O, F, T>>
+    where
+        F: Fn(&T) -> bool + Send + Sync + 'static,
+    {
+        self.then(format!("filter({name})"), |prev| Filter {
+            prev,
+            keep,
+            flowing: PhantomData,
         })
     }
 
-    pub fn map<U: 'static>(
-        self,
-        name: &str,
-        f: impl Fn(T) -> U + Send + Sync + 'static,
-    ) -> Stream<S, U> {
-        self.then(format!("map({name})"), move |item, out| {
-            out(Item {
-                key: item.key,
-                value: f(item.value),
-                timestamp_ms: item.timestamp_ms,
-            })
+    pub fn map<U: 'static, F>(self, name: &str, f: F) -> Stream<S, U, Map<O, F, T>>
+    where
+        F: Fn(T) -> U + Send + Sync + 'static,
+    {
+        self.then(format!("map({name})"), |prev| Map {
+            prev,
+            f,
+            flowing: PhantomData,
         })
     }
 
     /// Zero or more records per record.
-    pub fn flat_map<U: 'static, I: IntoIterator<Item = U>>(
-        self,
-        name: &str,
-        f: impl Fn(T) -> I + Send + Sync + 'static,
-    ) -> Stream<S, U> {
-        self.then(format!("flat_map({name})"), move |item, out| {
-            for value in f(item.value) {
-                out(Item {
-                    key: item.key.clone(),
-                    value,
-                    timestamp_ms: item.timestamp_ms,
-                })?;
-            }
-            Ok(())
+    pub fn flat_map<U: 'static, I, F>(self, name: &str, f: F) -> Stream<S, U, FlatMap<O, F, T>>
+    where
+        I: IntoIterator<Item = U>,
+        F: Fn(T) -> I + Send + Sync + 'static,
+    {
+        self.then(format!("flat_map({name})"), |prev| FlatMap {
+            prev,
+            f,
+            flowing: PhantomData,
         })
     }
 
     /// A fallible map: an `Err` sends the input record to the dead-letter topic.
-    pub fn try_map<U: 'static, E: Display>(
+    pub fn try_map<U: 'static, Er: Display + 'static, F>(
         self,
         name: &str,
-        f: impl Fn(T) -> Result<U, E> + Send + Sync + 'static,
-    ) -> Stream<S, U> {
-        let op = name.to_string();
-        self.then(format!("try_map({name})"), move |item, out| {
-            match f(item.value) {
-                Ok(value) => out(Item {
-                    key: item.key,
-                    value,
-                    timestamp_ms: item.timestamp_ms,
-                }),
-                Err(e) => Err(OpError {
-                    operator: op.clone(),
-                    kind: FailureKind::Operator,
-                    message: e.to_string(),
-                }),
-            }
+        f: F,
+    ) -> Stream<S, U, TryMap<O, F, T, Er>>
+    where
+        F: Fn(T) -> Result<U, Er> + Send + Sync + 'static,
+    {
+        self.then(format!("try_map({name})"), |prev| TryMap {
+            prev,
+            f,
+            name: name.to_string(),
+            flowing: PhantomData,
         })
     }
 
     /// Checks a rule: an `Err` sends the record to the dead-letter topic as a
     /// validation failure with the message as its reason.
-    pub fn validate<E: Display>(
+    pub fn validate<Er: Display + 'static, F>(
         self,
         name: &str,
-        rule: impl Fn(&T) -> Result<(), E> + Send + Sync + 'static,
-    ) -> Stream<S, T> {
-        let op = name.to_string();
-        self.then(format!("validate({name})"), move |item, out| {
-            match rule(&item.value) {
-                Ok(()) => out(item),
-                Err(e) => Err(OpError {
-                    operator: op.clone(),
-                    kind: FailureKind::Validation,
-                    message: e.to_string(),
-                }),
-            }
+        rule: F,
+    ) -> Stream<S, T, Validate<O, F, T, Er>>
+    where
+        F: Fn(&T) -> Result<(), Er> + Send + Sync + 'static,
+    {
+        self.then(format!("validate({name})"), |prev| Validate {
+            prev,
+            rule,
+            name: name.to_string(),
+            flowing: PhantomData,
         })
     }
 
     /// Sets the record key (and so the output partition) from the value.
-    pub fn key_by(
-        self,
-        name: &str,
-        key: impl Fn(&T) -> String + Send + Sync + 'static,
-    ) -> Stream<S, T> {
-        let mut keyed = self.then(format!("key_by({name})"), move |mut item, out| {
-            item.key = Some(key(&item.value).into_bytes());
-            out(item)
+    pub fn key_by<F>(self, name: &str, key: F) -> Stream<S, T, KeyBy<O, F, T>>
+    where
+        F: Fn(&T) -> String + Send + Sync + 'static,
+    {
+        let mut keyed = self.then(format!("key_by({name})"), |prev| KeyBy {
+            prev,
+            key,
+            flowing: PhantomData,
         });
         keyed.sets_key = true;
         keyed
@@ -177,21 +163,21 @@ impl<S: 'static, T: 'static> Stream<S, T> {
 
     /// Takes the record's event time from its value (by default it is the
     /// Kafka record timestamp); windows and output timestamps use it.
-    pub fn event_time(
-        self,
-        name: &str,
-        time_ms: impl Fn(&T) -> i64 + Send + Sync + 'static,
-    ) -> Stream<S, T> {
-        self.then(format!("event_time({name})"), move |mut item, out| {
-            item.timestamp_ms = time_ms(&item.value);
-            out(item)
+    pub fn event_time<F>(self, name: &str, time_ms: F) -> Stream<S, T, EventTime<O, F, T>>
+    where
+        F: Fn(&T) -> i64 + Send + Sync + 'static,
+    {
+        self.then(format!("event_time({name})"), |prev| EventTime {
+            prev,
+            time_ms,
+            flowing: PhantomData,
         })
     }
 
     /// Runs the chain on one item; for tests and benchmarks of operators.
     pub fn apply(&self, item: Item<S>) -> Result<Vec<Item<T>>, OpError> {
         let mut out = Vec::new();
-        (self.chain)(item, &mut |t| {
+        self.ops.run(item, &mut |t| {
             out.push(t);
             Ok(())
         })?;
@@ -199,13 +185,13 @@ impl<S: 'static, T: 'static> Stream<S, T> {
     }
 }
 
-impl<S: DeserializeOwned + Send + Sync + 'static, T: 'static> Stream<S, T> {
+impl<S: DeserializeOwned + Send + Sync + 'static, T: 'static, O: Ops<S, T>> Stream<S, T, O> {
     /// Checks the graph ending in `sinks` (topics) and yields its
     /// description, reader schema and operator chain.
     pub(super) fn finish(
         self,
         sinks: &[&str],
-    ) -> Result<(Description, apache_avro::Schema, Chain<S, T>, bool), BuildError> {
+    ) -> Result<(Description, apache_avro::Schema, O, bool), BuildError> {
         let name = self.builder.name.clone();
         let name_ok = !name.is_empty()
             && name
@@ -258,20 +244,21 @@ impl<S: DeserializeOwned + Send + Sync + 'static, T: 'static> Stream<S, T> {
             dead_letter,
             late: None,
         };
-        Ok((description, reader, self.chain, self.sets_key))
+        Ok((description, reader, self.ops, self.sets_key))
     }
 }
 
-impl<S, T> Stream<S, T>
+impl<S, T, O> Stream<S, T, O>
 where
     S: DeserializeOwned + Send + Sync + 'static,
     T: Serialize + Send + Sync + 'static,
+    O: Ops<S, T>,
 {
     /// Writes Avro values to `topic` with the latest schema of `<topic>-value`,
     /// and finishes the declaration.
     pub fn to_topic(self, topic: &str) -> Result<Topology, BuildError> {
-        let (description, reader, chain, sets_key) = self.finish(&[topic])?;
-        let processor = TypedProcessor::new(reader, chain, topic).with_key_set(sets_key);
+        let (description, reader, ops, sets_key) = self.finish(&[topic])?;
+        let processor = TypedProcessor::new(reader, ops, topic).with_key_set(sets_key);
         Ok(Topology {
             description,
             body: Body::Topic(Arc::new(processor)),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::topology::topology;
+use crate::topology::{FailureKind, topology};
 
 fn item(v: i64) -> Item<i64> {
     Item {
@@ -9,7 +9,7 @@ fn item(v: i64) -> Item<i64> {
     }
 }
 
-fn stream() -> Stream<i64, i64> {
+fn stream() -> Stream<i64, i64, crate::topology::ops::Source> {
     topology("t").source::<i64>("in")
 }
 

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::{
     BuildError, Description, Failure, Input, Item, Topology,
+    ops::Ops,
     processor::decode_value,
     stream::{Chain, Stream},
 };
@@ -57,35 +58,35 @@ pub trait WindowProcessor: Send + Sync + 'static {
 }
 
 /// A stream whose records are grouped into event-time windows.
-pub struct WindowedStream<S, T> {
-    stream: Stream<S, T>,
+pub struct WindowedStream<S, T, O> {
+    stream: Stream<S, T, O>,
     spec: WindowSpec,
 }
 
 type Extract<T> = Arc<dyn Fn(&T) -> (WindowKey, f64) + Send + Sync>;
 
 /// A windowed aggregation, ready for its sink.
-pub struct Aggregated<S, T> {
-    windowed: WindowedStream<S, T>,
+pub struct Aggregated<S, T, O> {
+    windowed: WindowedStream<S, T, O>,
     name: String,
     extract: Extract<T>,
 }
 
-impl<S: 'static, T: 'static> Stream<S, T> {
+impl<S: 'static, T: 'static, O: Ops<S, T>> Stream<S, T, O> {
     /// Groups records into windows by their event time (see `event_time`).
-    pub fn window(self, spec: WindowSpec) -> WindowedStream<S, T> {
+    pub fn window(self, spec: WindowSpec) -> WindowedStream<S, T, O> {
         WindowedStream { stream: self, spec }
     }
 }
 
-impl<S: 'static, T: 'static> WindowedStream<S, T> {
+impl<S: 'static, T: 'static, O: Ops<S, T>> WindowedStream<S, T, O> {
     /// count, sum, min, max and avg of `value` per key and window.
     pub fn aggregate(
         self,
         name: &str,
         key: impl Fn(&T) -> WindowKey + Send + Sync + 'static,
         value: impl Fn(&T) -> f64 + Send + Sync + 'static,
-    ) -> Aggregated<S, T> {
+    ) -> Aggregated<S, T, O> {
         Aggregated {
             windowed: self,
             name: name.to_string(),
@@ -105,10 +106,11 @@ fn describe(spec: &WindowSpec) -> String {
     format!("window({kind}, grace {})", h(spec.grace))
 }
 
-impl<S, T> Aggregated<S, T>
+impl<S, T, O> Aggregated<S, T, O>
 where
     S: DeserializeOwned + Send + Sync + 'static,
     T: Send + Sync + 'static,
+    O: Ops<S, T>,
 {
     /// Merges the aggregates into `table` (shaped like
     /// `sensor_window_aggregates`), exactly once, and finishes the declaration.
@@ -131,7 +133,7 @@ where
             "aggregate({}: count, sum, min, max, avg)",
             self.name
         ));
-        let (description, reader, chain, _) = stream.finish(&[])?;
+        let (description, reader, ops, _) = stream.finish(&[])?;
         let description = Description {
             sinks: vec![format!("postgres:{table}")],
             late: Some(format!("{}.late", description.source)),
@@ -139,7 +141,7 @@ where
         };
         let extract = self.extract;
         let chain: Chain<S, Reading> = Arc::new(move |item, out| {
-            chain(item, &mut |t: Item<T>| {
+            ops.run(item, &mut |t: Item<T>| {
                 let (key, value) = extract(&t.value);
                 out(Item {
                     key: t.key,
