@@ -48,14 +48,23 @@ fn spawn_worker(
     guarantee: Guarantee,
     instance: &str,
 ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>, Arc<Stats>) {
+    spawn_worker_with(
+        s,
+        RunOptions {
+            guarantee,
+            instance_id: instance.to_string(),
+            ..RunOptions::default()
+        },
+    )
+}
+
+fn spawn_worker_with(
+    s: &Setup,
+    opts: RunOptions,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>, Arc<Stats>) {
     let (stop, stopped) = oneshot::channel::<()>();
     let stats = Arc::new(Stats::default());
     let (kafka, codec, st) = (s.kafka.clone(), s.codec.clone(), stats.clone());
-    let opts = RunOptions {
-        guarantee,
-        instance_id: instance.to_string(),
-        ..RunOptions::default()
-    };
     let task = tokio::spawn(async move {
         let topology = user_login::build().unwrap();
         runtime::run_topology(&topology, &kafka, codec, &opts, st, async {
@@ -434,4 +443,105 @@ async fn threads_in_one_process_split_the_partitions() {
     }
     assert_eq!(producers.len(), 2, "one producer per member: {producers:?}");
     workers.stop(Duration::from_secs(30)).await.unwrap();
+}
+
+/// Members joining and leaving while records flow, with commits every few
+/// milliseconds, so that rebalances land while units commit in the
+/// background and processed records wait for them. Nothing may be lost.
+///
+/// At-least-once, because the mock cluster discards offsets committed in a
+/// transaction (its TxnOffsetCommit handler reads and drops them): after an
+/// exactly-once handover there, the new owner starts from the beginning.
+/// Exactly-once across restarts is proved on tansu (`crash_tansu.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handovers_under_load_lose_nothing() {
+    let mock = MockCluster::new(1).unwrap();
+    let s = setup(&mock).await;
+    let member = |instance: &str| {
+        let opts = RunOptions {
+            guarantee: Guarantee::AtLeastOnce,
+            instance_id: instance.to_string(),
+            batch_size: 300,
+            commit_interval: Duration::from_millis(5),
+            ..RunOptions::default()
+        };
+        spawn_worker_with(&s, opts)
+    };
+    // Records keep coming while members join and leave.
+    let feeding = async {
+        let mut planned = Vec::new();
+        for chunk in 0..60 {
+            planned.extend(produce(&s, 200, 0.0, 100 + chunk).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        planned
+    };
+    let membership = async {
+        let (stop_a, task_a, stats_a) = member("a");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (stop_b, task_b, stats_b) = member("b");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // a leaves: its partitions go to b mid-stream.
+        stop_a.send(()).unwrap();
+        task_a.await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (stop_c, task_c, stats_c) = member("c");
+        (
+            [stats_a, stats_b, stats_c],
+            [stop_b, stop_c],
+            [task_b, task_c],
+        )
+    };
+    let (planned, (stats, stops, tasks)) = tokio::join!(feeding, membership);
+
+    let reader = Reader::new(schemas::for_topic("processed-user-login").unwrap());
+    let mut want: BTreeMap<(String, String, i64), usize> = BTreeMap::new();
+    for p in &planned {
+        let Planned::Valid(l) = p else {
+            unreachable!("no bad records planned")
+        };
+        *want
+            .entry((l.user_id.clone(), l.device_id.clone(), l.timestamp))
+            .or_default() += 1;
+    }
+    let mut raw = common::raw::RawReader::connect(&s.kafka.bootstrap).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let missing = loop {
+        let mut got: BTreeMap<(String, String, i64), usize> = BTreeMap::new();
+        for partition in 0..4 {
+            for r in raw.read_partition("processed-user-login", partition).await {
+                let value = r.value.expect("a value");
+                let (_, p): (u32, ProcessedUserLogin) =
+                    s.codec.decode(&value, &reader).await.unwrap();
+                *got.entry((p.user_id, p.device_id, p.timestamp))
+                    .or_default() += 1;
+            }
+        }
+        let missing: Vec<_> = want
+            .iter()
+            .filter(|(k, n)| got.get(*k).copied().unwrap_or(0) < **n)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if missing.is_empty() || std::time::Instant::now() > deadline {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        missing.is_empty(),
+        "{} logins lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let read = stats
+        .iter()
+        .map(|s| s.records_in.load(std::sync::atomic::Ordering::Relaxed))
+        .sum::<u64>();
+    assert!(read >= 12_000, "{read} records read in all");
+    for stop in stops {
+        stop.send(()).unwrap();
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
 }

@@ -44,8 +44,11 @@ const MAX_AHEAD_SECS: i64 = 24 * 3600;
 
 /// Why a login is refused; the message goes into the dead-letter headers.
 pub fn validate(login: &UserLogin, now_secs: i64) -> Result<(), String> {
-    uuid::Uuid::parse_str(&login.user_id)
-        .map_err(|_| format!("user_id {:?} is not a UUID", login.user_id))?;
+    // The canonical form, the common case, needs no parse.
+    if !is_lower_hyphenated(login.user_id.as_bytes()) {
+        uuid::Uuid::parse_str(&login.user_id)
+            .map_err(|_| format!("user_id {:?} is not a UUID", login.user_id))?;
+    }
     if !ip::is_valid(&login.ip) {
         return Err(format!("ip {:?} is not an IPv4 or IPv6 address", login.ip));
     }
@@ -189,10 +192,37 @@ mod tests {
     }
 
     #[test]
+    fn canonical_and_other_uuid_spellings_pass() {
+        for _ in 0..1000 {
+            let id = uuid::Uuid::new_v4();
+            for spelling in [
+                id.hyphenated().to_string(),
+                id.hyphenated().to_string().to_uppercase(),
+                id.simple().to_string(),
+            ] {
+                let l = UserLogin {
+                    user_id: spelling,
+                    ..login()
+                };
+                assert_eq!(validate(&l, NOW), Ok(()), "{}", l.user_id);
+            }
+        }
+    }
+
+    #[test]
     fn each_rule_refuses_with_a_reason() {
         type Spoil = fn(&mut UserLogin);
         let cases: Vec<(Spoil, &str)> = vec![
             (|l| l.user_id = "42".into(), "not a UUID"),
+            // Shaped like the canonical form, which skips the parse, but not hex.
+            (
+                |l| l.user_id = "6f1c2a1e-4b7d-4c59-9f0e-2d5b8a1c3e7g".into(),
+                "not a UUID",
+            ),
+            (
+                |l| l.user_id = "6f1c2a1e4-b7d-4c59-9f0e-2d5b8a1c3e77".into(),
+                "not a UUID",
+            ),
             (|l| l.ip = "999.1.1.1".into(), "not an IPv4 or IPv6"),
             (|l| l.timestamp = 12, "not plausible"),
             (|l| l.timestamp = NOW + 2 * 86_400, "not plausible"),

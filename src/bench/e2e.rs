@@ -202,7 +202,7 @@ pub(super) async fn first_taken(taken: &AtomicU64) -> anyhow::Result<Instant> {
 }
 
 fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    crate::topology::clock::wall_clock_ms()
 }
 
 /// Counts failed deliveries of the benchmark's plain producers.
@@ -299,26 +299,32 @@ pub(super) fn feed(
     finish(&producer)
 }
 
-/// Reads `n` records, appending per-record latencies.
+/// Reads `n` records, appending per-record latencies when `lat` is given.
+/// The reader shares the cores with the processor under test, so it does
+/// no more per record than it must: one deadline for the whole read, and no
+/// clock reads when latency is not wanted.
 async fn drain_into(
     consumer: &StreamConsumer,
     n: usize,
-    lat: &mut Vec<Duration>,
+    mut lat: Option<&mut Vec<Duration>>,
 ) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + LIMIT;
     let mut read = 0;
-    while read < n {
-        let m = tokio::time::timeout_at(deadline, consumer.recv())
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!("only {read} of {n} records arrived within {LIMIT:?}")
-            })??;
-        read += 1;
-        if let Timestamp::CreateTime(t) = m.timestamp() {
-            lat.push(Duration::from_millis((now_ms() - t).max(0) as u64));
+    let reading = async {
+        while read < n {
+            let m = consumer.recv().await?;
+            read += 1;
+            if let Some(lat) = lat.as_deref_mut()
+                && let Timestamp::CreateTime(t) = m.timestamp()
+            {
+                lat.push(Duration::from_millis((now_ms() - t).max(0) as u64));
+            }
         }
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(LIMIT, reading).await {
+        Ok(done) => done,
+        Err(_) => anyhow::bail!("only {read} of {n} records arrived within {LIMIT:?}"),
     }
-    Ok(())
 }
 
 const LIMIT: Duration = Duration::from_secs(600);
@@ -337,7 +343,7 @@ async fn measure(
         reader,
     } = prepared;
     let begun = first_taken(taken).await?;
-    drain_into(&reader, s.records, &mut Vec::new()).await?;
+    drain_into(&reader, s.records, None).await?;
     let throughput = Figures::throughput(name, s.records as u64, begun.elapsed());
     let m = s.offered();
     if m == 0 {
@@ -350,7 +356,7 @@ async fn measure(
     let started = Instant::now();
     let feeder = tokio::task::spawn_blocking(move || feed(&kafka, &input, &payloads, m, rate));
     let mut lat = Vec::with_capacity(m);
-    drain_into(&reader, m, &mut lat).await?;
+    drain_into(&reader, m, Some(&mut lat)).await?;
     let elapsed = started.elapsed();
     feeder.await??;
     let latency = Figures::from_latencies(&format!("{name}, offered {rate}/s"), elapsed, lat);

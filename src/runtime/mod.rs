@@ -3,6 +3,7 @@
 
 mod dlq;
 pub mod failpoint;
+mod pending;
 mod txn;
 mod windowed;
 mod worker;

@@ -6,7 +6,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -18,7 +21,7 @@ use rdkafka::{
     producer::{BaseProducer, BaseRecord, Producer, ProducerContext},
 };
 
-use super::Stats;
+use super::{Stats, pending::Pending};
 use crate::{kafka::KafkaConfig, topology::Guarantee, topology::Output};
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -256,6 +259,14 @@ impl Txn {
 
     /// Commits everything since the last commit.
     pub fn commit<C: ConsumerContext>(&mut self, consumer: &impl Consumer<C>) -> KafkaResult<()> {
+        blocking(|| self.commit_now(consumer))
+    }
+
+    /// `commit` on a thread that may block (the worker's background committer).
+    pub fn commit_now<C: ConsumerContext>(
+        &mut self,
+        consumer: &impl Consumer<C>,
+    ) -> KafkaResult<()> {
         if self.offsets.is_empty() {
             return Ok(());
         }
@@ -263,27 +274,24 @@ impl Txn {
         for (partition, (_, next)) in &self.offsets {
             tpl.add_partition_offset(&self.source, *partition, Offset::Offset(*next))?;
         }
-        blocking(|| -> KafkaResult<()> {
-            if self.transactional_id.is_some() {
-                self.begin()?;
-                // Only missing before the consumer first joined its group.
-                let meta = consumer.group_metadata().ok_or(KafkaError::ConsumerCommit(
-                    rdkafka::types::RDKafkaErrorCode::InvalidGroupId,
-                ))?;
-                self.drain_deliveries()?;
-                self.producer
-                    .send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT)?;
-                self.producer.commit_transaction(TXN_TIMEOUT)?;
-                self.open = false;
-            } else {
-                self.drain_deliveries()?;
-                if let Some(e) = self.producer.context().take_failure() {
-                    return Err(e);
-                }
-                consumer.commit(&tpl, CommitMode::Sync)?;
+        if self.transactional_id.is_some() {
+            self.begin()?;
+            // Only missing before the consumer first joined its group.
+            let meta = consumer.group_metadata().ok_or(KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::InvalidGroupId,
+            ))?;
+            self.drain_deliveries()?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT)?;
+            self.producer.commit_transaction(TXN_TIMEOUT)?;
+            self.open = false;
+        } else {
+            self.drain_deliveries()?;
+            if let Some(e) = self.producer.context().take_failure() {
+                return Err(e);
             }
-            Ok(())
-        })?;
+            consumer.commit(&tpl, CommitMode::Sync)?;
+        }
         self.offsets.clear();
         self.records = 0;
         self.started = None;
@@ -319,8 +327,43 @@ impl Txn {
 pub struct WorkerContext {
     pub topology: String,
     pub txn: Arc<Mutex<Txn>>,
+    /// Results held while a unit commits in the background.
+    pub pending: Arc<Mutex<Pending>>,
+    /// Where to read again from after a commit before revocation failed;
+    /// the worker seeks there before it processes anything else.
+    pub rewind: Mutex<Vec<(i32, i64)>>,
+    pub rewind_due: AtomicBool,
     pub stats: Arc<Stats>,
     pub timings: crate::metrics::Timings,
+}
+
+impl WorkerContext {
+    pub fn new(
+        topology: &str,
+        txn: Arc<Mutex<Txn>>,
+        stats: Arc<Stats>,
+        timings: crate::metrics::Timings,
+    ) -> Self {
+        Self {
+            topology: topology.to_string(),
+            txn,
+            pending: Arc::default(),
+            rewind: Mutex::default(),
+            rewind_due: AtomicBool::new(false),
+            stats,
+            timings,
+        }
+    }
+
+    /// The positions a failed commit before revocation left to read again from.
+    pub fn take_rewind(&self) -> Option<Vec<(i32, i64)>> {
+        if !self.rewind_due.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        Some(std::mem::take(
+            &mut *self.rewind.lock().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
 }
 
 impl ClientContext for WorkerContext {
@@ -344,15 +387,30 @@ impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let started = std::time::Instant::now();
-            self.stats
-                .revokes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats.revokes.fetch_add(1, Ordering::Relaxed);
+            // Waits for a commit under way in the background.
             let mut txn = self.txn.lock().unwrap_or_else(|p| p.into_inner());
             tracing::info!(topology = %self.topology, partitions = tpl.count(), "partitions revoked; committing in-flight work");
+            let revoked: Vec<i32> = tpl
+                .elements_for_topic(txn.source())
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .forget(|p| revoked.contains(&p));
             if let Err(e) = txn.commit(consumer) {
-                // The new owner re-reads from the last committed offsets.
+                // The new owner re-reads the revoked partitions from the last
+                // committed offsets; the worker rewinds the ones it keeps.
                 tracing::warn!(topology = %self.topology, error = %e, "commit before revoke failed; aborting");
-                txn.abort();
+                self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+                let positions = txn.abort();
+                self.rewind
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(positions);
+                self.rewind_due.store(true, Ordering::Relaxed);
             }
             for elem in tpl.elements() {
                 self.stats.clear_lag(elem.topic(), elem.partition());
@@ -363,12 +421,8 @@ impl ConsumerContext for WorkerContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            self.stats
-                .joined
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            self.stats
-                .assigns
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats.joined.store(true, Ordering::Relaxed);
+            self.stats.assigns.fetch_add(1, Ordering::Relaxed);
             let parts: Vec<String> = tpl
                 .elements()
                 .iter()

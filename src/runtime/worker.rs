@@ -2,7 +2,7 @@
 
 use std::{
     future::Future,
-    sync::{Arc, Mutex, atomic::Ordering},
+    sync::{Arc, Mutex, MutexGuard, atomic::Ordering},
     time::Duration,
 };
 
@@ -11,11 +11,15 @@ use rdkafka::{
     consumer::{Consumer, StreamConsumer},
     error::KafkaError,
 };
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::{
+    task::JoinHandle,
+    time::{Instant, sleep, sleep_until},
+};
 
 use super::{
     Backoff, RunOptions, RuntimeError, Stats,
     dlq::{self, Origin},
+    pending::Pending,
     txn::{Txn, WorkerContext, blocking},
 };
 use crate::{
@@ -61,23 +65,32 @@ pub async fn run_topic(
         }
     };
     let group = opts.group_id.clone().unwrap_or_else(|| d.group_id.clone());
-    let context = WorkerContext {
-        topology: d.name.clone(),
-        txn: txn.clone(),
-        stats: stats.clone(),
-        timings: timings.clone(),
-    };
-    let consumer: StreamConsumer<WorkerContext> = kafka
-        .worker_consumer(&group)
-        .create_with_context(context)
-        .map_err(client_err)?;
+    let context = WorkerContext::new(&d.name, txn.clone(), stats.clone(), timings.clone());
+    let pending = context.pending.clone();
+    let consumer: Arc<StreamConsumer<WorkerContext>> = Arc::new(
+        kafka
+            .worker_consumer(&group)
+            .create_with_context(context)
+            .map_err(client_err)?,
+    );
     consumer.subscribe(&[&d.source]).map_err(client_err)?;
     tracing::info!(topology = %d.name, group = %group, guarantee = %opts.guarantee, instance = %instance, "worker started");
 
+    let unit = Unit {
+        consumer: consumer.clone(),
+        txn,
+        pending,
+        stats: stats.clone(),
+        timings: timings.clone(),
+        name: d.name.clone(),
+        source: d.source.clone(),
+    };
     let dlq_topic: Arc<str> = d.dead_letter.as_str().into();
-    let lock = || txn.lock().unwrap_or_else(|p| p.into_inner());
     let mut outputs: Vec<Output> = Vec::new();
     let mut commit_at: Option<Instant> = None;
+    // The unit committing in the background, if any: meanwhile results are
+    // held in `pending`.
+    let mut committing: Option<JoinHandle<Committed>> = None;
     // One timer, re-armed per batch: a fresh `sleep_until` per record would
     // register and drop a timer entry for every message.
     let commit_timer = sleep_until(Instant::now());
@@ -88,8 +101,24 @@ pub async fn run_topic(
         let msg = tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            _ = &mut commit_timer, if commit_at.is_some() => {
-                commit(&consumer, &mut lock(), &stats, &d.name, &timings);
+            done = async { committing.as_mut().expect("guarded").await }, if committing.is_some() => {
+                committing = None;
+                match unit.settle(done)? {
+                    Some(records) if records >= opts.batch_size => {
+                        committing = Some(unit.commit_in_background());
+                        commit_at = None;
+                    }
+                    Some(_) => {
+                        let at = Instant::now() + opts.commit_interval;
+                        commit_at = Some(at);
+                        commit_timer.as_mut().reset(at);
+                    }
+                    None => commit_at = None,
+                }
+                continue;
+            }
+            _ = &mut commit_timer, if commit_at.is_some() && committing.is_none() => {
+                committing = Some(unit.commit_in_background());
                 commit_at = None;
                 continue;
             }
@@ -98,6 +127,14 @@ pub async fn run_topic(
         let Some(msg) = consume_backoff.received(msg, &d.name).await else {
             continue;
         };
+        if let Some(positions) = consumer.context().take_rewind() {
+            // A commit before revocation failed: read its records again,
+            // this one too.
+            let here = (msg.partition(), msg.offset());
+            unit.rewind(positions, Some(here));
+            commit_at = None;
+            continue;
+        }
         let n_in = stats.records_in.fetch_add(1, Ordering::Relaxed);
         let timestamp_ms = match msg.timestamp() {
             Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
@@ -151,8 +188,28 @@ pub async fn run_topic(
                 }
             }
         };
+        if n_in.is_multiple_of(SAMPLE) {
+            timings.latency_ms(crate::topology::clock::processing_time_ms() - timestamp_ms);
+        }
+        if let Some(in_flight) = committing.as_mut() {
+            let held = {
+                let mut p = unit.pending();
+                p.push(msg.partition(), msg.offset(), &mut outputs, dead);
+                p.len()
+            };
+            if held >= opts.batch_size {
+                // Bounded memory: wait for the commit before taking more.
+                let done = in_flight.await;
+                committing = None;
+                if unit.settle(done)?.is_some() {
+                    committing = Some(unit.commit_in_background());
+                }
+                commit_at = None;
+            }
+            continue;
+        }
         let sent = {
-            let mut t = lock();
+            let mut t = unit.txn();
             let mut sent = Ok(());
             if let Some(dead) = &dead {
                 sent = t.send(&dead.record, &dead.headers);
@@ -173,11 +230,8 @@ pub async fn run_topic(
                 stats
                     .records_out
                     .fetch_add(outputs.len() as u64, Ordering::Relaxed);
-                if n_in.is_multiple_of(SAMPLE) {
-                    timings.latency_ms(crate::topology::clock::processing_time_ms() - timestamp_ms);
-                }
                 if n >= opts.batch_size {
-                    commit(&consumer, &mut lock(), &stats, &d.name, &timings);
+                    committing = Some(unit.commit_in_background());
                     commit_at = None;
                 } else if commit_at.is_none() {
                     let at = Instant::now() + opts.commit_interval;
@@ -188,8 +242,8 @@ pub async fn run_topic(
             Err(e) => {
                 tracing::warn!(topology = %d.name, error = %e, "produce failed; aborting the batch");
                 // This record was not marked consumed: rewind to it as well.
-                let here = Some((msg.partition(), msg.offset()));
-                rewind(&consumer, &mut lock(), &stats, here);
+                let positions = unit.abort();
+                unit.rewind(positions, Some((msg.partition(), msg.offset())));
                 commit_at = None;
                 sleep(retry.next()).await;
             }
@@ -197,69 +251,149 @@ pub async fn run_topic(
     }
 
     tracing::info!(topology = %d.name, "stopping: committing in-flight work and leaving the group");
-    commit(&consumer, &mut lock(), &stats, &d.name, &timings);
+    if let Some(in_flight) = committing.take() {
+        unit.settle(in_flight.await)?;
+    }
+    if let Err(positions) = blocking(|| unit.commit_now()) {
+        unit.rewind(positions, None);
+    }
     consumer.unsubscribe();
+    drop(unit);
     blocking(|| drop(consumer));
     Ok(())
 }
 
-fn commit(
-    consumer: &StreamConsumer<WorkerContext>,
-    txn: &mut Txn,
-    stats: &Stats,
-    name: &str,
-    timings: &Timings,
-) {
-    if txn.is_empty() {
-        return;
-    }
-    let started = std::time::Instant::now();
-    let records = txn.records;
-    let batch = txn.started;
-    let committed = txn.commit(consumer);
-    timings.commit(started.elapsed());
-    if let Some(b) = batch {
-        timings.batch(b.elapsed());
-    }
-    match committed {
-        Ok(()) => {
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(topology = %name, records, took = ?started.elapsed(), "committed");
-        }
-        Err(e) => {
-            tracing::warn!(topology = %name, error = %e, "commit failed; aborting and re-reading the batch");
-            rewind(consumer, txn, stats, None);
-        }
-    }
+/// What a background commit left: `Err` holds where to read again from.
+type Committed = Result<(), Vec<(i32, i64)>>;
+
+/// The state a worker shares with its consumer context and background committer.
+struct Unit {
+    consumer: Arc<StreamConsumer<WorkerContext>>,
+    txn: Arc<Mutex<Txn>>,
+    pending: Arc<Mutex<Pending>>,
+    stats: Arc<Stats>,
+    timings: Timings,
+    name: String,
+    source: String,
 }
 
-/// Aborts the unit and seeks its partitions back to their first uncommitted record.
-fn rewind(
-    consumer: &StreamConsumer<WorkerContext>,
-    txn: &mut Txn,
-    stats: &Stats,
-    also: Option<(i32, i64)>,
-) {
-    stats.aborts.fetch_add(1, Ordering::Relaxed);
-    let topic = txn.source().to_string();
-    let mut positions = txn.abort();
-    if let Some((p, o)) = also
-        && !positions.iter().any(|(pp, _)| *pp == p)
-    {
-        positions.push((p, o));
+impl Unit {
+    fn txn(&self) -> MutexGuard<'_, Txn> {
+        self.txn.lock().unwrap_or_else(|p| p.into_inner())
     }
-    for (partition, offset) in positions {
-        let seek = blocking(|| {
-            consumer.seek(
-                &topic,
-                partition,
-                Offset::Offset(offset),
-                Duration::from_secs(10),
-            )
-        });
-        if let Err(e) = seek {
-            // Most likely revoked meanwhile: its new owner starts from the committed offset.
-            tracing::info!(%topic, partition, offset, error = %e, "cannot seek back");
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn commit_in_background(&self) -> JoinHandle<Committed> {
+        let unit = self.detached();
+        tokio::task::spawn_blocking(move || unit.commit_now())
+    }
+
+    fn detached(&self) -> Unit {
+        Unit {
+            consumer: self.consumer.clone(),
+            txn: self.txn.clone(),
+            pending: self.pending.clone(),
+            stats: self.stats.clone(),
+            timings: self.timings.clone(),
+            name: self.name.clone(),
+            source: self.source.clone(),
+        }
+    }
+
+    /// Commits the unit; on failure aborts it and gives where to read again from.
+    fn commit_now(&self) -> Committed {
+        let mut txn = self.txn();
+        if txn.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let records = txn.records;
+        let batch = txn.started;
+        let committed = txn.commit_now(&*self.consumer);
+        self.timings.commit(started.elapsed());
+        if let Some(b) = batch {
+            self.timings.batch(b.elapsed());
+        }
+        match committed {
+            Ok(()) => {
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(topology = %self.name, records, took = ?started.elapsed(), "committed");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(topology = %self.name, error = %e, "commit failed; aborting and re-reading the batch");
+                self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+                Err(blocking(|| txn.abort()))
+            }
+        }
+    }
+
+    fn abort(&self) -> Vec<(i32, i64)> {
+        self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+        self.txn().abort()
+    }
+
+    /// After a background commit: sends the held results into the next unit
+    /// and gives its size, or rewinds (`None`).
+    fn settle(
+        &self,
+        done: Result<Committed, tokio::task::JoinError>,
+    ) -> Result<Option<usize>, RuntimeError> {
+        let done =
+            done.map_err(|e| RuntimeError::Crashed(format!("{}: committer: {e}", self.name)))?;
+        if let Err(positions) = done {
+            self.rewind(positions, None);
+            return Ok(None);
+        }
+        let sent = {
+            let mut txn = self.txn();
+            let mut pending = self.pending();
+            pending
+                .send_into(&mut txn)
+                .map(|outputs| (outputs, txn.records))
+        };
+        match sent {
+            Ok((outputs, records)) => {
+                self.stats.records_out.fetch_add(outputs, Ordering::Relaxed);
+                Ok((records > 0).then_some(records))
+            }
+            Err(e) => {
+                tracing::warn!(topology = %self.name, error = %e, "produce failed; aborting the batch");
+                let positions = self.abort();
+                self.rewind(positions, None);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Drops the held results and seeks each partition back to `positions`
+    /// (an aborted unit's first offsets), to the first held record, or to
+    /// `also`, whichever is earliest.
+    fn rewind(&self, mut positions: Vec<(i32, i64)>, also: Option<(i32, i64)>) {
+        let held = self.pending().discard();
+        for (partition, offset) in held.into_iter().chain(also) {
+            match positions.iter_mut().find(|(p, _)| *p == partition) {
+                Some((_, o)) => *o = (*o).min(offset),
+                None => positions.push((partition, offset)),
+            }
+        }
+        let topic = &self.source;
+        for (partition, offset) in positions {
+            let seek = blocking(|| {
+                self.consumer.seek(
+                    topic,
+                    partition,
+                    Offset::Offset(offset),
+                    Duration::from_secs(10),
+                )
+            });
+            if let Err(e) = seek {
+                // Most likely revoked meanwhile: its new owner starts from the committed offset.
+                tracing::info!(%topic, partition, offset, error = %e, "cannot seek back");
+            }
         }
     }
 }

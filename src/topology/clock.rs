@@ -15,7 +15,7 @@ pub(crate) fn start_record() {
 
 /// chrono's `Utc::now()` also builds a calendar date, which per record is
 /// measurable; the epoch offset is all that is needed here.
-fn wall_clock_ms() -> i64 {
+pub fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
