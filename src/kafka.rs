@@ -118,6 +118,10 @@ impl KafkaConfig {
             ("acks", "all"),
             ("linger.ms", "5"),
             ("batch.num.messages", "10000"),
+            // Keys land where the Java client and Kafka Streams put them
+            // (librdkafka's default hashes differently), so sluice's
+            // outputs co-partition with topics written by Java producers.
+            ("partitioner", "murmur2_random"),
             // A dead worker's open transaction blocks read_committed readers
             // until it times out; keep that short.
             ("transaction.timeout.ms", "15000"),

@@ -123,6 +123,12 @@ async fn check_outputs(s: &Setup, planned: &[Planned]) {
     for r in &out {
         let (_, p): (u32, ProcessedUserLogin) = s.codec.decode(&r.value, &reader).await.unwrap();
         assert_eq!(r.key.as_deref(), Some(p.user_id.as_bytes()));
+        assert_eq!(
+            r.partition,
+            java_partition(p.user_id.as_bytes(), 4),
+            "keyed like the Java client: {}",
+            p.user_id
+        );
         assert_eq!(p.device_type, p.device_type.to_lowercase());
         assert!(p.processed_timestamp >= p.timestamp * 1000);
         got.push((p.user_id, p.device_id, p.timestamp, p.device_type));
@@ -185,6 +191,24 @@ async fn check_outputs(s: &Setup, planned: &[Planned]) {
     assert_eq!(kinds, want_kinds);
     // The original bytes are kept: undecodable JSON comes back as sent.
     assert!(dlq.iter().any(|r| r.value.starts_with(b"{\"user_id\"")));
+}
+
+#[test]
+fn murmur2_is_kafkas() {
+    // Kafka's own test vectors (UtilsTest).
+    for (key, hash) in [
+        ("21", -973_932_308),
+        ("foobar", -790_332_482),
+        ("a-little-bit-long-string", -985_981_536),
+        ("a-little-bit-longer-string", -1_486_304_829),
+        (
+            "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+            -58_897_971,
+        ),
+        ("abc", 479_470_107),
+    ] {
+        assert_eq!(murmur2(key.as_bytes()), hash, "{key}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

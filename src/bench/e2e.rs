@@ -160,6 +160,8 @@ struct Prepared {
 /// What one end-to-end run measured: throughput, then latency at the offered rate.
 pub struct Measured {
     pub throughput: Figures,
+    /// What the throughput run cost in CPU, where `/proc` tells.
+    pub cpu: Option<super::cpu::Cost>,
     pub latency: Option<Figures>,
 }
 
@@ -343,12 +345,18 @@ async fn measure(
         reader,
     } = prepared;
     let begun = first_taken(taken).await?;
+    let cpu_before = super::cpu::Sample::now();
     drain_into(&reader, s.records, None).await?;
-    let throughput = Figures::throughput(name, s.records as u64, begun.elapsed());
+    let elapsed = begun.elapsed();
+    let cpu = cpu_before
+        .zip(super::cpu::Sample::now())
+        .and_then(|(a, b)| b.since(&a, s.records as u64, elapsed.as_secs_f64()));
+    let throughput = Figures::throughput(name, s.records as u64, elapsed);
     let m = s.offered();
     if m == 0 {
         return Ok(Measured {
             throughput,
+            cpu,
             latency: None,
         });
     }
@@ -362,6 +370,7 @@ async fn measure(
     let latency = Figures::from_latencies(&format!("{name}, offered {rate}/s"), elapsed, lat);
     Ok(Measured {
         throughput,
+        cpu,
         latency: Some(latency),
     })
 }

@@ -23,6 +23,15 @@ impl Round {
     pub fn runtime_share(&self) -> f64 {
         self.share(&self.runtime)
     }
+
+    /// The pass-through's CPU per record as a share of `m`'s: the share of
+    /// the ceiling `m` reaches when both are short of nothing but CPU.
+    pub fn cpu_share(&self, m: &e2e::Measured) -> Option<f64> {
+        match (self.ceiling.cpu, m.cpu) {
+            (Some(c), Some(m)) if m.busy_us > 0.0 => Some(100.0 * c.busy_us / m.busy_us),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -46,6 +55,9 @@ pub async fn round(setup: &e2e::Setup<'_>, n: u32) -> anyhow::Result<Round> {
             Run::Topology => e2e::topology(setup).await?,
         };
         println!("{}", measured.throughput);
+        if let Some(cpu) = measured.cpu {
+            println!("{cpu}");
+        }
         *match run {
             Run::PassThrough => &mut ceiling,
             Run::Runtime => &mut runtime,
@@ -70,6 +82,8 @@ pub struct Summary {
     pub topology_rate: f64,
     pub topology_share: f64,
     pub runtime_share: f64,
+    /// Medians of [`Round::cpu_share`], where every round had figures.
+    pub cpu_shares: Option<(f64, f64)>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -93,8 +107,19 @@ impl Summary {
             // the machine's state, so their ratio is steadier than rates.
             topology_share: each(&|r| r.topology_share()),
             runtime_share: each(&|r| r.runtime_share()),
+            cpu_shares: cpu_shares(rounds),
         }
     }
+}
+
+fn cpu_shares(rounds: &[Round]) -> Option<(f64, f64)> {
+    let mut topology = Vec::new();
+    let mut runtime = Vec::new();
+    for r in rounds {
+        topology.push(r.cpu_share(&r.topology)?);
+        runtime.push(r.cpu_share(&r.runtime)?);
+    }
+    Some((median(topology), median(runtime)))
 }
 
 impl fmt::Display for Summary {
@@ -109,7 +134,14 @@ impl fmt::Display for Summary {
             f,
             "  of the pass-through ceiling (median of the rounds' shares): topology {:.0} %, runtime alone {:.0} %",
             self.topology_share, self.runtime_share
-        )
+        )?;
+        if let Some((topology, runtime)) = self.cpu_shares {
+            write!(
+                f,
+                "\n  the pass-through's CPU per record as a share of theirs (what they reach where CPU is all that limits): topology {topology:.0} %, runtime alone {runtime:.0} %"
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -129,6 +129,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             measured.topology_share(),
             measured.runtime_share()
         );
+        if let (Some(t), Some(r)) = (
+            measured.cpu_share(&measured.topology),
+            measured.cpu_share(&measured.runtime),
+        ) {
+            println!(
+                "by CPU per record (what they reach where CPU is all that limits): topology {t:.0} %, runtime alone {r:.0} %"
+            );
+        }
         rounds.push(measured);
     }
     let summary = bench::rounds::Summary::of(&rounds);
