@@ -569,3 +569,28 @@ async fn handovers_under_load_lose_nothing() {
         task.await.unwrap();
     }
 }
+
+/// Small units: a commit begins by size every few dozen records, most of
+/// them while the one before is still under way, and the results held
+/// meanwhile go into the next; every record is still committed exactly
+/// once, down to the last, with no commit interval to fall back on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_units_commit_every_record() {
+    let mock = MockCluster::new(3).unwrap();
+    let s = setup(&mock).await;
+    let planned = produce(&s, 3000, 0.1, 15).await;
+    let (stop, task, stats) = spawn_worker_with(
+        &s,
+        RunOptions {
+            guarantee: Guarantee::ExactlyOnce,
+            instance_id: "small".into(),
+            batch_size: 37,
+            commit_interval: Duration::from_secs(3600),
+            ..RunOptions::default()
+        },
+    );
+    check_outputs(&s, &planned).await;
+    assert!(stats.commits.load(std::sync::atomic::Ordering::Relaxed) > 10);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
