@@ -147,7 +147,46 @@ impl fmt::Display for Summary {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bench::{Figures, cpu::Cost};
+
+    fn run(rate: u64, busy_us: Option<f64>) -> e2e::Measured {
+        e2e::Measured {
+            throughput: Figures::throughput("x", rate, Duration::from_secs(1)),
+            cpu: busy_us.map(|busy_us| Cost {
+                busy_us,
+                process_us: busy_us / 2.0,
+                idle: 0.1,
+            }),
+            latency: None,
+        }
+    }
+
+    #[test]
+    fn shares_by_rate_and_by_cpu() {
+        let round = |topology_us| Round {
+            ceiling: run(1000, Some(3.0)),
+            runtime: run(900, Some(3.0)),
+            topology: run(750, topology_us),
+        };
+        let r = round(Some(4.0));
+        assert_eq!(r.topology_share(), 75.0);
+        assert_eq!(r.cpu_share(&r.topology), Some(75.0));
+        assert_eq!(r.cpu_share(&r.runtime), Some(100.0));
+        let s = Summary::of(&[round(Some(4.0)), round(Some(5.0)), round(Some(3.75))]);
+        assert_eq!(s.cpu_shares, Some((75.0, 100.0)));
+        assert!(
+            s.to_string().contains("topology 75 %, runtime alone 100 %"),
+            "{s}"
+        );
+        // One round without CPU figures: no CPU medians at all.
+        assert_eq!(
+            Summary::of(&[round(Some(4.0)), round(None)]).cpu_shares,
+            None
+        );
+    }
 
     #[test]
     fn medians() {
