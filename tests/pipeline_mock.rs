@@ -594,3 +594,77 @@ async fn small_units_commit_every_record() {
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+/// A record whose output the producer refuses (here: larger than
+/// `message.max.bytes`) is never skipped: each attempt aborts the unit at
+/// once and reads it again, the partition's committed offset stays before
+/// it, and the worker still stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_the_producer_refuses_is_not_skipped() {
+    use rdkafka::{
+        Offset, TopicPartitionList,
+        consumer::{BaseConsumer, Consumer},
+    };
+    let mock = MockCluster::new(1).unwrap();
+    let mut s = setup(&mock).await;
+    let mut generator = logins::Generator::new(21, 0.0);
+    let now = chrono::Utc::now().timestamp();
+    let mut logins: Vec<_> = (0..40).map(|_| generator.valid(now)).collect();
+    // One user for all: every record on one partition, in this order.
+    let user = logins[0].user_id.clone();
+    for l in &mut logins {
+        l.user_id = user.clone();
+    }
+    logins[20].app_version = "9".repeat(4000);
+    let producer: rdkafka::producer::FutureProducer = s.kafka.producer(None).create().unwrap();
+    let mut delivered = Vec::new();
+    for l in &logins {
+        let bytes = s.codec.encode("user-login", l).await.unwrap();
+        let r = rdkafka::producer::FutureRecord::to("user-login")
+            .key(user.as_str())
+            .payload(&bytes);
+        delivered.push(producer.send(r, Duration::from_secs(5)).await.unwrap());
+    }
+    let (partition, refused_at) = (delivered[20].partition, delivered[20].offset);
+    s.kafka
+        .properties
+        .push(("message.max.bytes".into(), "2000".into()));
+    let (stop, task, stats) = spawn_worker(&s, Guarantee::ExactlyOnce, "refused");
+    // An abort used to wait out the whole 30 s transaction timeout.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    while n(&stats.aborts) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not three aborts within 20 s: in {} out {} aborts {}",
+            n(&stats.records_in),
+            n(&stats.records_out),
+            n(&stats.aborts)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .set("group.id", "sluice-user-login")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("user-login", partition);
+    let committed = reader
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    match committed
+        .find_partition("user-login", partition)
+        .unwrap()
+        .offset()
+    {
+        Offset::Offset(o) => assert!(
+            o <= refused_at,
+            "committed {o}, past the refused {refused_at}"
+        ),
+        Offset::Invalid => {}
+        other => panic!("unexpected committed offset {other:?}"),
+    }
+}

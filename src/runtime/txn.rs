@@ -303,7 +303,7 @@ impl Txn {
     /// be re-read from. A producer in a fatal state is replaced.
     pub fn abort(&mut self) -> Vec<(i32, i64)> {
         if self.open {
-            let aborted = blocking(|| self.producer.abort_transaction(TXN_TIMEOUT));
+            let aborted = blocking(|| abort_serving_reports(&self.producer));
             self.open = false;
             if let Err(e) = aborted {
                 tracing::warn!(error = %e, "abort failed; replacing the producer");
@@ -321,6 +321,27 @@ impl Txn {
             .map(|(p, (first, _))| (p, first))
             .collect()
     }
+}
+
+/// Aborts the open transaction. librdkafka's abort waits until the reports
+/// of the records still in flight have been served, and serving them is this
+/// thread's job: without a second thread polling meanwhile, every abort with
+/// records in flight waited out the whole transaction timeout, failed, and
+/// cost the worker its producer.
+fn abort_serving_reports(producer: &TxnProducer) -> KafkaResult<()> {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                // Non-blocking: `poll(t)` spins through its last millisecond.
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let aborted = producer.abort_transaction(TXN_TIMEOUT);
+        done.store(true, Ordering::Relaxed);
+        aborted
+    })
 }
 
 /// The consumer's context: commits before revocation and records lag.
