@@ -86,7 +86,7 @@ pub fn late_record(
     letter
 }
 
-fn rejected(
+pub(super) fn rejected(
     topic: &Arc<str>,
     topology: &str,
     origin: Origin<'_>,

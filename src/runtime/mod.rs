@@ -4,6 +4,7 @@
 mod dlq;
 pub mod failpoint;
 mod pending;
+mod refused;
 mod txn;
 mod windowed;
 mod worker;

@@ -7,9 +7,11 @@
 //! the next unit once the commit is through; or drops them, and reads them
 //! again, when it failed.
 
-use rdkafka::error::KafkaResult;
-
-use super::{dlq::DeadLetter, txn::Txn};
+use super::{
+    dlq::DeadLetter,
+    refused::{SendFailure, send_results},
+    txn::Txn,
+};
 use crate::topology::Output;
 
 #[derive(Default)]
@@ -76,18 +78,15 @@ impl Pending {
 
     /// Sends the held records into `txn`, in the order they were read, and
     /// gives the number of outputs sent. On an error the records not yet
-    /// sent stay held, so that `discard` says where to read again from.
-    pub fn send_into(&mut self, txn: &mut Txn) -> KafkaResult<u64> {
+    /// sent stay held, so that `discard` says where to read again from; the
+    /// error names the record that failed.
+    pub fn send_into(&mut self, txn: &mut Txn) -> Result<u64, (SendFailure, (i32, i64))> {
         let mut sent = 0;
         let mut done = 0;
         let result = (|| {
             for r in &self.records {
-                if let Some(dead) = &r.dead {
-                    txn.send(&dead.record, &dead.headers)?;
-                }
-                for out in &self.outputs[r.start..r.end] {
-                    txn.send(out, &[])?;
-                }
+                send_results(txn, r.dead.as_ref(), &self.outputs[r.start..r.end])
+                    .map_err(|f| (f, (r.partition, r.offset)))?;
                 txn.consumed(r.partition, r.offset);
                 sent += (r.end - r.start) as u64;
                 done += 1;

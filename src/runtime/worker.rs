@@ -20,6 +20,7 @@ use super::{
     Backoff, RunOptions, RuntimeError, Stats,
     dlq::{self, Origin},
     pending::Pending,
+    refused::{self, Refusals},
     txn::{Txn, WorkerContext, blocking},
 };
 use crate::{
@@ -96,6 +97,7 @@ pub async fn run_topic(
     let commit_timer = sleep_until(Instant::now());
     tokio::pin!(commit_timer);
     let mut consume_backoff = Backoff::new();
+    let mut refusals = Refusals::default();
 
     'outer: loop {
         let msg = tokio::select! {
@@ -103,7 +105,7 @@ pub async fn run_topic(
             _ = &mut shutdown => break,
             done = async { committing.as_mut().expect("guarded").await }, if committing.is_some() => {
                 committing = None;
-                match unit.settle(done)? {
+                match unit.settle(done, &mut refusals)? {
                     Some(records) if records >= opts.batch_size => {
                         committing = Some(unit.commit_in_background());
                         commit_at = None;
@@ -145,85 +147,109 @@ pub async fn run_topic(
             value: msg.payload(),
             timestamp_ms,
         };
+        let (partition, offset) = (msg.partition(), msg.offset());
+        let origin = Origin {
+            topic: msg.topic(),
+            partition,
+            offset,
+            timestamp_ms,
+        };
+        let letter = |kind, reason| {
+            dlq::rejected(
+                &dlq_topic,
+                &d.name,
+                origin,
+                (msg.key(), msg.payload()),
+                kind,
+                reason,
+            )
+        };
+        // What the producer refused of this record before it was read again.
+        let mut refusal = refusals.take(partition, offset).unwrap_or_default();
         let mut retry = Backoff::new();
-        let dead = loop {
+        let mut dead = if refusal.replaces_outputs() {
+            stats.count_dead_letter(refused::KIND);
             outputs.clear();
-            let processed = match processor.process_cached(&codec, input, &mut outputs) {
-                Some(done) => {
-                    stats.schema_hits.fetch_add(1, Ordering::Relaxed);
-                    done
-                }
-                None => {
-                    stats.schema_misses.fetch_add(1, Ordering::Relaxed);
-                    processor.process(&codec, input, &mut outputs).await
-                }
-            };
-            match processed {
-                Ok(()) => break None,
-                Err(f) if f.is_retryable() => {
-                    let wait = retry.next();
-                    tracing::warn!(topology = %d.name, error = %f, retry_in = ?wait, "transient failure; retrying the record");
-                    tokio::select! {
-                        _ = &mut shutdown => break 'outer,
-                        _ = sleep(wait) => {}
+            None
+        } else {
+            loop {
+                outputs.clear();
+                let processed = match processor.process_cached(&codec, input, &mut outputs) {
+                    Some(done) => {
+                        stats.schema_hits.fetch_add(1, Ordering::Relaxed);
+                        done
                     }
-                }
-                Err(f) => {
-                    let origin = Origin {
-                        topic: msg.topic(),
-                        partition: msg.partition(),
-                        offset: msg.offset(),
-                        timestamp_ms,
-                    };
-                    stats.count_dead_letter(f.kind());
-                    tracing::debug!(topology = %d.name, kind = f.kind(), error = %f, offset = msg.offset(), "dead letter");
-                    break Some(dlq::dead_letter(
-                        &dlq_topic,
-                        &d.name,
-                        origin,
-                        msg.key(),
-                        msg.payload(),
-                        &f,
-                    ));
+                    None => {
+                        stats.schema_misses.fetch_add(1, Ordering::Relaxed);
+                        processor.process(&codec, input, &mut outputs).await
+                    }
+                };
+                match processed {
+                    Ok(()) => break None,
+                    Err(f) if f.is_retryable() => {
+                        let wait = retry.next();
+                        tracing::warn!(topology = %d.name, error = %f, retry_in = ?wait, "transient failure; retrying the record");
+                        tokio::select! {
+                            _ = &mut shutdown => break 'outer,
+                            _ = sleep(wait) => {}
+                        }
+                    }
+                    Err(f) => {
+                        stats.count_dead_letter(f.kind());
+                        tracing::debug!(topology = %d.name, kind = f.kind(), error = %f, offset, "dead letter");
+                        break Some(dlq::dead_letter(
+                            &dlq_topic,
+                            &d.name,
+                            origin,
+                            msg.key(),
+                            msg.payload(),
+                            &f,
+                        ));
+                    }
                 }
             }
         };
+        refusal.apply(&mut dead, &mut outputs, letter);
         if n_in.is_multiple_of(SAMPLE) {
             timings.latency_ms(crate::topology::clock::processing_time_ms() - timestamp_ms);
         }
         if let Some(in_flight) = committing.as_mut() {
             let held = {
                 let mut p = unit.pending();
-                p.push(msg.partition(), msg.offset(), &mut outputs, dead);
+                p.push(partition, offset, &mut outputs, dead);
                 p.len()
             };
             if held >= opts.batch_size {
                 // Bounded memory: wait for the commit before taking more.
                 let done = in_flight.await;
                 committing = None;
-                if unit.settle(done)?.is_some() {
+                if unit.settle(done, &mut refusals)?.is_some() {
                     committing = Some(unit.commit_in_background());
                 }
                 commit_at = None;
             }
             continue;
         }
-        let sent = {
-            let mut t = unit.txn();
-            let mut sent = Ok(());
-            if let Some(dead) = &dead {
-                sent = t.send(&dead.record, &dead.headers);
-            }
-            for out in &outputs {
-                if sent.is_err() {
-                    break;
+        let sent = loop {
+            let sent = {
+                let mut t = unit.txn();
+                refused::send_results(&mut t, dead.as_ref(), &outputs).map(|()| {
+                    t.consumed(partition, offset);
+                    t.records
+                })
+            };
+            match sent {
+                // Nothing of this record is in the unit yet: send what can be
+                // sent in its place right away.
+                Err(f) if !f.partial && refusal.absorb(&f) => {
+                    if !f.of_dead_letter {
+                        stats.count_dead_letter(refused::KIND);
+                    }
+                    tracing::warn!(topology = %d.name, error = %f.error, topic = %f.topic, partition, offset, "the producer refused a record; sending a dead letter in its place");
+                    refusal.apply(&mut dead, &mut outputs, letter);
                 }
-                sent = t.send(out, &[]);
+                other => break other,
             }
-            if sent.is_ok() {
-                t.consumed(msg.partition(), msg.offset());
-            }
-            sent.map(|()| t.records)
         };
         match sent {
             Ok(n) => {
@@ -239,20 +265,30 @@ pub async fn run_topic(
                     commit_timer.as_mut().reset(at);
                 }
             }
-            Err(e) => {
-                tracing::warn!(topology = %d.name, error = %e, "produce failed; aborting the batch");
+            Err(f) => {
+                // Part of the record's results are in the unit: only an
+                // abort takes them out.
+                let refused = refusal.absorb(&f);
+                if refused {
+                    tracing::warn!(topology = %d.name, error = %f.error, topic = %f.topic, partition, offset, "the producer refused a record; aborting the batch to send a dead letter in its place");
+                    refusals.keep(partition, offset, refusal);
+                } else {
+                    tracing::warn!(topology = %d.name, error = %f.error, "produce failed; aborting the batch");
+                }
                 // This record was not marked consumed: rewind to it as well.
                 let positions = unit.abort();
-                unit.rewind(positions, Some((msg.partition(), msg.offset())));
+                unit.rewind(positions, Some((partition, offset)));
                 commit_at = None;
-                sleep(retry.next()).await;
+                if !refused {
+                    sleep(retry.next()).await;
+                }
             }
         }
     }
 
     tracing::info!(topology = %d.name, "stopping: committing in-flight work and leaving the group");
     if let Some(in_flight) = committing.take() {
-        unit.settle(in_flight.await)?;
+        unit.settle(in_flight.await, &mut refusals)?;
     }
     if let Err(positions) = blocking(|| unit.commit_now()) {
         unit.rewind(positions, None);
@@ -341,6 +377,7 @@ impl Unit {
     fn settle(
         &self,
         done: Result<Committed, tokio::task::JoinError>,
+        refusals: &mut Refusals,
     ) -> Result<Option<usize>, RuntimeError> {
         let done =
             done.map_err(|e| RuntimeError::Crashed(format!("{}: committer: {e}", self.name)))?;
@@ -360,8 +397,12 @@ impl Unit {
                 self.stats.records_out.fetch_add(outputs, Ordering::Relaxed);
                 Ok((records > 0).then_some(records))
             }
-            Err(e) => {
-                tracing::warn!(topology = %self.name, error = %e, "produce failed; aborting the batch");
+            Err((f, (partition, offset))) => {
+                if refusals.absorb(partition, offset, &f) {
+                    tracing::warn!(topology = %self.name, error = %f.error, topic = %f.topic, partition, offset, "the producer refused a record; aborting the batch to send a dead letter in its place");
+                } else {
+                    tracing::warn!(topology = %self.name, error = %f.error, "produce failed; aborting the batch");
+                }
                 let positions = self.abort();
                 self.rewind(positions, None);
                 Ok(None)

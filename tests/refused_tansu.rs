@@ -1,0 +1,247 @@
+//! Records the producer refuses for good (larger than `message.max.bytes`):
+//! they go to the dead-letter topic in their place, and the partition moves
+//! on. On tansu: the mock cluster writes no transaction markers and keeps no
+//! offsets sent in a transaction, so it could not tell an aborted output
+//! from a committed one.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use common::{
+    Proc,
+    raw::{self, RawReader},
+    tansu::start_tansu,
+};
+use rdkafka::{
+    Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+};
+use sluice::{
+    avro::{AvroCodec, RegistryConfig},
+    kafka::{KafkaConfig, TopicSpec, create_topics},
+    runtime::{self, DLQ_KIND, DLQ_OFFSET, RunOptions, Stats},
+    schemas,
+    simulate::logins,
+    topologies::user_login::{self, UserLogin},
+    topology::{Guarantee, Topology, topology},
+};
+
+const RECORDS: usize = 40;
+const LARGE: usize = 20;
+
+struct Setup {
+    _registry: sluice::registry::Running,
+    _tansu: Proc,
+    bootstrap: String,
+    codec: Arc<AvroCodec>,
+    /// The partition all the logins are on, and the large one's offset.
+    partition: i32,
+    large_at: i64,
+}
+
+/// 40 logins of one user, in order on one partition; the 21st is 4 KB.
+async fn setup() -> Setup {
+    let (tansu, bootstrap) = start_tansu();
+    let specs: Vec<TopicSpec> = [
+        ("user-login", 4),
+        ("processed-user-login", 4),
+        ("user-login.dlq", 1),
+    ]
+    .iter()
+    .map(|(name, partitions)| TopicSpec {
+        name: name.to_string(),
+        partitions: *partitions,
+        replication: 1,
+        min_insync_replicas: None,
+    })
+    .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = create_topics(&KafkaConfig::new(&bootstrap), &specs).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tansu did not come up: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
+        .await
+        .unwrap();
+    let config = RegistryConfig::new(&registry.url(), None).unwrap();
+    let codec = Arc::new(AvroCodec::new(&config).unwrap());
+    let mut generator = logins::Generator::new(21, 0.0);
+    let now = chrono::Utc::now().timestamp();
+    let mut all: Vec<UserLogin> = (0..RECORDS).map(|_| generator.valid(now)).collect();
+    let user = all[0].user_id.clone();
+    for l in &mut all {
+        l.user_id = user.clone();
+    }
+    all[LARGE].app_version = "9".repeat(4000);
+    let producer: rdkafka::producer::FutureProducer = KafkaConfig::new(&bootstrap)
+        .producer(None)
+        .create()
+        .unwrap();
+    let mut delivered = Vec::new();
+    for l in &all {
+        let bytes = codec.encode("user-login", l).await.unwrap();
+        let r = rdkafka::producer::FutureRecord::to("user-login")
+            .key(user.as_str())
+            .payload(&bytes);
+        delivered.push(producer.send(r, Duration::from_secs(5)).await.unwrap());
+    }
+    Setup {
+        _registry: registry,
+        _tansu: tansu,
+        bootstrap,
+        codec,
+        partition: delivered[LARGE].partition,
+        large_at: delivered[LARGE].offset,
+    }
+}
+
+/// Runs `topology` with a producer that refuses records over 2000 bytes
+/// until it has read all the logins and sent a dead letter.
+async fn run_until_quiet(s: &Setup, topology: Topology) -> Arc<Stats> {
+    let mut kafka = KafkaConfig::new(&s.bootstrap);
+    kafka
+        .properties
+        .push(("message.max.bytes".into(), "2000".into()));
+    let opts = RunOptions {
+        guarantee: Guarantee::ExactlyOnce,
+        instance_id: "refused".into(),
+        ..RunOptions::default()
+    };
+    let stats = Arc::new(Stats::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (codec, st) = (s.codec.clone(), stats.clone());
+    let task = tokio::spawn(async move {
+        runtime::run_topology(&topology, &kafka, codec, &opts, st, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    // Wait for the dead letter and a quiet second, then stop, which commits.
+    // A group's first join on tansu takes up to 20 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut last_in = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let read = n(&stats.records_in);
+        if n(&stats.dead_letters) >= 1 && read >= RECORDS as u64 && read == last_in {
+            break;
+        }
+        last_in = read;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter within 60 s: in {read} out {} dlq {} aborts {}",
+            n(&stats.records_out),
+            n(&stats.dead_letters),
+            n(&stats.aborts),
+        );
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &s.bootstrap)
+        .set("group.id", "sluice-user-login")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("user-login", s.partition);
+    let committed = reader
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let at = committed
+        .find_partition("user-login", s.partition)
+        .map(|e| e.offset());
+    assert_eq!(
+        at,
+        Some(Offset::Offset(RECORDS as i64)),
+        "committed past every login"
+    );
+    stats
+}
+
+/// What committed transactions wrote to a topic's partitions.
+async fn committed(
+    s: &Setup,
+    topic: &str,
+    partitions: i32,
+) -> Vec<kafka_protocol::records::Record> {
+    let mut reader = RawReader::connect(&s.bootstrap).await;
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        out.extend(raw::committed(reader.read_partition(topic, p).await).0);
+    }
+    out
+}
+
+fn headers(r: &kafka_protocol::records::Record) -> BTreeMap<String, String> {
+    r.headers
+        .iter()
+        .map(|(k, v)| {
+            let v = v.as_deref().unwrap_or_default();
+            (k.to_string(), String::from_utf8_lossy(v).into_owned())
+        })
+        .collect()
+}
+
+/// The one dead letter: the large login's, without its key and value.
+async fn check_dead_letter(s: &Setup) {
+    let dlq = committed(s, "user-login.dlq", 1).await;
+    assert_eq!(dlq.len(), 1, "one dead letter");
+    let h = headers(&dlq[0]);
+    assert_eq!(h[DLQ_KIND], "refused_by_producer");
+    assert_eq!(h[DLQ_OFFSET], s.large_at.to_string());
+    assert!(
+        h["sluice.error.message"].contains("message.max.bytes"),
+        "{h:?}"
+    );
+    assert!(h.contains_key("sluice.value.omitted"), "{h:?}");
+    let value = dlq[0].value.as_deref().unwrap_or_default();
+    assert!(value.is_empty() && dlq[0].key.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_too_large_for_the_producer_goes_to_the_dead_letter_topic() {
+    let s = setup().await;
+    let stats = run_until_quiet(&s, user_login::build().unwrap()).await;
+    let out = committed(&s, "processed-user-login", 4).await;
+    assert_eq!(out.len(), RECORDS - 1, "every other login, once");
+    check_dead_letter(&s).await;
+    assert_eq!(
+        stats.dead_letters_by_kind().get("refused_by_producer"),
+        Some(&1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_second_output_takes_the_first_out_again() {
+    let s = setup().await;
+    // Two outputs per login, a short one first: the large login's first
+    // output is in the transaction when its second is refused.
+    let twice = topology("user-login")
+        .source::<UserLogin>("user-login")
+        .flat_map("short-and-full", |l: UserLogin| {
+            let mut short = l.clone();
+            short.app_version.truncate(8);
+            [short, l].map(|l| user_login::normalise(l, 0))
+        })
+        .to_topic("processed-user-login")
+        .unwrap();
+    let stats = run_until_quiet(&s, twice).await;
+    assert!(stats.aborts.load(Ordering::Relaxed) >= 1);
+    let out = committed(&s, "processed-user-login", 4).await;
+    assert_eq!(
+        out.len(),
+        2 * (RECORDS - 1),
+        "both outputs of every other login, once"
+    );
+    check_dead_letter(&s).await;
+}
