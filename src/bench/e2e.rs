@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use rdkafka::{
     ClientContext, Message, Offset, Timestamp, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
@@ -422,8 +423,14 @@ async fn copy(
     out_topic: String,
     taken: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
+    // One stream, as the worker does: `recv` registers and drops a waker
+    // slot per message.
+    let mut messages = copier.stream();
     loop {
-        let m = copier.recv().await?;
+        let m = messages
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the consumer stream ended"))??;
         taken.fetch_add(1, Ordering::Relaxed);
         let ts = match m.timestamp() {
             Timestamp::CreateTime(t) => t,

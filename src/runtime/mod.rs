@@ -1,10 +1,11 @@
 //! Running topologies as consumer-group workers: one consumer and one
 //! (transactional) producer per topology, batches committed as a unit.
 
+mod chunk;
 mod dlq;
 pub mod failpoint;
-mod pending;
 mod refused;
+mod sender;
 mod txn;
 mod windowed;
 mod worker;

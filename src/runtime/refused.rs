@@ -29,8 +29,6 @@ fn is_refusal(e: &KafkaError) -> bool {
 #[derive(Debug)]
 pub struct SendFailure {
     pub error: KafkaError,
-    /// Some of the record's results went into the open unit before it.
-    pub partial: bool,
     /// The refused record was a dead letter, not an output.
     pub of_dead_letter: bool,
     pub topic: Arc<str>,
@@ -42,25 +40,20 @@ pub fn send_results(
     dead: Option<&DeadLetter>,
     outputs: &[Output],
 ) -> Result<(), SendFailure> {
-    let mut partial = false;
     if let Some(d) = dead {
         txn.send(&d.record, &d.headers)
             .map_err(|error| SendFailure {
                 error,
-                partial,
                 of_dead_letter: true,
                 topic: d.record.topic.clone(),
             })?;
-        partial = true;
     }
     for out in outputs {
         txn.send(out, &[]).map_err(|error| SendFailure {
             error,
-            partial,
             of_dead_letter: false,
             topic: out.topic.clone(),
         })?;
-        partial = true;
     }
     Ok(())
 }
@@ -129,16 +122,19 @@ impl Refusal {
 pub struct Refusals(HashMap<(i32, i64), Refusal>);
 
 impl Refusals {
-    /// What was refused of this record when it was last handled.
-    pub fn take(&mut self, partition: i32, offset: i64) -> Option<Refusal> {
-        if self.0.is_empty() {
-            return None;
-        }
-        self.0.remove(&(partition, offset))
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
-    pub fn keep(&mut self, partition: i32, offset: i64, refusal: Refusal) {
-        self.0.insert((partition, offset), refusal);
+    /// What was refused of this record when it was last handled.
+    pub fn get(&self, partition: i32, offset: i64) -> Option<Refusal> {
+        self.0.get(&(partition, offset)).cloned()
+    }
+
+    /// Forgets records that are committed, or whose partition is gone:
+    /// `done(partition, offset)`.
+    pub fn forget(&mut self, done: impl Fn(i32, i64) -> bool) {
+        self.0.retain(|&(p, o), _| !done(p, o));
     }
 
     /// Takes in a failure of a record that will be read again; false as
@@ -160,7 +156,6 @@ mod tests {
     fn too_large(of_dead_letter: bool) -> SendFailure {
         SendFailure {
             error: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
-            partial: false,
             of_dead_letter,
             topic: Arc::from(if of_dead_letter { "in.dlq" } else { "out" }),
         }
@@ -239,7 +234,11 @@ mod tests {
         assert!(!refusals.absorb(0, 5, &f));
         assert!(refusals.0.is_empty());
         assert!(refusals.absorb(0, 6, &too_large(false)));
-        assert!(refusals.take(0, 6).unwrap().replaces_outputs());
-        assert!(refusals.take(0, 6).is_none());
+        assert!(refusals.get(0, 6).unwrap().replaces_outputs());
+        // Kept until committed: a later refusal of the same record adds to it.
+        assert!(refusals.absorb(0, 6, &too_large(true)));
+        assert!(refusals.get(0, 6).unwrap().dead_letter.is_some());
+        refusals.forget(|p, o| p == 0 && o < 7);
+        assert!(refusals.get(0, 6).is_none() && refusals.is_empty());
     }
 }

@@ -1,14 +1,15 @@
 //! The unit of commit: outputs, dead letters and input offsets since the last
 //! commit. Exactly-once puts them in one Kafka transaction; at-least-once
-//! flushes outputs before committing offsets. The consumer context commits
-//! in-flight work before partitions are revoked, so a rebalance hands over
-//! only committed positions.
+//! flushes outputs before committing offsets. The consumer context has the
+//! sender commit in-flight work before partitions are revoked, so a
+//! rebalance hands over only committed positions.
 
 use std::{
     collections::BTreeMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
+        mpsc::SyncSender,
     },
     time::Duration,
 };
@@ -21,7 +22,7 @@ use rdkafka::{
     producer::{BaseProducer, BaseRecord, Producer, ProducerContext},
 };
 
-use super::{Stats, pending::Pending};
+use super::{Stats, sender::Work};
 use crate::{kafka::KafkaConfig, topology::Guarantee, topology::Output};
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -152,10 +153,6 @@ impl Txn {
         Ok(producer)
     }
 
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-
     pub fn is_empty(&self) -> bool {
         self.offsets.is_empty()
     }
@@ -247,6 +244,14 @@ impl Txn {
         self.producer.context().fail(e);
     }
 
+    /// Per partition, the offset after the last record in this unit.
+    pub fn next_offsets(&self) -> Vec<(i32, i64)> {
+        self.offsets
+            .iter()
+            .map(|(&p, &(_, next))| (p, next))
+            .collect()
+    }
+
     /// Marks an input record as done in this unit.
     pub fn consumed(&mut self, partition: i32, offset: i64) {
         self.offsets
@@ -257,12 +262,7 @@ impl Txn {
         self.started.get_or_insert_with(std::time::Instant::now);
     }
 
-    /// Commits everything since the last commit.
-    pub fn commit<C: ConsumerContext>(&mut self, consumer: &impl Consumer<C>) -> KafkaResult<()> {
-        blocking(|| self.commit_now(consumer))
-    }
-
-    /// `commit` on a thread that may block (the worker's background committer).
+    /// Commits everything since the last commit; blocks (the sender thread).
     pub fn commit_now<C: ConsumerContext>(
         &mut self,
         consumer: &impl Consumer<C>,
@@ -344,16 +344,16 @@ fn abort_serving_reports(producer: &TxnProducer) -> KafkaResult<()> {
     })
 }
 
-/// The consumer's context: commits before revocation and records lag.
+/// The consumer's context: has the sender commit before revocation, and
+/// records lag.
 pub struct WorkerContext {
     pub topology: String,
-    pub txn: Arc<Mutex<Txn>>,
-    /// Results held while a unit commits in the background.
-    pub pending: Arc<Mutex<Pending>>,
-    /// Where to read again from after a commit before revocation failed;
-    /// the worker seeks there before it processes anything else.
-    pub rewind: Mutex<Vec<(i32, i64)>>,
-    pub rewind_due: AtomicBool,
+    source: String,
+    work: SyncSender<Work>,
+    /// Partitions revoked since the loop last looked: it drops what it
+    /// holds of them, which their new owner reads again.
+    revoked: Mutex<Vec<i32>>,
+    revoked_due: AtomicBool,
     pub stats: Arc<Stats>,
     pub timings: crate::metrics::Timings,
 }
@@ -361,28 +361,32 @@ pub struct WorkerContext {
 impl WorkerContext {
     pub fn new(
         topology: &str,
-        txn: Arc<Mutex<Txn>>,
+        source: &str,
+        work: SyncSender<Work>,
         stats: Arc<Stats>,
         timings: crate::metrics::Timings,
     ) -> Self {
         Self {
             topology: topology.to_string(),
-            txn,
-            pending: Arc::default(),
-            rewind: Mutex::default(),
-            rewind_due: AtomicBool::new(false),
+            source: source.to_string(),
+            work,
+            revoked: Mutex::default(),
+            revoked_due: AtomicBool::new(false),
             stats,
             timings,
         }
     }
 
-    /// The positions a failed commit before revocation left to read again from.
-    pub fn take_rewind(&self) -> Option<Vec<(i32, i64)>> {
-        if !self.rewind_due.swap(false, Ordering::Relaxed) {
+    /// The partitions revoked since the last call, if any.
+    pub fn take_revoked(&self) -> Option<Vec<i32>> {
+        // Checked after every poll: a plain load while nothing is due.
+        if !self.revoked_due.load(Ordering::Acquire)
+            || !self.revoked_due.swap(false, Ordering::AcqRel)
+        {
             return None;
         }
         Some(std::mem::take(
-            &mut *self.rewind.lock().unwrap_or_else(|p| p.into_inner()),
+            &mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()),
         ))
     }
 }
@@ -405,34 +409,31 @@ pub(super) fn record_lag(stats: &Stats, statistics: Statistics) {
 }
 
 impl ConsumerContext for WorkerContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let started = std::time::Instant::now();
             self.stats.revokes.fetch_add(1, Ordering::Relaxed);
-            // Waits for a commit under way in the background.
-            let mut txn = self.txn.lock().unwrap_or_else(|p| p.into_inner());
             tracing::info!(topology = %self.topology, partitions = tpl.count(), "partitions revoked; committing in-flight work");
             let revoked: Vec<i32> = tpl
-                .elements_for_topic(txn.source())
+                .elements_for_topic(&self.source)
                 .iter()
                 .map(|e| e.partition())
                 .collect();
-            self.pending
+            // The sender commits what it was handed; once it has stopped
+            // (the worker leaving) there is nothing left to commit.
+            let (done, committed) = std::sync::mpsc::sync_channel(1);
+            let revoke = Work::Revoke {
+                revoked: revoked.clone(),
+                done,
+            };
+            if blocking(|| self.work.send(revoke)).is_ok() {
+                let _ = blocking(|| committed.recv());
+            }
+            self.revoked
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .forget(|p| revoked.contains(&p));
-            if let Err(e) = txn.commit(consumer) {
-                // The new owner re-reads the revoked partitions from the last
-                // committed offsets; the worker rewinds the ones it keeps.
-                tracing::warn!(topology = %self.topology, error = %e, "commit before revoke failed; aborting");
-                self.stats.aborts.fetch_add(1, Ordering::Relaxed);
-                let positions = txn.abort();
-                self.rewind
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(positions);
-                self.rewind_due.store(true, Ordering::Relaxed);
-            }
+                .extend(revoked);
+            self.revoked_due.store(true, Ordering::Release);
             for elem in tpl.elements() {
                 self.stats.clear_lag(elem.topic(), elem.partition());
             }

@@ -1,21 +1,13 @@
-//! Records processed while the previous unit commits in the background.
-//!
-//! A transactional producer cannot send while its transaction commits, and a
-//! commit is several round trips to the broker (about a tenth of the
-//! worker's time on tansu). Rather than stand idle, the worker goes on
-//! consuming and processing, holds the results here, and sends them into
-//! the next unit once the commit is through; or drops them, and reads them
-//! again, when it failed.
+//! Processed records on their way from the worker's loop to its sender
+//! thread: each input record's outputs and dead letter, in the order read.
+//! Handed over a few hundred at a time, so that the channel costs little
+//! per record.
 
-use super::{
-    dlq::DeadLetter,
-    refused::{SendFailure, send_results},
-    txn::Txn,
-};
+use super::dlq::DeadLetter;
 use crate::topology::Output;
 
 #[derive(Default)]
-pub struct Pending {
+pub struct Chunk {
     outputs: Vec<Output>,
     records: Vec<Record>,
 }
@@ -29,7 +21,7 @@ struct Record {
     dead: Option<DeadLetter>,
 }
 
-impl Pending {
+impl Chunk {
     /// Input records held.
     pub fn len(&self) -> usize {
         self.records.len()
@@ -63,42 +55,38 @@ impl Pending {
         }
     }
 
-    /// Drops everything, giving where each partition must be read again from.
-    pub fn discard(&mut self) -> Vec<(i32, i64)> {
-        let mut from: Vec<(i32, i64)> = Vec::new();
-        for r in &self.records {
-            if !from.iter().any(|(p, _)| *p == r.partition) {
-                from.push((r.partition, r.offset));
-            }
-        }
-        self.records.clear();
-        self.outputs.clear();
-        from
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
     }
 
-    /// Sends the held records into `txn`, in the order they were read, and
-    /// gives the number of outputs sent. On an error the records not yet
-    /// sent stay held, so that `discard` says where to read again from; the
-    /// error names the record that failed.
-    pub fn send_into(&mut self, txn: &mut Txn) -> Result<u64, (SendFailure, (i32, i64))> {
-        let mut sent = 0;
-        let mut done = 0;
-        let result = (|| {
-            for r in &self.records {
-                send_results(txn, r.dead.as_ref(), &self.outputs[r.start..r.end])
-                    .map_err(|f| (f, (r.partition, r.offset)))?;
-                txn.consumed(r.partition, r.offset);
-                sent += (r.end - r.start) as u64;
-                done += 1;
-            }
-            Ok(())
-        })();
-        self.records.drain(..done);
-        if self.records.is_empty() {
-            self.outputs.clear();
-        }
-        result.map(|()| sent)
+    /// The records in order: (partition, offset, dead letter, outputs).
+    pub fn iter(&self) -> impl Iterator<Item = Held<'_>> {
+        self.records.iter().map(|r| Held {
+            partition: r.partition,
+            offset: r.offset,
+            dead: r.dead.as_ref(),
+            outputs: &self.outputs[r.start..r.end],
+        })
     }
+
+    /// Where each partition's first record in `records[from..]` is.
+    pub fn first_offsets(&self, from: usize) -> Vec<(i32, i64)> {
+        let mut first: Vec<(i32, i64)> = Vec::new();
+        for r in self.records.iter().skip(from) {
+            if !first.iter().any(|(p, _)| *p == r.partition) {
+                first.push((r.partition, r.offset));
+            }
+        }
+        first
+    }
+}
+
+/// One input record's results.
+pub struct Held<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub dead: Option<&'a DeadLetter>,
+    pub outputs: &'a [Output],
 }
 
 #[cfg(test)]
@@ -117,20 +105,21 @@ mod tests {
     }
 
     #[test]
-    fn discard_gives_the_first_held_offset_of_each_partition() {
-        let mut p = Pending::default();
+    fn first_offsets_of_each_partition_from_a_record_on() {
+        let mut p = Chunk::default();
         p.push(1, 10, &mut vec![out(1)], None);
         p.push(0, 5, &mut vec![out(2), out(3)], None);
         p.push(1, 11, &mut vec![], None);
         assert_eq!(p.len(), 3);
-        assert_eq!(p.discard(), vec![(1, 10), (0, 5)]);
-        assert_eq!(p.len(), 0);
-        assert!(p.outputs.is_empty());
+        assert_eq!(p.first_offsets(0), vec![(1, 10), (0, 5)]);
+        assert_eq!(p.first_offsets(1), vec![(0, 5), (1, 11)]);
+        let outputs: Vec<usize> = p.iter().map(|h| h.outputs.len()).collect();
+        assert_eq!(outputs, vec![1, 2, 0]);
     }
 
     #[test]
     fn forgetting_revoked_partitions_keeps_the_others_in_order() {
-        let mut p = Pending::default();
+        let mut p = Chunk::default();
         p.push(1, 10, &mut vec![out(1)], None);
         p.push(0, 5, &mut vec![out(2)], None);
         p.push(1, 11, &mut vec![out(3)], None);
@@ -149,6 +138,6 @@ mod tests {
             .collect();
         assert_eq!(kept, vec![(0, 5, vec![2]), (2, 7, vec![4])]);
         p.forget(|_| true);
-        assert!(p.len() == 0 && p.outputs.is_empty());
+        assert!(p.is_empty() && p.outputs.is_empty());
     }
 }
