@@ -55,6 +55,12 @@ impl Chunk {
         }
     }
 
+    /// Drops the records, keeping the capacity.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.outputs.clear();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }

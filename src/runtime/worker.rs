@@ -72,6 +72,9 @@ pub async fn run_topic(
     let group = opts.group_id.clone().unwrap_or_else(|| d.group_id.clone());
     // Bounded memory: about one unit's worth of records in the channel.
     let (work, to_send) = mpsc::sync_channel((opts.batch_size / CHUNK).max(2));
+    let (used, reuse) = mpsc::sync_channel::<Chunk>(4);
+    // Only the loop receives; the lock makes the receiver `Sync` for the future.
+    let reuse = std::sync::Mutex::new(reuse);
     let context = WorkerContext::new(
         &d.name,
         &d.source,
@@ -97,7 +100,7 @@ pub async fn run_topic(
         opts.commit_interval,
         shared.clone(),
     )
-    .spawn(to_send)
+    .spawn(to_send, used)
     .map_err(|e| {
         RuntimeError::Crashed(format!("{}: cannot start the sender thread: {e}", d.name))
     })?;
@@ -105,7 +108,15 @@ pub async fn run_topic(
 
     let crashed = || RuntimeError::Crashed(format!("{}: the sender thread stopped", d.name));
     let hand = |chunk: &mut Chunk| -> Result<(), RuntimeError> {
-        let full = std::mem::take(chunk);
+        let recycled = reuse.lock().ok().and_then(|r| r.try_recv().ok());
+        let fresh = match recycled {
+            Some(mut c) => {
+                c.clear();
+                c
+            }
+            None => Chunk::default(),
+        };
+        let full = std::mem::replace(chunk, fresh);
         match work.try_send(Work::Chunk(full)) {
             Ok(()) => Ok(()),
             Err(mpsc::TrySendError::Full(w)) => blocking(|| work.send(w)).map_err(|_| crashed()),
@@ -142,7 +153,7 @@ pub async fn run_topic(
                     _ = shared.rewind_wanted() => {
                         if let Some(rewind) = shared.take_rewind() {
                             seek(&consumer, &d.source, &rewind.positions);
-                            work.send(Work::Rewound(rewind.generation))
+                            blocking(|| work.send(Work::Rewound(rewind.generation)))
                                 .map_err(|_| crashed())?;
                         }
                         continue;
@@ -164,8 +175,7 @@ pub async fn run_topic(
             // too, comes again after the seek; the sender drops the rest.
             hand(&mut chunk)?;
             seek(&consumer, &d.source, &rewind.positions);
-            work.send(Work::Rewound(rewind.generation))
-                .map_err(|_| crashed())?;
+            blocking(|| work.send(Work::Rewound(rewind.generation))).map_err(|_| crashed())?;
             if rewind.positions.iter().any(|(p, _)| *p == partition) {
                 continue;
             }
