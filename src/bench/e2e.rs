@@ -191,8 +191,13 @@ async fn joined_reader(
 
 const JOIN_LIMIT: Duration = Duration::from_secs(120);
 
-/// When the processor under test took its first record (polled every millisecond).
-pub(super) async fn first_taken(taken: &AtomicU64) -> anyhow::Result<Instant> {
+/// When the processor under test took its first record: waits for it
+/// (polling every millisecond) and gives the instant the processor stamped,
+/// so a late poll does not shorten the run.
+pub(super) async fn first_taken(
+    taken: &AtomicU64,
+    first: &std::sync::OnceLock<Instant>,
+) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + JOIN_LIMIT;
     while taken.load(Ordering::Relaxed) == 0 {
         anyhow::ensure!(
@@ -201,7 +206,7 @@ pub(super) async fn first_taken(taken: &AtomicU64) -> anyhow::Result<Instant> {
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    Ok(Instant::now())
+    Ok(first.get().copied().unwrap_or_else(Instant::now))
 }
 
 fn now_ms() -> i64 {
@@ -338,14 +343,14 @@ async fn measure(
     s: &Setup<'_>,
     name: &str,
     prepared: Prepared,
-    taken: &AtomicU64,
+    (taken, first): (&AtomicU64, &std::sync::OnceLock<Instant>),
 ) -> anyhow::Result<Measured> {
     let Prepared {
         input,
         payloads,
         reader,
     } = prepared;
-    let begun = first_taken(taken).await?;
+    let begun = first_taken(taken, first).await?;
     let cpu_before = super::cpu::Sample::now();
     drain_into(&reader, s.records, None).await?;
     let elapsed = begun.elapsed();
@@ -383,7 +388,7 @@ pub async fn passthrough(s: &Setup<'_>) -> anyhow::Result<Measured> {
     s.create(&[&input, &output]).await?;
     let payloads = s.payloads(user_login::SOURCE).await?;
     let prepared = s.prepare("pt", &input, &output, payloads).await?;
-    let taken = Arc::new(AtomicU64::new(0));
+    let taken: Arc<Taken> = Arc::default();
     let mut copiers = tokio::task::JoinSet::new();
     let threads = s.threads.clamp(1, s.partitions.max(1) as usize);
     for i in 0..threads {
@@ -402,7 +407,13 @@ pub async fn passthrough(s: &Setup<'_>) -> anyhow::Result<Measured> {
         let (out_topic, counter) = (output.clone(), taken.clone());
         copiers.spawn(copy(copier, producer, out_topic, counter));
     }
-    let measured = measure(s, "pass-through (librdkafka, no decode)", prepared, &taken).await;
+    let measured = measure(
+        s,
+        "pass-through (librdkafka, no decode)",
+        prepared,
+        (&taken.0, &taken.1),
+    )
+    .await;
     // Every record has been read back, so every copy was delivered.
     copiers.abort_all();
     while let Some(done) = copiers.join_next().await {
@@ -416,12 +427,15 @@ pub async fn passthrough(s: &Setup<'_>) -> anyhow::Result<Measured> {
     measured
 }
 
+/// Records the copiers took, and when the first was.
+type Taken = (AtomicU64, std::sync::OnceLock<Instant>);
+
 /// One copier of the pass-through: consume, produce the same bytes, count.
 async fn copy(
     copier: StreamConsumer,
     producer: Plain,
     out_topic: String,
-    taken: Arc<AtomicU64>,
+    taken: Arc<Taken>,
 ) -> anyhow::Result<()> {
     // One stream, as the worker does: `recv` registers and drops a waker
     // slot per message.
@@ -431,7 +445,13 @@ async fn copy(
             .next()
             .await
             .ok_or_else(|| anyhow::anyhow!("the consumer stream ended"))??;
-        taken.fetch_add(1, Ordering::Relaxed);
+        let n = taken.0.fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            let _ = taken.1.set(Instant::now());
+        } else if n.is_multiple_of(256) {
+            // As the worker's loop: give the thread back now and then.
+            tokio::task::yield_now().await;
+        }
         let ts = match m.timestamp() {
             Timestamp::CreateTime(t) => t,
             _ => now_ms(),
@@ -505,7 +525,7 @@ pub(super) async fn run_workers(
     };
     let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);
     let stats = workers.stats[0].1.clone();
-    let measured = measure(s, name, prepared, &stats.records_in).await;
+    let measured = measure(s, name, prepared, (&stats.records_in, &stats.first_record)).await;
     workers.stop(Duration::from_secs(30)).await?;
     measured
 }

@@ -125,7 +125,7 @@ async fn run(
     tokio::task::spawn_blocking(move || feed(&kafka, &topic, &payloads, n, 0)).await??;
     let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);
     let stats: Arc<Stats> = workers.stats[0].1.clone();
-    let started = first_taken(&stats.records_in).await?;
+    let started = first_taken(&stats.records_in, &stats.first_record).await?;
     let sum = format!("SELECT coalesce(sum(count), 0)::bigint FROM {table}");
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {

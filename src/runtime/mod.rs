@@ -181,6 +181,8 @@ pub struct Stats {
     pub sink: String,
     /// Set once the worker has joined its consumer group.
     pub joined: std::sync::atomic::AtomicBool,
+    /// When the first record was taken (the benchmark's clock starts there).
+    pub first_record: std::sync::OnceLock<std::time::Instant>,
     dlq_by_kind: Mutex<BTreeMap<&'static str, u64>>,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
@@ -192,6 +194,15 @@ impl Stats {
             sink: d.sinks.first().cloned().unwrap_or_default(),
             ..Stats::default()
         }
+    }
+
+    /// Counts a record taken, giving how many were taken before it.
+    pub fn record_in(&self) -> u64 {
+        let n = self.records_in.fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            let _ = self.first_record.set(std::time::Instant::now());
+        }
+        n
     }
 
     pub fn count_dead_letter(&self, kind: &'static str) {

@@ -360,7 +360,7 @@ impl Worker<'_> {
                 _ => return false,
             }
         }
-        let n = self.stats.records_in.fetch_add(1, Ordering::Relaxed);
+        let n = self.stats.record_in();
         self.batch_started
             .get_or_insert_with(std::time::Instant::now);
         let timestamp_ms = match msg.timestamp() {
