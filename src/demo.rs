@@ -323,30 +323,33 @@ pub async fn run(
     let readings = sensor_report.total;
     // Let the workers catch up with what the simulators produced, briefly.
     let drain_until = Instant::now() + Duration::from_secs(10);
-    let counts = |w: &Workers, name: &str| {
-        w.stats
+    let stats = workers.stats.clone();
+    let counts = |name: &str| {
+        stats
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, s)| Counts::of(s))
             .unwrap_or_default()
     };
-    while (counts(&workers, user_login::NAME).records_in < produced.total()
-        || counts(&workers, iot_alerts::NAME).records_in < readings
-        || counts(&workers, iot_windows::NAME).records_in < readings)
+    while (counts(user_login::NAME).records_in < produced.total()
+        || counts(iot_alerts::NAME).records_in < readings
+        || counts(iot_windows::NAME).records_in < readings)
         && Instant::now() < drain_until
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Outputs, dead letters and late records count once committed, which
+    // stopping does for what is in flight.
+    workers.stop(Duration::from_secs(30)).await?;
+    status(out, started, &stats, &sample, memory.as_deref());
     let summary = Summary {
         logins: produced,
         readings,
-        user_login: counts(&workers, user_login::NAME),
-        iot_alerts: counts(&workers, iot_alerts::NAME),
-        iot_windows: counts(&workers, iot_windows::NAME),
+        user_login: counts(user_login::NAME),
+        iot_alerts: counts(iot_alerts::NAME),
+        iot_windows: counts(iot_windows::NAME),
         late_readings: sensor_report.late,
     };
-    status(out, started, &workers.stats, &sample, memory.as_deref());
-    workers.stop(Duration::from_secs(30)).await?;
     tap_task.abort();
     // Its consumer must be closed before the mock cluster goes away.
     let _ = tap_task.await;

@@ -20,7 +20,7 @@ fn exported() -> BTreeSet<String> {
     stats
         .late
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    stats.count_dead_letter("validation");
+    stats.count_dead_letters("validation", 1);
     stats.set_lag("in", 0, 5);
     metrics.observe_topologies(vec![("t".into(), stats)]);
     let sim = SimulatorState::new();

@@ -607,7 +607,11 @@ async fn a_failed_commit_reads_its_unit_again() {
     use std::sync::atomic::Ordering::Relaxed;
     let mock = MockCluster::new(1).unwrap();
     let s = setup(&mock).await;
-    let planned = produce(&s, 3000, 0.0, 17).await;
+    let planned = produce(&s, 3000, 0.1, 17).await;
+    let valid = planned
+        .iter()
+        .filter(|p| matches!(p, Planned::Valid(_)))
+        .count() as u64;
     mock.request_errors(
         RDKafkaApiKey::TxnOffsetCommit,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION; 3],
@@ -622,17 +626,30 @@ async fn a_failed_commit_reads_its_unit_again() {
         },
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while stats.aborts.load(Relaxed) < 3 || stats.commits.load(Relaxed) < 3 {
+    let handled = || stats.records_out.load(Relaxed) + stats.dead_letters.load(Relaxed);
+    while stats.aborts.load(Relaxed) < 3
+        || stats.commits.load(Relaxed) < 3
+        || handled() < planned.len() as u64
+    {
         assert!(
             std::time::Instant::now() < deadline,
-            "aborts {} commits {}",
+            "aborts {} commits {} out {} dlq {}",
             stats.aborts.load(Relaxed),
-            stats.commits.load(Relaxed)
+            stats.commits.load(Relaxed),
+            stats.records_out.load(Relaxed),
+            stats.dead_letters.load(Relaxed)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.send(()).unwrap();
     task.await.unwrap();
+    // Counted once committed: the aborted units' records are not counted
+    // twice, though they were handled twice.
+    assert_eq!(stats.records_out.load(Relaxed), valid);
+    assert_eq!(
+        stats.dead_letters.load(Relaxed),
+        planned.len() as u64 - valid
+    );
     let out = read_topic(
         &s.kafka.bootstrap,
         "processed-user-login",

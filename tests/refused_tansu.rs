@@ -251,10 +251,12 @@ async fn a_login_too_large_for_the_producer_goes_to_the_dead_letter_topic() {
     let stats = run_until_quiet(&s, user_login::build().unwrap()).await;
     check_outputs(&s, 1).await;
     check_dead_letter(&s).await;
-    // Counted as handled: twice, as the first dead letter was refused too
-    // and its unit aborted.
-    let counted = stats.dead_letters_by_kind()["refused_by_producer"];
-    assert!(counted >= 1, "{counted}");
+    // Handled twice, as the first dead letter was refused too and its unit
+    // aborted, but counted once: when it committed.
+    assert_eq!(stats.dead_letters_by_kind()["refused_by_producer"], 1);
+    assert_eq!(stats.dead_letters.load(Ordering::Relaxed), 1);
+    let out = stats.records_out.load(Ordering::Relaxed);
+    assert_eq!(out, RECORDS as u64 - 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,4 +277,6 @@ async fn a_refused_second_output_takes_the_first_out_again() {
     assert!(stats.aborts.load(Ordering::Relaxed) >= 1);
     check_outputs(&s, 2).await;
     check_dead_letter(&s).await;
+    let out = stats.records_out.load(Ordering::Relaxed);
+    assert_eq!(out, 2 * (RECORDS as u64 - 1), "counted once committed");
 }

@@ -282,6 +282,9 @@ async fn postgres_cut_off_mid_stream_loses_and_repeats_nothing() {
     wait_committed(&s.pool, half as i64, Duration::from_secs(60)).await;
 
     proxy.set_up(false);
+    // Dead letters handled in a failed unit and again after, committed once.
+    let bad = [vec![9, 9, 9], vec![0, 0, 0, 0, 99, 1], vec![7]];
+    produce_raw(&s.kafka, "dev-00", &bad).await;
     produce(&s.kafka, &s.codec, &all[half..]).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
@@ -297,7 +300,16 @@ async fn postgres_cut_off_mid_stream_loses_and_repeats_nothing() {
     proxy.set_up(true);
     wait_committed(&s.pool, all.len() as i64, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = w.stats.clone();
     w.stop().await;
+    let dead = stats
+        .dead_letters
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_exact(&stored(&s.pool).await, &expected(&all, &spec));
+    assert_eq!(
+        dead,
+        bad.len() as u64,
+        "dead letters counted once committed"
+    );
     s.db.drop_db().await;
 }

@@ -93,7 +93,7 @@ pub(super) fn register(meter: &Meter, topologies: &Topologies) {
     per_topic(
         meter,
         "sluice.records.out",
-        "Records produced to the sink topic",
+        "Records produced to the sink topic, counted once committed",
         topologies,
         |s| (&s.sink, s.records_out.load(Ordering::Relaxed)),
     );
@@ -114,7 +114,7 @@ pub(super) fn register(meter: &Meter, topologies: &Topologies) {
     labelled(
         meter,
         "sluice.late.records",
-        "Records later than their windows' grace period, sent to the late topic, by reason",
+        "Records later than their windows' grace period, sent to the late topic, by reason, counted once committed",
         topologies,
         "reason",
         |s| vec![("window_closed", s.late.load(Ordering::Relaxed))],
@@ -129,7 +129,7 @@ pub(super) fn register(meter: &Meter, topologies: &Topologies) {
     labelled(
         meter,
         "sluice.dead_letters",
-        "Records sent to the dead-letter topic, by reason",
+        "Records sent to the dead-letter topic, by reason, counted once committed",
         topologies,
         "reason",
         |s| s.dead_letters_by_kind().into_iter().collect(),

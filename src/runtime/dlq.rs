@@ -33,6 +33,8 @@ pub struct Origin<'a> {
 /// A record bound for the dead-letter topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
+    /// The reason label (`sluice.error.kind`), counted once committed.
+    pub kind: &'static str,
     pub record: Output,
     pub headers: Vec<(&'static str, String)>,
 }
@@ -91,7 +93,7 @@ pub(super) fn rejected(
     topology: &str,
     origin: Origin<'_>,
     (key, value): (Option<&[u8]>, Option<&[u8]>),
-    kind: &str,
+    kind: &'static str,
     message: String,
 ) -> DeadLetter {
     let headers = vec![
@@ -104,6 +106,7 @@ pub(super) fn rejected(
         (TOPOLOGY, topology.to_string()),
     ];
     DeadLetter {
+        kind,
         record: Output {
             topic: topic.clone(),
             key: key.map(<[u8]>::to_vec),

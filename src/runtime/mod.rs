@@ -6,6 +6,7 @@ mod dlq;
 pub mod failpoint;
 mod refused;
 mod sender;
+mod tally;
 mod txn;
 mod windowed;
 mod worker;
@@ -205,14 +206,14 @@ impl Stats {
         n
     }
 
-    pub fn count_dead_letter(&self, kind: &'static str) {
-        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+    pub fn count_dead_letters(&self, kind: &'static str, n: u64) {
+        self.dead_letters.fetch_add(n, Ordering::Relaxed);
         *self
             .dlq_by_kind
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(kind)
-            .or_default() += 1;
+            .or_default() += n;
     }
 
     pub fn dead_letters_by_kind(&self) -> BTreeMap<&'static str, u64> {

@@ -163,6 +163,7 @@ mod tests {
 
     fn letter(kind: &'static str, reason: String) -> DeadLetter {
         DeadLetter {
+            kind,
             record: Output {
                 topic: Arc::from("in.dlq"),
                 key: Some(b"k".to_vec()),

@@ -27,6 +27,7 @@ use super::{
     Backoff, Stats,
     chunk::Chunk,
     refused::{Refusal, Refusals, send_results},
+    tally::Tally,
     txn::{Txn, WorkerContext},
 };
 use crate::metrics::Timings;
@@ -129,6 +130,8 @@ pub struct Sender {
     dropping: HashMap<i32, u64>,
     generation: u64,
     retry: Backoff,
+    /// What the unit holds, counted once it commits.
+    tally: Tally,
 }
 
 impl Sender {
@@ -155,6 +158,7 @@ impl Sender {
             dropping: HashMap::new(),
             generation: 0,
             retry: Backoff::new(),
+            tally: Tally::default(),
         }
     }
 
@@ -213,7 +217,6 @@ impl Sender {
 
     /// Sends a chunk's results into the unit, committing whenever it is full.
     fn take(&mut self, chunk: &Chunk) {
-        let mut outputs = 0;
         for (i, held) in chunk.iter().enumerate() {
             if self.dropping.contains_key(&held.partition) {
                 continue;
@@ -221,7 +224,10 @@ impl Sender {
             match send_results(&mut self.txn, held.dead, held.outputs) {
                 Ok(()) => {
                     self.txn.consumed(held.partition, held.offset);
-                    outputs += held.outputs.len() as u64;
+                    self.tally.outputs += held.outputs.len() as u64;
+                    if let Some(d) = held.dead {
+                        self.tally.dead_letter(d.kind);
+                    }
                     if self.txn.records >= self.batch_size {
                         self.commit();
                     }
@@ -234,6 +240,7 @@ impl Sender {
                         tracing::warn!(topology = %self.name, error = %f.error, "produce failed; aborting the batch");
                     }
                     self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+                    self.tally.clear();
                     let mut positions = self.txn.abort();
                     // This record and the rest of the chunk were not sent.
                     let rest = chunk.first_offsets(i).into_iter();
@@ -249,7 +256,6 @@ impl Sender {
                 }
             }
         }
-        self.stats.records_out.fetch_add(outputs, Ordering::Relaxed);
     }
 
     /// Commits the unit; on failure aborts it and has it read again.
@@ -274,6 +280,7 @@ impl Sender {
         match committed {
             Ok(()) => {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.tally.committed(&self.stats);
                 self.retry = Backoff::new();
                 self.shared.forget_refusals(|partition, offset| {
                     next.iter().any(|&(p, n)| p == partition && offset < n)
@@ -283,6 +290,7 @@ impl Sender {
             Err(e) => {
                 tracing::warn!(topology = %self.name, error = %e, "commit failed; aborting and re-reading the batch");
                 self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+                self.tally.clear();
                 let positions = self.txn.abort();
                 self.rewind(positions);
             }

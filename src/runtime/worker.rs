@@ -19,7 +19,6 @@ use super::{
     Backoff, RunOptions, RuntimeError, Stats,
     chunk::Chunk,
     dlq::{self, Origin},
-    refused,
     sender::{Sender, Shared, Work},
     txn::{Txn, WorkerContext, blocking},
 };
@@ -200,7 +199,6 @@ pub async fn run_topic(
         let refusal = shared.refusal(partition, offset).unwrap_or_default();
         let mut retry = Backoff::new();
         let mut dead = if refusal.replaces_outputs() {
-            stats.count_dead_letter(refused::KIND);
             outputs.clear();
             None
         } else {
@@ -227,7 +225,6 @@ pub async fn run_topic(
                         }
                     }
                     Err(f) => {
-                        stats.count_dead_letter(f.kind());
                         tracing::debug!(topology = %d.name, kind = f.kind(), error = %f, offset, "dead letter");
                         break Some(dlq::dead_letter(
                             &dlq_topic,

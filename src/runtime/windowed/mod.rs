@@ -27,6 +27,7 @@ use owned::{Owned, Part, WindowContext};
 use super::{
     Backoff, RunOptions, RuntimeError, Stats,
     dlq::{self, DeadLetter, Origin},
+    tally::Tally,
     txn::{Txn, blocking},
 };
 use crate::{
@@ -281,6 +282,7 @@ impl Worker<'_> {
                     next: c.next_offset.unwrap_or(-1),
                     floor: c.watermark_ms,
                     state: WindowState::new(spec),
+                    tally: Tally::default(),
                 },
             );
             o.marks.reset_current();
@@ -425,7 +427,7 @@ impl Worker<'_> {
                         missed.extend(part.state.add(&r.key, r.event_ms, &r.value, watermark));
                     }
                     if !missed.is_empty() {
-                        self.stats.late.fetch_add(1, Ordering::Relaxed);
+                        part.tally.late += 1;
                         let event_ms = readings.first().map_or(timestamp_ms, |r| r.event_ms);
                         rejected = Some(dlq::late_record(
                             &self.late,
@@ -438,7 +440,7 @@ impl Worker<'_> {
                     }
                 }
                 Err(f) => {
-                    self.stats.count_dead_letter(f.kind());
+                    part.tally.dead_letter(f.kind());
                     rejected = Some(dlq::dead_letter(
                         &self.dlq,
                         &self.d.name,
@@ -467,6 +469,7 @@ impl Worker<'_> {
 
     /// Writes everything since the last commit in one store transaction.
     async fn commit(&mut self, producer: &mut Txn, claim_at: &mut Option<Instant>) {
+        let mut tally = Tally::default();
         let (rows, closed, positions) = {
             let mut guard = self.lock();
             let o = &mut *guard;
@@ -475,6 +478,7 @@ impl Worker<'_> {
             let mut closed: Vec<ClosedRow> = Vec::new();
             let mut positions = Vec::new();
             for (p, part) in o.parts.iter_mut() {
+                tally.absorb(&mut part.tally);
                 part.floor = part.floor.max(watermark);
                 let (updates, done) = part.state.flush(part.floor);
                 for u in updates {
@@ -540,6 +544,9 @@ impl Worker<'_> {
                 super::failpoint::hit("after-store-commit");
                 self.uncommitted = 0;
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                // Its sink is `postgres:<table>`: rows are what it writes.
+                tally.outputs = rows.len() as u64;
+                tally.committed(&self.stats);
                 self.stats
                     .window_rows
                     .fetch_add(rows.len() as u64, Ordering::Relaxed);

@@ -22,7 +22,7 @@ use rdkafka::{
 use tokio::sync::Notify;
 
 use crate::{
-    runtime::{Stats, txn::record_lag},
+    runtime::{Stats, tally::Tally, txn::record_lag},
     topology::WindowKey,
     window::{Stats as Agg, Watermarks, WindowSpec, WindowState},
 };
@@ -37,6 +37,9 @@ pub struct Part {
     /// windows closed here stay closed, whatever other partitions do.
     pub floor: i64,
     pub state: WindowState<WindowKey, f64, Agg>,
+    /// Late and dead letters since the last commit; dropped with the
+    /// partition's state, as its next owner reads them again.
+    pub tally: Tally,
 }
 
 pub struct Owned {
