@@ -78,16 +78,55 @@ impl KafkaConfig {
         c
     }
 
-    /// A consumer-group member that commits only what sluice tells it to.
+    /// The group protocol in effect: a `group.protocol` the user passed
+    /// through wins over `--group-protocol`.
+    pub fn effective_protocol(&self, flag: GroupProtocol) -> GroupProtocol {
+        match self.property("group.protocol") {
+            Some(v) if v.eq_ignore_ascii_case("consumer") => GroupProtocol::Consumer,
+            Some(_) => GroupProtocol::Classic,
+            None => flag,
+        }
+    }
+
+    fn property(&self, key: &str) -> Option<&str> {
+        self.properties
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Properties the broker owns under the new group protocol (librdkafka
+    /// refuses to start a consumer that sets them): what to say instead.
+    pub fn check_protocol(&self, protocol: GroupProtocol) -> Result<(), String> {
+        if self.effective_protocol(protocol) != GroupProtocol::Consumer {
+            return Ok(());
+        }
+        for key in CLASSIC_ONLY {
+            if self.property(key).is_some() {
+                return Err(format!(
+                    "--kafka-config {key} is not allowed with the consumer group protocol: the broker decides it (group.consumer.session.timeout.ms, group.consumer.heartbeat.interval.ms, group.consumer.assignors); remove it or use --group-protocol classic"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A consumer-group member that commits only what sluice tells it to,
+    /// with the classic protocol (cooperative-sticky assignment).
     pub fn consumer(&self, group_id: &str) -> ClientConfig {
-        let mut c = self.base(&[
+        self.member(group_id, &Membership::default())
+    }
+
+    /// A consumer-group member: `membership` picks the group protocol and,
+    /// with a stable instance name, static membership (KIP-345), so that a
+    /// restarted member takes its old place without a rebalance.
+    pub fn member(&self, group_id: &str, membership: &Membership) -> ClientConfig {
+        let mut defaults = vec![
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
             ("isolation.level", "read_committed"),
-            ("partition.assignment.strategy", "cooperative-sticky"),
-            ("session.timeout.ms", "10000"),
-            ("heartbeat.interval.ms", "1000"),
             // Bounds what a worker buffers ahead of processing.
             ("queued.max.messages.kbytes", "16384"),
             // When that buffer is full, librdkafka postpones the next fetch
@@ -95,16 +134,31 @@ impl KafkaConfig {
             // fraction of that and then sat idle: measured on tansu, the
             // default cost 30–40 % of the throughput.
             ("fetch.queue.backoff.ms", "10"),
-        ]);
+        ];
+        match self.effective_protocol(membership.protocol) {
+            GroupProtocol::Classic => defaults.extend([
+                ("partition.assignment.strategy", "cooperative-sticky"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "1000"),
+            ]),
+            GroupProtocol::Consumer => defaults.push(("group.protocol", "consumer")),
+        }
+        let mut c = self.base(&defaults);
         c.set("group.id", group_id);
+        if let Some(id) = &membership.instance
+            && c.get("group.instance.id").is_none()
+        {
+            c.set("group.instance.id", id);
+        }
         c
     }
 
     /// A worker's consumer: it also reports librdkafka's statistics every
-    /// second, which the lag metrics come from. Other consumers leave them
-    /// off, since rdkafka's default context logs each report at info.
-    pub fn worker_consumer(&self, group_id: &str) -> ClientConfig {
-        let mut c = self.consumer(group_id);
+    /// second, which the lag metrics and readiness come from. Other
+    /// consumers leave them off, since rdkafka's default context logs each
+    /// report at info.
+    pub fn worker_consumer(&self, group_id: &str, membership: &Membership) -> ClientConfig {
+        let mut c = self.member(group_id, membership);
         if c.get("statistics.interval.ms").is_none() {
             c.set("statistics.interval.ms", "1000");
         }
@@ -138,6 +192,53 @@ impl KafkaConfig {
         }
         c
     }
+}
+
+/// Consumer settings the broker owns under the consumer group protocol.
+const CLASSIC_ONLY: [&str; 3] = [
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+];
+
+/// Kafka's consumer group protocols: `classic` (join/sync rounds, the client
+/// assigns) and `consumer` (KIP-848, Kafka 4.x: the broker assigns, members
+/// heartbeat, no stop-the-world rebalance).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GroupProtocol {
+    #[default]
+    Classic,
+    Consumer,
+}
+
+impl std::str::FromStr for GroupProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "classic" => Ok(GroupProtocol::Classic),
+            "consumer" => Ok(GroupProtocol::Consumer),
+            other => Err(format!(
+                "unknown group protocol {other:?}: use classic (any Kafka) or consumer (KIP-848, Kafka 4.0 or later)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        })
+    }
+}
+
+/// How a worker's consumer takes part in its group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub protocol: GroupProtocol,
+    /// `group.instance.id` (static membership), when the member has a stable name.
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

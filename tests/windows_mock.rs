@@ -227,10 +227,7 @@ async fn one_three_one_workers_keep_aggregates_exact() {
     let b = spawn(&s, s.pool.clone(), spec, "b");
     let c = spawn(&s, s.pool.clone(), spec, "c");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while ![&b, &c]
-        .iter()
-        .all(|w| w.stats.joined.load(std::sync::atomic::Ordering::Relaxed))
-    {
+    while ![&b, &c].iter().all(|w| w.stats.health.is_joined()) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "new workers never joined"

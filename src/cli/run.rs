@@ -137,8 +137,14 @@ pub struct RunArgs {
     group_id: Option<String>,
     /// This worker's stable name (e.g. the pod name); names its transactional
     /// producer so a restarted worker fences its predecessor at once.
+    /// With it, each member is a static one (group.instance.id, KIP-345).
     #[arg(long, env = "SLUICE_INSTANCE_ID")]
     instance_id: Option<String>,
+    /// Consumer group protocol: classic (any Kafka), or consumer (KIP-848,
+    /// Kafka 4.0 or later: the broker assigns partitions, no stop-the-world
+    /// rebalances).
+    #[arg(long, env = "SLUICE_GROUP_PROTOCOL", default_value = "classic", value_parser = clap::value_parser!(kafka::GroupProtocol))]
+    group_protocol: kafka::GroupProtocol,
     /// Consumer-group members per topology in this process, each with its
     /// own consumer and producer (like Kafka Streams' num.stream.threads);
     /// partitions spread over them as over separate workers.
@@ -187,6 +193,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!(runtime::RuntimeError::NoStore(t.description.name.clone()));
     }
     let kafka = args.kafka.config();
+    if let Err(e) = kafka.check_protocol(args.group_protocol) {
+        bail!(e);
+    }
     tracing::info!(bootstrap = %kafka.bootstrap, properties = ?kafka.redacted(), "connecting to Kafka");
     if args.create_topics {
         create_topics(&kafka, &selected, &args.topics).await?;
@@ -229,10 +238,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         guarantee: args.guarantee,
         batch_size: args.batch_size,
         commit_interval: args.commit_interval,
+        static_membership: args.instance_id.is_some(),
         instance_id: args
             .instance_id
             .unwrap_or_else(runtime::default_instance_id),
         group_id: args.group_id,
+        group_protocol: kafka.effective_protocol(args.group_protocol),
         threads: args.threads,
         windows,
         meter: Some(metrics.meter()),

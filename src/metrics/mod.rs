@@ -91,20 +91,16 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// `Ok` once every topology's worker has joined its consumer group (so
-    /// the broker answers) and every required service answers.
+    /// `Ok` while every topology's worker is in its consumer group, reaches
+    /// its brokers and commits, and every required service answers.
     pub async fn ready(&self) -> Result<(), String> {
         if let Some(t) = self.topologies.get() {
-            let waiting: Vec<&str> = t
+            let unready: Vec<String> = t
                 .iter()
-                .filter(|(_, s)| !s.joined.load(std::sync::atomic::Ordering::Relaxed))
-                .map(|(n, _)| n.as_str())
+                .filter_map(|(n, s)| s.health.not_ready().map(|why| format!("{n}: {why}")))
                 .collect();
-            if !waiting.is_empty() {
-                return Err(format!(
-                    "not in its consumer group yet: {}",
-                    waiting.join(", ")
-                ));
+            if !unready.is_empty() {
+                return Err(unready.join("; "));
             }
         }
         for c in &self.checks {

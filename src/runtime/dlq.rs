@@ -1,12 +1,10 @@
-//! Dead-letter records: the original key and value bytes, with headers that
-//! say what went wrong and where the record came from.
+//! Dead-letter records: the original key, value (null stays null) and
+//! headers, followed by sluice's headers that say what went wrong and where
+//! the record came from.
 
 use std::sync::Arc;
 
-use crate::{
-    topology::{Failure, Output},
-    window::Late,
-};
+use crate::{topology::Failure, window::Late};
 
 pub const KIND: &str = "sluice.error.kind";
 pub const MESSAGE: &str = "sluice.error.message";
@@ -21,21 +19,31 @@ pub const WINDOW_START: &str = "sluice.window.start";
 pub const WINDOW_END: &str = "sluice.window.end";
 pub const WATERMARK: &str = "sluice.watermark";
 
-/// Where a failed record was read.
-#[derive(Debug, Clone, Copy)]
+/// Where a failed record was read, and what it carried.
+#[derive(Clone, Copy)]
 pub struct Origin<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
     pub timestamp_ms: i64,
+    pub headers: Option<&'a rdkafka::message::BorrowedHeaders>,
 }
 
-/// A record bound for the dead-letter topic.
+/// A header as it came: any bytes, or none.
+pub type RawHeader = (String, Option<Vec<u8>>);
+
+/// A record bound for the dead-letter (or late) topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     /// The reason label (`sluice.error.kind`), counted once committed.
     pub kind: &'static str,
-    pub record: Output,
+    pub topic: Arc<str>,
+    pub key: Option<Vec<u8>>,
+    /// `None` for a tombstone: a null value stays null.
+    pub value: Option<Vec<u8>>,
+    pub timestamp_ms: i64,
+    /// The original record's headers, sent first.
+    pub original: Vec<RawHeader>,
     pub headers: Vec<(&'static str, String)>,
 }
 
@@ -107,12 +115,19 @@ pub(super) fn rejected(
     ];
     DeadLetter {
         kind,
-        record: Output {
-            topic: topic.clone(),
-            key: key.map(<[u8]>::to_vec),
-            value: value.unwrap_or_default().to_vec(),
-            timestamp_ms: origin.timestamp_ms,
-        },
+        topic: topic.clone(),
+        key: key.map(<[u8]>::to_vec),
+        value: value.map(<[u8]>::to_vec),
+        timestamp_ms: origin.timestamp_ms,
+        original: origin.headers.map(copy_headers).unwrap_or_default(),
         headers,
     }
+}
+
+fn copy_headers(headers: &rdkafka::message::BorrowedHeaders) -> Vec<RawHeader> {
+    use rdkafka::message::Headers;
+    headers
+        .iter()
+        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+        .collect()
 }

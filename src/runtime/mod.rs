@@ -4,6 +4,7 @@
 mod chunk;
 mod dlq;
 pub mod failpoint;
+pub mod health;
 mod refused;
 mod sender;
 mod tally;
@@ -51,6 +52,13 @@ pub struct RunOptions {
     pub instance_id: String,
     /// Consumer group id, when not the topology's own.
     pub group_id: Option<String>,
+    /// The consumer group protocol.
+    pub group_protocol: crate::kafka::GroupProtocol,
+    /// Whether `instance_id` is stable across restarts (set by the user):
+    /// then, with the classic protocol, each member is a static one
+    /// (`group.instance.id`), and a restarted worker takes its old place
+    /// without a rebalance.
+    pub static_membership: bool,
     /// Group members per topology in this process (Kafka Streams'
     /// num.stream.threads): each has its own consumer and producer, and the
     /// partitions spread over them as over separate processes.
@@ -62,6 +70,20 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// How a member named `instance` joins its group. Static membership
+    /// only with the classic protocol: under KIP-848 a static member killed
+    /// without leaving keeps its name until its session times out, and
+    /// librdkafka treats the restarted member's rejoin as a fatal error
+    /// (UNRELEASED_INSTANCE_ID) instead of waiting.
+    fn membership(&self, instance: &str) -> crate::kafka::Membership {
+        use crate::kafka::GroupProtocol;
+        let stable = self.static_membership && self.group_protocol == GroupProtocol::Classic;
+        crate::kafka::Membership {
+            protocol: self.group_protocol,
+            instance: stable.then(|| instance.to_string()),
+        }
+    }
+
     fn timings(&self, topology: &str) -> Timings {
         match &self.meter {
             Some(m) => Timings::new(m, topology),
@@ -78,6 +100,8 @@ impl Default for RunOptions {
             commit_interval: Duration::from_millis(100),
             instance_id: default_instance_id(),
             group_id: None,
+            group_protocol: crate::kafka::GroupProtocol::Classic,
+            static_membership: false,
             threads: 1,
             windows: None,
             meter: None,
@@ -113,6 +137,10 @@ pub enum RuntimeError {
         "topology {0} writes window aggregates to PostgreSQL: set DATABASE_URL (or --database-url), or choose other topologies with --topology"
     )]
     NoStore(String),
+    /// The Kafka client cannot go on (fenced, or a broker error it treats
+    /// as final): a new one, starting from the committed positions, can.
+    #[error("topology {topology}: the Kafka client stopped for good ({reason})")]
+    Fatal { topology: String, reason: String },
     #[error("topology {topology}: {source}")]
     Store {
         topology: String,
@@ -136,22 +164,30 @@ impl Backoff {
         d
     }
 
-    /// The consumed message; on a consume error, logs, waits and gives `None`.
+    /// The consumed message; on a consume error, logs, waits and gives
+    /// `None`; a fatal one ends the worker, to be started afresh.
     async fn received<M>(
         &mut self,
         msg: rdkafka::error::KafkaResult<M>,
         topology: &str,
-    ) -> Option<M> {
+    ) -> Result<Option<M>, RuntimeError> {
         match msg {
             Ok(m) => {
                 *self = Backoff::new();
-                Some(m)
+                Ok(Some(m))
             }
+            Err(e @ rdkafka::error::KafkaError::MessageConsumptionFatal(_)) => {
+                Err(RuntimeError::Fatal {
+                    topology: topology.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+            // Transport failures are logged once per outage (`health`).
             Err(e) => {
                 let wait = self.next();
-                tracing::warn!(%topology, error = %e, retry_in = ?wait, "consume failed; is the broker reachable?");
+                tracing::debug!(%topology, error = %e, retry_in = ?wait, "consume failed");
                 tokio::time::sleep(wait).await;
-                None
+                Ok(None)
             }
         }
     }
@@ -180,8 +216,8 @@ pub struct Stats {
     /// The topics records come from and go to, for metric labels.
     pub source: String,
     pub sink: String,
-    /// Set once the worker has joined its consumer group.
-    pub joined: std::sync::atomic::AtomicBool,
+    /// Whether the worker can do its job (`/readyz`).
+    pub health: health::Health,
     /// When the first record was taken (the benchmark's clock starts there).
     pub first_record: std::sync::OnceLock<std::time::Instant>,
     dlq_by_kind: Mutex<BTreeMap<&'static str, u64>>,
@@ -322,10 +358,27 @@ impl Workers {
                     stopped.clone(),
                 );
                 tasks.spawn(async move {
-                    let shutdown = async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    };
-                    run_topology(&topology, &kafka, codec, &opts, s, shutdown).await
+                    let mut backoff = Backoff::new();
+                    loop {
+                        let mut watch = stopped.clone();
+                        let shutdown = async move {
+                            let _ = watch.wait_for(|s| *s).await;
+                        };
+                        let run =
+                            run_topology(&topology, &kafka, codec.clone(), &opts, s.clone(), shutdown);
+                        match run.await {
+                            // Uncommitted work is read again by the new client.
+                            Err(e @ RuntimeError::Fatal { .. }) if !*stopped.borrow() => {
+                                let wait = backoff.next();
+                                tracing::warn!(error = %e, retry_in = ?wait, "starting the worker afresh");
+                                tokio::select! {
+                                    _ = stopped.wait_for(|s| *s) => return Ok(()),
+                                    _ = tokio::time::sleep(wait) => {}
+                                }
+                            }
+                            done => return done,
+                        }
+                    }
                 });
             }
         }

@@ -41,12 +41,11 @@ pub fn send_results(
     outputs: &[Output],
 ) -> Result<(), SendFailure> {
     if let Some(d) = dead {
-        txn.send(&d.record, &d.headers)
-            .map_err(|error| SendFailure {
-                error,
-                of_dead_letter: true,
-                topic: d.record.topic.clone(),
-            })?;
+        txn.send_dead_letter(d).map_err(|error| SendFailure {
+            error,
+            of_dead_letter: true,
+            topic: d.topic.clone(),
+        })?;
     }
     for out in outputs {
         txn.send(out, &[]).map_err(|error| SendFailure {
@@ -107,8 +106,9 @@ impl Refusal {
         if let (Some(reason), Some(d)) = (&self.dead_letter, dead.as_mut())
             && !d.headers.iter().any(|(k, _)| *k == OMITTED)
         {
-            d.record.key = None;
-            d.record.value.clear();
+            d.key = None;
+            d.value = None;
+            d.original.clear();
             d.headers.push((
                 OMITTED,
                 format!("{reason}; the original key and value are at the source topic, partition and offset"),
@@ -164,12 +164,11 @@ mod tests {
     fn letter(kind: &'static str, reason: String) -> DeadLetter {
         DeadLetter {
             kind,
-            record: Output {
-                topic: Arc::from("in.dlq"),
-                key: Some(b"k".to_vec()),
-                value: b"the input".to_vec(),
-                timestamp_ms: 1,
-            },
+            topic: Arc::from("in.dlq"),
+            key: Some(b"k".to_vec()),
+            value: Some(b"the input".to_vec()),
+            timestamp_ms: 1,
+            original: vec![("trace".into(), Some(vec![0, 255]))],
             headers: vec![("sluice.error.kind", kind.to_string()), ("m", reason)],
         }
     }
@@ -192,7 +191,8 @@ mod tests {
         r.apply(&mut dead, &mut outputs, letter);
         assert!(outputs.is_empty());
         let d = dead.unwrap();
-        assert_eq!(d.record.value, b"the input");
+        assert_eq!(d.value.as_deref(), Some(&b"the input"[..]));
+        assert_eq!(d.original.len(), 1, "the input's own headers stay");
         assert_eq!(d.headers[0].1, KIND);
         assert!(d.headers[1].1.contains("record for out"), "{:?}", d.headers);
         assert!(d.headers[1].1.contains("message.max.bytes"));
@@ -208,7 +208,7 @@ mod tests {
         // Applying again (the record read again) changes nothing more.
         r.apply(&mut dead, &mut outputs, letter);
         let d = dead.unwrap();
-        assert!(d.record.key.is_none() && d.record.value.is_empty());
+        assert!(d.key.is_none() && d.value.is_none() && d.original.is_empty());
         assert_eq!(d.headers.iter().filter(|(k, _)| *k == OMITTED).count(), 1);
         assert_eq!(d.headers[0].1, KIND, "the first refusal's kind stays");
         // Nothing more to leave out: the unit must be retried.
@@ -224,7 +224,7 @@ mod tests {
         r.apply(&mut dead, &mut vec![], letter);
         let d = dead.unwrap();
         assert_eq!(d.headers[0].1, "corrupt_avro");
-        assert!(d.record.value.is_empty());
+        assert!(d.value.is_none());
     }
 
     #[test]

@@ -279,6 +279,7 @@ impl Sender {
         }
         match committed {
             Ok(()) => {
+                self.stats.health.committed(true);
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 self.tally.committed(&self.stats);
                 self.retry = Backoff::new();
@@ -289,6 +290,7 @@ impl Sender {
             }
             Err(e) => {
                 tracing::warn!(topology = %self.name, error = %e, "commit failed; aborting and re-reading the batch");
+                self.stats.health.committed(false);
                 self.stats.aborts.fetch_add(1, Ordering::Relaxed);
                 self.tally.clear();
                 let positions = self.txn.abort();

@@ -40,12 +40,21 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// Remembers the first failed delivery since the last commit. Delivery
 /// reports are served on this worker's own thread (BaseProducer), so a flush
 /// returns as soon as the last one arrives.
-#[derive(Default)]
 pub struct Deliveries {
     failed: Mutex<Option<KafkaError>>,
+    topology: String,
+    stats: Arc<Stats>,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        super::health::log_librdkafka(&self.topology, level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        super::health::log_client_error(&self.stats.health, &self.topology, error, reason);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -58,6 +67,14 @@ impl ProducerContext for Deliveries {
 }
 
 impl Deliveries {
+    fn new(topology: &str, stats: &Arc<Stats>) -> Self {
+        Self {
+            failed: Mutex::default(),
+            topology: topology.to_string(),
+            stats: stats.clone(),
+        }
+    }
+
     fn fail(&self, e: KafkaError) {
         let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
         failed.get_or_insert(e);
@@ -101,6 +118,8 @@ pub fn serve_deliveries<C: ProducerContext>(
 
 pub struct Txn {
     kafka: KafkaConfig,
+    topology: String,
+    stats: Arc<Stats>,
     transactional_id: Option<String>,
     producer: TxnProducer,
     open: bool,
@@ -119,12 +138,16 @@ impl Txn {
         kafka: &KafkaConfig,
         guarantee: Guarantee,
         instance: &str,
-        source: &str,
+        (topology, source): (&str, &str),
+        stats: Arc<Stats>,
     ) -> KafkaResult<Self> {
         let transactional_id = (guarantee == Guarantee::ExactlyOnce).then(|| instance.to_string());
-        let producer = Self::producer(kafka, transactional_id.as_deref())?;
+        let context = || Deliveries::new(topology, &stats);
+        let producer = Self::producer(kafka, transactional_id.as_deref(), context())?;
         Ok(Self {
             kafka: kafka.clone(),
+            topology: topology.to_string(),
+            stats: stats.clone(),
             transactional_id,
             producer,
             open: false,
@@ -136,7 +159,11 @@ impl Txn {
         })
     }
 
-    fn producer(kafka: &KafkaConfig, transactional_id: Option<&str>) -> KafkaResult<TxnProducer> {
+    fn producer(
+        kafka: &KafkaConfig,
+        transactional_id: Option<&str>,
+        context: Deliveries,
+    ) -> KafkaResult<TxnProducer> {
         let mut config = kafka.producer(transactional_id);
         // Only failures need a report: a failed record fails the commit (in a
         // transaction) or is remembered by `Deliveries` (at-least-once), and
@@ -145,7 +172,7 @@ impl Txn {
         if config.get("delivery.report.only.error").is_none() {
             config.set("delivery.report.only.error", "true");
         }
-        let producer: TxnProducer = config.create_with_context(Deliveries::default())?;
+        let producer: TxnProducer = config.create_with_context(context)?;
         if transactional_id.is_some() {
             // Fences any earlier producer with this id and aborts its open transaction.
             blocking(|| producer.init_transactions(TXN_TIMEOUT))?;
@@ -167,14 +194,7 @@ impl Txn {
 
     /// Queues a record for this unit.
     pub fn send(&mut self, out: &Output, headers: &[(&str, String)]) -> KafkaResult<()> {
-        self.begin()?;
-        let mut record = BaseRecord::<[u8], [u8]>::to(&out.topic)
-            .payload(&out.value)
-            .timestamp(out.timestamp_ms);
-        if let Some(k) = &out.key {
-            record = record.key(k);
-        }
-        if !headers.is_empty() {
+        let headers = (!headers.is_empty()).then(|| {
             let mut h = OwnedHeaders::new_with_capacity(headers.len());
             for (k, v) in headers {
                 h = h.insert(Header {
@@ -182,6 +202,60 @@ impl Txn {
                     value: Some(v.as_bytes()),
                 });
             }
+            h
+        });
+        let value = Some(out.value.as_slice());
+        self.send_raw(
+            &out.topic,
+            out.key.as_deref(),
+            value,
+            out.timestamp_ms,
+            headers,
+        )
+    }
+
+    /// Queues a dead letter: the original key, value (a null one stays
+    /// null) and headers, then sluice's own headers.
+    pub fn send_dead_letter(&mut self, d: &super::dlq::DeadLetter) -> KafkaResult<()> {
+        let mut h = OwnedHeaders::new_with_capacity(d.original.len() + d.headers.len());
+        for (k, v) in &d.original {
+            h = h.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            });
+        }
+        for (k, v) in &d.headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        self.send_raw(
+            &d.topic,
+            d.key.as_deref(),
+            d.value.as_deref(),
+            d.timestamp_ms,
+            Some(h),
+        )
+    }
+
+    fn send_raw(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp_ms: i64,
+        headers: Option<OwnedHeaders>,
+    ) -> KafkaResult<()> {
+        self.begin()?;
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).timestamp(timestamp_ms);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(h) = headers {
             record = record.headers(h);
         }
         loop {
@@ -307,7 +381,8 @@ impl Txn {
             self.open = false;
             if let Err(e) = aborted {
                 tracing::warn!(error = %e, "abort failed; replacing the producer");
-                match Self::producer(&self.kafka, self.transactional_id.as_deref()) {
+                let context = Deliveries::new(&self.topology, &self.stats);
+                match Self::producer(&self.kafka, self.transactional_id.as_deref(), context) {
                     Ok(p) => self.producer = p,
                     Err(e) => tracing::error!(error = %e, "cannot recreate producer; will retry"),
                 }
@@ -393,7 +468,16 @@ impl WorkerContext {
 
 impl ClientContext for WorkerContext {
     fn stats(&self, statistics: Statistics) {
+        self.stats.health.observe(&self.topology, &statistics);
         record_lag(&self.stats, statistics);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        super::health::log_librdkafka(&self.topology, level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        super::health::log_client_error(&self.stats.health, &self.topology, error, reason);
     }
 }
 
@@ -443,7 +527,7 @@ impl ConsumerContext for WorkerContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            self.stats.joined.store(true, Ordering::Relaxed);
+            self.stats.health.assigned(&self.topology);
             self.stats.assigns.fetch_add(1, Ordering::Relaxed);
             let parts: Vec<String> = tpl
                 .elements()

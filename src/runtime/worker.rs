@@ -54,7 +54,13 @@ pub async fn run_topic(
     tokio::pin!(shutdown);
     let mut backoff = Backoff::new();
     let txn = loop {
-        match Txn::new(kafka, opts.guarantee, &instance, &d.source) {
+        match Txn::new(
+            kafka,
+            opts.guarantee,
+            &instance,
+            (&d.name, &d.source),
+            stats.clone(),
+        ) {
             Ok(t) => break t,
             // A bad property: no retry will fix that.
             Err(e @ KafkaError::ClientCreation(_)) => return Err(client_err(e)),
@@ -83,7 +89,7 @@ pub async fn run_topic(
     );
     let consumer: Arc<StreamConsumer<WorkerContext>> = Arc::new(
         kafka
-            .worker_consumer(&group)
+            .worker_consumer(&group, &opts.membership(&instance))
             .create_with_context(context)
             .map_err(client_err)?,
     );
@@ -129,6 +135,11 @@ pub async fn run_topic(
     // One stream for the worker's life: `recv` registers and drops a waker
     // slot, two lock round trips, per message.
     let mut messages = consumer.stream();
+    let mut fatal = None;
+    // librdkafka's fatal errors (a fenced consumer) are looked for now and
+    // then: while waiting, and with every chunk handed over.
+    let mut fatal_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut fatal_check = None;
 
     'outer: loop {
         // Ready messages are taken without a wait; before waiting, the
@@ -139,6 +150,16 @@ pub async fn run_topic(
             messages.next().now_or_never()
         };
         forget_revoked(&consumer, &mut chunk);
+        if let Some(reason) = fatal_check
+            .take()
+            .and_then(|_| super::health::fatal_error(consumer.client()))
+        {
+            fatal = Some(RuntimeError::Fatal {
+                topology: d.name.clone(),
+                reason,
+            });
+            break;
+        }
         let next = match ready {
             Some(m) => m,
             None => {
@@ -148,6 +169,10 @@ pub async fn run_topic(
                 tokio::select! {
                     biased;
                     _ = &mut shutdown => break,
+                    _ = fatal_tick.tick() => {
+                        fatal_check = Some(());
+                        continue;
+                    }
                     // A unit failed with nothing more to read: seek back now.
                     _ = shared.rewind_wanted() => {
                         if let Some(rewind) = shared.take_rewind() {
@@ -161,11 +186,16 @@ pub async fn run_topic(
                 }
             }
         };
-        let Some(msg) = consume_backoff
+        let msg = match consume_backoff
             .received(next.expect("a consumer stream never ends"), &d.name)
             .await
-        else {
-            continue;
+        {
+            Ok(Some(msg)) => msg,
+            Ok(None) => continue,
+            Err(e) => {
+                fatal = Some(e);
+                break;
+            }
         };
         let (partition, offset) = (msg.partition(), msg.offset());
         forget_revoked(&consumer, &mut chunk);
@@ -194,6 +224,7 @@ pub async fn run_topic(
             partition,
             offset,
             timestamp_ms,
+            headers: rdkafka::Message::headers(&msg),
         };
         // What the producer refused of this record before it was read again.
         let refusal = shared.refusal(partition, offset).unwrap_or_default();
@@ -254,6 +285,7 @@ pub async fn run_topic(
         chunk.push(partition, offset, &mut outputs, dead);
         if chunk.len() >= CHUNK {
             hand(&mut chunk)?;
+            fatal_check = Some(());
             // While messages keep coming the loop would never give its
             // thread back: other topologies, the metrics server and, in the
             // benchmark, the clock's own task would wait seconds.
@@ -261,15 +293,21 @@ pub async fn run_topic(
         }
     }
 
-    tracing::info!(topology = %d.name, "stopping: committing in-flight work and leaving the group");
     drop(messages);
-    hand(&mut chunk)?;
+    if fatal.is_some() {
+        // What was handed over may still commit (the sender decides); the
+        // rest is read again by the worker started afresh.
+        chunk.clear();
+    } else {
+        tracing::info!(topology = %d.name, "stopping: committing in-flight work and leaving the group");
+        hand(&mut chunk)?;
+    }
     let _ = work.send(Work::Stop);
     drop(work);
     blocking(|| sender.join()).map_err(|_| crashed())?;
     consumer.unsubscribe();
     blocking(|| drop(consumer));
-    Ok(())
+    fatal.map_or(Ok(()), Err)
 }
 
 /// After each poll, which is where revocations happen: drops what the

@@ -2,6 +2,8 @@
 //! registries on ephemeral ports, a small HTTP client and the sluice binary.
 #![allow(dead_code)]
 
+pub mod kafka;
+pub mod logins;
 pub mod raw;
 pub mod tansu;
 pub mod windows;
@@ -245,6 +247,8 @@ pub struct Read {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
+    /// The value was null (a tombstone), not empty.
+    pub null_value: bool,
     pub headers: std::collections::BTreeMap<String, String>,
 }
 
@@ -292,6 +296,78 @@ pub async fn read_topic(bootstrap: &str, topic: &str, want: usize, timeout: Dura
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().unwrap_or_default().to_vec(),
+            null_value: m.payload().is_none(),
+            headers,
+        });
+    }
+    out
+}
+
+/// Reads every partition of `topic` to its end as a plain `read_committed`
+/// consumer (Kafka's EOS system tests' witness): assigned, not subscribed,
+/// so no group is joined, and done once every partition reported its end
+/// (the last stable offset: nothing of an open or aborted transaction).
+pub async fn read_committed_all(bootstrap: &str, topic: &str) -> Vec<Read> {
+    use rdkafka::{
+        Message, Offset, TopicPartitionList,
+        consumer::{Consumer, StreamConsumer},
+        error::KafkaError,
+        message::Headers,
+    };
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("witness-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let meta =
+        sluice::runtime::blocking(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))
+            .unwrap();
+    let partitions: Vec<i32> = meta.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    assert!(!partitions.is_empty(), "{topic} has no partitions");
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut at_end = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while at_end.len() < partitions.len() {
+        let m = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+                continue;
+            }
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) => panic!(
+                "reading {topic}: partitions {at_end:?} of {partitions:?} reached their end in 120 s"
+            ),
+        };
+        at_end.remove(&m.partition());
+        let mut headers = std::collections::BTreeMap::new();
+        if let Some(h) = m.headers() {
+            for hd in h.iter() {
+                headers.insert(
+                    hd.key.to_string(),
+                    String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        out.push(Read {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().unwrap_or_default().to_vec(),
+            null_value: m.payload().is_none(),
             headers,
         });
     }

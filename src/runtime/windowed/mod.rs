@@ -44,6 +44,8 @@ use crate::{
 
 type Consumer_ = Arc<StreamConsumer<WindowContext>>;
 
+const FATAL_CHECK: Duration = Duration::from_secs(1);
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -82,7 +84,13 @@ pub async fn run_windows(
     let instance = format!("{}-{}", d.group_id, opts.instance_id);
     let mut backoff = Backoff::new();
     let mut producer = loop {
-        match Txn::new(kafka, Guarantee::AtLeastOnce, &instance, &d.source) {
+        match Txn::new(
+            kafka,
+            Guarantee::AtLeastOnce,
+            &instance,
+            (&d.name, &d.source),
+            stats.clone(),
+        ) {
             Ok(t) => break t,
             Err(e @ rdkafka::error::KafkaError::ClientCreation(_)) => return Err(client_err(e)),
             Err(e) => {
@@ -108,7 +116,7 @@ pub async fn run_windows(
     };
     let consumer: Consumer_ = Arc::new(
         kafka
-            .worker_consumer(&group)
+            .worker_consumer(&group, &opts.membership(&instance))
             .create_with_context(context)
             .map_err(client_err)?,
     );
@@ -134,6 +142,9 @@ pub async fn run_windows(
     let mut claim_at: Option<Instant> = None;
     let mut claim_backoff = Backoff::new();
     let mut consume_backoff = Backoff::new();
+    // librdkafka's fatal errors (a fenced consumer) are looked for now and then.
+    let mut fatal_tick = tokio::time::interval(FATAL_CHECK);
+    let mut fatal_check = None;
     // Windows close by watermark even when no record arrives.
     let mut tick = tokio::time::interval(opts.commit_interval.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -152,9 +163,24 @@ pub async fn run_windows(
                 }
             }
         }
+        if let Some(reason) = fatal_check
+            .take()
+            .and_then(|_| super::health::fatal_error(consumer.client()))
+        {
+            drop(w);
+            blocking(|| drop(consumer));
+            return Err(RuntimeError::Fatal {
+                topology: d.name.clone(),
+                reason,
+            });
+        }
         let msg = tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            _ = fatal_tick.tick() => {
+                fatal_check = Some(());
+                continue;
+            }
             _ = wake.notified() => continue,
             _ = sleep_until(claim_at.unwrap_or_else(Instant::now)), if claim_at.is_some() => continue,
             _ = sleep_until(commit_at.unwrap_or_else(Instant::now)), if commit_at.is_some() => {
@@ -170,7 +196,7 @@ pub async fn run_windows(
             }
             m = consumer.recv() => m,
         };
-        let Some(msg) = consume_backoff.received(msg, &d.name).await else {
+        let Some(msg) = consume_backoff.received(msg, &d.name).await? else {
             continue;
         };
         let taken = tokio::select! {
@@ -379,6 +405,7 @@ impl Worker<'_> {
             partition: p,
             offset,
             timestamp_ms,
+            headers: msg.headers(),
         };
         let mut retry = Backoff::new();
         let mut readings = std::mem::take(&mut self.readings);
@@ -458,7 +485,7 @@ impl Worker<'_> {
         }
         self.readings = readings;
         if let Some(r) = rejected
-            && let Err(e) = producer.send(&r.record, &r.headers)
+            && let Err(e) = producer.send_dead_letter(&r)
         {
             // Not flushed, so the commit fails and the record is read again.
             tracing::warn!(topology = %self.d.name, error = %e, "cannot queue a late or dead-letter record");
@@ -542,6 +569,7 @@ impl Worker<'_> {
         match result {
             Ok(()) => {
                 super::failpoint::hit("after-store-commit");
+                self.stats.health.committed(true);
                 self.uncommitted = 0;
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 // Its sink is `postgres:<table>`: rows are what it writes.
@@ -555,6 +583,7 @@ impl Worker<'_> {
             }
             Err(e) => {
                 tracing::warn!(topology = %self.d.name, error = %e, "commit failed; re-reading from the last stored positions");
+                self.stats.health.committed(false);
                 self.stats.aborts.fetch_add(1, Ordering::Relaxed);
                 self.uncommitted = 0;
                 self.lock().reclaim_all();

@@ -105,7 +105,16 @@ impl WindowContext {
 
 impl ClientContext for WindowContext {
     fn stats(&self, statistics: Statistics) {
+        self.stats.health.observe(&self.topology, &statistics);
         record_lag(&self.stats, statistics);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::runtime::health::log_librdkafka(&self.topology, level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::runtime::health::log_client_error(&self.stats.health, &self.topology, error, reason);
     }
 }
 
@@ -142,7 +151,7 @@ impl ConsumerContext for WindowContext {
                 owned.eager = !cooperative;
                 owned.to_claim.extend(partitions);
                 self.stats.assigns.fetch_add(1, Ordering::Relaxed);
-                self.stats.joined.store(true, Ordering::Relaxed);
+                self.stats.health.assigned(&self.topology);
                 self.wake.notify_one();
                 // The assign call follows once they are claimed.
             }
