@@ -186,6 +186,13 @@ impl KafkaConfig {
             // then stalls every commit by that much.
             ("retry.backoff.ms", "5"),
             ("retry.backoff.max.ms", "100"),
+            // librdkafka 2.12 can wait forever in send_offsets_to_transaction
+            // when the group coordinator's broker dies and drops out of the
+            // metadata: nothing re-runs the coordinator lookup until some
+            // connection of the producer changes state (librdkafka issues
+            // 5456 and 5511). Closing idle connections makes such a change
+            // within this long of a commit getting stuck.
+            ("connections.max.idle.ms", "20000"),
         ]);
         if let Some(id) = transactional_id {
             c.set("transactional.id", id);

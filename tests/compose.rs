@@ -156,3 +156,25 @@ async fn every_sql_panel_runs_against_the_migrated_schema() {
     }
     db.drop_db().await;
 }
+
+/// The stack runs the Kafka the tests run (dev/kafka/pom.xml).
+#[test]
+fn compose_runs_the_kafka_version_the_tests_run() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let pom = std::fs::read_to_string(format!("{root}/dev/kafka/pom.xml")).unwrap();
+    let version = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|s| s.split("</kafka.version>").next())
+        .expect("dev/kafka/pom.xml names kafka.version");
+    let compose = std::fs::read_to_string(format!("{root}/compose/docker-compose.yml")).unwrap();
+    let images: Vec<&str> = compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("image: apache/kafka:"))
+        .collect();
+    assert_eq!(
+        images,
+        vec![version],
+        "compose/ and the tests run one Kafka"
+    );
+}

@@ -14,19 +14,10 @@ use std::time::{Duration, Instant};
 
 use common::{
     free_port,
-    kafka::Kafka,
+    kafka::{FAST_CONSUMER_SESSIONS, Kafka},
     logins::{Logins, Worker},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
-
-/// The new protocol's session timeout is the broker's: a killed member's
-/// partitions wait that long for a new owner (45 s by default).
-const FAST_SESSIONS: [&str; 4] = [
-    "group.consumer.min.session.timeout.ms=1000",
-    "group.consumer.session.timeout.ms=3000",
-    "group.consumer.min.heartbeat.interval.ms=500",
-    "group.consumer.heartbeat.interval.ms=500",
-];
 
 fn kills(ci: usize) -> usize {
     if std::env::var_os("SLUICE_SOAK").is_some() {
@@ -42,7 +33,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 async fn world(protocol: &'static str) -> Logins {
-    Logins::new(Kafka::cluster_with(1, &FAST_SESSIONS), protocol).await
+    Logins::new(Kafka::cluster_with(1, &FAST_CONSUMER_SESSIONS), protocol).await
 }
 
 /// Lets the worker live a random while after it has committed, then kills it.

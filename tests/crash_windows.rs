@@ -1,7 +1,8 @@
 //! Kill `sluice run --topology iot-windows` abruptly, many times, under load,
-//! on a real broker (tansu) into a real PostgreSQL — at random moments and
-//! right before and right after the SQL commit — and restart it. The window
-//! aggregates must still equal the ones computed independently, exactly.
+//! on Apache Kafka into a real PostgreSQL — at random moments and right
+//! before and right after the SQL commit — and restart it, with each group
+//! protocol. The window aggregates must still equal the ones computed
+//! independently, exactly.
 
 mod common;
 
@@ -11,42 +12,44 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{tansu::start_tansu, windows::*, *};
+use common::{
+    kafka::{FAST_CONSUMER_SESSIONS, Kafka},
+    windows::*,
+    *,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sluice::{
     avro::{AvroCodec, RegistryConfig},
-    kafka::{KafkaConfig, TopicSpec, create_topics},
     schemas,
     window::WindowSpec,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn window_aggregates_stay_exact_across_kills() {
-    let (_tansu, bootstrap) = start_tansu();
+async fn window_aggregates_stay_exact_across_kills_classic_protocol() {
+    window_aggregates_stay_exact_across_kills("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn window_aggregates_stay_exact_across_kills_consumer_protocol() {
+    window_aggregates_stay_exact_across_kills("consumer").await;
+}
+
+async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
+    let cluster = Kafka::cluster_with(1, &FAST_CONSUMER_SESSIONS);
+    let bootstrap = cluster.bootstrap.clone();
     let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
         .await
         .unwrap();
     let config = RegistryConfig::new(&registry.url(), None).unwrap();
     let codec = Arc::new(AvroCodec::new(&config).unwrap());
-    let kafka = KafkaConfig::new(&bootstrap);
-    let specs: Vec<TopicSpec> = [
-        ("iot_sensor_data", 3),
-        ("iot_sensor_data.dlq", 1),
-        ("iot_sensor_data.late", 1),
-    ]
-    .iter()
-    .map(|(t, p)| TopicSpec {
-        name: t.to_string(),
-        partitions: *p,
-        replication: 1,
-        min_insync_replicas: None,
-    })
-    .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = create_topics(&kafka, &specs).await {
-        assert!(Instant::now() < deadline, "tansu did not come up: {e}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let kafka = cluster.config();
+    cluster
+        .create_topics(&[
+            ("iot_sensor_data", 3),
+            ("iot_sensor_data.dlq", 1),
+            ("iot_sensor_data.late", 1),
+        ])
+        .await;
     let db = TestDb::create().await;
     let pool = sluice::db::connect(&db.url).await.unwrap();
     sluice::db::migrate(&pool).await.unwrap();
@@ -56,15 +59,21 @@ async fn window_aggregates_stay_exact_across_kills() {
     let log_path = log_dir.path().join("last-worker.log");
     let worker = |failpoint: Option<String>| {
         let mut cmd = sluice();
-        cmd.args(["run", "--topology", "iot-windows"])
-            .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
-            .env("SCHEMA_REGISTRY_URL", registry.url())
-            .env("DATABASE_URL", &db.url)
-            // No closing by idleness while the worker is down.
-            .env("SLUICE_IDLE_TIMEOUT", "1h")
-            .env("SLUICE_INSTANCE_ID", "crash-windows")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "run",
+            "--topology",
+            "iot-windows",
+            "--group-protocol",
+            protocol,
+        ])
+        .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
+        .env("SCHEMA_REGISTRY_URL", registry.url())
+        .env("DATABASE_URL", &db.url)
+        // No closing by idleness while the worker is down.
+        .env("SLUICE_IDLE_TIMEOUT", "1h")
+        .env("SLUICE_INSTANCE_ID", "crash-windows")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         if let Some(f) = failpoint {
             cmd.env("SLUICE_FAILPOINT", f);
         }
@@ -118,15 +127,21 @@ async fn window_aggregates_stay_exact_across_kills() {
 
     let mut last = {
         let mut cmd = sluice();
-        cmd.args(["run", "--topology", "iot-windows"])
-            .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
-            .env("SCHEMA_REGISTRY_URL", registry.url())
-            .env("DATABASE_URL", &db.url)
-            .env("SLUICE_IDLE_TIMEOUT", "1h")
-            .env("SLUICE_INSTANCE_ID", "crash-windows")
-            .env("SLUICE_LOG_LEVEL", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap());
+        cmd.args([
+            "run",
+            "--topology",
+            "iot-windows",
+            "--group-protocol",
+            protocol,
+        ])
+        .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
+        .env("SCHEMA_REGISTRY_URL", registry.url())
+        .env("DATABASE_URL", &db.url)
+        .env("SLUICE_IDLE_TIMEOUT", "1h")
+        .env("SLUICE_INSTANCE_ID", "crash-windows")
+        .env("SLUICE_LOG_LEVEL", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
         Proc(cmd.spawn().unwrap())
     };
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -176,7 +191,6 @@ async fn window_aggregates_stay_exact_across_kills() {
     let spec = WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10));
     assert_exact(&stored(&pool).await, &expected(&all, &spec));
     assert!(lives >= 4, "only {lives} lives");
-    // Through the raw reader: a librdkafka consumer's close hangs on tansu.
     let mut reader = raw::RawReader::connect(&bootstrap).await;
     let (late, _) = raw::committed(reader.read_partition("iot_sensor_data.late", 0).await);
     assert!(
@@ -186,7 +200,7 @@ async fn window_aggregates_stay_exact_across_kills() {
     );
     assert!(aborted_at_failpoint > 0, "no life ended at a failpoint");
     eprintln!(
-        "{} readings, {lives} worker lives killed ({aborted_at_failpoint} at a failpoint), aggregates exact",
+        "{protocol}: {} readings, {lives} worker lives killed ({aborted_at_failpoint} at a failpoint), aggregates exact",
         all.len()
     );
     db.drop_db().await;

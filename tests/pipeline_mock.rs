@@ -1,5 +1,7 @@
-//! The user-login topology end to end on librdkafka's mock cluster: a real
-//! Kafka protocol endpoint on loopback, with consumer groups and transactions.
+//! The user-login topology end to end in-process: fast pipeline tests on
+//! librdkafka's mock cluster (a Kafka-protocol endpoint on loopback, with
+//! consumer groups and transactions), and the metrics a real Prometheus
+//! scrapes from a worker on Apache Kafka.
 
 mod common;
 
@@ -24,14 +26,25 @@ struct Setup {
     kafka: KafkaConfig,
 }
 
+const TOPICS: [(&str, i32); 3] = [
+    ("user-login", 4),
+    ("processed-user-login", 4),
+    ("user-login.dlq", 1),
+];
+
 async fn setup(mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> Setup {
-    for (topic, partitions) in [
-        ("user-login", 4),
-        ("processed-user-login", 4),
-        ("user-login.dlq", 1),
-    ] {
+    for (topic, partitions) in TOPICS {
         mock.create_topic(topic, partitions, 1).unwrap();
     }
+    setup_on(&mock.bootstrap_servers()).await
+}
+
+async fn setup_kafka(kafka: &common::kafka::Kafka) -> Setup {
+    kafka.create_topics(&TOPICS).await;
+    setup_on(&kafka.bootstrap).await
+}
+
+async fn setup_on(bootstrap: &str) -> Setup {
     let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
         .await
         .unwrap();
@@ -39,7 +52,7 @@ async fn setup(mock: &MockCluster<'static, rdkafka::producer::DefaultProducerCon
     Setup {
         _registry: registry,
         codec: Arc::new(AvroCodec::new(&config).unwrap()),
-        kafka: KafkaConfig::new(&mock.bootstrap_servers()),
+        kafka: KafkaConfig::new(bootstrap),
     }
 }
 
@@ -261,10 +274,11 @@ async fn at_least_once_loses_nothing() {
     task.await.unwrap();
 }
 
+/// On Apache Kafka: what a worker exports, and a real Prometheus scraping it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_and_health_are_served() {
-    let mock = MockCluster::new(3).unwrap();
-    let s = setup(&mock).await;
+    let kafka = common::kafka::Kafka::start();
+    let s = setup_kafka(&kafka).await;
     let planned = produce(&s, 1000, 0.2, 14).await;
     let opts = RunOptions {
         instance_id: "metrics".into(),
@@ -476,7 +490,7 @@ async fn threads_in_one_process_split_the_partitions() {
 /// At-least-once, because the mock cluster discards offsets committed in a
 /// transaction (its TxnOffsetCommit handler reads and drops them): after an
 /// exactly-once handover there, the new owner starts from the beginning.
-/// Exactly-once across restarts is proved on tansu (`crash_tansu.rs`).
+/// Exactly-once across restarts is proved on Apache Kafka (`crash_kafka.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn handovers_under_load_lose_nothing() {
     let mock = MockCluster::new(1).unwrap();
@@ -599,7 +613,7 @@ async fn small_units_commit_every_record() {
 /// ILLEGAL_GENERATION, an abortable error to librdkafka) is aborted and its
 /// unit read again, while later records wait in the sender's channel:
 /// every valid login still comes out. The mock cluster leaves aborted
-/// records visible, so this checks for loss; tests/refused_tansu.rs checks
+/// records visible, so this checks for loss; tests/refused_kafka.rs checks
 /// the same rewind for duplicates through the transaction markers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_commit_reads_its_unit_again() {

@@ -10,6 +10,13 @@ use std::sync::{
 
 use rdkafka::{Statistics, config::RDKafkaLogLevel, error::KafkaError, types::RDKafkaErrorCode};
 
+/// A commit that takes longer than this (the brokers are slow or gone)
+/// makes the worker unready.
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How long brokers must answer again before the outage is called over.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Default)]
 pub struct Health {
     /// Has had an assignment from its group since it started.
@@ -18,6 +25,12 @@ pub struct Health {
     /// Was in its group and is not now (coordinator lost, session timed out).
     group_lost: AtomicBool,
     commit_failed: AtomicBool,
+    /// An outage was logged, and its end not yet.
+    outage_told: AtomicBool,
+    /// Since when the brokers have answered again after an outage.
+    up_since: Mutex<Option<std::time::Instant>>,
+    /// When the commit under way began.
+    committing_since: Mutex<Option<std::time::Instant>>,
     /// What the group looked like when it was lost, for `/readyz`.
     group_state: Mutex<String>,
 }
@@ -35,8 +48,21 @@ impl Health {
         self.joined.load(Ordering::Relaxed)
     }
 
+    /// A commit begins; one that takes longer than `SLOW_COMMIT` makes the
+    /// worker unready until it ends.
+    pub fn committing(&self) {
+        *self
+            .committing_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    }
+
     /// A commit's outcome: a failed one makes the worker unready until one succeeds.
     pub fn committed(&self, ok: bool) {
+        *self
+            .committing_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         self.commit_failed.store(!ok, Ordering::Relaxed);
     }
 
@@ -55,6 +81,16 @@ impl Health {
         if self.commit_failed.load(Ordering::Relaxed) {
             return Some("its last commit failed; retrying".into());
         }
+        let since = *self
+            .committing_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = since.filter(|t| t.elapsed() > SLOW_COMMIT) {
+            return Some(format!(
+                "a commit has been waiting for the brokers for {} s",
+                t.elapsed().as_secs()
+            ));
+        }
         None
     }
 
@@ -64,6 +100,7 @@ impl Health {
         if up {
             self.set_brokers_down(topology, false, "");
         }
+        self.settle(topology);
         if let Some(g) = &s.cgrp
             && self.joined.load(Ordering::Relaxed)
         {
@@ -92,9 +129,27 @@ impl Health {
         if self.brokers_down.swap(down, Ordering::Relaxed) == down {
             return;
         }
+        // The worker's clients notice an outage one by one, and a client's
+        // statistics may still show a broker up for a second: say it once.
         if down {
-            tracing::warn!(%topology, %reason, "cannot reach any Kafka broker; not committing, retrying until they answer");
-        } else {
+            if !self.outage_told.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%topology, %reason, "cannot reach any Kafka broker; not committing, retrying until they answer");
+            }
+        } else if self.outage_told.load(Ordering::Relaxed) {
+            *self.up_since.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(std::time::Instant::now());
+        }
+    }
+
+    /// After an outage: says the brokers are back once they have stayed
+    /// reachable for a few seconds.
+    fn settle(&self, topology: &str) {
+        let mut up = self.up_since.lock().unwrap_or_else(|p| p.into_inner());
+        if self.brokers_down.load(Ordering::Relaxed) {
+            *up = None;
+        } else if up.is_some_and(|t| t.elapsed() >= SETTLED) {
+            *up = None;
+            self.outage_told.store(false, Ordering::Relaxed);
             tracing::info!(%topology, "Kafka brokers reachable again");
         }
     }
@@ -126,11 +181,15 @@ pub fn fatal_error<C: rdkafka::ClientContext>(
 }
 
 /// librdkafka's own log lines, with its per-connection failure reports
-/// (facility FAIL) moved to debug: `Health` reports an outage once.
+/// (facility FAIL) moved to debug, as `Health` reports an outage once, and
+/// its transaction failures (TXNERR), which the sender reports.
 pub fn log_librdkafka(topology: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
     use RDKafkaLogLevel::*;
     match level {
-        _ if fac == "FAIL" => tracing::debug!(%topology, "librdkafka: {fac} {message}"),
+        // A failed transaction is reported by the sender's own line.
+        _ if fac == "FAIL" || fac == "TXNERR" => {
+            tracing::debug!(%topology, "librdkafka: {fac} {message}")
+        }
         Emerg | Alert | Critical | Error => {
             tracing::error!(%topology, "librdkafka: {fac} {message}")
         }

@@ -35,9 +35,11 @@ use crate::metrics::Timings;
 pub enum Work {
     Chunk(Chunk),
     /// Partitions are being revoked: commit everything handed over so far,
-    /// then answer.
+    /// then answer. When they were lost instead (the session timed out, so
+    /// another member may own them already), abort it all.
     Revoke {
         revoked: Vec<i32>,
+        lost: bool,
         done: SyncSender<()>,
     },
     /// The loop has seeked back as far as the rewind of this generation asked.
@@ -194,9 +196,17 @@ impl Sender {
                     // allocator's free lists between the cores per record.
                     let _ = used.try_send(chunk);
                 }
-                Ok(Work::Revoke { revoked, done }) => {
+                Ok(Work::Revoke {
+                    revoked,
+                    lost,
+                    done,
+                }) => {
                     // Everything handed over before this is in the unit.
-                    self.commit();
+                    if lost {
+                        self.drop_unit();
+                    } else {
+                        self.commit();
+                    }
                     for p in &revoked {
                         self.dropping.remove(p);
                     }
@@ -272,6 +282,7 @@ impl Sender {
         } else {
             Vec::new()
         };
+        self.stats.health.committing();
         let committed = self.txn.commit_now(&*self.consumer);
         self.timings.commit(started.elapsed());
         if let Some(b) = batch {
@@ -297,6 +308,18 @@ impl Sender {
                 self.rewind(positions);
             }
         }
+    }
+
+    /// Aborts the unit without reading it again here: its partitions are
+    /// gone, and their next owner starts from the committed offsets.
+    fn drop_unit(&mut self) {
+        if self.txn.is_empty() {
+            return;
+        }
+        tracing::info!(topology = %self.name, records = self.txn.records, "partitions lost; aborting their uncommitted work");
+        self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+        self.tally.clear();
+        self.txn.abort();
     }
 
     /// Asks the loop to seek back, and drops what it read before it did.

@@ -493,11 +493,18 @@ pub(super) fn record_lag(stats: &Stats, statistics: Statistics) {
 }
 
 impl ConsumerContext for WorkerContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let started = std::time::Instant::now();
             self.stats.revokes.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(topology = %self.topology, partitions = tpl.count(), "partitions revoked; committing in-flight work");
+            // Lost (the session timed out): a commit would be refused, and
+            // waiting for the refusal holds up the rejoin.
+            let lost = consumer.assignment_lost();
+            if lost {
+                tracing::warn!(topology = %self.topology, partitions = tpl.count(), "partitions lost (the group session timed out); dropping in-flight work");
+            } else {
+                tracing::info!(topology = %self.topology, partitions = tpl.count(), "partitions revoked; committing in-flight work");
+            }
             let revoked: Vec<i32> = tpl
                 .elements_for_topic(&self.source)
                 .iter()
@@ -508,6 +515,7 @@ impl ConsumerContext for WorkerContext {
             let (done, committed) = std::sync::mpsc::sync_channel(1);
             let revoke = Work::Revoke {
                 revoked: revoked.clone(),
+                lost,
                 done,
             };
             if blocking(|| self.work.send(revoke)).is_ok() {

@@ -11,6 +11,16 @@ use std::{
 
 use sluice::kafka::{KafkaConfig, TopicSpec, create_topics};
 
+/// Under the consumer group protocol (KIP-848) the session timeout is the
+/// broker's: a killed member's partitions wait that long for a new owner
+/// (45 s by default). Crash tests with many kills shorten it.
+pub const FAST_CONSUMER_SESSIONS: [&str; 4] = [
+    "group.consumer.min.session.timeout.ms=1000",
+    "group.consumer.session.timeout.ms=3000",
+    "group.consumer.min.heartbeat.interval.ms=500",
+    "group.consumer.heartbeat.interval.ms=500",
+];
+
 pub struct Kafka {
     pub bootstrap: String,
     pub nodes: usize,
@@ -126,6 +136,33 @@ impl Kafka {
                 .args(["--node", &id.to_string()]),
             "dev/kafka/start --node",
         );
+    }
+
+    /// Starts every node again at once: a quorum of controllers must be
+    /// up before any node answers.
+    pub fn restart_all(&self) {
+        let children: Vec<_> = (1..=self.nodes)
+            .map(|id| {
+                Command::new(script("start"))
+                    .arg("--dir")
+                    .arg(&self.dir)
+                    .args(["--node", &id.to_string()])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (i, c) in children.into_iter().enumerate() {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "restarting node {}: {}",
+                i + 1,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     /// Node `id`'s log so far.

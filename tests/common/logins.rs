@@ -153,8 +153,18 @@ impl Logins {
     pub fn worker_with(&self, instance: &str, args: &[&str]) -> Worker {
         let port = free_port();
         let log = self.logs.path().join(format!("{instance}.log"));
-        let child = sluice()
+        let mut cmd = sluice();
+        // For a closer look at a failing test: e.g. info,sluice::runtime::health=debug
+        // with `--kafka-config debug=eos,cgrp` in the worker's arguments.
+        if let Ok(filter) = std::env::var("SLUICE_TEST_WORKER_LOG") {
+            cmd.env("RUST_LOG", filter);
+        }
+        let extra: Vec<String> = std::env::var("SLUICE_TEST_WORKER_ARGS")
+            .map(|a| a.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let child = cmd
             .args(["run", "--topology", "user-login"])
+            .args(&extra)
             .args(["--group-protocol", self.protocol])
             .args(["--shutdown-timeout", "20s"])
             .args(args)

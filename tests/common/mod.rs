@@ -5,7 +5,6 @@
 pub mod kafka;
 pub mod logins;
 pub mod raw;
-pub mod tansu;
 pub mod windows;
 
 use std::{

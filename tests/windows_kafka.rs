@@ -1,17 +1,16 @@
-//! The iot-windows topology on librdkafka's mock cluster into a real
-//! PostgreSQL: exact aggregates, finality, dead letters and late records;
-//! workers joining and leaving while windows are open; PostgreSQL cut off
-//! mid-stream.
+//! The iot-windows topology on Apache Kafka into a real PostgreSQL: exact
+//! aggregates, finality, dead letters and late records; workers joining and
+//! leaving while windows are open (1 → 3 → 1, with each group protocol);
+//! PostgreSQL cut off mid-stream.
 
 mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{TestDb, read_topic, windows::*};
-use rdkafka::mocking::MockCluster;
+use common::{TestDb, kafka::Kafka, read_topic, windows::*};
 use sluice::{
     avro::{AvroCodec, RegistryConfig},
-    kafka::KafkaConfig,
+    kafka::{GroupProtocol, KafkaConfig},
     runtime::{self, RunOptions, Stats},
     schemas,
     sink::WindowStores,
@@ -21,8 +20,6 @@ use sluice::{
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 
-type Mock = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
-
 struct Setup {
     _registry: sluice::registry::Running,
     codec: Arc<AvroCodec>,
@@ -31,16 +28,16 @@ struct Setup {
     pool: PgPool,
 }
 
-async fn setup(mock: &Mock) -> Setup {
+async fn setup(kafka: &Kafka) -> Setup {
     // RUST_LOG=sluice=debug shows what the workers do.
     sluice::logging::init(sluice::logging::LogFormat::Human, "off");
-    for (topic, partitions) in [
-        ("iot_sensor_data", 4),
-        ("iot_sensor_data.dlq", 1),
-        ("iot_sensor_data.late", 1),
-    ] {
-        mock.create_topic(topic, partitions, 1).unwrap();
-    }
+    kafka
+        .create_topics(&[
+            ("iot_sensor_data", 4),
+            ("iot_sensor_data.dlq", 1),
+            ("iot_sensor_data.late", 1),
+        ])
+        .await;
     let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
         .await
         .unwrap();
@@ -51,7 +48,7 @@ async fn setup(mock: &Mock) -> Setup {
     Setup {
         _registry: registry,
         codec: Arc::new(AvroCodec::new(&config).unwrap()),
-        kafka: KafkaConfig::new(&mock.bootstrap_servers()),
+        kafka: kafka.config(),
         db,
         pool,
     }
@@ -74,11 +71,22 @@ impl Worker {
 }
 
 fn spawn(s: &Setup, pool: PgPool, spec: WindowSpec, instance: &str) -> Worker {
+    spawn_with(s, pool, spec, instance, GroupProtocol::Classic)
+}
+
+fn spawn_with(
+    s: &Setup,
+    pool: PgPool,
+    spec: WindowSpec,
+    instance: &str,
+    group_protocol: GroupProtocol,
+) -> Worker {
     let (stop, stopped) = oneshot::channel::<()>();
     let stats = Arc::new(Stats::default());
-    let (kafka, codec, st) = (s.kafka.clone(), s.codec.clone(), stats.clone());
+    let (kafka, codec, st): (KafkaConfig, _, _) = (s.kafka.clone(), s.codec.clone(), stats.clone());
     let opts = RunOptions {
         instance_id: instance.to_string(),
+        group_protocol,
         windows: Some(WindowStores::Postgres(pool)),
         ..RunOptions::default()
     };
@@ -118,8 +126,8 @@ fn spec(idle: Duration) -> WindowSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn aggregates_are_exact_and_final_and_bad_records_are_routed() {
-    let mock = MockCluster::new(1).unwrap();
-    let s = setup(&mock).await;
+    let kafka = Kafka::start();
+    let s = setup(&kafka).await;
     let spec = spec(Duration::from_secs(3));
     let base = past_base(30);
     let good = readings(6, 300, base, 1);
@@ -212,20 +220,29 @@ async fn aggregates_are_exact_and_final_and_bad_records_are_routed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_three_one_workers_keep_aggregates_exact() {
-    let mock = MockCluster::new(1).unwrap();
-    let s = setup(&mock).await;
+async fn one_three_one_workers_keep_aggregates_exact_classic_protocol() {
+    one_three_one(GroupProtocol::Classic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_three_one_workers_keep_aggregates_exact_consumer_protocol() {
+    one_three_one(GroupProtocol::Consumer).await;
+}
+
+async fn one_three_one(protocol: GroupProtocol) {
+    let kafka = Kafka::start();
+    let s = setup(&kafka).await;
     // No idle close: windows stay open while partitions move.
     let spec = spec(Duration::from_secs(600));
     let all = readings(8, 240, past_base(30), 2);
     let third = all.len() / 3;
     // Readings are in time order per device, and each device stays on one partition.
     produce(&s.kafka, &s.codec, &all[..third]).await;
-    let a = spawn(&s, s.pool.clone(), spec, "a");
+    let a = spawn_with(&s, s.pool.clone(), spec, "a", protocol);
     wait_committed(&s.pool, third as i64, Duration::from_secs(60)).await;
 
-    let b = spawn(&s, s.pool.clone(), spec, "b");
-    let c = spawn(&s, s.pool.clone(), spec, "c");
+    let b = spawn_with(&s, s.pool.clone(), spec, "b", protocol);
+    let c = spawn_with(&s, s.pool.clone(), spec, "c", protocol);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while ![&b, &c].iter().all(|w| w.stats.health.is_joined()) {
         assert!(
@@ -264,8 +281,8 @@ async fn one_three_one_workers_keep_aggregates_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_cut_off_mid_stream_loses_and_repeats_nothing() {
-    let mock = MockCluster::new(1).unwrap();
-    let s = setup(&mock).await;
+    let kafka = Kafka::start();
+    let s = setup(&kafka).await;
     let spec = spec(Duration::from_secs(600));
     let all = readings(6, 200, past_base(30), 3);
     let half = all.len() / 2;

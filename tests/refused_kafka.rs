@@ -1,8 +1,8 @@
 //! Records the producer refuses for good (larger than `message.max.bytes`):
 //! they go to the dead-letter topic in their place, and the partition moves
-//! on. On tansu: the mock cluster writes no transaction markers and keeps no
-//! offsets sent in a transaction, so it could not tell an aborted output
-//! from a committed one.
+//! on. On Apache Kafka, read back by the raw batch reader and by a plain
+//! read_committed consumer: the mock cluster writes no transaction markers
+//! and keeps no offsets sent in a transaction.
 
 mod common;
 
@@ -13,9 +13,9 @@ use std::{
 };
 
 use common::{
-    Proc,
+    kafka::Kafka,
     raw::{self, RawReader},
-    tansu::start_tansu,
+    read_committed_all,
 };
 use rdkafka::{
     Offset, TopicPartitionList,
@@ -23,7 +23,7 @@ use rdkafka::{
 };
 use sluice::{
     avro::{AvroCodec, Reader, RegistryConfig},
-    kafka::{KafkaConfig, TopicSpec, create_topics},
+    kafka::KafkaConfig,
     runtime::{self, DLQ_KIND, DLQ_OFFSET, RunOptions, Stats},
     schemas,
     simulate::logins,
@@ -39,7 +39,7 @@ const LARGE: usize = 200;
 
 struct Setup {
     _registry: sluice::registry::Running,
-    _tansu: Proc,
+    _kafka: Kafka,
     bootstrap: String,
     codec: Arc<AvroCodec>,
     /// The large login's partition, its end, and the large login's offset.
@@ -50,28 +50,15 @@ struct Setup {
 
 /// 400 logins, each with its own device id; the 201st is 4 KB.
 async fn setup() -> Setup {
-    let (tansu, bootstrap) = start_tansu();
-    let specs: Vec<TopicSpec> = [
-        ("user-login", 4),
-        ("processed-user-login", 4),
-        ("user-login.dlq", 1),
-    ]
-    .iter()
-    .map(|(name, partitions)| TopicSpec {
-        name: name.to_string(),
-        partitions: *partitions,
-        replication: 1,
-        min_insync_replicas: None,
-    })
-    .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while let Err(e) = create_topics(&KafkaConfig::new(&bootstrap), &specs).await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tansu did not come up: {e}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let kafka = Kafka::start();
+    let bootstrap = kafka.bootstrap.clone();
+    kafka
+        .create_topics(&[
+            ("user-login", 4),
+            ("processed-user-login", 4),
+            ("user-login.dlq", 1),
+        ])
+        .await;
     let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
         .await
         .unwrap();
@@ -110,7 +97,7 @@ async fn setup() -> Setup {
         .unwrap();
     Setup {
         _registry: registry,
-        _tansu: tansu,
+        _kafka: kafka,
         bootstrap,
         codec,
         partition,
@@ -142,7 +129,6 @@ async fn run_until_quiet(s: &Setup, topology: Topology) -> Arc<Stats> {
         .unwrap();
     });
     // Wait for the dead letter and a quiet second, then stop, which commits.
-    // A group's first join on tansu takes up to 20 s.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut last_in = 0;
@@ -210,6 +196,8 @@ fn headers(r: &kafka_protocol::records::Record) -> BTreeMap<String, String> {
 
 /// Every login but the large one, `per` times, in committed transactions.
 async fn check_outputs(s: &Setup, per: usize) {
+    let witness = read_committed_all(&s.bootstrap, "processed-user-login").await;
+    assert_eq!(witness.len(), per * (RECORDS - 1), "read_committed outputs");
     let reader = Reader::new(schemas::for_topic("processed-user-login").unwrap());
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for r in committed(s, "processed-user-login", 4).await {
@@ -241,8 +229,11 @@ async fn check_dead_letter(s: &Setup) {
         "{h:?}"
     );
     assert!(h.contains_key("sluice.value.omitted"), "{h:?}");
-    let value = dlq[0].value.as_deref().unwrap_or_default();
-    assert!(value.is_empty() && dlq[0].key.is_none());
+    assert!(dlq[0].value.is_none() && dlq[0].key.is_none());
+    // The plain read_committed witness agrees.
+    let seen = read_committed_all(&s.bootstrap, "user-login.dlq").await;
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].null_value);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
