@@ -104,19 +104,43 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
             _ => None,
         };
         lives += 1;
-        let mut w = worker(failpoint);
-        // A restarted worker first waits for the group to drop its killed
-        // predecessor; its life starts once it commits.
+        let mut w = worker(failpoint.clone());
+        // Only a failpoint ends a life by itself, and by SIGABRT.
+        let ended = |status: std::process::ExitStatus, lives: usize| {
+            use std::os::unix::process::ExitStatusExt;
+            assert!(
+                failpoint.is_some() && status.signal() == Some(6),
+                "life {lives} exited by itself ({status}), failpoint {failpoint:?}"
+            );
+        };
+        // Every life commits progress before it ends: a restarted worker
+        // first waits for the group to let go of its killed predecessor.
         let before = committed_count(&pool).await;
-        let joined_by = Instant::now() + Duration::from_secs(60);
-        while committed_count(&pool).await == before && Instant::now() < joined_by {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut done = false;
+        while committed_count(&pool).await == before {
+            if let Some(status) = w.0.try_wait().unwrap() {
+                assert!(
+                    committed_count(&pool).await > before,
+                    "life {lives} ended ({status}) before it committed anything"
+                );
+                ended(status, lives);
+                aborted_at_failpoint += 1;
+                done = true;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "life {lives} committed nothing in 90 s"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let life = Duration::from_millis(rng.random_range(1_000..5_000));
         let started = Instant::now();
-        while started.elapsed() < life {
+        while !done && started.elapsed() < life {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if w.0.try_wait().unwrap().is_some() {
+            if let Some(status) = w.0.try_wait().unwrap() {
+                ended(status, lives);
                 aborted_at_failpoint += 1;
                 break;
             }

@@ -19,7 +19,7 @@ pub struct BenchArgs {
     /// (default: 500 000 through a broker, 100 000 on the mock cluster).
     #[arg(long)]
     e2e_records: Option<usize>,
-    /// Broker for the end-to-end runs (e.g. a tansu or Kafka on loopback);
+    /// Broker for the end-to-end runs (e.g. Apache Kafka from `dev/kafka/start`);
     /// without it they run against the in-process mock cluster.
     #[arg(long)]
     bootstrap: Option<String>,
