@@ -57,7 +57,7 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
     let all = readings(9, 400, past_base(120), 7);
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("last-worker.log");
-    let worker = |failpoint: Option<String>| {
+    let command = |log: Stdio| {
         let mut cmd = sluice();
         cmd.args([
             "run",
@@ -72,8 +72,14 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
         // No closing by idleness while the worker is down.
         .env("SLUICE_IDLE_TIMEOUT", "1h")
         .env("SLUICE_INSTANCE_ID", "crash-windows")
+        .env("SLUICE_LOG_LEVEL", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(log);
+        cmd
+    };
+    let life_log = log_dir.path().join("life.log");
+    let worker = |failpoint: Option<String>| {
+        let mut cmd = command(std::fs::File::create(&life_log).unwrap().into());
         if let Some(f) = failpoint {
             cmd.env("SLUICE_FAILPOINT", f);
         }
@@ -129,9 +135,16 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
                 done = true;
                 break;
             }
+            if feeder.is_finished() && committed_count(&pool).await == all.len() as i64 {
+                // Everything is in: nothing left for this life to commit.
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
-                "life {lives} committed nothing in 90 s"
+                "life {lives} committed nothing in 90 s ({} of {} in); its log:\n{}",
+                committed_count(&pool).await,
+                all.len(),
+                std::fs::read_to_string(&life_log).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -149,25 +162,8 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
     }
     feeder.await.unwrap();
 
-    let mut last = {
-        let mut cmd = sluice();
-        cmd.args([
-            "run",
-            "--topology",
-            "iot-windows",
-            "--group-protocol",
-            protocol,
-        ])
-        .env("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)
-        .env("SCHEMA_REGISTRY_URL", registry.url())
-        .env("DATABASE_URL", &db.url)
-        .env("SLUICE_IDLE_TIMEOUT", "1h")
-        .env("SLUICE_INSTANCE_ID", "crash-windows")
-        .env("SLUICE_LOG_LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap());
-        Proc(cmd.spawn().unwrap())
-    };
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut last = Proc(command(log.into()).spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let n = committed_count(&pool).await;

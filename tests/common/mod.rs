@@ -251,14 +251,33 @@ pub struct Read {
     pub headers: std::collections::BTreeMap<String, String>,
 }
 
+impl Read {
+    fn of(m: &rdkafka::message::BorrowedMessage<'_>) -> Read {
+        use rdkafka::{Message, message::Headers};
+        let mut headers = std::collections::BTreeMap::new();
+        if let Some(h) = m.headers() {
+            for hd in h.iter() {
+                headers.insert(
+                    hd.key.to_string(),
+                    String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        Read {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().unwrap_or_default().to_vec(),
+            null_value: m.payload().is_none(),
+            headers,
+        }
+    }
+}
+
 /// Reads `topic` from the start (read_committed) until `want` records or
 /// `timeout`, then a second more so that any extra records show up too.
 pub async fn read_topic(bootstrap: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Read> {
-    use rdkafka::{
-        Message,
-        consumer::{Consumer, StreamConsumer},
-        message::Headers,
-    };
+    use rdkafka::consumer::{Consumer, StreamConsumer};
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
@@ -281,23 +300,7 @@ pub async fn read_topic(bootstrap: &str, topic: &str, want: usize, timeout: Dura
             Ok(Err(e)) => panic!("reading {topic}: {e}"),
             Err(_) => break,
         };
-        let mut headers = std::collections::BTreeMap::new();
-        if let Some(h) = m.headers() {
-            for hd in h.iter() {
-                headers.insert(
-                    hd.key.to_string(),
-                    String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
-                );
-            }
-        }
-        out.push(Read {
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().unwrap_or_default().to_vec(),
-            null_value: m.payload().is_none(),
-            headers,
-        });
+        out.push(Read::of(&m));
     }
     out
 }
@@ -311,7 +314,6 @@ pub async fn read_committed_all(bootstrap: &str, topic: &str) -> Vec<Read> {
         Message, Offset, TopicPartitionList,
         consumer::{Consumer, StreamConsumer},
         error::KafkaError,
-        message::Headers,
     };
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -352,23 +354,7 @@ pub async fn read_committed_all(bootstrap: &str, topic: &str) -> Vec<Read> {
             ),
         };
         at_end.remove(&m.partition());
-        let mut headers = std::collections::BTreeMap::new();
-        if let Some(h) = m.headers() {
-            for hd in h.iter() {
-                headers.insert(
-                    hd.key.to_string(),
-                    String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
-                );
-            }
-        }
-        out.push(Read {
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().unwrap_or_default().to_vec(),
-            null_value: m.payload().is_none(),
-            headers,
-        });
+        out.push(Read::of(&m));
     }
     out
 }
