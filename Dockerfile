@@ -8,6 +8,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
+COPY app app
 COPY topologies topologies
 COPY schemas schemas
 COPY migrations migrations

@@ -1,20 +1,19 @@
-//! sluice: a Kafka Streams-style stream processor. See README.md.
+//! sluice, the engine: declare topologies (`topology`), run them as
+//! consumer-group workers (`runtime`) into their sinks (`sink`), with Avro
+//! through a Schema Registry (`avro`, `registry`), event-time windows
+//! (`window`) and metrics (`metrics`). The `sluice` command, the demo, the
+//! benchmark, the simulators and the shipped topologies are the `app/`
+//! crate. See README.md.
 
 pub mod avro;
-pub mod bench;
-pub mod cli;
 pub mod config;
 pub mod db;
-pub mod demo;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod schemas;
-pub mod simulate;
 pub mod sink;
-#[path = "../topologies/mod.rs"]
-pub mod topologies;
 pub mod topology;
 pub mod window;

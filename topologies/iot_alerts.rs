@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::topology::{BuildError, Topology, topology};
+use sluice::topology::{BuildError, Topology, topology};
 
 pub const NAME: &str = "iot-alerts";
 pub const SOURCE: &str = "iot_sensor_data";

@@ -2,7 +2,7 @@
 //! (1-minute tumbling, 10 s grace by default) → count/sum/min/max/avg merged
 //! into `sensor_window_aggregates`, exactly once.
 
-use crate::{
+use sluice::{
     topology::{BuildError, Topology, topology},
     window::WindowSpec,
 };
@@ -27,7 +27,7 @@ pub fn declare(
     topology(name)
         .source_with_schema::<SensorReading>(
             source,
-            crate::schemas::for_topic(SOURCE).ok_or_else(|| BuildError::NoSchema {
+            sluice::schemas::for_topic(SOURCE).ok_or_else(|| BuildError::NoSchema {
                 topology: name.to_string(),
                 topic: SOURCE.to_string(),
             })?,

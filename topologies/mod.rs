@@ -7,7 +7,7 @@ pub mod user_login;
 
 use std::time::Duration;
 
-use crate::{
+use sluice::{
     topology::{BuildError, Topology},
     window::WindowSpec,
 };

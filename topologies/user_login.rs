@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::topology::{BuildError, Topology, clock, topology};
+use sluice::topology::{BuildError, Topology, clock, topology};
 
 mod ip;
 
@@ -121,7 +121,8 @@ fn lower_trimmed(mut s: String) -> String {
 }
 
 pub fn build() -> Result<Topology, BuildError> {
-    let reader = crate::schemas::for_topic(SOURCE).expect("schemas/user-login.avsc is compiled in");
+    let reader =
+        sluice::schemas::for_topic(SOURCE).expect("schemas/user-login.avsc is compiled in");
     declare(NAME, SOURCE, SINK, reader)
 }
 

@@ -29,6 +29,12 @@ pub enum MetricsError {
     Exporter(String),
     #[error("cannot serve metrics: {0}")]
     Io(#[from] std::io::Error),
+    /// Another process holds the address: the user's to change.
+    #[error("cannot serve metrics on {addr}: {source}; choose another --metrics-addr")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 type Topologies = Arc<Vec<(String, Arc<Stats>)>>;
@@ -146,10 +152,10 @@ pub async fn spawn(
     addr: std::net::SocketAddr,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<tokio::task::JoinHandle<Result<(), MetricsError>>> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot serve metrics on {addr}: {e}; choose another --metrics-addr")
-    })?;
+) -> Result<tokio::task::JoinHandle<Result<(), MetricsError>>, MetricsError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
     Ok(tokio::spawn(serve(listener, metrics, shutdown)))
 }

@@ -34,12 +34,25 @@ pub struct OpError {
 }
 
 /// Delivery guarantee of a topic sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guarantee {
     /// Outputs, dead letters and input offsets commit in one Kafka transaction.
     ExactlyOnce,
     /// Outputs are flushed before offsets commit; a crash may repeat some.
     AtLeastOnce,
+}
+
+impl std::str::FromStr for Guarantee {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exactly-once" => Ok(Guarantee::ExactlyOnce),
+            "at-least-once" => Ok(Guarantee::AtLeastOnce),
+            other => Err(format!(
+                "unknown guarantee {other:?}: use exactly-once or at-least-once"
+            )),
+        }
+    }
 }
 
 impl fmt::Display for Guarantee {

@@ -1,0 +1,151 @@
+//! The windowed topology into PostgreSQL through a broker: records consumed
+//! per second until every one is merged into the table, and rows written per
+//! second. Runs in a table of its own, dropped afterwards.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use sqlx::PgPool;
+
+use super::e2e::{Setup, feed, first_taken};
+use crate::topologies::{
+    iot_alerts::{SensorReading, SensorType},
+    iot_windows,
+};
+use sluice::{
+    runtime::{RunOptions, Stats, Workers},
+    schemas,
+    sink::WindowStores,
+    window::WindowSpec,
+};
+
+/// What the windowed run measured.
+#[derive(Debug, Clone)]
+pub struct WindowFigures {
+    pub records: u64,
+    pub elapsed: Duration,
+    pub rows: u64,
+    pub commits: u64,
+}
+
+impl WindowFigures {
+    pub fn rate(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+impl std::fmt::Display for WindowFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<44} {:>9} records {:>8.2} s {:>12.0} records/s   rows written {:>8.0}/s ({} commits)",
+            "iot-windows into PostgreSQL, exactly-once",
+            self.records,
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            self.rows as f64 / self.elapsed.as_secs_f64(),
+            self.commits
+        )
+    }
+}
+
+/// Readings of 1 000 devices × 5 sensors, their event times spread over 40 s
+/// of the previous minute, so they fold into one window per key and none is late.
+async fn payloads(s: &Setup<'_>, topic: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let base = now.div_euclid(60_000) * 60_000 - 55_000;
+    let mut out = Vec::new();
+    for i in 0..10_000i64 {
+        let t = SensorType::ALL[(i % 5) as usize];
+        let r = SensorReading {
+            device_id: format!("bench-dev-{:04}", (i / 5) % 1000),
+            sensor_type: t,
+            value: (i % 97) as f64,
+            unit: t.unit().to_string(),
+            timestamp: base + i * 4,
+        };
+        out.push((r.device_id.clone(), s.codec.encode(topic, &r).await?));
+    }
+    Ok(out)
+}
+
+pub async fn windows(s: &Setup<'_>, pool: PgPool) -> anyhow::Result<WindowFigures> {
+    let (input, _) = s.topics("windows");
+    let (dlq, late) = (format!("{input}.dlq"), format!("{input}.late"));
+    s.create(&[&input, &dlq, &late]).await?;
+    let text = schemas::embedded()
+        .into_iter()
+        .find(|f| f.topic == iot_windows::SOURCE)
+        .map(|f| f.text)
+        .unwrap_or_default();
+    s.registry
+        .register(&schemas::value_subject(&input), &text)
+        .await?;
+    let table = format!("bench_windows_{}", s.run_id);
+    sqlx::query(&format!(
+        "CREATE TABLE {table} (LIKE sensor_window_aggregates INCLUDING ALL)"
+    ))
+    .execute(&pool)
+    .await?;
+    let name = format!("bench-{}-windows", s.run_id);
+    let result = run(s, &pool, &name, &input, &table).await;
+    s.drop_topics(&[&input, &dlq, &late]).await;
+    // Whatever happened, leave nothing behind in the database.
+    let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+        .execute(&pool)
+        .await;
+    let _ = sqlx::query("DELETE FROM sluice_offsets WHERE consumer_group = $1")
+        .bind(format!("sluice-{name}"))
+        .execute(&pool)
+        .await;
+    result
+}
+
+async fn run(
+    s: &Setup<'_>,
+    pool: &PgPool,
+    name: &str,
+    input: &str,
+    table: &str,
+) -> anyhow::Result<WindowFigures> {
+    let payloads = payloads(s, input).await?;
+    let spec = WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10));
+    let topology = iot_windows::declare(name, input, table, spec)?;
+    let opts = RunOptions {
+        instance_id: format!("bench-{}", s.run_id),
+        windows: Some(WindowStores::Postgres(pool.clone())),
+        batch_size: s.batch_size,
+        commit_interval: s.commit_interval,
+        ..RunOptions::default()
+    };
+    // Preloaded, and timed from the first record taken, as the other runs.
+    let (kafka, n, topic) = (s.kafka.clone(), s.records, input.to_string());
+    tokio::task::spawn_blocking(move || feed(&kafka, &topic, &payloads, n, 0)).await??;
+    let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);
+    let stats: Arc<Stats> = workers.stats[0].1.clone();
+    let started = first_taken(&stats.records_in, &stats.first_record).await?;
+    let sum = format!("SELECT coalesce(sum(count), 0)::bigint FROM {table}");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let merged: i64 = sqlx::query_scalar(&sum).fetch_one(pool).await?;
+        if merged >= n as i64 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {merged} of {n} readings merged within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let figures = WindowFigures {
+        records: n as u64,
+        elapsed,
+        rows: stats.window_rows.load(Ordering::Relaxed),
+        commits: stats.commits.load(Ordering::Relaxed),
+    };
+    workers.stop(Duration::from_secs(30)).await?;
+    Ok(figures)
+}

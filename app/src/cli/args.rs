@@ -1,0 +1,138 @@
+//! Flag groups shared by several commands.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use sluice::{
+    avro::RegistryConfig,
+    kafka::{KafkaConfig, parse_property},
+    registry::Credentials,
+};
+
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Schema Registry base URL; credentials may be given as http://user:pass@host.
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub registry_url: String,
+
+    /// Registry basic-auth credentials, USER:PASSWORD (Confluent's basic.auth.user.info).
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
+        hide_env_values = true
+    )]
+    pub registry_auth: Option<Credentials>,
+}
+
+impl RegistryArgs {
+    pub fn config(&self) -> anyhow::Result<RegistryConfig> {
+        Ok(RegistryConfig::new(
+            &self.registry_url,
+            self.registry_auth.clone(),
+        )?)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, host:port[,host:port…].
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap_servers: String,
+
+    /// Any librdkafka property, KEY=VALUE, repeatable (e.g. security.protocol=SASL_SSL,
+    /// sasl.mechanism=SCRAM-SHA-512, sasl.username=…, sasl.password=…). Secrets are never logged.
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub kafka_config: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap: self.bootstrap_servers.clone(),
+            properties: self.kafka_config.clone(),
+        }
+    }
+}
+
+/// Parses durations such as `500ms`, `30s`, `2m`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; write a duration such as 500ms, 30s or 2m"))
+}
+
+/// Windows of the windowed topologies (`iot-windows`).
+#[derive(Debug, Clone, Args)]
+pub struct WindowArgs {
+    /// Window size.
+    #[arg(long, env = "SLUICE_WINDOW_SIZE", value_parser = duration, default_value = "1m")]
+    pub window_size: Duration,
+    /// Start a window every this long (hopping windows); default: tumbling.
+    #[arg(long, env = "SLUICE_WINDOW_ADVANCE", value_parser = duration)]
+    pub window_advance: Option<Duration>,
+    /// How long after a window's end its records are still accepted.
+    #[arg(long, env = "SLUICE_WINDOW_GRACE", value_parser = duration, default_value = "10s")]
+    pub window_grace: Duration,
+    /// How far a partition's watermark trails the newest event time it has read.
+    #[arg(long, env = "SLUICE_OUT_OF_ORDER", value_parser = duration, default_value = "0s")]
+    pub out_of_order: Duration,
+    /// A partition with no records for this long no longer holds windows open;
+    /// when all are idle, windows close by the wall clock.
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT", value_parser = duration, default_value = "30s")]
+    pub idle_timeout: Duration,
+}
+
+impl WindowArgs {
+    pub fn settings(&self) -> anyhow::Result<crate::topologies::Settings> {
+        use sluice::window::{WindowKind, WindowSpec};
+        let kind = match self.window_advance {
+            None => WindowKind::Tumbling {
+                size: self.window_size,
+            },
+            Some(advance) => WindowKind::Hopping {
+                size: self.window_size,
+                advance,
+            },
+        };
+        kind.validate()
+            .map_err(|e| anyhow::anyhow!("{e}: check --window-size and --window-advance"))?;
+        Ok(crate::topologies::Settings {
+            window: WindowSpec {
+                kind,
+                grace: self.window_grace,
+                out_of_order: self.out_of_order,
+                idle_timeout: self.idle_timeout,
+            },
+        })
+    }
+}
+
+/// `--guarantee`: the engine's `Guarantee`, with its values in `--help`.
+pub fn guarantee() -> impl clap::builder::TypedValueParser<Value = sluice::topology::Guarantee> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["exactly-once", "at-least-once"])
+        .map(|s| s.parse().expect("a listed value"))
+}
+
+/// `--log-format`: human or json.
+pub fn log_format() -> impl clap::builder::TypedValueParser<Value = sluice::logging::LogFormat> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["human", "json"])
+        .map(|s| s.parse().expect("a listed value"))
+}
+
+/// `--group-protocol`: classic or consumer.
+pub fn group_protocol() -> impl clap::builder::TypedValueParser<Value = sluice::kafka::GroupProtocol>
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["classic", "consumer"])
+        .map(|s| s.parse().expect("a listed value"))
+}

@@ -1,0 +1,196 @@
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::bench::{self, e2e};
+use sluice::{
+    avro::{AvroCodec, RegistryClient, RegistryConfig},
+    kafka::KafkaConfig,
+    registry::{self},
+    schemas,
+};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Records per in-process measurement.
+    #[arg(long, default_value_t = 2_000_000)]
+    records: usize,
+    /// Records per end-to-end throughput run, preloaded, then processed
+    /// (default: 500 000 through a broker, 100 000 on the mock cluster).
+    #[arg(long)]
+    e2e_records: Option<usize>,
+    /// Broker for the end-to-end runs (e.g. Apache Kafka from `dev/kafka/start`);
+    /// without it they run against the in-process mock cluster.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// Offered load of the end-to-end latency runs, records/s (0: no latency runs).
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
+    /// Records per end-to-end latency run.
+    #[arg(long, default_value_t = 100_000)]
+    latency_records: usize,
+    /// Partitions of the benchmark topics.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// librdkafka properties for the end-to-end clients, KEY=VALUE, repeatable.
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = sluice::kafka::parse_property)]
+    kafka_config: Vec<(String, String)>,
+    /// Only the in-process measurement.
+    #[arg(long)]
+    in_process_only: bool,
+    /// Guarantee of the topic-to-topic run.
+    #[arg(long, value_parser = super::args::guarantee(), default_value = "exactly-once")]
+    guarantee: sluice::topology::Guarantee,
+    /// Rounds of the three topic-to-topic runs, each round in another order
+    /// and on fresh topics; with more than one, medians are reported too
+    /// (on a shared or virtual machine single runs vary by 15 % or more).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
+    /// Pass-through copiers and topology group members (the workers' --threads).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// The workers' --batch-size.
+    #[arg(long, default_value_t = 50_000)]
+    batch_size: usize,
+    /// The workers' --commit-interval.
+    #[arg(long, value_parser = super::args::duration, default_value = "100ms")]
+    commit_interval: std::time::Duration,
+    /// PostgreSQL for the windowed run (iot-windows into a scratch table,
+    /// dropped afterwards); without it that run is skipped.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // Bad flags fail before anything is measured.
+    let e2e_records = e2e_records(&args)?;
+    println!("{}", bench::inprocess::run(args.records).await?);
+    if args.in_process_only {
+        return Ok(());
+    }
+    let mock = match &args.bootstrap {
+        Some(_) => None,
+        None => Some(rdkafka::mocking::MockCluster::new(1)?),
+    };
+    let (bootstrap, broker) = match (&args.bootstrap, &mock) {
+        (Some(b), _) => (b.clone(), format!("broker at {b}")),
+        (None, Some(m)) => (
+            m.bootstrap_servers(),
+            "librdkafka mock cluster (in-process)".to_string(),
+        ),
+        (None, None) => unreachable!("a mock is made when no broker is given"),
+    };
+    let reg = registry::spawn_preloaded(&schemas::embedded()).await?;
+    let config = RegistryConfig::new(&reg.url(), None)?;
+    let client = RegistryClient::new(config.clone())?;
+    let kafka = KafkaConfig {
+        bootstrap,
+        properties: args.kafka_config.clone(),
+    };
+    let codec = Arc::new(AvroCodec::new(&config)?);
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let setup = |round: u32| e2e::Setup {
+        kafka: &kafka,
+        mock: mock.as_ref(),
+        codec: codec.clone(),
+        registry: &client,
+        records: e2e_records,
+        partitions: args.partitions,
+        // Latency is measured in the first round only.
+        rate: if round == 0 { args.rate } else { 0 },
+        latency_records: args.latency_records,
+        run_id: if round == 0 {
+            run_id.clone()
+        } else {
+            format!("{run_id}r{round}")
+        },
+        batch_size: args.batch_size.max(1),
+        commit_interval: args.commit_interval,
+        guarantee: args.guarantee,
+        threads: args.threads.max(1),
+    };
+    println!(
+        "end to end through the {broker}, {} partitions, commits every {} records or {:?}:",
+        args.partitions, args.batch_size, args.commit_interval
+    );
+    println!(
+        "throughput: {} records preloaded, timed from the processor's first record to the last read back",
+        e2e_records
+    );
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds {
+        if args.rounds > 1 {
+            println!("round {} of {}:", round + 1, args.rounds);
+        }
+        let measured = bench::rounds::round(&setup(round), round).await?;
+        println!(
+            "of the pass-through ceiling: {} topology {:.0} %, runtime alone {:.0} %",
+            args.guarantee,
+            measured.topology_share(),
+            measured.runtime_share()
+        );
+        if let (Some(t), Some(r)) = (
+            measured.cpu_share(&measured.topology),
+            measured.cpu_share(&measured.runtime),
+        ) {
+            println!(
+                "by CPU per record (what they reach where CPU is all that limits): topology {t:.0} %, runtime alone {r:.0} %"
+            );
+        }
+        rounds.push(measured);
+    }
+    let summary = bench::rounds::Summary::of(&rounds);
+    if args.rounds > 1 {
+        println!("{summary}");
+    }
+    let first = &rounds[0];
+    let latencies: Vec<_> = [&first.ceiling, &first.runtime, &first.topology]
+        .iter()
+        .filter_map(|m| m.latency.as_ref())
+        .collect();
+    if !latencies.is_empty() {
+        println!(
+            "latency: {} records offered at {} records/s, production to read back:",
+            args.latency_records, args.rate
+        );
+        for l in latencies {
+            println!("{l}");
+        }
+    }
+    match &args.database_url {
+        Some(url) => {
+            let pool = sluice::db::connect(url).await?;
+            sluice::db::migrate(&pool).await?;
+            let windows = bench::windows::windows(&setup(0), pool).await?;
+            println!("{windows}");
+            println!(
+                "windowed topology into PostgreSQL at {:.2}× the topic-to-topic rate",
+                windows.rate() / summary.topology_rate
+            );
+        }
+        None => {
+            println!("(set DATABASE_URL or --database-url for the windowed run into PostgreSQL)")
+        }
+    }
+    reg.stop().await?;
+    Ok(())
+}
+
+/// librdkafka's mock cluster keeps at most 5 MiB per partition and drops
+/// the oldest records beyond that, so a preloaded input must fit.
+const MOCK_RECORDS_PER_PARTITION: usize = 25_000;
+
+pub(super) fn e2e_records(args: &BenchArgs) -> anyhow::Result<usize> {
+    let mock_limit = MOCK_RECORDS_PER_PARTITION * args.partitions.max(1) as usize;
+    match (args.e2e_records, &args.bootstrap) {
+        (Some(n), None) if n > mock_limit => anyhow::bail!(
+            "--e2e-records {n} does not fit the in-process mock cluster, which keeps about \
+             {MOCK_RECORDS_PER_PARTITION} records per partition ({mock_limit} with --partitions {}): \
+             use at most {mock_limit}, more --partitions, or a real broker with --bootstrap",
+            args.partitions
+        ),
+        (Some(n), _) => Ok(n.max(1)),
+        (None, None) => Ok(100_000.min(mock_limit)),
+        (None, Some(_)) => Ok(500_000),
+    }
+}

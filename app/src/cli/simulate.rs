@@ -1,0 +1,188 @@
+//! `sluice simulate …`: data generators.
+
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use super::args::{KafkaArgs, RegistryArgs};
+use crate::simulate::logins;
+use sluice::avro::AvroCodec;
+
+#[derive(Debug, Subcommand)]
+pub enum SimulateCommand {
+    /// Produce UserLogin records to `user-login`, some invalid or undecodable.
+    Logins(LoginArgs),
+    /// Produce SensorReading records to `iot_sensor_data`: each device's
+    /// sensors random-walk in their units, with occasional anomalies.
+    Iot(IotArgs),
+    /// Produce this machine's CPU, memory, disk and network figures (and CPU
+    /// temperature, where exposed) to `iot_sensor_data` as readings of one device.
+    Host(HostArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// Time between samples.
+    #[arg(long, value_parser = super::args::duration, default_value = "5s")]
+    interval: std::time::Duration,
+    /// Device id of the readings (default: host-<hostname>).
+    #[arg(long)]
+    device_id: Option<String>,
+    /// Serve /metrics (records produced, latest value per device and sensor) here.
+    #[arg(long, env = "SLUICE_SIMULATOR_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IotArgs {
+    /// Number of simulated devices.
+    #[arg(long, default_value_t = 8)]
+    devices: usize,
+    /// Time between readings of each sensor.
+    #[arg(long, value_parser = super::args::duration, default_value = "1s")]
+    interval: std::time::Duration,
+    /// Share of readings, 0.0–1.0, that break an alert rule.
+    #[arg(long, default_value_t = 0.05, value_parser = ratio)]
+    anomaly_probability: f64,
+    /// Sensor types to simulate (comma-separated): temperature, humidity, pressure, motion, light.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "temperature,humidity,pressure,motion,light"
+    )]
+    sensor_types: Vec<crate::topologies::iot_alerts::SensorType>,
+    /// Share of readings stamped 1–5 s in the past (out of order, within grace).
+    #[arg(long, default_value_t = 0.0, value_parser = ratio)]
+    out_of_order: f64,
+    /// Share of readings stamped 2–5 min in the past (later than the grace period).
+    #[arg(long, default_value_t = 0.0, value_parser = ratio)]
+    late: f64,
+    /// Random seed, for reproducible runs.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Serve /metrics (records produced, latest value per device and sensor) here.
+    #[arg(long, env = "SLUICE_SIMULATOR_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Records per second (0: as fast as possible).
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    /// Stop after this many records (default: run until Ctrl-C).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Share of records, 0.0–1.0, that are invalid or undecodable, to exercise the dead-letter topic.
+    #[arg(long, default_value_t = 0.05, value_parser = ratio)]
+    bad_ratio: f64,
+    /// Random seed, for reproducible runs.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Serve /metrics (records produced, latest value per device and sensor) here.
+    #[arg(long, env = "SLUICE_SIMULATOR_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+fn ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "{s:?} is not a ratio between 0.0 and 1.0 (e.g. 0.05 for 5 %)"
+        )),
+    }
+}
+
+pub async fn run(cmd: SimulateCommand) -> anyhow::Result<()> {
+    let args = match cmd {
+        SimulateCommand::Logins(args) => args,
+        SimulateCommand::Iot(args) => return iot(args).await,
+        SimulateCommand::Host(args) => return host(args).await,
+    };
+    let codec = Arc::new(AvroCodec::new(&args.registry.config()?)?);
+    let opts = logins::Options {
+        rate: args.rate,
+        count: args.count,
+        bad_ratio: args.bad_ratio,
+        seed: args.seed,
+        observed: observe("logins", args.metrics_addr).await?,
+    };
+    let report = logins::run(&args.kafka.config(), codec, &opts, super::shutdown_signal()).await?;
+    println!(
+        "produced {} logins: {} valid, {} invalid, {} undecodable",
+        report.total(),
+        report.valid,
+        report.invalid,
+        report.undecodable
+    );
+    Ok(())
+}
+
+async fn iot(args: IotArgs) -> anyhow::Result<()> {
+    if args.devices == 0 || args.sensor_types.is_empty() {
+        anyhow::bail!("--devices and --sensor-types must name at least one device and sensor");
+    }
+    let codec = Arc::new(AvroCodec::new(&args.registry.config()?)?);
+    let opts = crate::simulate::iot::Options {
+        devices: args.devices,
+        interval: args.interval,
+        sensor_types: args.sensor_types,
+        anomaly_probability: args.anomaly_probability,
+        out_of_order: args.out_of_order,
+        late: args.late,
+        seed: args.seed,
+        rounds: None,
+        observed: observe("iot", args.metrics_addr).await?,
+    };
+    let r = crate::simulate::iot::run(&args.kafka.config(), codec, &opts, super::shutdown_signal())
+        .await?;
+    println!(
+        "produced {} sensor readings ({} stamped minutes late)",
+        r.total, r.late
+    );
+    Ok(())
+}
+
+async fn host(args: HostArgs) -> anyhow::Result<()> {
+    if args.interval < std::time::Duration::from_millis(100) {
+        anyhow::bail!("--interval must be at least 100ms: CPU usage needs time between samples");
+    }
+    let codec = Arc::new(AvroCodec::new(&args.registry.config()?)?);
+    let opts = crate::simulate::host::Options {
+        interval: args.interval,
+        device_id: args.device_id,
+        rounds: None,
+        observed: observe("host", args.metrics_addr).await?,
+    };
+    let r =
+        crate::simulate::host::run(&args.kafka.config(), codec, &opts, super::shutdown_signal())
+            .await?;
+    println!("produced {} host readings", r.total);
+    Ok(())
+}
+
+/// Serves the simulator's /metrics in the background when asked to.
+async fn observe(
+    name: &str,
+    addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<Arc<sluice::metrics::SimulatorState>>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let state = sluice::metrics::SimulatorState::new();
+    let metrics = sluice::metrics::Metrics::new()?;
+    metrics.observe_simulator(name, state.clone());
+    // Served until the process exits.
+    sluice::metrics::spawn(addr, Arc::new(metrics), std::future::pending()).await?;
+    Ok(Some(state))
+}

@@ -1,0 +1,385 @@
+//! `sluice demo`: the whole pipeline in one process with no services — the
+//! mock Kafka cluster, the embedded registry, the simulator and the topologies.
+
+use std::{
+    future::Future,
+    io::Write,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    Message,
+    consumer::{Consumer, StreamConsumer},
+    mocking::MockCluster,
+};
+use tokio::sync::watch;
+
+use crate::{
+    simulate::{iot, logins},
+    topologies::{
+        self, iot_alerts, iot_windows,
+        user_login::{self, ProcessedUserLogin},
+    },
+};
+use sluice::{
+    avro::{AvroCodec, Reader, RegistryConfig},
+    kafka::KafkaConfig,
+    registry::{self},
+    runtime::{RunOptions, Stats, Workers},
+    schemas,
+    sink::{WindowStores, memory::MemoryWindows},
+    window::WindowSpec,
+};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub rate: u64,
+    pub bad_ratio: f64,
+    pub partitions: i32,
+    pub status_every: Duration,
+    pub duration: Option<Duration>,
+    /// PostgreSQL for the window aggregates; in memory without it.
+    pub database_url: Option<String>,
+    pub window: WindowSpec,
+}
+
+impl Options {
+    /// Windows short enough to see them turn final within a demo.
+    pub fn demo_window() -> WindowSpec {
+        WindowSpec {
+            idle_timeout: Duration::from_secs(5),
+            ..WindowSpec::tumbling(Duration::from_secs(10), Duration::from_secs(2))
+        }
+    }
+}
+
+/// What one topology did in the demo.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub dead_letters: u64,
+    pub late: u64,
+    pub window_rows: u64,
+}
+
+impl Counts {
+    fn of(s: &Stats) -> Counts {
+        Counts {
+            records_in: s.records_in.load(Ordering::Relaxed),
+            records_out: s.records_out.load(Ordering::Relaxed),
+            dead_letters: s.dead_letters.load(Ordering::Relaxed),
+            late: s.late.load(Ordering::Relaxed),
+            window_rows: s.window_rows.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub logins: logins::Report,
+    pub readings: u64,
+    pub user_login: Counts,
+    pub iot_alerts: Counts,
+    pub iot_windows: Counts,
+    /// Readings the simulator stamped later than any grace period.
+    pub late_readings: u64,
+}
+
+/// Keeps the latest committed output so the status line can show one.
+async fn tap(bootstrap: String, codec: Arc<AvroCodec>, latest: Arc<Mutex<Option<String>>>) {
+    let consumer: Result<StreamConsumer, _> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "sluice-demo-tap")
+        .set("auto.offset.reset", "latest")
+        .set("isolation.level", "read_committed")
+        .create();
+    let Ok(consumer) = consumer else { return };
+    if consumer.subscribe(&[topologies::user_login::SINK]).is_err() {
+        return;
+    }
+    let Some(reader) = schemas::for_topic(topologies::user_login::SINK).map(Reader::new) else {
+        return;
+    };
+    while let Ok(m) = consumer.recv().await {
+        if let Ok((_, p)) = codec
+            .decode::<ProcessedUserLogin>(m.payload().unwrap_or_default(), &reader)
+            .await
+        {
+            let line = format!(
+                "user {} on {} {} from {} ({}), processed at {}",
+                &p.user_id[..8],
+                p.device_type,
+                p.app_version,
+                p.ip,
+                p.locale,
+                p.processed_timestamp
+            );
+            *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(line);
+        }
+    }
+}
+
+fn status(
+    out: &mut impl Write,
+    started: Instant,
+    stats: &[(String, Arc<Stats>)],
+    sample: &Mutex<Option<String>>,
+    memory: Option<&MemoryWindows>,
+) {
+    for (name, s) in stats {
+        let kinds: Vec<String> = s
+            .dead_letters_by_kind()
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let produced = if name == iot_windows::NAME {
+            format!(
+                "window rows {}  late {}",
+                s.window_rows.load(Ordering::Relaxed),
+                s.late.load(Ordering::Relaxed)
+            )
+        } else {
+            format!("out {}", s.records_out.load(Ordering::Relaxed))
+        };
+        let _ = writeln!(
+            out,
+            "[{:>4}s] {name}: in {}  {produced}  dlq {}{}  lag {}  commits {}",
+            started.elapsed().as_secs(),
+            s.records_in.load(Ordering::Relaxed),
+            s.dead_letters.load(Ordering::Relaxed),
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
+            },
+            s.total_lag(),
+            s.commits.load(Ordering::Relaxed),
+        );
+    }
+    if let Some(line) = sample.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+        let _ = writeln!(out, "        sample: {line}");
+    }
+    if let Some(m) = memory {
+        let rows = m.latest(5);
+        if !rows.is_empty() {
+            let _ = writeln!(
+                out,
+                "        latest windows ({} in memory, {} final):\n          {:<12} {:<12} {:<17}  {:>6} {:>8} {:>8} {:>8}  final",
+                m.len(),
+                m.finals(),
+                "device",
+                "sensor",
+                "window (UTC)",
+                "count",
+                "avg",
+                "min",
+                "max"
+            );
+        }
+        for r in rows {
+            let at = |ms: i64| {
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .map(|t| t.format("%H:%M:%S").to_string())
+                    .unwrap_or_default()
+            };
+            let _ = writeln!(
+                out,
+                "          {:<12} {:<12} {}–{}  {:>6} {:>8.2} {:>8.2} {:>8.2}  {}",
+                r.device_id,
+                r.sensor_type,
+                at(r.window.start_ms),
+                at(r.window.end_ms),
+                r.stats.count,
+                r.stats.avg().unwrap_or(f64::NAN),
+                r.stats.min,
+                r.stats.max,
+                if r.is_final { "yes" } else { "no" }
+            );
+        }
+    }
+}
+
+pub async fn run(
+    opts: &Options,
+    shutdown: impl Future<Output = ()>,
+    out: &mut (impl Write + Send),
+) -> anyhow::Result<Summary> {
+    let mock = MockCluster::new(3)?;
+    let kafka = KafkaConfig::new(&mock.bootstrap_servers());
+    let settings = topologies::Settings {
+        window: opts.window,
+    };
+    let mut all = crate::cli::select_topologies(&[], &settings)?;
+    // Groups of this run only: offsets a previous demo stored in the same
+    // database belong to a mock cluster that is gone.
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    for t in &mut all {
+        t.description.group_id = format!("sluice-demo-{}-{}", &run_id[..8], t.description.name);
+    }
+    let (stores, memory) = match &opts.database_url {
+        Some(url) => {
+            let pool = sluice::db::connect(url).await?;
+            sluice::db::migrate(&pool).await?;
+            (WindowStores::Postgres(pool), None)
+        }
+        None => {
+            let m = MemoryWindows::new();
+            (WindowStores::Memory(m.clone()), Some(m))
+        }
+    };
+    for t in &all {
+        for topic in t.description.topics() {
+            let _ = mock.create_topic(&topic, opts.partitions, 1);
+        }
+    }
+    let reg = registry::spawn_preloaded(&schemas::embedded()).await?;
+    let config = RegistryConfig::new(&reg.url(), None)?;
+    let codec = Arc::new(AvroCodec::new(&config)?);
+    writeln!(
+        out,
+        "sluice demo: mock Kafka at {}, schema registry at {}, topologies: {}",
+        kafka.bootstrap,
+        reg.url(),
+        topologies::names().join(", ")
+    )?;
+    writeln!(
+        out,
+        "simulating {} logins/s, {:.0} % of them bad; Ctrl-C to stop",
+        opts.rate,
+        opts.bad_ratio * 100.0
+    )?;
+
+    match &opts.database_url {
+        Some(url) => writeln!(
+            out,
+            "window aggregates → PostgreSQL at {} (table {}); query them with `sluice windows query`",
+            sluice::config::redact_url(url),
+            iot_windows::TABLE
+        )?,
+        None => writeln!(
+            out,
+            "DATABASE_URL is not set: window aggregates are kept in memory and shown below \
+             (set DATABASE_URL=postgres://… to write them to PostgreSQL)"
+        )?,
+    }
+    let run_opts = RunOptions {
+        instance_id: "demo".into(),
+        windows: Some(stores),
+        ..RunOptions::default()
+    };
+    let workers = Workers::spawn(all, &kafka, codec.clone(), &run_opts);
+    let (stop_sim, sim_stopped) = watch::channel(false);
+    let sim_opts = logins::Options {
+        rate: opts.rate,
+        count: None,
+        bad_ratio: opts.bad_ratio,
+        seed: 42,
+        observed: None,
+    };
+    let (sim_kafka, sim_codec, mut stopped) = (kafka.clone(), codec.clone(), sim_stopped.clone());
+    let simulator = tokio::spawn(async move {
+        logins::run(&sim_kafka, sim_codec, &sim_opts, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    let iot_opts = iot::Options {
+        interval: Duration::from_millis(250),
+        out_of_order: 0.05,
+        late: 0.01,
+        ..iot::Options::default()
+    };
+    let (iot_kafka, iot_codec, mut stopped) = (kafka.clone(), codec.clone(), sim_stopped);
+    let sensors = tokio::spawn(async move {
+        iot::run(&iot_kafka, iot_codec, &iot_opts, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    let sample = Arc::new(Mutex::new(None));
+    let tap_task = tokio::spawn(tap(kafka.bootstrap.clone(), codec.clone(), sample.clone()));
+
+    let started = Instant::now();
+    let mut every = tokio::time::interval(opts.status_every);
+    every.tick().await;
+    let until = async {
+        match opts.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(shutdown, until);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = &mut until => break,
+            _ = every.tick() => status(out, started, &workers.stats, &sample, memory.as_deref()),
+        }
+    }
+
+    let _ = stop_sim.send(true);
+    let produced = simulator.await??;
+    let sensor_report = sensors.await??;
+    let readings = sensor_report.total;
+    // Let the workers catch up with what the simulators produced, briefly.
+    let drain_until = Instant::now() + Duration::from_secs(10);
+    let stats = workers.stats.clone();
+    let counts = |name: &str| {
+        stats
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| Counts::of(s))
+            .unwrap_or_default()
+    };
+    while (counts(user_login::NAME).records_in < produced.total()
+        || counts(iot_alerts::NAME).records_in < readings
+        || counts(iot_windows::NAME).records_in < readings)
+        && Instant::now() < drain_until
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Outputs, dead letters and late records count once committed, which
+    // stopping does for what is in flight.
+    workers.stop(Duration::from_secs(30)).await?;
+    status(out, started, &stats, &sample, memory.as_deref());
+    let summary = Summary {
+        logins: produced,
+        readings,
+        user_login: counts(user_login::NAME),
+        iot_alerts: counts(iot_alerts::NAME),
+        iot_windows: counts(iot_windows::NAME),
+        late_readings: sensor_report.late,
+    };
+    tap_task.abort();
+    // Its consumer must be closed before the mock cluster goes away.
+    let _ = tap_task.await;
+    reg.stop().await?;
+    let u = summary.user_login;
+    writeln!(
+        out,
+        "done: logins produced {} ({} valid, {} invalid, {} undecodable) → processed {}, output {}, dead-lettered {}",
+        produced.total(),
+        produced.valid,
+        produced.invalid,
+        produced.undecodable,
+        u.records_in,
+        u.records_out,
+        u.dead_letters
+    )?;
+    let a = summary.iot_alerts;
+    writeln!(
+        out,
+        "      sensor readings produced {readings} → processed {}, alerts {}, dead-lettered {}",
+        a.records_in, a.records_out, a.dead_letters
+    )?;
+    let w = summary.iot_windows;
+    writeln!(
+        out,
+        "      windows: readings processed {}, late {} (simulated {}), window rows written {}",
+        w.records_in, w.late, sensor_report.late, w.window_rows
+    )?;
+    drop(mock);
+    Ok(summary)
+}

@@ -1,0 +1,10 @@
+//! The `sluice` command and what ships with it: the command line (`cli`),
+//! `sluice demo`, `sluice bench`, the simulators and the topologies in
+//! `topologies/`, all on the engine, the `sluice` library.
+
+pub mod bench;
+pub mod cli;
+pub mod demo;
+pub mod simulate;
+#[path = "../../topologies/mod.rs"]
+pub mod topologies;

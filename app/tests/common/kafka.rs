@@ -1,0 +1,244 @@
+//! Apache Kafka for the integration tests: KRaft nodes started by
+//! `dev/kafka/start` (jars from Maven Central), killed and restarted one by
+//! one for the fault tests, and stopped when the test ends — by `Drop`, or
+//! by the script's watchdog if the test process dies first.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sluice::kafka::{KafkaConfig, TopicSpec, create_topics};
+
+/// Under the consumer group protocol (KIP-848) the session timeout is the
+/// broker's: a killed member's partitions wait that long for a new owner
+/// (45 s by default). Crash tests with many kills shorten it.
+pub const FAST_CONSUMER_SESSIONS: [&str; 4] = [
+    "group.consumer.min.session.timeout.ms=1000",
+    "group.consumer.session.timeout.ms=3000",
+    "group.consumer.min.heartbeat.interval.ms=500",
+    "group.consumer.heartbeat.interval.ms=500",
+];
+
+pub struct Kafka {
+    pub bootstrap: String,
+    pub nodes: usize,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../dev/kafka")
+        .join(name)
+}
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed (.ci/run installs Java and Maven):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Kafka {
+    /// One node: replication factor 1.
+    pub fn start() -> Kafka {
+        Kafka::cluster(1)
+    }
+
+    /// `nodes` combined broker+controller nodes (1 or 3; with 3, topics are
+    /// created with replication factor 3 and min.insync.replicas 2).
+    pub fn cluster(nodes: usize) -> Kafka {
+        Kafka::cluster_with(nodes, &[])
+    }
+
+    /// As `cluster`, with extra broker properties.
+    pub fn cluster_with(nodes: usize, props: &[&str]) -> Kafka {
+        Kafka::launch(nodes, props, None)
+    }
+
+    /// One node whose broker listens on `port`.
+    pub fn start_on(port: u16) -> Kafka {
+        Kafka::launch(1, &[], Some(port))
+    }
+
+    fn launch(nodes: usize, props: &[&str], port: Option<u16>) -> Kafka {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("kafka");
+        let mut cmd = Command::new(script("start"));
+        cmd.args(["--nodes", &nodes.to_string()])
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--owner", &std::process::id().to_string()])
+            .env("KAFKA_BROKER_PROPS", props.join("\n"));
+        if let Some(p) = port {
+            cmd.args(["--port", &p.to_string()]);
+        }
+        let bootstrap = run(&mut cmd, "dev/kafka/start");
+        Kafka {
+            bootstrap,
+            nodes,
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig::new(&self.bootstrap)
+    }
+
+    /// Node `id`'s own address (ids count from 1).
+    pub fn node_addr(&self, id: usize) -> String {
+        self.bootstrap.split(',').nth(id - 1).unwrap().to_string()
+    }
+
+    /// The node id listening on `addr`.
+    pub fn node_at(&self, addr: &str) -> usize {
+        self.bootstrap
+            .split(',')
+            .position(|a| a == addr)
+            .unwrap_or_else(|| panic!("{addr} is none of {}", self.bootstrap))
+            + 1
+    }
+
+    /// SIGKILL: no clean shutdown, no leadership handed over.
+    pub fn kill(&self, id: usize) {
+        self.stop_with(id, true);
+    }
+
+    /// SIGTERM and wait: a controlled shutdown.
+    pub fn stop(&self, id: usize) {
+        self.stop_with(id, false);
+    }
+
+    fn stop_with(&self, id: usize, kill: bool) {
+        let mut cmd = Command::new(script("stop"));
+        cmd.arg(&self.dir).args(["--node", &id.to_string()]);
+        if kill {
+            cmd.arg("--kill");
+        }
+        run(&mut cmd, "dev/kafka/stop");
+    }
+
+    /// Starts a stopped node again and waits until it answers metadata.
+    pub fn restart(&self, id: usize) {
+        run(
+            Command::new(script("start"))
+                .arg("--dir")
+                .arg(&self.dir)
+                .args(["--node", &id.to_string()]),
+            "dev/kafka/start --node",
+        );
+    }
+
+    /// Starts every node again at once: a quorum of controllers must be
+    /// up before any node answers.
+    pub fn restart_all(&self) {
+        let children: Vec<_> = (1..=self.nodes)
+            .map(|id| {
+                Command::new(script("start"))
+                    .arg("--dir")
+                    .arg(&self.dir)
+                    .args(["--node", &id.to_string()])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (i, c) in children.into_iter().enumerate() {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "restarting node {}: {}",
+                i + 1,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// Node `id`'s log so far.
+    pub fn log(&self, id: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node-{id}/server.log"))).unwrap_or_default()
+    }
+
+    /// Creates topics as (name, partitions), replicated over every node.
+    pub async fn create_topics(&self, topics: &[(&str, i32)]) {
+        let replication = self.nodes as i32;
+        let specs: Vec<TopicSpec> = topics
+            .iter()
+            .map(|(name, partitions)| TopicSpec {
+                name: name.to_string(),
+                partitions: *partitions,
+                replication,
+                min_insync_replicas: None,
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match create_topics(&self.config(), &specs).await {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "cannot create topics: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        // Created is not yet led everywhere: wait until every partition has a leader.
+        let names: Vec<&str> = topics.iter().map(|(n, _)| *n).collect();
+        wait_for_leaders(&self.bootstrap, &names).await;
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = Command::new(script("stop"))
+            .arg(&self.dir)
+            .arg("--kill")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Waits until every partition of `topics` has a leader.
+pub async fn wait_for_leaders(bootstrap: &str, topics: &[&str]) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for topic in topics {
+        loop {
+            let led = sluice::runtime::blocking(|| {
+                consumer.fetch_metadata(Some(topic), Duration::from_secs(5))
+            })
+            .ok()
+            .is_some_and(|m| {
+                m.topics().iter().all(|t| {
+                    t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions().iter().all(|p| p.leader() >= 0)
+                })
+            });
+            if led {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{topic}: partitions without a leader"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

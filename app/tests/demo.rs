@@ -1,0 +1,49 @@
+//! `sluice demo` accounts for every record it simulated.
+
+use std::time::Duration;
+
+use sluice_app::demo;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_demo_accounts_for_every_record() {
+    let opts = demo::Options {
+        rate: 500,
+        bad_ratio: 0.1,
+        partitions: 3,
+        status_every: Duration::from_secs(1),
+        duration: Some(Duration::from_secs(8)),
+        database_url: None,
+        window: demo::Options::demo_window(),
+    };
+    let mut out = Vec::new();
+    let s = demo::run(&opts, std::future::pending(), &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(s.logins.total() > 1000, "{s:?}\n{text}");
+    let u = s.user_login;
+    assert_eq!(u.records_in, s.logins.total(), "{text}");
+    assert_eq!(u.records_out, s.logins.valid, "{text}");
+    assert_eq!(
+        u.dead_letters,
+        s.logins.invalid + s.logins.undecodable,
+        "{text}"
+    );
+    assert!(s.readings > 100, "{s:?}");
+    let w = s.iot_windows;
+    assert_eq!(w.records_in, s.readings, "{text}");
+    assert!(w.window_rows > 0 && w.dead_letters == 0, "{text}");
+    assert!(text.contains("kept in memory"), "{text}");
+    assert!(text.contains("latest windows"), "{text}");
+    assert_eq!(s.iot_alerts.records_in, s.readings, "{text}");
+    assert_eq!(s.iot_alerts.dead_letters, 0, "{text}");
+    assert!(
+        s.iot_alerts.records_out > 0,
+        "anomalies raise alerts: {text}"
+    );
+    assert!(
+        text.contains("user-login: in") && text.contains("iot-alerts: in"),
+        "{text}"
+    );
+    assert!(text.contains("sample: user"), "{text}");
+}
