@@ -10,6 +10,16 @@ use rdkafka::{
     types::RDKafkaErrorCode,
 };
 
+/// Runs a blocking librdkafka call without stalling other tasks on this thread.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// Where the brokers are, plus any librdkafka property the user passes through
 /// (SASL, TLS, tuning). User properties win over sluice's defaults.
 #[derive(Debug, Clone, Default)]

@@ -8,6 +8,7 @@
 pub mod avro;
 pub mod config;
 pub mod db;
+mod failpoint;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
@@ -15,5 +16,17 @@ pub mod registry;
 pub mod runtime;
 pub mod schemas;
 pub mod sink;
+pub mod stats;
 pub mod topology;
 pub mod window;
+
+pub use sink::Topology;
+
+/// What declaring a topology takes: `use sluice::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        sink::{SqlType, TableSpec, Topology, kafka::ToTopic, postgres::ToPostgres},
+        topology::{BuildError, topology},
+        window::{WindowKind, WindowSpec},
+    };
+}

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use sluice::topology::{BuildError, Topology, topology};
+use sluice::prelude::*;
 
 pub const NAME: &str = "iot-alerts";
 pub const SOURCE: &str = "iot_sensor_data";

@@ -2,10 +2,7 @@
 //! (1-minute tumbling, 10 s grace by default) → count/sum/min/max/avg merged
 //! into `sensor_window_aggregates`, exactly once.
 
-use sluice::{
-    topology::{BuildError, Topology, topology},
-    window::WindowSpec,
-};
+use sluice::prelude::*;
 
 use super::iot_alerts::SensorReading;
 
@@ -53,5 +50,17 @@ pub fn declare(
             |r| (r.device_id.clone(), r.sensor_type.as_str().to_string()),
             |r| r.value,
         )
-        .to_postgres(table)
+        .to_postgres(table_spec(table).map_err(|reason| BuildError::BadTable {
+            topology: name.to_string(),
+            reason,
+        })?)
+}
+
+/// `sensor_window_aggregates`: a row per device, sensor type and window,
+/// with count, sum, min, max and avg.
+pub fn table_spec(table: &str) -> Result<TableSpec, String> {
+    Ok(TableSpec::new(table)?
+        .key("device_id", SqlType::Text)?
+        .key("sensor_type", SqlType::Text)?
+        .stats())
 }

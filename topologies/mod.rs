@@ -7,10 +7,7 @@ pub mod user_login;
 
 use std::time::Duration;
 
-use sluice::{
-    topology::{BuildError, Topology},
-    window::WindowSpec,
-};
+use sluice::prelude::*;
 
 /// What a deployment may tune in the shipped topologies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +35,34 @@ pub const ALL: &[(&str, Build)] = &[
 
 pub fn names() -> Vec<&'static str> {
     ALL.iter().map(|(n, _)| *n).collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    /// The user named a topology that does not exist.
+    #[error("unknown topology {name:?}; known topologies: {known}")]
+    Unknown { name: String, known: String },
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// Picks topologies by name; all of them when none is named.
+pub fn select(names: &[String], settings: &Settings) -> Result<Vec<Topology>, SelectError> {
+    let wanted: Vec<&str> = if names.is_empty() {
+        self::names()
+    } else {
+        names.iter().map(String::as_str).collect()
+    };
+    wanted
+        .into_iter()
+        .map(|n| match build(n, settings) {
+            Some(t) => Ok(t?),
+            None => Err(SelectError::Unknown {
+                name: n.to_string(),
+                known: self::names().join(", "),
+            }),
+        })
+        .collect()
 }
 
 pub fn build(name: &str, settings: &Settings) -> Option<Result<Topology, BuildError>> {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use sluice::topology::{BuildError, Topology, clock, topology};
+use sluice::{prelude::*, topology::clock};
 
 mod ip;
 

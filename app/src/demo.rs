@@ -26,9 +26,10 @@ use sluice::{
     avro::{AvroCodec, Reader, RegistryConfig},
     kafka::KafkaConfig,
     registry::{self},
-    runtime::{RunOptions, Stats, Workers},
+    runtime::{RunOptions, Workers},
     schemas,
     sink::{WindowStores, memory::MemoryWindows},
+    stats::Stats,
     window::WindowSpec,
 };
 
@@ -163,14 +164,13 @@ fn status(
     }
     if let Some(m) = memory {
         let rows = m.latest(5);
-        if !rows.is_empty() {
+        if let Some(first) = rows.first() {
+            let keys: String = first.key.iter().map(|(k, _)| format!("{k:<12} ")).collect();
             let _ = writeln!(
                 out,
-                "        latest windows ({} in memory, {} final):\n          {:<12} {:<12} {:<17}  {:>6} {:>8} {:>8} {:>8}  final",
+                "        latest windows ({} in memory, {} final):\n          {keys}{:<17}  {:>6} {:>8} {:>8} {:>8}  final",
                 m.len(),
                 m.finals(),
-                "device",
-                "sensor",
                 "window (UTC)",
                 "count",
                 "avg",
@@ -184,17 +184,22 @@ fn status(
                     .map(|t| t.format("%H:%M:%S").to_string())
                     .unwrap_or_default()
             };
+            let value = |name: &str| {
+                r.aggregates
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(f64::NAN, |(_, v)| v.as_f64())
+            };
+            let keys: String = r.key.iter().map(|(_, v)| format!("{v:<12} ")).collect();
             let _ = writeln!(
                 out,
-                "          {:<12} {:<12} {}–{}  {:>6} {:>8.2} {:>8.2} {:>8.2}  {}",
-                r.device_id,
-                r.sensor_type,
+                "          {keys}{}–{}  {:>6} {:>8.2} {:>8.2} {:>8.2}  {}",
                 at(r.window.start_ms),
                 at(r.window.end_ms),
-                r.stats.count,
-                r.stats.avg().unwrap_or(f64::NAN),
-                r.stats.min,
-                r.stats.max,
+                value("count"),
+                value("avg"),
+                value("min"),
+                value("max"),
                 if r.is_final { "yes" } else { "no" }
             );
         }
@@ -211,7 +216,7 @@ pub async fn run(
     let settings = topologies::Settings {
         window: opts.window,
     };
-    let mut all = crate::cli::select_topologies(&[], &settings)?;
+    let mut all = crate::topologies::select(&[], &settings)?;
     // Groups of this run only: offsets a previous demo stored in the same
     // database belong to a mock cluster that is gone.
     let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -266,7 +271,7 @@ pub async fn run(
     }
     let run_opts = RunOptions {
         instance_id: "demo".into(),
-        windows: Some(stores),
+        stores: Some(stores),
         ..RunOptions::default()
     };
     let workers = Workers::spawn(all, &kafka, codec.clone(), &run_opts);

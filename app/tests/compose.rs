@@ -10,7 +10,7 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use serde_json::Value;
 use sluice::{
     metrics::{Metrics, SimulatorState, Timings},
-    runtime::Stats,
+    stats::Stats,
 };
 
 /// Metric names as Prometheus sees them, histogram series included.

@@ -12,8 +12,9 @@ use rdkafka::mocking::MockCluster;
 use sluice::{
     avro::{AvroCodec, Reader, RegistryConfig},
     kafka::KafkaConfig,
-    runtime::{self, RunOptions, Stats},
+    runtime::{self, RunOptions},
     schemas,
+    stats::Stats,
     topology::Guarantee,
 };
 use sluice_app::{

@@ -24,9 +24,12 @@ use rdkafka::{
 use sluice::{
     avro::{AvroCodec, Reader, RegistryConfig},
     kafka::KafkaConfig,
-    runtime::{self, DLQ_KIND, DLQ_OFFSET, RunOptions, Stats},
+    prelude::*,
+    runtime::{self, RunOptions},
     schemas,
-    topology::{Guarantee, Topology, topology},
+    sink::letters::{KIND as DLQ_KIND, OFFSET as DLQ_OFFSET},
+    stats::Stats,
+    topology::Guarantee,
 };
 use sluice_app::{
     simulate::logins,

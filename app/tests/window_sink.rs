@@ -8,9 +8,39 @@ use std::{collections::BTreeMap, time::Duration};
 use common::TestDb;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sluice::{
-    sink::postgres::{Position, Row, SinkError, WindowSink},
+    sink::{
+        SinkError,
+        postgres::PgWindowTable,
+        window::{Position, Row},
+    },
+    topology::KeyValue,
     window::{Aggregate, Stats, Watermarks, Window, WindowSpec, WindowState},
 };
+use sluice_app::topologies::iot_windows;
+
+/// The iot-windows table of group `g` reading `topic`.
+fn table(pool: &sqlx::PgPool, name: &str, topic: &str) -> PgWindowTable {
+    let spec = std::sync::Arc::new(iot_windows::table_spec(name).unwrap());
+    PgWindowTable::new(pool.clone(), spec, "g", topic)
+}
+
+fn key(device: &str, sensor: &str) -> Vec<KeyValue> {
+    vec![device.into(), sensor.into()]
+}
+
+/// The stored next offsets of group `g` on `topic`'s partitions.
+async fn positions(pool: &sqlx::PgPool, topic: &str, partitions: &[i32]) -> Vec<(i32, i64)> {
+    sqlx::query_as(
+        "SELECT partition, next_offset FROM sluice_offsets
+          WHERE consumer_group = 'g' AND topic = $1 AND partition = ANY($2) AND next_offset >= 0
+          ORDER BY partition",
+    )
+    .bind(topic)
+    .bind(partitions)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
 
 type Key = (String, String);
 /// device, sensor, window start, end (ms), count, sum, min, max, avg, final
@@ -21,15 +51,9 @@ async fn merged_batches_equal_the_independent_aggregates() {
     let db = TestDb::create().await;
     let pool = sluice::db::connect(&db.url).await.unwrap();
     sluice::db::migrate(&pool).await.unwrap();
-    let sink = WindowSink::new(
-        pool.clone(),
-        "sensor_window_aggregates",
-        "g",
-        "iot_sensor_data",
-    )
-    .unwrap();
+    let sink = table(&pool, "sensor_window_aggregates", "iot_sensor_data");
 
-    let claims = sink.claim(&[0]).await.unwrap();
+    let claims = sink.claim_async(&[0]).await.unwrap();
     assert_eq!(claims[0].next_offset, None, "nothing committed yet");
     let epoch = claims[0].epoch;
     // Readings over ten minutes, a little out of order; quarter values keep
@@ -67,8 +91,7 @@ async fn merged_batches_equal_the_independent_aggregates() {
         let rows: Vec<Row> = updates
             .into_iter()
             .map(|u| Row {
-                device_id: u.key.0,
-                sensor_type: u.key.1,
+                key: key(&u.key.0, &u.key.1),
                 window: u.window,
                 partial: u.partial,
                 is_final: u.is_final,
@@ -76,9 +99,9 @@ async fn merged_batches_equal_the_independent_aggregates() {
             .collect();
         let closed: Vec<_> = closed
             .into_iter()
-            .map(|c| (c.key.0, c.key.1, c.window))
+            .map(|c| (key(&c.key.0, &c.key.1), c.window))
             .collect();
-        sink.commit(
+        sink.commit_async(
             &rows,
             &closed,
             &[Position {
@@ -96,9 +119,9 @@ async fn merged_batches_equal_the_independent_aggregates() {
     assert!(updates.is_empty());
     let closed: Vec<_> = closed
         .into_iter()
-        .map(|c| (c.key.0, c.key.1, c.window))
+        .map(|c| (key(&c.key.0, &c.key.1), c.window))
         .collect();
-    sink.commit(&[], &closed, &[]).await.unwrap();
+    sink.commit_async(&[], &closed, &[]).await.unwrap();
 
     let stored: Vec<Stored> = sqlx::query_as(
         "SELECT device_id, sensor_type,
@@ -126,9 +149,8 @@ async fn merged_batches_equal_the_independent_aggregates() {
         assert_eq!(avg, want.sum / want.count as f64);
         assert!(is_final, "{d} {s} {ws} should be final");
     }
-    let positions = sink.positions(&[0, 1]).await.unwrap();
-    assert_eq!(positions.len(), 1);
-    assert_eq!(positions[0].next_offset, 3000);
+    let stored = positions(&pool, "iot_sensor_data", &[0, 1]).await;
+    assert_eq!(stored, vec![(0, 3000)]);
     db.drop_db().await;
 }
 
@@ -137,12 +159,11 @@ async fn a_failed_commit_writes_nothing() {
     let db = TestDb::create().await;
     let pool = sluice::db::connect(&db.url).await.unwrap();
     sluice::db::migrate(&pool).await.unwrap();
-    let sink = WindowSink::new(pool.clone(), "sensor_window_aggregates", "g", "t").unwrap();
+    let sink = table(&pool, "sensor_window_aggregates", "t");
     let mut partial = Stats::default();
     partial.add(&1.0);
     let row = Row {
-        device_id: "d".into(),
-        sensor_type: "light".into(),
+        key: key("d", "light"),
         window: Window {
             start_ms: 0,
             end_ms: 60_000,
@@ -154,12 +175,12 @@ async fn a_failed_commit_writes_nothing() {
     // whole commit, offsets included, must be rolled back.
     let empty = Row {
         partial: Stats::default(),
-        device_id: "e".into(),
+        key: key("e", "light"),
         ..row.clone()
     };
-    let epoch = sink.claim(&[0]).await.unwrap()[0].epoch;
+    let epoch = sink.claim_async(&[0]).await.unwrap()[0].epoch;
     let err = sink
-        .commit(
+        .commit_async(
             &[row.clone(), empty],
             &[],
             &[Position {
@@ -176,10 +197,10 @@ async fn a_failed_commit_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(rows, 0);
-    assert!(sink.positions(&[0]).await.unwrap().is_empty());
+    assert!(positions(&pool, "t", &[0]).await.is_empty());
     // A table that does not exist is refused by the database, which says which.
-    let missing = WindowSink::new(pool, "no_such_table", "g", "t").unwrap();
-    let err = missing.commit(&[row], &[], &[]).await.unwrap_err();
+    let missing = table(&pool, "no_such_table", "t");
+    let err = missing.commit_async(&[row], &[], &[]).await.unwrap_err();
     assert!(err.to_string().contains("no_such_table"), "{err}");
     db.drop_db().await;
 }
@@ -189,7 +210,7 @@ async fn windows_query_prints_what_the_sink_stored() {
     let db = TestDb::create().await;
     let pool = sluice::db::connect(&db.url).await.unwrap();
     sluice::db::migrate(&pool).await.unwrap();
-    let sink = WindowSink::new(pool.clone(), "sensor_window_aggregates", "g", "t").unwrap();
+    let sink = table(&pool, "sensor_window_aggregates", "t");
     let now = chrono::Utc::now().timestamp_millis() / 60_000 * 60_000;
     let mut rows = Vec::new();
     for (device, sensor, minutes_ago, value, is_final) in [
@@ -204,8 +225,7 @@ async fn windows_query_prints_what_the_sink_stored() {
         partial.add(&(value + 1.0));
         let start = now - minutes_ago * 60_000;
         rows.push(Row {
-            device_id: device.into(),
-            sensor_type: sensor.into(),
+            key: key(device, sensor),
             window: Window {
                 start_ms: start,
                 end_ms: start + 60_000,
@@ -214,7 +234,7 @@ async fn windows_query_prints_what_the_sink_stored() {
             is_final,
         });
     }
-    sink.commit(&rows, &[], &[]).await.unwrap();
+    sink.commit_async(&rows, &[], &[]).await.unwrap();
 
     let run = |args: &[&str]| {
         let out = common::sluice()
@@ -262,10 +282,9 @@ async fn a_worker_that_lost_its_partition_cannot_commit() {
     let db = TestDb::create().await;
     let pool = sluice::db::connect(&db.url).await.unwrap();
     sluice::db::migrate(&pool).await.unwrap();
-    let sink = WindowSink::new(pool.clone(), "sensor_window_aggregates", "g", "t").unwrap();
+    let sink = table(&pool, "sensor_window_aggregates", "t");
     let row = Row {
-        device_id: "d".into(),
-        sensor_type: "temperature".into(),
+        key: key("d", "temperature"),
         window: Window {
             start_ms: 0,
             end_ms: 60_000,
@@ -283,16 +302,16 @@ async fn a_worker_that_lost_its_partition_cannot_commit() {
         watermark_ms: 0,
         epoch,
     };
-    let old = sink.claim(&[3]).await.unwrap()[0];
-    sink.commit(std::slice::from_ref(&row), &[], &[position(old.epoch, 10)])
+    let old = sink.claim_async(&[3]).await.unwrap()[0];
+    sink.commit_async(std::slice::from_ref(&row), &[], &[position(old.epoch, 10)])
         .await
         .unwrap();
     // Another worker takes the partition over and sees where the first stopped.
-    let new = sink.claim(&[3]).await.unwrap()[0];
+    let new = sink.claim_async(&[3]).await.unwrap()[0];
     assert_eq!((new.next_offset, new.epoch), (Some(10), old.epoch + 1));
     // The first worker, not yet aware, tries to commit more: refused, nothing written.
     let err = sink
-        .commit(std::slice::from_ref(&row), &[], &[position(old.epoch, 20)])
+        .commit_async(std::slice::from_ref(&row), &[], &[position(old.epoch, 20)])
         .await
         .unwrap_err();
     assert!(matches!(err, SinkError::Fenced { partition: 3 }), "{err}");
@@ -301,10 +320,10 @@ async fn a_worker_that_lost_its_partition_cannot_commit() {
         .await
         .unwrap();
     assert_eq!(count, 1);
-    assert_eq!(sink.positions(&[3]).await.unwrap()[0].next_offset, 10);
-    sink.commit(&[row], &[], &[position(new.epoch, 20)])
+    assert_eq!(positions(&pool, "t", &[3]).await, vec![(3, 10)]);
+    sink.commit_async(&[row], &[], &[position(new.epoch, 20)])
         .await
         .unwrap();
-    assert_eq!(sink.positions(&[3]).await.unwrap()[0].next_offset, 20);
+    assert_eq!(positions(&pool, "t", &[3]).await, vec![(3, 20)]);
     db.drop_db().await;
 }

@@ -11,9 +11,10 @@ use common::{TestDb, kafka::Kafka, read_topic, windows::*};
 use sluice::{
     avro::{AvroCodec, RegistryConfig},
     kafka::{GroupProtocol, KafkaConfig},
-    runtime::{self, RunOptions, Stats},
+    runtime::{self, RunOptions},
     schemas,
     sink::WindowStores,
+    stats::Stats,
     window::WindowSpec,
 };
 use sluice_app::topologies::{iot_alerts::SensorReading, iot_windows};
@@ -87,7 +88,7 @@ fn spawn_with(
     let opts = RunOptions {
         instance_id: instance.to_string(),
         group_protocol,
-        windows: Some(WindowStores::Postgres(pool)),
+        stores: Some(WindowStores::Postgres(pool)),
         ..RunOptions::default()
     };
     let task = tokio::spawn(async move {

@@ -6,7 +6,6 @@
 
 mod ready;
 mod simulator;
-pub mod timings;
 mod topology;
 
 use std::{future::Future, sync::Arc};
@@ -17,11 +16,11 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
 
+pub use crate::stats::Timings;
 pub use ready::{ReadyCheck, postgres_check, registry_check};
 pub use simulator::SimulatorState;
-pub use timings::Timings;
 
-use crate::runtime::Stats;
+use crate::stats::Stats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use opentelemetry::{KeyValue, metrics::Meter};
 
 use super::Topologies;
-use crate::runtime::Stats;
+use crate::stats::Stats;
 
 fn counter(
     meter: &Meter,

@@ -1,24 +1,52 @@
 //! Processed records on their way from the worker's loop to its sender
-//! thread: each input record's outputs and dead letter, in the order read.
-//! Handed over a few hundred at a time, so that the channel costs little
-//! per record.
+//! thread: each input record's results and dead letter, in the order read,
+//! and — for a sink that writes letters of its own — the record's key,
+//! value and headers, copied into one buffer per chunk. Handed over a few
+//! hundred at a time, so that the channel costs little per record.
 
-use super::dlq::DeadLetter;
-use crate::topology::Output;
+use std::ops::Range;
+
+use crate::{
+    sink::{DeadLetter, Source, SourceHeaders, letters::RawHeader},
+    topology::Emitted,
+};
 
 #[derive(Default)]
 pub struct Chunk {
-    outputs: Vec<Output>,
+    emitted: Vec<Emitted>,
     records: Vec<Record>,
+    /// Input keys and values, when kept.
+    bytes: Vec<u8>,
 }
 
-/// One input record's results: `outputs[start..end]` and perhaps a dead letter.
+/// One input record: `emitted[start..end]` and perhaps a dead letter.
 struct Record {
     partition: i32,
     offset: i64,
+    timestamp_ms: i64,
     start: usize,
     end: usize,
     dead: Option<DeadLetter>,
+    input: Option<Kept>,
+}
+
+/// An input record as kept: ranges into `bytes`, and its headers.
+struct Kept {
+    key: Option<Range<usize>>,
+    value: Option<Range<usize>>,
+    headers: Vec<RawHeader>,
+}
+
+/// An input record's key, value and headers.
+pub type Whole<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, Vec<RawHeader>);
+
+/// One input record as the loop read it.
+pub struct Read<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    /// Key, value and headers, when the sink needs them.
+    pub input: Option<Whole<'a>>,
 }
 
 impl Chunk {
@@ -27,23 +55,34 @@ impl Chunk {
         self.records.len()
     }
 
-    /// Holds one input record's results; takes `outputs`' contents.
-    pub fn push(
-        &mut self,
-        partition: i32,
-        offset: i64,
-        outputs: &mut Vec<Output>,
-        dead: Option<DeadLetter>,
-    ) {
-        let start = self.outputs.len();
-        self.outputs.append(outputs);
-        self.records.push(Record {
-            partition,
-            offset,
-            start,
-            end: self.outputs.len(),
-            dead,
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Holds one input record's results; takes `emitted`'s contents.
+    pub fn push(&mut self, read: Read<'_>, emitted: &mut Vec<Emitted>, dead: Option<DeadLetter>) {
+        let start = self.emitted.len();
+        self.emitted.append(emitted);
+        let input = read.input.map(|(key, value, headers)| Kept {
+            key: key.map(|k| self.keep(k)),
+            value: value.map(|v| self.keep(v)),
+            headers,
         });
+        self.records.push(Record {
+            partition: read.partition,
+            offset: read.offset,
+            timestamp_ms: read.timestamp_ms,
+            start,
+            end: self.emitted.len(),
+            dead,
+            input,
+        });
+    }
+
+    fn keep(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        start..self.bytes.len()
     }
 
     /// Drops the records of partitions handed to another member: not
@@ -51,27 +90,39 @@ impl Chunk {
     pub fn forget(&mut self, revoked: impl Fn(i32) -> bool) {
         self.records.retain(|r| !revoked(r.partition));
         if self.records.is_empty() {
-            self.outputs.clear();
+            self.emitted.clear();
+            self.bytes.clear();
         }
     }
 
     /// Drops the records, keeping the capacity.
     pub fn clear(&mut self) {
         self.records.clear();
-        self.outputs.clear();
+        self.emitted.clear();
+        self.bytes.clear();
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    /// The records in order: (partition, offset, dead letter, outputs).
-    pub fn iter(&self) -> impl Iterator<Item = Held<'_>> {
-        self.records.iter().map(|r| Held {
-            partition: r.partition,
-            offset: r.offset,
-            dead: r.dead.as_ref(),
-            outputs: &self.outputs[r.start..r.end],
+    /// The records in order.
+    pub fn iter<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = Held<'a>> {
+        self.records.iter().map(move |r| {
+            let slice = |range: &Option<Range<usize>>| range.clone().map(|x| &self.bytes[x]);
+            let (key, value, headers) = match &r.input {
+                Some(k) => (slice(&k.key), slice(&k.value), &k.headers[..]),
+                None => (None, None, &[][..]),
+            };
+            Held {
+                source: Source {
+                    topic,
+                    partition: r.partition,
+                    offset: r.offset,
+                    timestamp_ms: r.timestamp_ms,
+                    key,
+                    value,
+                    headers: SourceHeaders::Copied(headers),
+                },
+                dead: r.dead.as_ref(),
+                emitted: &self.emitted[r.start..r.end],
+            }
         })
     }
 
@@ -89,10 +140,9 @@ impl Chunk {
 
 /// One input record's results.
 pub struct Held<'a> {
-    pub partition: i32,
-    pub offset: i64,
+    pub source: Source<'a>,
     pub dead: Option<&'a DeadLetter>,
-    pub outputs: &'a [Output],
+    pub emitted: &'a [Emitted],
 }
 
 #[cfg(test)]
@@ -100,50 +150,94 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::topology::Output;
 
-    fn out(n: u8) -> Output {
-        Output {
+    fn out(n: u8) -> Emitted {
+        Emitted::Record(Output {
             topic: Arc::from("t"),
             key: None,
             value: vec![n],
             timestamp_ms: 0,
+        })
+    }
+
+    fn read(partition: i32, offset: i64) -> Read<'static> {
+        Read {
+            partition,
+            offset,
+            timestamp_ms: 0,
+            input: None,
         }
     }
 
     #[test]
     fn first_offsets_of_each_partition_from_a_record_on() {
         let mut p = Chunk::default();
-        p.push(1, 10, &mut vec![out(1)], None);
-        p.push(0, 5, &mut vec![out(2), out(3)], None);
-        p.push(1, 11, &mut vec![], None);
+        p.push(read(1, 10), &mut vec![out(1)], None);
+        p.push(read(0, 5), &mut vec![out(2), out(3)], None);
+        p.push(read(1, 11), &mut vec![], None);
         assert_eq!(p.len(), 3);
         assert_eq!(p.first_offsets(0), vec![(1, 10), (0, 5)]);
         assert_eq!(p.first_offsets(1), vec![(0, 5), (1, 11)]);
-        let outputs: Vec<usize> = p.iter().map(|h| h.outputs.len()).collect();
-        assert_eq!(outputs, vec![1, 2, 0]);
+        let emitted: Vec<usize> = p.iter("in").map(|h| h.emitted.len()).collect();
+        assert_eq!(emitted, vec![1, 2, 0]);
     }
 
     #[test]
     fn forgetting_revoked_partitions_keeps_the_others_in_order() {
         let mut p = Chunk::default();
-        p.push(1, 10, &mut vec![out(1)], None);
-        p.push(0, 5, &mut vec![out(2)], None);
-        p.push(1, 11, &mut vec![out(3)], None);
-        p.push(2, 7, &mut vec![out(4)], None);
+        p.push(read(1, 10), &mut vec![out(1)], None);
+        p.push(read(0, 5), &mut vec![out(2)], None);
+        p.push(read(1, 11), &mut vec![out(3)], None);
+        p.push(read(2, 7), &mut vec![out(4)], None);
         p.forget(|partition| partition == 1);
-        let kept: Vec<(i32, i64, Vec<u8>)> = p
-            .records
-            .iter()
-            .map(|r| {
-                let values = p.outputs[r.start..r.end]
-                    .iter()
-                    .flat_map(|o| o.value.clone())
-                    .collect();
-                (r.partition, r.offset, values)
+        let kept: Vec<(i32, i64, usize)> = p
+            .iter("in")
+            .map(|h| (h.source.partition, h.source.offset, h.emitted.len()))
+            .collect();
+        assert_eq!(kept, vec![(0, 5, 1), (2, 7, 1)]);
+        let values: Vec<Vec<u8>> = p
+            .iter("in")
+            .flat_map(|h| h.emitted.iter())
+            .map(|e| match e {
+                Emitted::Record(o) => o.value.clone(),
+                Emitted::Reading(_) => vec![],
             })
             .collect();
-        assert_eq!(kept, vec![(0, 5, vec![2]), (2, 7, vec![4])]);
+        assert_eq!(values, vec![vec![2], vec![4]]);
         p.forget(|_| true);
-        assert!(p.is_empty() && p.outputs.is_empty());
+        assert!(p.is_empty() && p.emitted.is_empty());
+    }
+
+    #[test]
+    fn kept_inputs_come_back_whole() {
+        let mut p = Chunk::default();
+        let headers = vec![("h".to_string(), Some(vec![0, 255]))];
+        p.push(
+            Read {
+                partition: 0,
+                offset: 3,
+                timestamp_ms: 9,
+                input: Some((Some(b"k"), None, headers.clone())),
+            },
+            &mut vec![],
+            None,
+        );
+        p.push(
+            Read {
+                partition: 0,
+                offset: 4,
+                timestamp_ms: 9,
+                input: Some((None, Some(b"value"), vec![])),
+            },
+            &mut vec![],
+            None,
+        );
+        let held: Vec<Held<'_>> = p.iter("in").collect();
+        assert_eq!(held[0].source.key, Some(&b"k"[..]));
+        assert_eq!(held[0].source.value, None);
+        assert_eq!(held[0].source.headers.to_raw(), headers);
+        assert_eq!(held[1].source.value, Some(&b"value"[..]));
+        assert_eq!(held[1].source.key, None);
     }
 }

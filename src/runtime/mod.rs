@@ -1,43 +1,33 @@
-//! Running topologies as consumer-group workers: one consumer and one
-//! (transactional) producer per topology, batches committed as a unit.
+//! Running topologies as consumer-group workers: per member, one loop that
+//! consumes and processes (`worker`) and one sender thread that drives the
+//! sink's commit protocol (`committer`), whatever the sink; the consumer's
+//! context handles rebalances (`context`). `Workers` runs every member of
+//! every topology of a process and starts one afresh after a fatal client
+//! error.
 
+mod backoff;
 mod chunk;
-mod dlq;
-pub mod failpoint;
-pub mod health;
+mod committer;
+mod context;
 mod refused;
-mod sender;
+mod shared;
 mod tally;
-mod txn;
-mod windowed;
 mod worker;
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio::{sync::watch, task::JoinSet};
 
-pub use dlq::{
-    KIND as DLQ_KIND, MESSAGE as DLQ_MESSAGE, OFFSET as DLQ_OFFSET, PARTITION as DLQ_PARTITION,
-    SCHEMA_ID as DLQ_SCHEMA_ID, TIMESTAMP as DLQ_TIMESTAMP, TOPIC as DLQ_TOPIC,
-    TOPOLOGY as DLQ_TOPOLOGY,
-};
-pub use txn::{blocking, serve_deliveries};
-pub use windowed::run_windows;
-pub use worker::run_topic;
+pub use worker::run_member;
+
+use backoff::Backoff;
 
 use crate::{
     avro::AvroCodec,
     kafka::KafkaConfig,
-    metrics::Timings,
-    sink::WindowStores,
-    topology::{Body, Guarantee, Topology},
+    sink::{SinkError, Topology, WindowStores},
+    stats::{Stats, Timings},
+    topology::Guarantee,
 };
 
 #[derive(Debug, Clone)]
@@ -64,7 +54,7 @@ pub struct RunOptions {
     /// partitions spread over them as over separate processes.
     pub threads: usize,
     /// Where windowed topologies keep their aggregates and offsets.
-    pub windows: Option<WindowStores>,
+    pub stores: Option<WindowStores>,
     /// Where duration histograms go (the metrics endpoint's meter).
     pub meter: Option<opentelemetry::metrics::Meter>,
 }
@@ -103,7 +93,7 @@ impl Default for RunOptions {
             group_protocol: crate::kafka::GroupProtocol::Classic,
             static_membership: false,
             threads: 1,
-            windows: None,
+            stores: None,
             meter: None,
         }
     }
@@ -141,149 +131,16 @@ pub enum RuntimeError {
     /// as final): a new one, starting from the committed positions, can.
     #[error("topology {topology}: the Kafka client stopped for good ({reason})")]
     Fatal { topology: String, reason: String },
+    /// The sink cannot be opened for good (a bad property or table).
     #[error("topology {topology}: {source}")]
-    Store {
+    Sink {
         topology: String,
         #[source]
-        source: crate::sink::postgres::SinkError,
+        source: SinkError,
     },
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
-
-/// Doubling waits from 100 ms up to 10 s.
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff(Duration::from_millis(100))
-    }
-    fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(MAX_BACKOFF);
-        d
-    }
-
-    /// The consumed message; on a consume error, logs, waits and gives
-    /// `None`; a fatal one ends the worker, to be started afresh.
-    async fn received<M>(
-        &mut self,
-        msg: rdkafka::error::KafkaResult<M>,
-        topology: &str,
-    ) -> Result<Option<M>, RuntimeError> {
-        match msg {
-            Ok(m) => {
-                *self = Backoff::new();
-                Ok(Some(m))
-            }
-            Err(e @ rdkafka::error::KafkaError::MessageConsumptionFatal(_)) => {
-                Err(RuntimeError::Fatal {
-                    topology: topology.to_string(),
-                    reason: e.to_string(),
-                })
-            }
-            // Transport failures are logged once per outage (`health`).
-            Err(e) => {
-                let wait = self.next();
-                tracing::debug!(%topology, error = %e, retry_in = ?wait, "consume failed");
-                tokio::time::sleep(wait).await;
-                Ok(None)
-            }
-        }
-    }
-}
-
-/// Live counters of one topology, read by the demo's status line and metrics.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub records_in: AtomicU64,
-    pub records_out: AtomicU64,
-    pub dead_letters: AtomicU64,
-    pub commits: AtomicU64,
-    pub aborts: AtomicU64,
-    /// Records later than their windows' grace, sent to the late topic.
-    pub late: AtomicU64,
-    /// Window rows merged into the store.
-    pub window_rows: AtomicU64,
-    /// Windows held in memory, as of the last commit.
-    pub open_windows: AtomicU64,
-    /// Partition assignments and revocations seen.
-    pub assigns: AtomicU64,
-    pub revokes: AtomicU64,
-    /// Records handled with every schema cached, and those that waited for the registry.
-    pub schema_hits: AtomicU64,
-    pub schema_misses: AtomicU64,
-    /// The topics records come from and go to, for metric labels.
-    pub source: String,
-    pub sink: String,
-    /// Whether the worker can do its job (`/readyz`).
-    pub health: health::Health,
-    /// When the first record was taken (the benchmark's clock starts there).
-    pub first_record: std::sync::OnceLock<std::time::Instant>,
-    dlq_by_kind: Mutex<BTreeMap<&'static str, u64>>,
-    lag: Mutex<BTreeMap<(String, i32), i64>>,
-}
-
-impl Stats {
-    pub fn for_topology(d: &crate::topology::Description) -> Stats {
-        Stats {
-            source: d.source.clone(),
-            sink: d.sinks.first().cloned().unwrap_or_default(),
-            ..Stats::default()
-        }
-    }
-
-    /// Counts a record taken, giving how many were taken before it.
-    pub fn record_in(&self) -> u64 {
-        let n = self.records_in.fetch_add(1, Ordering::Relaxed);
-        if n == 0 {
-            let _ = self.first_record.set(std::time::Instant::now());
-        }
-        n
-    }
-
-    pub fn count_dead_letters(&self, kind: &'static str, n: u64) {
-        self.dead_letters.fetch_add(n, Ordering::Relaxed);
-        *self
-            .dlq_by_kind
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(kind)
-            .or_default() += n;
-    }
-
-    pub fn dead_letters_by_kind(&self) -> BTreeMap<&'static str, u64> {
-        self.dlq_by_kind
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
-        self.lag
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((topic.to_string(), partition), lag);
-    }
-
-    fn clear_lag(&self, topic: &str, partition: i32) {
-        self.lag
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(topic.to_string(), partition));
-    }
-
-    /// Consumer lag per assigned partition, as librdkafka last reported it.
-    pub fn lag(&self) -> BTreeMap<(String, i32), i64> {
-        self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn total_lag(&self) -> i64 {
-        self.lag().values().sum()
-    }
-}
-
-/// Runs one topology of either kind until `shutdown` resolves.
+/// Runs one member of a topology's group until `shutdown` resolves.
 pub async fn run_topology(
     topology: &Topology,
     kafka: &KafkaConfig,
@@ -293,34 +150,11 @@ pub async fn run_topology(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
     let d = &topology.description;
-    match &topology.body {
-        Body::Topic(p) => {
-            let timings = opts.timings(&d.name);
-            run_topic(d, p.as_ref(), kafka, codec, opts, stats, timings, shutdown).await
-        }
-        Body::Windows(p) => {
-            let stores = opts
-                .windows
-                .as_ref()
-                .ok_or_else(|| RuntimeError::NoStore(d.name.clone()))?;
-            let group = opts.group_id.as_deref().unwrap_or(&d.group_id);
-            let store =
-                stores
-                    .open(p.table(), group, &d.source)
-                    .map_err(|source| RuntimeError::Store {
-                        topology: d.name.clone(),
-                        source,
-                    })?;
-            let timings = opts.timings(&d.name);
-            let parts = windowed::Parts {
-                processor: p.clone(),
-                store,
-                stats,
-                timings,
-            };
-            run_windows(d, parts, kafka, codec, opts, shutdown).await
-        }
+    if topology.sink.needs_store() && opts.stores.is_none() {
+        return Err(RuntimeError::NoStore(d.name.clone()));
     }
+    let timings = opts.timings(&d.name);
+    run_member(topology, kafka, codec, opts, stats, timings, shutdown).await
 }
 
 /// Topologies running in background tasks of this process.
@@ -342,7 +176,8 @@ impl Workers {
         let mut stats = Vec::new();
         let threads = opts.threads.max(1);
         for topology in topologies {
-            let s = Arc::new(Stats::for_topology(&topology.description));
+            let d = &topology.description;
+            let s = Arc::new(Stats::new(&d.source, d.sinks.first().map_or("", |s| s)));
             stats.push((topology.description.name.clone(), s.clone()));
             for thread in 0..threads {
                 let mut opts = opts.clone();

@@ -5,12 +5,14 @@
 //! large), the dead letter goes without key and value, and its source
 //! topic, partition and offset say where to find them.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use rdkafka::{error::KafkaError, types::RDKafkaErrorCode};
 
-use super::{dlq::DeadLetter, txn::Txn};
-use crate::topology::Output;
+use crate::{
+    sink::{DeadLetter, WriteError},
+    topology::Emitted,
+};
 
 /// `sluice.error.kind` of a record whose result the producer refused.
 pub const KIND: &str = "refused_by_producer";
@@ -23,38 +25,6 @@ fn is_refusal(e: &KafkaError) -> bool {
         e,
         KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
     )
-}
-
-/// Why one input record's results could not all be queued.
-#[derive(Debug)]
-pub struct SendFailure {
-    pub error: KafkaError,
-    /// The refused record was a dead letter, not an output.
-    pub of_dead_letter: bool,
-    pub topic: Arc<str>,
-}
-
-/// Queues one input record's dead letter and outputs into the unit.
-pub fn send_results(
-    txn: &mut Txn,
-    dead: Option<&DeadLetter>,
-    outputs: &[Output],
-) -> Result<(), SendFailure> {
-    if let Some(d) = dead {
-        txn.send_dead_letter(d).map_err(|error| SendFailure {
-            error,
-            of_dead_letter: true,
-            topic: d.topic.clone(),
-        })?;
-    }
-    for out in outputs {
-        txn.send(out, &[]).map_err(|error| SendFailure {
-            error,
-            of_dead_letter: false,
-            topic: out.topic.clone(),
-        })?;
-    }
-    Ok(())
 }
 
 /// What the producer refused of one input record so far, i.e. what to send
@@ -70,7 +40,7 @@ pub struct Refusal {
 impl Refusal {
     /// Takes in a failure; false if it is no refusal, or one that nothing
     /// more can be left out of, so that the unit must be aborted and retried.
-    pub fn absorb(&mut self, f: &SendFailure) -> bool {
+    pub fn absorb(&mut self, f: &WriteError) -> bool {
         if !is_refusal(&f.error) {
             return false;
         }
@@ -96,7 +66,7 @@ impl Refusal {
     pub fn apply(
         &self,
         dead: &mut Option<DeadLetter>,
-        outputs: &mut Vec<Output>,
+        outputs: &mut Vec<Emitted>,
         letter: impl FnOnce(&'static str, String) -> DeadLetter,
     ) {
         if let Some(reason) = &self.output {
@@ -139,7 +109,7 @@ impl Refusals {
 
     /// Takes in a failure of a record that will be read again; false as
     /// `Refusal::absorb`.
-    pub fn absorb(&mut self, partition: i32, offset: i64, f: &SendFailure) -> bool {
+    pub fn absorb(&mut self, partition: i32, offset: i64, f: &WriteError) -> bool {
         let mut r = self.0.remove(&(partition, offset)).unwrap_or_default();
         let absorbed = r.absorb(f);
         if r != Refusal::default() {
@@ -151,10 +121,12 @@ impl Refusals {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
-    fn too_large(of_dead_letter: bool) -> SendFailure {
-        SendFailure {
+    fn too_large(of_dead_letter: bool) -> WriteError {
+        WriteError {
             error: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
             of_dead_letter,
             topic: Arc::from(if of_dead_letter { "in.dlq" } else { "out" }),
@@ -173,13 +145,13 @@ mod tests {
         }
     }
 
-    fn output() -> Output {
-        Output {
+    fn output() -> Emitted {
+        Emitted::Record(crate::topology::Output {
             topic: Arc::from("out"),
             key: None,
             value: vec![0; 10],
             timestamp_ms: 1,
-        }
+        })
     }
 
     #[test]

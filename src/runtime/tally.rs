@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::Stats;
+use crate::stats::Stats;
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Tally {
@@ -21,19 +21,6 @@ impl Tally {
             Some((_, n)) => *n += 1,
             None => self.dead.push((kind, 1)),
         }
-    }
-
-    /// Moves `other`'s counts into this one.
-    pub fn absorb(&mut self, other: &mut Tally) {
-        self.outputs += other.outputs;
-        self.late += other.late;
-        for &(kind, n) in &other.dead {
-            match self.dead.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, m)) => *m += n,
-                None => self.dead.push((kind, n)),
-            }
-        }
-        other.clear();
     }
 
     /// The unit committed: its counts go to `stats`, and this starts over.
@@ -72,13 +59,8 @@ mod tests {
         t.dead_letter("validation");
         t.dead_letter("bad_magic_byte");
         t.dead_letter("validation");
-        let mut other = Tally {
-            outputs: 5,
-            ..Tally::default()
-        };
-        other.dead_letter("bad_magic_byte");
-        t.absorb(&mut other);
-        assert_eq!(other, Tally::default());
+        t.outputs += 5;
+        t.dead_letter("bad_magic_byte");
         t.committed(&stats);
         assert_eq!(t, Tally::default());
         assert_eq!(stats.records_out.load(Ordering::Relaxed), 7);

@@ -1,5 +1,9 @@
-//! The worker loop of one topology: consume and process; the sender thread
-//! (`sender`) produces the results and commits.
+//! The worker loop, one per consumer-group member, for every topology:
+//! consume, run the processor (decode and the operators), dead-letter what
+//! fails, and hand the results to the sender thread (`committer`), which
+//! writes them into the sink and commits. Start-up with back-off, the retry
+//! of a record while the registry is down, rewinds after a failed commit,
+//! and a fresh start after a fatal client error are all here, once.
 
 use std::{
     future::Future,
@@ -11,34 +15,33 @@ use futures::{FutureExt, StreamExt};
 use rdkafka::{
     Message, Offset, Timestamp,
     consumer::{Consumer, StreamConsumer},
-    error::KafkaError,
 };
 use tokio::time::sleep;
 
 use super::{
-    Backoff, RunOptions, RuntimeError, Stats,
-    chunk::Chunk,
-    dlq::{self, Origin},
-    sender::{Sender, Shared, Work},
-    txn::{Txn, WorkerContext, blocking},
+    RunOptions, RuntimeError,
+    backoff::Backoff,
+    chunk::{Chunk, Read},
+    committer::{Committer, Settings, Work},
+    context::MemberContext,
+    shared::Shared,
 };
 use crate::{
     avro::AvroCodec,
-    kafka::KafkaConfig,
-    metrics::{Timings, timings::SAMPLE},
-    topology::{Description, Input, Processor},
+    kafka::{KafkaConfig, blocking},
+    sink::{SinkEnv, Source, SourceHeaders, Topology, copy_headers, letters},
+    stats::{Stats, Timings, fatal_error, timings::SAMPLE},
+    topology::Input,
 };
 
 /// Records per chunk handed to the sender: enough that the channel costs
 /// little per record, few enough that the sender starts early.
 const CHUNK: usize = 256;
 
-/// Runs one topology until `shutdown` resolves; then stops fetching, commits
-/// what it processed and leaves the group.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_topic(
-    d: &Description,
-    processor: &dyn Processor,
+/// Runs one member of a topology's group until `shutdown` resolves; then
+/// stops fetching, commits what it processed and leaves the group.
+pub async fn run_member(
+    topology: &Topology,
     kafka: &KafkaConfig,
     codec: Arc<AvroCodec>,
     opts: &RunOptions,
@@ -46,27 +49,41 @@ pub async fn run_topic(
     timings: Timings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
+    let d = &topology.description;
     let client_err = |source| RuntimeError::Client {
         topology: d.name.clone(),
         source,
     };
     let instance = format!("{}-{}", d.group_id, opts.instance_id);
+    let group = opts.group_id.clone().unwrap_or_else(|| d.group_id.clone());
     tokio::pin!(shutdown);
+    let env = SinkEnv {
+        topology: &d.name,
+        source: &d.source,
+        group: &group,
+        dead_letter: &d.dead_letter,
+        late: d.late.as_deref(),
+        kafka,
+        guarantee: opts.guarantee,
+        transactional_id: &instance,
+        stores: opts.stores.as_ref(),
+        stats: stats.clone(),
+        timings: timings.clone(),
+    };
     let mut backoff = Backoff::new();
-    let txn = loop {
-        match Txn::new(
-            kafka,
-            opts.guarantee,
-            &instance,
-            (&d.name, &d.source),
-            stats.clone(),
-        ) {
-            Ok(t) => break t,
-            // A bad property: no retry will fix that.
-            Err(e @ KafkaError::ClientCreation(_)) => return Err(client_err(e)),
+    let sink = loop {
+        match blocking(|| topology.sink.open(&env)) {
+            Ok(s) => break s,
+            // A bad property or table: no retry will fix that.
+            Err(e) if !e.is_retryable() => {
+                return Err(RuntimeError::Sink {
+                    topology: d.name.clone(),
+                    source: e,
+                });
+            }
             Err(e) => {
                 let wait = backoff.next();
-                tracing::warn!(topology = %d.name, error = %e, retry_in = ?wait, "cannot start the producer; is the broker reachable? retrying");
+                tracing::warn!(topology = %d.name, error = %e, retry_in = ?wait, "cannot open the sink; is the broker reachable? retrying");
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),
                     _ = sleep(wait) => {}
@@ -74,20 +91,21 @@ pub async fn run_topic(
             }
         }
     };
-    let group = opts.group_id.clone().unwrap_or_else(|| d.group_id.clone());
+    let keep_input = sink.needs_input();
     // Bounded memory: about one unit's worth of records in the channel.
     let (work, to_send) = mpsc::sync_channel((opts.batch_size / CHUNK).max(2));
     let (used, reuse) = mpsc::sync_channel::<Chunk>(4);
     // Only the loop receives; the lock makes the receiver `Sync` for the future.
     let reuse = std::sync::Mutex::new(reuse);
-    let context = WorkerContext::new(
+    let context = MemberContext::new(
         &d.name,
         &d.source,
         work.clone(),
+        sink.keeps_positions(),
         stats.clone(),
         timings.clone(),
     );
-    let consumer: Arc<StreamConsumer<WorkerContext>> = Arc::new(
+    let consumer: Arc<StreamConsumer<MemberContext>> = Arc::new(
         kafka
             .worker_consumer(&group, &opts.membership(&instance))
             .create_with_context(context)
@@ -95,21 +113,25 @@ pub async fn run_topic(
     );
     consumer.subscribe(&[&d.source]).map_err(client_err)?;
     let shared = Arc::new(Shared::default());
-    let sender = Sender::new(
+    let settings = Settings {
+        name: d.name.clone(),
+        source: d.source.clone(),
+        batch_size: opts.batch_size,
+        commit_interval: opts.commit_interval,
+    };
+    let sender = Committer::new(
         consumer.clone(),
-        txn,
+        sink,
         stats.clone(),
         timings.clone(),
-        &d.name,
-        opts.batch_size,
-        opts.commit_interval,
+        settings,
         shared.clone(),
     )
     .spawn(to_send, used)
     .map_err(|e| {
         RuntimeError::Crashed(format!("{}: cannot start the sender thread: {e}", d.name))
     })?;
-    tracing::info!(topology = %d.name, group = %group, guarantee = %opts.guarantee, instance = %instance, "worker started");
+    tracing::info!(topology = %d.name, group = %group, sink = %d.sinks.join(", "), guarantee = %opts.guarantee, instance = %instance, "worker started");
 
     let crashed = || RuntimeError::Crashed(format!("{}: the sender thread stopped", d.name));
     let hand = |chunk: &mut Chunk| -> Result<(), RuntimeError> {
@@ -129,8 +151,9 @@ pub async fn run_topic(
         }
     };
     let dlq_topic: Arc<str> = d.dead_letter.as_str().into();
+    let processor = &*topology.processor;
     let mut chunk = Chunk::default();
-    let mut outputs = Vec::new();
+    let mut emitted = Vec::new();
     let mut consume_backoff = Backoff::new();
     // One stream for the worker's life: `recv` registers and drops a waker
     // slot, two lock round trips, per message.
@@ -152,7 +175,7 @@ pub async fn run_topic(
         forget_revoked(&consumer, &mut chunk);
         if let Some(reason) = fatal_check
             .take()
-            .and_then(|_| super::health::fatal_error(consumer.client()))
+            .and_then(|_| fatal_error(consumer.client()))
         {
             fatal = Some(RuntimeError::Fatal {
                 topology: d.name.clone(),
@@ -219,30 +242,32 @@ pub async fn run_topic(
             value: msg.payload(),
             timestamp_ms,
         };
-        let origin = Origin {
+        let source = Source {
             topic: msg.topic(),
             partition,
             offset,
             timestamp_ms,
-            headers: rdkafka::Message::headers(&msg),
+            key: msg.key(),
+            value: msg.payload(),
+            headers: SourceHeaders::Borrowed(msg.headers()),
         };
         // What the producer refused of this record before it was read again.
         let refusal = shared.refusal(partition, offset).unwrap_or_default();
         let mut retry = Backoff::new();
         let mut dead = if refusal.replaces_outputs() {
-            outputs.clear();
+            emitted.clear();
             None
         } else {
             loop {
-                outputs.clear();
-                let processed = match processor.process_cached(&codec, input, &mut outputs) {
+                emitted.clear();
+                let processed = match processor.process_cached(&codec, input, &mut emitted) {
                     Some(done) => {
                         stats.schema_hits.fetch_add(1, Ordering::Relaxed);
                         done
                     }
                     None => {
                         stats.schema_misses.fetch_add(1, Ordering::Relaxed);
-                        processor.process(&codec, input, &mut outputs).await
+                        processor.process(&codec, input, &mut emitted).await
                     }
                 };
                 match processed {
@@ -257,32 +282,24 @@ pub async fn run_topic(
                     }
                     Err(f) => {
                         tracing::debug!(topology = %d.name, kind = f.kind(), error = %f, offset, "dead letter");
-                        break Some(dlq::dead_letter(
-                            &dlq_topic,
-                            &d.name,
-                            origin,
-                            msg.key(),
-                            msg.payload(),
-                            &f,
-                        ));
+                        break Some(letters::dead_letter(&dlq_topic, &d.name, &source, &f));
                     }
                 }
             }
         };
-        refusal.apply(&mut dead, &mut outputs, |kind, reason| {
-            dlq::rejected(
-                &dlq_topic,
-                &d.name,
-                origin,
-                (msg.key(), msg.payload()),
-                kind,
-                reason,
-            )
+        refusal.apply(&mut dead, &mut emitted, |kind, reason| {
+            letters::rejected(&dlq_topic, &d.name, &source, kind, reason)
         });
         if n_in.is_multiple_of(SAMPLE) {
             timings.latency_ms(crate::topology::clock::processing_time_ms() - timestamp_ms);
         }
-        chunk.push(partition, offset, &mut outputs, dead);
+        let read = Read {
+            partition,
+            offset,
+            timestamp_ms,
+            input: keep_input.then(|| (msg.key(), msg.payload(), copy_headers(msg.headers()))),
+        };
+        chunk.push(read, &mut emitted, dead);
         if chunk.len() >= CHUNK {
             hand(&mut chunk)?;
             fatal_check = Some(());
@@ -294,6 +311,7 @@ pub async fn run_topic(
     }
 
     drop(messages);
+    consumer.context().closing.store(true, Ordering::Relaxed);
     if fatal.is_some() {
         // What was handed over may still commit (the sender decides); the
         // rest is read again by the worker started afresh.
@@ -312,7 +330,7 @@ pub async fn run_topic(
 
 /// After each poll, which is where revocations happen: drops what the
 /// chunk holds of revoked partitions, which their new owner reads again.
-fn forget_revoked(consumer: &StreamConsumer<WorkerContext>, chunk: &mut Chunk) {
+fn forget_revoked(consumer: &StreamConsumer<MemberContext>, chunk: &mut Chunk) {
     if let Some(revoked) = consumer.context().take_revoked() {
         chunk.forget(|p| revoked.contains(&p));
     }
@@ -320,7 +338,7 @@ fn forget_revoked(consumer: &StreamConsumer<WorkerContext>, chunk: &mut Chunk) {
 
 /// Seeks each partition back; a partition revoked meanwhile is left to its
 /// new owner, who starts from the committed offset.
-fn seek(consumer: &StreamConsumer<WorkerContext>, topic: &str, positions: &[(i32, i64)]) {
+fn seek(consumer: &StreamConsumer<MemberContext>, topic: &str, positions: &[(i32, i64)]) {
     for &(partition, offset) in positions {
         let seek = blocking(|| {
             consumer.seek(

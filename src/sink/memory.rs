@@ -1,33 +1,39 @@
-//! Window aggregates kept in this process, with the same merge rules and
-//! all-or-nothing commits as the PostgreSQL sink; for running without a
-//! database (the demo) and for showing the latest windows live.
+//! Window tables kept in this process, with the same merge rules and
+//! all-or-nothing commits as PostgreSQL; for running without a database
+//! (the demo) and for showing the latest windows live.
 
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
 };
 
-use async_trait::async_trait;
-
 use super::{
-    WindowStore,
-    postgres::{Claim, ClosedRow, Position, Row, SinkError},
+    Claim, SinkError, TableSpec,
+    table::Value,
+    window::{ClosedRow, Position, Row, WindowTable},
 };
-use crate::window::{Aggregate, Stats, Window};
+use crate::{
+    topology::WindowKey,
+    window::{Aggregate, Stats, Window},
+};
 
-/// One row of the in-memory table.
+/// One row of an in-memory table, with its table's column names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredRow {
-    pub device_id: String,
-    pub sensor_type: String,
+    /// (column, value) per key column.
+    pub key: Vec<(String, String)>,
     pub window: Window,
-    pub stats: Stats,
+    /// (column, value) per aggregate column, derived ones included.
+    pub aggregates: Vec<(String, Value)>,
     pub is_final: bool,
 }
 
+type Rows = BTreeMap<(WindowKey, Window), (Stats, bool)>;
+
 #[derive(Default)]
 struct Inner {
-    rows: BTreeMap<(String, String, Window), (Stats, bool)>,
+    /// table → rows, and the table's spec.
+    tables: HashMap<String, (Arc<TableSpec>, Rows)>,
     /// (group, topic, partition) → (next offset or -1, watermark, epoch)
     offsets: HashMap<(String, String, i32), (i64, i64, i64)>,
 }
@@ -46,47 +52,62 @@ impl MemoryWindows {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The store as one consumer group reading one topic sees it.
-    pub fn scoped(self: &Arc<Self>, group: &str, topic: &str) -> Scoped {
+    /// One table as one consumer group reading one topic sees it.
+    pub fn scoped(self: &Arc<Self>, spec: Arc<TableSpec>, group: &str, topic: &str) -> Scoped {
+        let table = spec.table.as_str().to_string();
+        self.lock()
+            .tables
+            .entry(table.clone())
+            .or_insert_with(|| (spec, Rows::new()));
         Scoped {
             windows: self.clone(),
+            table,
             group: group.to_string(),
             topic: topic.to_string(),
         }
     }
 
-    /// The `n` rows with the latest windows, newest first.
+    /// The `n` rows of every table with the latest windows, newest first.
     pub fn latest(&self, n: usize) -> Vec<StoredRow> {
         let inner = self.lock();
         let mut rows: Vec<StoredRow> = inner
-            .rows
-            .iter()
-            .map(|((d, s, w), (stats, f))| StoredRow {
-                device_id: d.clone(),
-                sensor_type: s.clone(),
-                window: *w,
-                stats: *stats,
-                is_final: *f,
+            .tables
+            .values()
+            .flat_map(|(spec, rows)| {
+                rows.iter().map(move |((key, w), (stats, f))| StoredRow {
+                    key: spec
+                        .keys
+                        .iter()
+                        .zip(key)
+                        .map(|(c, v)| (c.name.as_str().to_string(), v.to_string()))
+                        .collect(),
+                    window: *w,
+                    aggregates: spec.all_values(stats),
+                    is_final: *f,
+                })
             })
             .collect();
-        rows.sort_by(|a, b| {
-            (b.window.start_ms, &a.device_id, &a.sensor_type).cmp(&(
-                a.window.start_ms,
-                &b.device_id,
-                &b.sensor_type,
-            ))
-        });
+        rows.sort_by(|a, b| (b.window.start_ms, &a.key).cmp(&(a.window.start_ms, &b.key)));
         rows.truncate(n);
         rows
     }
 
     /// Rows marked final.
     pub fn finals(&self) -> usize {
-        self.lock().rows.values().filter(|(_, f)| *f).count()
+        let inner = self.lock();
+        inner
+            .tables
+            .values()
+            .map(|(_, rows)| rows.values().filter(|(_, f)| *f).count())
+            .sum()
     }
 
     pub fn len(&self) -> usize {
-        self.lock().rows.len()
+        self.lock()
+            .tables
+            .values()
+            .map(|(_, rows)| rows.len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -96,13 +117,13 @@ impl MemoryWindows {
 
 pub struct Scoped {
     windows: Arc<MemoryWindows>,
+    table: String,
     group: String,
     topic: String,
 }
 
-#[async_trait]
-impl WindowStore for Scoped {
-    async fn claim(&self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError> {
+impl WindowTable for Scoped {
+    fn claim(&mut self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError> {
         let mut inner = self.windows.lock();
         Ok(partitions
             .iter()
@@ -122,13 +143,14 @@ impl WindowStore for Scoped {
             .collect())
     }
 
-    async fn commit(
-        &self,
+    fn commit(
+        &mut self,
         rows: &[Row],
         closed: &[ClosedRow],
         positions: &[Position],
     ) -> Result<(), SinkError> {
-        let mut inner = self.windows.lock();
+        let mut guard = self.windows.lock();
+        let inner = &mut *guard;
         let key = |p: &Position| (self.group.clone(), self.topic.clone(), p.partition);
         // Check every epoch before changing anything: all or nothing.
         if let Some(lost) = positions
@@ -139,16 +161,20 @@ impl WindowStore for Scoped {
                 partition: lost.partition,
             });
         }
+        let table = &mut inner
+            .tables
+            .get_mut(&self.table)
+            .expect("scoped tables exist")
+            .1;
         for r in rows {
-            let e = inner
-                .rows
-                .entry((r.device_id.clone(), r.sensor_type.clone(), r.window))
+            let e = table
+                .entry((r.key.clone(), r.window))
                 .or_insert((Stats::default(), false));
             e.0.merge(&r.partial);
             e.1 |= r.is_final;
         }
-        for (d, s, w) in closed {
-            if let Some(e) = inner.rows.get_mut(&(d.clone(), s.clone(), *w)) {
+        for (k, w) in closed {
+            if let Some(e) = table.get_mut(&(k.clone(), *w)) {
                 e.1 = true;
             }
         }

@@ -1,117 +1,196 @@
 //! Window aggregates into PostgreSQL, exactly once: each commit merges the
-//! batch's partial aggregates into the rows (one UNNEST upsert, not row by
-//! row) and stores the input offsets and watermarks in the same transaction.
-//! A crash before the commit loses nothing (the batch is re-read from the
-//! stored offsets); after it, nothing is counted twice (reading resumes there).
+//! batch's partial aggregates into the table's rows (one UNNEST upsert, not
+//! row by row) and stores the input offsets, watermarks and ownership
+//! epochs in `sluice_offsets`, in the same transaction. A crash before the
+//! commit loses nothing (the batch is re-read from the stored offsets);
+//! after it, nothing is counted twice (reading resumes there). The SQL is
+//! built from the topology's `TableSpec`; a table that does not exist yet
+//! is created from it.
 
-use sqlx::PgPool;
+use std::sync::Arc;
 
-use crate::window::{Stats, Window};
+use serde::de::DeserializeOwned;
+use sqlx::{PgPool, Postgres, QueryBuilder};
 
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// A configuration mistake: never spliced into SQL, never retried.
-    #[error(
-        "table name {0:?} is not allowed: use 1–63 lower-case letters, digits and underscores, starting with a letter or underscore"
-    )]
-    BadTableName(String),
-    /// PostgreSQL is unreachable or refused the write; retrying may help.
-    #[error("PostgreSQL write failed: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Another worker has claimed the partition since: this one must let go
-    /// of it and re-read what it still owns.
-    #[error("partition {partition} was claimed by another worker; nothing was written")]
-    Fenced { partition: i32 },
+use super::{
+    Claim, Sink, SinkEnv, SinkError, SinkSpec, TableSpec, Topology, WindowStores,
+    kafka::Txn,
+    table::{Merge, SqlType},
+    window::{ClosedRow, Position, Row, WindowStage, WindowTable},
+};
+use crate::{
+    topology::{Aggregated, BuildError, KeyValue, Ops},
+    window::WindowSpec,
+};
+
+/// Finishes a windowed declaration with a window table.
+pub trait ToPostgres {
+    /// Merges the aggregates into `table` (created from it if missing),
+    /// exactly once, and finishes the declaration. Without a database
+    /// (`sluice demo`) the same table is kept in memory.
+    fn to_postgres(self, table: TableSpec) -> Result<Topology, BuildError>;
 }
 
-impl SinkError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, SinkError::Database(_) | SinkError::Fenced { .. })
+impl<S, T, O> ToPostgres for Aggregated<S, T, O>
+where
+    S: DeserializeOwned + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+    O: Ops<S, T>,
+{
+    fn to_postgres(self, table: TableSpec) -> Result<Topology, BuildError> {
+        let names: Vec<&str> = table.aggregates.iter().map(|a| a.name.as_str()).collect();
+        let w = self.readings(&names.join(", "))?;
+        table
+            .check(w.key_columns)
+            .map_err(|reason| BuildError::BadTable {
+                topology: w.declared.description.name.clone(),
+                reason,
+            })?;
+        Ok(Topology::new(
+            w.declared,
+            Arc::new(WindowSinkSpec {
+                table: Arc::new(table),
+                window: w.spec,
+            }),
+        ))
     }
 }
 
-/// A table identifier that is safe to quote into SQL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableName(String);
+/// The declaration of a window table sink.
+pub struct WindowSinkSpec {
+    pub table: Arc<TableSpec>,
+    pub window: WindowSpec,
+}
 
-impl TableName {
-    pub fn parse(name: &str) -> Result<TableName, SinkError> {
-        let mut chars = name.chars();
-        let ok = name.len() <= 63
-            && chars
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if ok {
-            Ok(TableName(name.to_string()))
-        } else {
-            Err(SinkError::BadTableName(name.to_string()))
+impl SinkSpec for WindowSinkSpec {
+    fn describe(&self) -> String {
+        format!("postgres:{}", self.table.table.as_str())
+    }
+
+    fn topics(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn guarantee(&self) -> &'static str {
+        "exactly-once (offsets in the same PostgreSQL transaction as the rows)"
+    }
+
+    fn needs_store(&self) -> bool {
+        true
+    }
+
+    fn table(&self) -> Option<Arc<TableSpec>> {
+        Some(self.table.clone())
+    }
+
+    fn open(&self, env: &SinkEnv<'_>) -> Result<Box<dyn Sink>, SinkError> {
+        let letters = Txn::new(env.kafka, None, env.topology, env.stats.clone())?;
+        let late = env.late.unwrap_or(env.dead_letter);
+        let names = (env.topology, late);
+        let (stats, timings) = (env.stats.clone(), env.timings.clone());
+        let (spec, window) = (self.table.clone(), self.window);
+        Ok(match env.stores {
+            Some(WindowStores::Postgres(pool)) => {
+                let table = PgWindowTable::new(pool.clone(), spec, env.group, env.source);
+                Box::new(WindowStage::new(
+                    table, window, letters, names, stats, timings,
+                ))
+            }
+            Some(WindowStores::Memory(m)) => {
+                let table = m.scoped(spec, env.group, env.source);
+                Box::new(WindowStage::new(
+                    table, window, letters, names, stats, timings,
+                ))
+            }
+            None => {
+                return Err(SinkError::Config(format!(
+                    "topology {} writes window aggregates to PostgreSQL: set DATABASE_URL (or --database-url)",
+                    env.topology
+                )));
+            }
+        })
+    }
+}
+
+/// A window table in PostgreSQL, for one consumer group reading one topic.
+pub struct PgWindowTable {
+    pool: PgPool,
+    spec: Arc<TableSpec>,
+    group: String,
+    topic: String,
+    /// The sender thread is no runtime thread: queries run on this one.
+    handle: tokio::runtime::Handle,
+    ensured: bool,
+}
+
+impl PgWindowTable {
+    /// Must be called within a Tokio runtime.
+    pub fn new(pool: PgPool, spec: Arc<TableSpec>, group: &str, topic: &str) -> Self {
+        Self {
+            pool,
+            spec,
+            group: group.to_string(),
+            topic: topic.to_string(),
+            handle: tokio::runtime::Handle::current(),
+            ensured: false,
         }
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// Creates the table from its spec if it does not exist (one worker at
+    /// a time: concurrent CREATE TABLE IF NOT EXISTS can still collide).
+    pub async fn ensure(&self) -> Result<(), SinkError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sluice:create:' || $1))")
+            .bind(self.spec.table.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+            .bind(self.spec.table.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            for statement in create_table(&self.spec) {
+                sqlx::query(&statement).execute(&mut *tx).await?;
+            }
+            tracing::info!(table = self.spec.table.as_str(), "window table created");
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
-    fn quoted(&self) -> String {
-        format!("\"{}\"", self.0)
-    }
-}
-
-/// A window's partial aggregate since the last commit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub device_id: String,
-    pub sensor_type: String,
-    pub window: Window,
-    pub partial: Stats,
-    pub is_final: bool,
-}
-
-/// Where a partition's reading continues, and its watermark, after a commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    pub partition: i32,
-    pub next_offset: i64,
-    pub watermark_ms: i64,
-    /// The ownership epoch the writer claimed the partition with.
-    pub epoch: i64,
-}
-
-/// A partition taken over: where to read from, the watermark so far, and the
-/// epoch that commits must carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Claim {
-    pub partition: i32,
-    /// `None`: nothing committed yet, read from the beginning.
-    pub next_offset: Option<i64>,
-    pub watermark_ms: i64,
-    pub epoch: i64,
-}
-
-/// A window turned final that had no new records: (device, sensor, window).
-pub type ClosedRow = (String, String, Window);
-
-pub struct WindowSink {
-    pool: PgPool,
-    table: TableName,
-    group: String,
-    topic: String,
-}
-
-impl WindowSink {
-    pub fn new(pool: PgPool, table: &str, group: &str, topic: &str) -> Result<Self, SinkError> {
-        Ok(Self {
-            pool,
-            table: TableName::parse(table)?,
-            group: group.to_string(),
-            topic: topic.to_string(),
-        })
+    /// Takes over `partitions`: bumps each one's epoch (fencing the previous
+    /// owner) and returns where reading continues.
+    pub async fn claim_async(&self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError> {
+        let rows: Vec<(i32, i64, i64, i64)> = sqlx::query_as(
+            "INSERT INTO sluice_offsets AS t (consumer_group, topic, partition, next_offset, watermark_ms, epoch)
+             SELECT $1, $2, p, -1, $4, 1 FROM UNNEST($3::int[]) AS u(p)
+             ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
+                epoch = t.epoch + 1, updated_at = now()
+             RETURNING partition, next_offset, watermark_ms, epoch",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .bind(partitions)
+        .bind(i64::MIN)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claims: Vec<Claim> = rows
+            .into_iter()
+            .map(|(partition, next, watermark_ms, epoch)| Claim {
+                partition,
+                next_offset: (next >= 0).then_some(next),
+                watermark_ms,
+                epoch,
+            })
+            .collect();
+        claims.sort_by_key(|c| c.partition);
+        Ok(claims)
     }
 
     /// Merges `rows`, marks `closed` windows final and stores `positions`,
-    /// all in one transaction.
-    pub async fn commit(
+    /// all in one transaction; rolled back if another worker claimed a
+    /// partition since.
+    pub async fn commit_async(
         &self,
         rows: &[Row],
         closed: &[ClosedRow],
@@ -119,56 +198,11 @@ impl WindowSink {
     ) -> Result<(), SinkError> {
         let mut tx = self.pool.begin().await?;
         if !rows.is_empty() {
-            let col = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<_>>();
-            let num = |f: fn(&Row) -> f64| rows.iter().map(f).collect::<Vec<_>>();
-            let int = |f: fn(&Row) -> i64| rows.iter().map(f).collect::<Vec<_>>();
-            let sql = format!(
-                "INSERT INTO {t} AS t (device_id, sensor_type, window_start, window_end,
-                                       count, sum, min, max, avg, is_final, updated_at)
-                 SELECT d, s, 'epoch'::timestamptz + ws * interval '1 millisecond',
-                        'epoch'::timestamptz + we * interval '1 millisecond',
-                        c, su, mi, ma, su / c, f, now()
-                   FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
-                               $6::float8[], $7::float8[], $8::float8[], $9::bool[])
-                        AS u(d, s, ws, we, c, su, mi, ma, f)
-                 ON CONFLICT (device_id, sensor_type, window_start, window_end) DO UPDATE SET
-                    count = t.count + EXCLUDED.count,
-                    sum = t.sum + EXCLUDED.sum,
-                    min = LEAST(t.min, EXCLUDED.min),
-                    max = GREATEST(t.max, EXCLUDED.max),
-                    avg = (t.sum + EXCLUDED.sum) / (t.count + EXCLUDED.count),
-                    is_final = t.is_final OR EXCLUDED.is_final,
-                    updated_at = now()",
-                t = self.table.quoted()
-            );
-            sqlx::query(&sql)
-                .bind(col(|r| r.device_id.clone()))
-                .bind(col(|r| r.sensor_type.clone()))
-                .bind(int(|r| r.window.start_ms))
-                .bind(int(|r| r.window.end_ms))
-                .bind(int(|r| r.partial.count as i64))
-                .bind(num(|r| r.partial.sum))
-                .bind(num(|r| r.partial.min))
-                .bind(num(|r| r.partial.max))
-                .bind(rows.iter().map(|r| r.is_final).collect::<Vec<_>>())
-                .execute(&mut *tx)
-                .await?;
+            upsert(&self.spec, rows).build().execute(&mut *tx).await?;
         }
         if !closed.is_empty() {
-            let sql = format!(
-                "UPDATE {t} AS t SET is_final = true, updated_at = now()
-                   FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(d, s, ws, we)
-                  WHERE t.device_id = u.d AND t.sensor_type = u.s
-                    AND t.window_start = 'epoch'::timestamptz + u.ws * interval '1 millisecond'
-                    AND t.window_end = 'epoch'::timestamptz + u.we * interval '1 millisecond'
-                    AND NOT t.is_final",
-                t = self.table.quoted()
-            );
-            sqlx::query(&sql)
-                .bind(closed.iter().map(|c| c.0.clone()).collect::<Vec<_>>())
-                .bind(closed.iter().map(|c| c.1.clone()).collect::<Vec<_>>())
-                .bind(closed.iter().map(|c| c.2.start_ms).collect::<Vec<_>>())
-                .bind(closed.iter().map(|c| c.2.end_ms).collect::<Vec<_>>())
+            finalise(&self.spec, closed)
+                .build()
                 .execute(&mut *tx)
                 .await?;
         }
@@ -202,83 +236,209 @@ impl WindowSink {
         tx.commit().await?;
         Ok(())
     }
+}
 
-    /// Takes over `partitions`: bumps each one's epoch (fencing the previous
-    /// owner) and returns where reading continues.
-    pub async fn claim(&self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError> {
-        let rows: Vec<(i32, i64, i64, i64)> = sqlx::query_as(
-            "INSERT INTO sluice_offsets AS t (consumer_group, topic, partition, next_offset, watermark_ms, epoch)
-             SELECT $1, $2, p, -1, $4, 1 FROM UNNEST($3::int[]) AS u(p)
-             ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
-                epoch = t.epoch + 1, updated_at = now()
-             RETURNING partition, next_offset, watermark_ms, epoch",
-        )
-        .bind(&self.group)
-        .bind(&self.topic)
-        .bind(partitions)
-        .bind(i64::MIN)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut claims: Vec<Claim> = rows
-            .into_iter()
-            .map(|(partition, next, watermark_ms, epoch)| Claim {
-                partition,
-                next_offset: (next >= 0).then_some(next),
-                watermark_ms,
-                epoch,
-            })
-            .collect();
-        claims.sort_by_key(|c| c.partition);
-        Ok(claims)
+impl WindowTable for PgWindowTable {
+    fn claim(&mut self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError> {
+        if !self.ensured {
+            self.handle.block_on(self.ensure())?;
+            self.ensured = true;
+        }
+        self.handle.block_on(self.claim_async(partitions))
     }
 
-    /// The stored positions of these partitions (absent: never committed).
-    pub async fn positions(&self, partitions: &[i32]) -> Result<Vec<Position>, SinkError> {
-        let rows: Vec<(i32, i64, i64, i64)> = sqlx::query_as(
-            "SELECT partition, next_offset, watermark_ms, epoch FROM sluice_offsets
-              WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3)
-                AND next_offset >= 0
-              ORDER BY partition",
-        )
-        .bind(&self.group)
-        .bind(&self.topic)
-        .bind(partitions)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(partition, next_offset, watermark_ms, epoch)| Position {
-                partition,
-                next_offset,
-                watermark_ms,
-                epoch,
-            })
-            .collect())
+    fn commit(
+        &mut self,
+        rows: &[Row],
+        closed: &[ClosedRow],
+        positions: &[Position],
+    ) -> Result<(), SinkError> {
+        self.handle
+            .block_on(self.commit_async(rows, closed, positions))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// CREATE TABLE and its indexes: "this key over this time range", and
+/// "everything in this time range".
+pub fn create_table(spec: &TableSpec) -> Vec<String> {
+    let t = spec.table.as_str();
+    let mut cols: Vec<String> = spec
+        .keys
+        .iter()
+        .map(|k| format!("{} {} NOT NULL", k.name.quoted(), k.sql.sql()))
+        .collect();
+    cols.push("window_start TIMESTAMPTZ NOT NULL".into());
+    cols.push("window_end TIMESTAMPTZ NOT NULL".into());
+    cols.extend(
+        spec.aggregates
+            .iter()
+            .map(|a| format!("{} {} NOT NULL", a.name.quoted(), a.sql.sql())),
+    );
+    cols.push("is_final BOOLEAN NOT NULL DEFAULT false".into());
+    cols.push("updated_at TIMESTAMPTZ NOT NULL DEFAULT now()".into());
+    let keys: Vec<String> = spec.keys.iter().map(|k| k.name.quoted()).collect();
+    cols.push(format!(
+        "PRIMARY KEY ({}, window_start, window_end)",
+        keys.join(", ")
+    ));
+    vec![
+        format!("CREATE TABLE {} ({})", spec.table.quoted(), cols.join(", ")),
+        format!(
+            "CREATE INDEX \"{t}_by_key_time\" ON {} ({}, window_start)",
+            spec.table.quoted(),
+            keys[0]
+        ),
+        format!(
+            "CREATE INDEX \"{t}_by_time\" ON {} (window_start)",
+            spec.table.quoted()
+        ),
+    ]
+}
 
-    #[test]
-    fn table_names_are_checked_not_spliced() {
-        for ok in ["sensor_window_aggregates", "_t1", "a"] {
-            assert!(TableName::parse(ok).is_ok(), "{ok}");
+/// Binds one key column's values as an array of its type.
+fn bind_key<'k>(
+    s: &mut sqlx::query_builder::Separated<'_, 'static, Postgres, &'static str>,
+    sql: SqlType,
+    values: impl Iterator<Item = &'k KeyValue>,
+) {
+    match sql {
+        SqlType::BigInt => {
+            let v: Vec<i64> = values
+                .map(|v| match v {
+                    KeyValue::Int(n) => *n,
+                    KeyValue::Text(s) => s.parse().unwrap_or_default(),
+                })
+                .collect();
+            s.push_bind(v);
         }
-        for bad in [
-            "",
-            "1abc",
-            "Upper",
-            "a-b",
-            "t; DROP TABLE x",
-            "a\"b",
-            &"x".repeat(64),
-        ] {
-            assert!(
-                matches!(TableName::parse(bad), Err(SinkError::BadTableName(_))),
-                "{bad}"
-            );
+        _ => {
+            s.push_bind(values.map(|v| v.to_string()).collect::<Vec<String>>());
         }
     }
+    s.push_unseparated(format!("::{}", sql.array()));
+}
+
+/// The upsert of a commit's rows: a partial merges into a stored row by
+/// each column's rule.
+fn upsert(spec: &TableSpec, rows: &[Row]) -> QueryBuilder<'static, Postgres> {
+    let keys: Vec<String> = spec.keys.iter().map(|k| k.name.quoted()).collect();
+    let stored: Vec<_> = spec.stored().collect();
+    let mut cols = keys.clone();
+    cols.extend(["window_start".into(), "window_end".into()]);
+    cols.extend(spec.aggregates.iter().map(|a| a.name.quoted()));
+    cols.extend(["is_final".into(), "updated_at".into()]);
+    let u = |name: &str| format!("u.\"{name}\"");
+    let mut select: Vec<String> = spec.keys.iter().map(|k| u(k.name.as_str())).collect();
+    select.push("'epoch'::timestamptz + u.ws * interval '1 millisecond'".into());
+    select.push("'epoch'::timestamptz + u.we * interval '1 millisecond'".into());
+    for a in &spec.aggregates {
+        select.push(match &a.merge {
+            Merge::Ratio {
+                numerator,
+                denominator,
+            } => format!("{} / {}", u(numerator), u(denominator)),
+            _ => u(a.name.as_str()),
+        });
+    }
+    select.extend(["u.f".into(), "now()".into()]);
+    let mut aliases: Vec<String> = spec.keys.iter().map(|k| k.name.quoted()).collect();
+    aliases.extend(["ws".into(), "we".into()]);
+    aliases.extend(stored.iter().map(|a| a.name.quoted()));
+    aliases.push("f".into());
+    let t = |name: &str| format!("t.\"{name}\"");
+    let x = |name: &str| format!("EXCLUDED.\"{name}\"");
+    let mut updates: Vec<String> = spec
+        .aggregates
+        .iter()
+        .map(|a| {
+            let n = a.name.as_str();
+            let merged = match &a.merge {
+                Merge::Add => format!("{} + {}", t(n), x(n)),
+                Merge::Min => format!("LEAST({}, {})", t(n), x(n)),
+                Merge::Max => format!("GREATEST({}, {})", t(n), x(n)),
+                Merge::Ratio {
+                    numerator,
+                    denominator,
+                } => format!(
+                    "({} + {}) / ({} + {})",
+                    t(numerator),
+                    x(numerator),
+                    t(denominator),
+                    x(denominator)
+                ),
+            };
+            format!("\"{n}\" = {merged}")
+        })
+        .collect();
+    updates.push("is_final = t.is_final OR EXCLUDED.is_final".into());
+    updates.push("updated_at = now()".into());
+
+    let mut q = QueryBuilder::new(format!(
+        "INSERT INTO {} AS t ({}) SELECT {} FROM UNNEST(",
+        spec.table.quoted(),
+        cols.join(", "),
+        select.join(", ")
+    ));
+    {
+        let mut s = q.separated(", ");
+        for (i, k) in spec.keys.iter().enumerate() {
+            bind_key(&mut s, k.sql, rows.iter().map(|r| &r.key[i]));
+        }
+        s.push_bind(rows.iter().map(|r| r.window.start_ms).collect::<Vec<_>>());
+        s.push_unseparated("::bigint[]");
+        s.push_bind(rows.iter().map(|r| r.window.end_ms).collect::<Vec<_>>());
+        s.push_unseparated("::bigint[]");
+        let values: Vec<Vec<super::table::Value>> =
+            rows.iter().map(|r| spec.values(&r.partial)).collect();
+        for (i, a) in stored.iter().enumerate() {
+            let column = values.iter().map(|v| v[i]);
+            match a.sql {
+                SqlType::BigInt => {
+                    s.push_bind(column.map(|v| v.as_f64() as i64).collect::<Vec<i64>>())
+                }
+                _ => s.push_bind(column.map(|v| v.as_f64()).collect::<Vec<f64>>()),
+            };
+            s.push_unseparated(format!("::{}", a.sql.array()));
+        }
+        s.push_bind(rows.iter().map(|r| r.is_final).collect::<Vec<_>>());
+        s.push_unseparated("::bool[]");
+    }
+    q.push(format!(
+        ") AS u({}) ON CONFLICT ({}, window_start, window_end) DO UPDATE SET {}",
+        aliases.join(", "),
+        keys.join(", "),
+        updates.join(", ")
+    ));
+    q
+}
+
+/// Marks windows final that had no new records since the last commit.
+fn finalise(spec: &TableSpec, closed: &[ClosedRow]) -> QueryBuilder<'static, Postgres> {
+    let mut aliases: Vec<String> = spec.keys.iter().map(|k| k.name.quoted()).collect();
+    aliases.extend(["ws".into(), "we".into()]);
+    let matches: Vec<String> = spec
+        .keys
+        .iter()
+        .map(|k| format!("t.{0} = u.{0}", k.name.quoted()))
+        .collect();
+    let mut q = QueryBuilder::new(format!(
+        "UPDATE {} AS t SET is_final = true, updated_at = now() FROM UNNEST(",
+        spec.table.quoted()
+    ));
+    {
+        let mut s = q.separated(", ");
+        for (i, k) in spec.keys.iter().enumerate() {
+            bind_key(&mut s, k.sql, closed.iter().map(|(key, _)| &key[i]));
+        }
+        s.push_bind(closed.iter().map(|(_, w)| w.start_ms).collect::<Vec<_>>());
+        s.push_unseparated("::bigint[]");
+        s.push_bind(closed.iter().map(|(_, w)| w.end_ms).collect::<Vec<_>>());
+        s.push_unseparated("::bigint[]");
+    }
+    q.push(format!(
+        ") AS u({}) WHERE {} AND t.window_start = 'epoch'::timestamptz + u.ws * interval '1 millisecond' AND t.window_end = 'epoch'::timestamptz + u.we * interval '1 millisecond' AND NOT t.is_final",
+        aliases.join(", "),
+        matches.join(" AND ")
+    ));
+    q
 }

@@ -1,6 +1,9 @@
-//! Declaring topologies: a typed builder from a source topic through
-//! operators to a sink. Declaring is separate from running: `build()` checks
-//! the graph and yields a `Topology` the runtime executes.
+//! Declaring what a topology does: a typed builder from a source topic
+//! through operators (and, for windowed topologies, a window and an
+//! aggregate), checked and type-erased into a `Declared` chain. Where the
+//! results go is the sink's part (`sink`), which finishes the declaration
+//! into a `Topology`; running it is the runtime's. Nothing here knows
+//! either.
 
 pub mod clock;
 pub mod ops;
@@ -11,9 +14,9 @@ mod windowed;
 use std::fmt;
 
 pub use ops::Ops;
-pub use processor::{Failure, Input, Output, Processor};
+pub use processor::{Emitted, Failure, Input, Output, Processor};
 pub use stream::{Item, Stream};
-pub use windowed::{Aggregated, Reading, WindowKey, WindowProcessor, WindowedStream};
+pub use windowed::{Aggregated, IntoKey, KeyValue, Reading, WindowKey, WindowedStream};
 
 /// Whose fault an operator failure is; both send the record to the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +73,11 @@ pub struct Description {
     pub name: String,
     pub source: String,
     pub operators: Vec<String>,
+    /// Where results go, as listed (`processed-user-login`,
+    /// `postgres:sensor_window_aggregates`).
     pub sinks: Vec<String>,
+    /// The topics the sink writes.
+    pub writes: Vec<String>,
     pub dead_letter: String,
     /// Where records later than a window's grace go (windowed topologies).
     pub late: Option<String>,
@@ -81,30 +88,21 @@ impl Description {
     /// Every topic this topology touches.
     pub fn topics(&self) -> Vec<String> {
         let mut t = vec![self.source.clone()];
-        t.extend(self.sinks.iter().filter(|s| !s.contains(':')).cloned());
+        t.extend(self.writes.iter().cloned());
         t.push(self.dead_letter.clone());
         t.extend(self.late.iter().cloned());
         t
     }
 }
 
-/// A validated topology, ready for the runtime.
+/// A checked chain with its types erased, waiting for its sink.
 #[derive(Clone)]
-pub struct Topology {
+pub struct Declared {
     pub description: Description,
-    pub body: Body,
+    pub processor: std::sync::Arc<dyn Processor>,
 }
 
-/// What the runtime drives, by kind of sink.
-#[derive(Clone)]
-pub enum Body {
-    /// Topic → topic, one Kafka transaction per batch.
-    Topic(std::sync::Arc<dyn Processor>),
-    /// Topic → windows → PostgreSQL, offsets in the same SQL transaction.
-    Windows(std::sync::Arc<dyn WindowProcessor>),
-}
-
-impl fmt::Debug for Topology {
+impl fmt::Debug for Declared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.description.fmt(f)
     }
@@ -124,10 +122,8 @@ pub enum BuildError {
     NoSchema { topology: String, topic: String },
     #[error("topology {topology}: bad window: {reason}")]
     BadWindow { topology: String, reason: String },
-    #[error(
-        "topology {topology}: table name {table:?} is not allowed: use 1–63 lower-case letters, digits and underscores"
-    )]
-    BadTable { topology: String, table: String },
+    #[error("topology {topology}: bad table for its window aggregates: {reason}")]
+    BadTable { topology: String, reason: String },
 }
 
 /// Kafka's rule: 1–249 characters of [a-zA-Z0-9._-], not "." or "..".

@@ -29,6 +29,14 @@ pub struct Output {
     pub timestamp_ms: i64,
 }
 
+/// What one input record produced, for the topology's sink: records for a
+/// topic, or readings for a window stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Emitted {
+    Record(Output),
+    Reading(super::Reading),
+}
+
 /// Why a record did not make it through.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -89,14 +97,16 @@ pub(super) async fn decode_value<S: DeserializeOwned>(
     Ok(value)
 }
 
+/// A declared chain with its types erased: bytes in, what the sink takes
+/// out, or a failure for the dead-letter topic.
 #[async_trait]
 pub trait Processor: Send + Sync + 'static {
-    /// Appends the outputs of one input record to `out`.
+    /// Appends what one input record produced to `out`.
     async fn process(
         &self,
         codec: &AvroCodec,
         input: Input<'_>,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Emitted>,
     ) -> Result<(), Failure>;
 
     /// The same without waiting, when every schema involved is cached (the
@@ -105,7 +115,7 @@ pub trait Processor: Send + Sync + 'static {
         &self,
         _codec: &AvroCodec,
         _input: Input<'_>,
-        _out: &mut Vec<Output>,
+        _out: &mut Vec<Emitted>,
     ) -> Option<Result<(), Failure>> {
         None
     }
@@ -178,7 +188,7 @@ where
         &self,
         codec: &AvroCodec,
         input: Input<'_>,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Emitted>,
     ) -> Option<Result<(), Failure>> {
         super::clock::start_record();
         let bytes = input.value.unwrap_or_default();
@@ -192,12 +202,12 @@ where
         let mut encode_error = None;
         let chained = self.ops.run(item, &mut |t: Item<T>| {
             match self.encode_cached(codec, &t.value) {
-                Some(Ok(value)) => out.push(Output {
+                Some(Ok(value)) => out.push(Emitted::Record(Output {
                     topic: self.sink.clone(),
                     key: t.key,
                     value,
                     timestamp_ms: t.timestamp_ms,
-                }),
+                })),
                 Some(Err(e)) => encode_error = encode_error.take().or(Some(e)),
                 None => uncached = true,
             }
@@ -226,7 +236,7 @@ where
         &self,
         codec: &AvroCodec,
         input: Input<'_>,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Emitted>,
     ) -> Result<(), Failure> {
         super::clock::start_record();
         let value = decode_value::<S>(codec, &self.reader, input).await?;
@@ -242,12 +252,12 @@ where
         for item in results {
             let encoded = codec.encode(&self.sink, &item.value).await;
             match encoded {
-                Ok(value) => out.push(Output {
+                Ok(value) => out.push(Emitted::Record(Output {
                     topic: self.sink.clone(),
                     key: item.key,
                     value,
                     timestamp_ms: item.timestamp_ms,
-                }),
+                })),
                 Err(e) => {
                     // All or nothing per input record.
                     out.truncate(start);

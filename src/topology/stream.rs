@@ -6,7 +6,7 @@ use std::{fmt::Display, marker::PhantomData, sync::Arc};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
-    Body, BuildError, Builder, Description, OpError, Topology,
+    BuildError, Builder, Declared, Description, OpError,
     ops::{EventTime, Filter, FlatMap, KeyBy, Map, Ops, Source, TryMap, Validate},
     processor::TypedProcessor,
     valid_topic,
@@ -241,6 +241,7 @@ impl<S: DeserializeOwned + Send + Sync + 'static, T: 'static, O: Ops<S, T>> Stre
             source: self.source,
             operators: self.operators,
             sinks: sinks.iter().map(|t| t.to_string()).collect(),
+            writes: sinks.iter().map(|t| t.to_string()).collect(),
             dead_letter,
             late: None,
         };
@@ -254,14 +255,14 @@ where
     T: Serialize + Send + Sync + 'static,
     O: Ops<S, T>,
 {
-    /// Writes Avro values to `topic` with the latest schema of `<topic>-value`,
-    /// and finishes the declaration.
-    pub fn to_topic(self, topic: &str) -> Result<Topology, BuildError> {
+    /// The chain with its results encoded as Avro records for `topic`
+    /// (the latest schema of `<topic>-value`): what a topic sink takes.
+    pub fn records_for(self, topic: &str) -> Result<Declared, BuildError> {
         let (description, reader, ops, sets_key) = self.finish(&[topic])?;
         let processor = TypedProcessor::new(reader, ops, topic).with_key_set(sets_key);
-        Ok(Topology {
+        Ok(Declared {
             description,
-            body: Body::Topic(Arc::new(processor)),
+            processor: Arc::new(processor),
         })
     }
 }

@@ -66,7 +66,7 @@ struct Any {}
 fn building_validates_the_graph() {
     let ok = topology("user-login")
         .source::<Any>("user-login")
-        .to_topic("out")
+        .records_for("out")
         .unwrap();
     assert_eq!(ok.description.group_id, "sluice-user-login");
     assert_eq!(ok.description.dead_letter, "user-login.dlq");
@@ -74,27 +74,29 @@ fn building_validates_the_graph() {
         ok.description.topics(),
         vec!["user-login", "out", "user-login.dlq"]
     );
-    let err = |r: Result<Topology, BuildError>| r.unwrap_err();
+    let err = |r: Result<super::super::Declared, BuildError>| r.unwrap_err();
     assert!(matches!(
         err(topology("bad name")
             .source::<Any>("user-login")
-            .to_topic("out")),
+            .records_for("out")),
         BuildError::BadName(_)
     ));
     assert!(matches!(
         err(topology("t")
             .source::<Any>("user-login")
-            .to_topic("user-login")),
+            .records_for("user-login")),
         BuildError::Loop { .. }
     ));
     assert!(matches!(
         err(topology("t")
             .source::<Any>("user-login")
-            .to_topic("no/slash")),
+            .records_for("no/slash")),
         BuildError::BadTopic { .. }
     ));
     assert!(matches!(
-        err(topology("t").source::<Any>("unknown-topic").to_topic("out")),
+        err(topology("t")
+            .source::<Any>("unknown-topic")
+            .records_for("out")),
         BuildError::NoSchema { .. }
     ));
 }

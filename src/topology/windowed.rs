@@ -1,7 +1,7 @@
 //! Windowed aggregation declared on a stream: `window(spec)` then
-//! `aggregate(key, value)` then `to_postgres(table)`. The runtime folds the
-//! values into per-window `Stats` and merges them into the table, storing
-//! its input offsets in the same SQL transaction.
+//! `aggregate(name, key, value)`. The chain emits one `Reading` per record —
+//! a key, a value and its event time — and the sink's window stage folds the
+//! readings into per-window aggregates.
 
 use std::sync::Arc;
 
@@ -9,19 +9,82 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
 use super::{
-    BuildError, Description, Failure, Input, Item, Topology,
+    BuildError, Declared, Emitted, Failure, Input, Item,
     ops::Ops,
     processor::decode_value,
     stream::{Chain, Stream},
 };
 use crate::{
     avro::{AvroCodec, Reader},
-    sink::postgres::TableName,
     window::{WindowError, WindowSpec},
 };
 
-/// A row's key: the table's `device_id` and `sensor_type` columns.
-pub type WindowKey = (String, String);
+/// One column of a window's key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyValue {
+    Text(String),
+    Int(i64),
+}
+
+impl From<String> for KeyValue {
+    fn from(s: String) -> Self {
+        KeyValue::Text(s)
+    }
+}
+
+impl From<&str> for KeyValue {
+    fn from(s: &str) -> Self {
+        KeyValue::Text(s.to_string())
+    }
+}
+
+impl From<i64> for KeyValue {
+    fn from(n: i64) -> Self {
+        KeyValue::Int(n)
+    }
+}
+
+impl std::fmt::Display for KeyValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyValue::Text(s) => f.write_str(s),
+            KeyValue::Int(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// A window's key: one value per key column of its table, in order.
+pub type WindowKey = Vec<KeyValue>;
+
+/// What a key extractor may return: a value, or a tuple of up to four.
+pub trait IntoKey {
+    /// How many key columns it fills.
+    const COLUMNS: usize;
+    fn into_key(self) -> WindowKey;
+}
+
+impl<A: Into<KeyValue>> IntoKey for A {
+    const COLUMNS: usize = 1;
+    fn into_key(self) -> WindowKey {
+        vec![self.into()]
+    }
+}
+
+macro_rules! tuple_key {
+    ($n:expr; $($t:ident),+) => {
+        impl<$($t: Into<KeyValue>),+> IntoKey for ($($t,)+) {
+            const COLUMNS: usize = $n;
+            #[allow(non_snake_case)]
+            fn into_key(self) -> WindowKey {
+                let ($($t,)+) = self;
+                vec![$($t.into()),+]
+            }
+        }
+    };
+}
+tuple_key!(2; A, B);
+tuple_key!(3; A, B, C);
+tuple_key!(4; A, B, C, D);
 
 /// One value to fold into the windows of its key.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,32 +92,6 @@ pub struct Reading {
     pub key: WindowKey,
     pub value: f64,
     pub event_ms: i64,
-}
-
-/// The type-erased windowed topology the runtime drives.
-#[async_trait]
-pub trait WindowProcessor: Send + Sync + 'static {
-    /// Appends the readings of one input record to `out`.
-    async fn process(
-        &self,
-        codec: &AvroCodec,
-        input: Input<'_>,
-        out: &mut Vec<Reading>,
-    ) -> Result<(), Failure>;
-
-    /// The same without waiting when the writer schema is cached; `None`
-    /// means "call `process`", and nothing was added.
-    fn process_cached(
-        &self,
-        codec: &AvroCodec,
-        input: Input<'_>,
-        out: &mut Vec<Reading>,
-    ) -> Option<Result<(), Failure>>;
-
-    fn spec(&self) -> WindowSpec;
-
-    /// The table the aggregates are merged into.
-    fn table(&self) -> &str;
 }
 
 /// A stream whose records are grouped into event-time windows.
@@ -69,6 +106,7 @@ type Extract<T> = Arc<dyn Fn(&T) -> (WindowKey, f64) + Send + Sync>;
 pub struct Aggregated<S, T, O> {
     windowed: WindowedStream<S, T, O>,
     name: String,
+    key_columns: usize,
     extract: Extract<T>,
 }
 
@@ -80,17 +118,19 @@ impl<S: 'static, T: 'static, O: Ops<S, T>> Stream<S, T, O> {
 }
 
 impl<S: 'static, T: 'static, O: Ops<S, T>> WindowedStream<S, T, O> {
-    /// count, sum, min, max and avg of `value` per key and window.
-    pub fn aggregate(
+    /// Aggregates `value` per key and window; the sink's table says which
+    /// aggregates it keeps (count, sum, min, max and avg for `Stats`).
+    pub fn aggregate<K: IntoKey>(
         self,
         name: &str,
-        key: impl Fn(&T) -> WindowKey + Send + Sync + 'static,
+        key: impl Fn(&T) -> K + Send + Sync + 'static,
         value: impl Fn(&T) -> f64 + Send + Sync + 'static,
     ) -> Aggregated<S, T, O> {
         Aggregated {
             windowed: self,
             name: name.to_string(),
-            extract: Arc::new(move |t| (key(t), value(t))),
+            key_columns: K::COLUMNS,
+            extract: Arc::new(move |t| (key(t).into_key(), value(t))),
         }
     }
 }
@@ -106,15 +146,23 @@ fn describe(spec: &WindowSpec) -> String {
     format!("window({kind}, grace {})", h(spec.grace))
 }
 
+/// A windowed chain, checked: what a window sink takes.
+pub struct DeclaredWindows {
+    pub declared: Declared,
+    pub spec: WindowSpec,
+    /// How many values the key extractor gives per reading.
+    pub key_columns: usize,
+}
+
 impl<S, T, O> Aggregated<S, T, O>
 where
     S: DeserializeOwned + Send + Sync + 'static,
     T: Send + Sync + 'static,
     O: Ops<S, T>,
 {
-    /// Merges the aggregates into `table` (shaped like
-    /// `sensor_window_aggregates`), exactly once, and finishes the declaration.
-    pub fn to_postgres(self, table: &str) -> Result<Topology, BuildError> {
+    /// Checks the chain and the window; `aggregates` names what the sink
+    /// keeps, for the listing. Late records go to `<source>.late`.
+    pub fn readings(self, aggregates: &str) -> Result<DeclaredWindows, BuildError> {
         let spec = self.windowed.spec;
         let mut stream = self.windowed.stream;
         let bad_window = |e: WindowError| BuildError::BadWindow {
@@ -122,20 +170,12 @@ where
             reason: e.to_string(),
         };
         spec.kind.validate().map_err(bad_window)?;
-        if TableName::parse(table).is_err() {
-            return Err(BuildError::BadTable {
-                topology: stream.builder.name.clone(),
-                table: table.to_string(),
-            });
-        }
         stream.operators.push(describe(&spec));
-        stream.operators.push(format!(
-            "aggregate({}: count, sum, min, max, avg)",
-            self.name
-        ));
+        stream
+            .operators
+            .push(format!("aggregate({}: {aggregates})", self.name));
         let (description, reader, ops, _) = stream.finish(&[])?;
-        let description = Description {
-            sinks: vec![format!("postgres:{table}")],
+        let description = super::Description {
             late: Some(format!("{}.late", description.source)),
             ..description
         };
@@ -154,14 +194,16 @@ where
                 })
             })
         });
-        Ok(Topology {
-            description,
-            body: super::Body::Windows(Arc::new(TypedWindows {
-                reader: Reader::new(reader),
-                chain,
-                spec,
-                table: table.to_string(),
-            })),
+        Ok(DeclaredWindows {
+            declared: Declared {
+                description,
+                processor: Arc::new(TypedWindows {
+                    reader: Reader::new(reader),
+                    chain,
+                }),
+            },
+            spec,
+            key_columns: self.key_columns,
         })
     }
 }
@@ -169,12 +211,10 @@ where
 struct TypedWindows<S> {
     reader: Reader,
     chain: Chain<S, Reading>,
-    spec: WindowSpec,
-    table: String,
 }
 
 impl<S: DeserializeOwned + Send + Sync + 'static> TypedWindows<S> {
-    fn run(&self, value: S, input: Input<'_>, out: &mut Vec<Reading>) -> Result<(), Failure> {
+    fn run(&self, value: S, input: Input<'_>, out: &mut Vec<Emitted>) -> Result<(), Failure> {
         let start = out.len();
         let item = Item {
             key: input.key.map(<[u8]>::to_vec),
@@ -182,7 +222,7 @@ impl<S: DeserializeOwned + Send + Sync + 'static> TypedWindows<S> {
             timestamp_ms: input.timestamp_ms,
         };
         (self.chain)(item, &mut |r| {
-            out.push(r.value);
+            out.push(Emitted::Reading(r.value));
             Ok(())
         })
         .map_err(|e| {
@@ -194,12 +234,12 @@ impl<S: DeserializeOwned + Send + Sync + 'static> TypedWindows<S> {
 }
 
 #[async_trait]
-impl<S: DeserializeOwned + Send + Sync + 'static> WindowProcessor for TypedWindows<S> {
+impl<S: DeserializeOwned + Send + Sync + 'static> super::Processor for TypedWindows<S> {
     async fn process(
         &self,
         codec: &AvroCodec,
         input: Input<'_>,
-        out: &mut Vec<Reading>,
+        out: &mut Vec<Emitted>,
     ) -> Result<(), Failure> {
         let value = decode_value::<S>(codec, &self.reader, input).await?;
         self.run(value, input, out)
@@ -209,20 +249,12 @@ impl<S: DeserializeOwned + Send + Sync + 'static> WindowProcessor for TypedWindo
         &self,
         codec: &AvroCodec,
         input: Input<'_>,
-        out: &mut Vec<Reading>,
+        out: &mut Vec<Emitted>,
     ) -> Option<Result<(), Failure>> {
         let bytes = input.value.unwrap_or_default();
         match codec.decode_cached::<S>(bytes, &self.reader)? {
             Ok((_, v)) => Some(self.run(v, input, out)),
             Err(e) => Some(Err(Failure::Decode(e))),
         }
-    }
-
-    fn spec(&self) -> WindowSpec {
-        self.spec
-    }
-
-    fn table(&self) -> &str {
-        &self.table
     }
 }

@@ -29,9 +29,10 @@ use crate::{simulate::logins::Generator, topologies::user_login};
 use sluice::{
     avro::{AvroCodec, RegistryClient},
     kafka::{KafkaConfig, TopicSpec, create_topics, delete_topics},
-    runtime::{RunOptions, Workers, serve_deliveries},
+    runtime::{RunOptions, Workers},
     schemas,
-    topology::Guarantee,
+    sink::{Topology, kafka::serve_deliveries},
+    topology::{Emitted, Failure, Guarantee, Input, Processor},
 };
 
 pub struct Setup<'a> {
@@ -193,6 +194,48 @@ const JOIN_LIMIT: Duration = Duration::from_secs(120);
 /// When the processor under test took its first record: waits for it
 /// (polling every millisecond) and gives the instant the processor stamped,
 /// so a late poll does not shorten the run.
+/// A topology's processor, stamping the instant it is first called: the
+/// benchmark's clock starts there, not when its own task, polling, sees it.
+pub(super) struct Stamped {
+    inner: Arc<dyn Processor>,
+    pub first: Arc<std::sync::OnceLock<Instant>>,
+}
+
+impl Stamped {
+    /// `topology` with its processor stamped, and the stamp.
+    pub fn wrap(mut topology: Topology) -> (Topology, Arc<std::sync::OnceLock<Instant>>) {
+        let first = Arc::new(std::sync::OnceLock::new());
+        topology.processor = Arc::new(Stamped {
+            inner: topology.processor.clone(),
+            first: first.clone(),
+        });
+        (topology, first)
+    }
+}
+
+#[async_trait::async_trait]
+impl Processor for Stamped {
+    async fn process(
+        &self,
+        codec: &AvroCodec,
+        input: Input<'_>,
+        out: &mut Vec<Emitted>,
+    ) -> Result<(), Failure> {
+        self.first.get_or_init(Instant::now);
+        self.inner.process(codec, input, out).await
+    }
+
+    fn process_cached(
+        &self,
+        codec: &AvroCodec,
+        input: Input<'_>,
+        out: &mut Vec<Emitted>,
+    ) -> Option<Result<(), Failure>> {
+        self.first.get_or_init(Instant::now);
+        self.inner.process_cached(codec, input, out)
+    }
+}
+
 pub(super) async fn first_taken(
     taken: &AtomicU64,
     first: &std::sync::OnceLock<Instant>,
@@ -508,7 +551,7 @@ pub async fn topology(s: &Setup<'_>) -> anyhow::Result<Measured> {
 pub(super) async fn run_workers(
     s: &Setup<'_>,
     variant: &str,
-    topology: sluice::topology::Topology,
+    topology: Topology,
     name: &str,
     (input, output): (&str, &str),
     payloads: Arc<Vec<(String, Vec<u8>)>>,
@@ -522,9 +565,10 @@ pub(super) async fn run_workers(
         threads: s.threads,
         ..RunOptions::default()
     };
+    let (topology, first) = Stamped::wrap(topology);
     let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);
     let stats = workers.stats[0].1.clone();
-    let measured = measure(s, name, prepared, (&stats.records_in, &stats.first_record)).await;
+    let measured = measure(s, name, prepared, (&stats.records_in, &first)).await;
     workers.stop(Duration::from_secs(30)).await?;
     measured
 }

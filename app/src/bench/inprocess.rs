@@ -27,9 +27,7 @@ pub async fn run(records: usize) -> anyhow::Result<Figures> {
                 .await?,
         );
     }
-    let sluice::topology::Body::Topic(processor) = topology.body else {
-        anyhow::bail!("user-login is a topic-to-topic topology");
-    };
+    let processor = topology.processor;
     let mut out = Vec::with_capacity(4);
     let mut latencies = Vec::with_capacity(records);
     // The first 10 000 warm the schema caches and are not counted.
@@ -71,7 +69,7 @@ async fn step(
     processor: &dyn sluice::topology::Processor,
     codec: &AvroCodec,
     input: Input<'_>,
-    out: &mut Vec<sluice::topology::Output>,
+    out: &mut Vec<sluice::topology::Emitted>,
 ) -> Result<(), sluice::topology::Failure> {
     match processor.process_cached(codec, input, out) {
         Some(done) => done,

@@ -11,7 +11,8 @@ use super::e2e::{Measured, Setup, run_workers};
 use crate::topologies::user_login;
 use sluice::{
     avro::AvroCodec,
-    topology::{Body, Description, Failure, Input, Output, Processor, Topology},
+    sink::{Topology, kafka::TopicSpec},
+    topology::{Declared, Description, Emitted, Failure, Input, Output, Processor},
 };
 
 struct Identity {
@@ -19,13 +20,13 @@ struct Identity {
 }
 
 impl Identity {
-    fn copy(&self, input: Input<'_>, out: &mut Vec<Output>) {
-        out.push(Output {
+    fn copy(&self, input: Input<'_>, out: &mut Vec<Emitted>) {
+        out.push(Emitted::Record(Output {
             topic: self.sink.clone(),
             key: input.key.map(<[u8]>::to_vec),
             value: input.value.unwrap_or_default().to_vec(),
             timestamp_ms: input.timestamp_ms,
-        });
+        }));
     }
 }
 
@@ -35,7 +36,7 @@ impl Processor for Identity {
         &self,
         _: &AvroCodec,
         input: Input<'_>,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Emitted>,
     ) -> Result<(), Failure> {
         self.copy(input, out);
         Ok(())
@@ -45,7 +46,7 @@ impl Processor for Identity {
         &self,
         _: &AvroCodec,
         input: Input<'_>,
-        out: &mut Vec<Output>,
+        out: &mut Vec<Emitted>,
     ) -> Option<Result<(), Failure>> {
         self.copy(input, out);
         Some(Ok(()))
@@ -58,20 +59,25 @@ pub async fn runtime_only(s: &Setup<'_>) -> anyhow::Result<Measured> {
     s.create(&[&input, &output, &dlq]).await?;
     let payloads = s.payloads(user_login::SOURCE).await?;
     let name = format!("bench-{}-runtime", s.run_id);
-    let topology = Topology {
+    let declared = Declared {
         description: Description {
             group_id: format!("sluice-{name}"),
             name,
             source: input.clone(),
             operators: vec!["identity".to_string()],
-            sinks: vec![output.clone()],
+            sinks: Vec::new(),
+            writes: Vec::new(),
             dead_letter: dlq.clone(),
             late: None,
         },
-        body: Body::Topic(Arc::new(Identity {
+        processor: Arc::new(Identity {
             sink: output.as_str().into(),
-        })),
+        }),
     };
+    let sink = TopicSpec {
+        topic: output.clone(),
+    };
+    let topology = Topology::new(declared, Arc::new(sink));
     let label = format!("sluice runtime, no decode, {}", s.guarantee);
     let measured = run_workers(s, "runtime", topology, &label, (&input, &output), payloads).await;
     s.drop_topics(&[&input, &output, &dlq]).await;

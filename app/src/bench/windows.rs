@@ -15,9 +15,10 @@ use crate::topologies::{
     iot_windows,
 };
 use sluice::{
-    runtime::{RunOptions, Stats, Workers},
+    runtime::{RunOptions, Workers},
     schemas,
     sink::WindowStores,
+    stats::Stats,
     window::WindowSpec,
 };
 
@@ -115,7 +116,7 @@ async fn run(
     let topology = iot_windows::declare(name, input, table, spec)?;
     let opts = RunOptions {
         instance_id: format!("bench-{}", s.run_id),
-        windows: Some(WindowStores::Postgres(pool.clone())),
+        stores: Some(WindowStores::Postgres(pool.clone())),
         batch_size: s.batch_size,
         commit_interval: s.commit_interval,
         ..RunOptions::default()
@@ -123,9 +124,10 @@ async fn run(
     // Preloaded, and timed from the first record taken, as the other runs.
     let (kafka, n, topic) = (s.kafka.clone(), s.records, input.to_string());
     tokio::task::spawn_blocking(move || feed(&kafka, &topic, &payloads, n, 0)).await??;
+    let (topology, first) = super::e2e::Stamped::wrap(topology);
     let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);
     let stats: Arc<Stats> = workers.stats[0].1.clone();
-    let started = first_taken(&stats.records_in, &stats.first_record).await?;
+    let started = first_taken(&stats.records_in, &first).await?;
     let sum = format!("SELECT coalesce(sum(count), 0)::bigint FROM {table}");
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {

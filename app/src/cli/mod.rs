@@ -11,8 +11,6 @@ mod schemas;
 mod simulate;
 mod windows;
 
-pub use run::select as select_topologies;
-
 use clap::{Parser, Subcommand};
 
 use sluice::logging::{self, LogFormat};

@@ -12,8 +12,8 @@ use sluice::{
     kafka::{self, Created, TopicSpec},
     runtime::{self, RunOptions, Workers},
     schemas,
-    sink::WindowStores,
-    topology::{Body, Guarantee, Topology},
+    sink::{Topology, WindowStores},
+    topology::Guarantee,
 };
 
 #[derive(Debug, Clone, Args)]
@@ -31,21 +31,7 @@ pub struct TopicArgs {
 
 /// Picks topologies by name; all of them when none is named.
 pub fn select(names: &[String], settings: &Settings) -> anyhow::Result<Vec<Topology>> {
-    let wanted: Vec<&str> = if names.is_empty() {
-        topologies::names()
-    } else {
-        names.iter().map(String::as_str).collect()
-    };
-    wanted
-        .into_iter()
-        .map(|n| match topologies::build(n, settings) {
-            Some(t) => Ok(t?),
-            None => bail!(
-                "unknown topology {n:?}; known topologies: {}",
-                topologies::names().join(", ")
-            ),
-        })
-        .collect()
+    Ok(topologies::select(names, settings)?)
 }
 
 pub async fn create_topics(
@@ -103,14 +89,7 @@ pub fn list() -> anyhow::Result<()> {
             println!("  late:        {late}");
         }
         println!("  group:       {}", d.group_id);
-        match topology.body {
-            Body::Topic(_) => {
-                println!("  guarantee:   exactly-once by default (--guarantee at-least-once)")
-            }
-            Body::Windows(_) => println!(
-                "  guarantee:   exactly-once (offsets in the same PostgreSQL transaction as the rows)"
-            ),
-        }
+        println!("  guarantee:   {}", topology.sink.guarantee());
     }
     Ok(())
 }
@@ -188,7 +167,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.threads == 0 {
         bail!("--threads must be at least 1 (members of each topology's group in this process)");
     }
-    let windowed = selected.iter().find(|t| matches!(t.body, Body::Windows(_)));
+    let windowed = selected.iter().find(|t| t.sink.needs_store());
     if let (Some(t), None) = (windowed, &args.database_url) {
         bail!(runtime::RuntimeError::NoStore(t.description.name.clone()));
     }
@@ -222,7 +201,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     let codec = Arc::new(AvroCodec::new(&registry)?);
-    let windows = match (windowed, &args.database_url) {
+    let stores = match (windowed, &args.database_url) {
         (Some(_), Some(url)) => match connect_retrying(url, &mut shutdown).await? {
             Some(pool) => Some(WindowStores::Postgres(pool)),
             None => return Ok(()),
@@ -231,7 +210,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut metrics = sluice::metrics::Metrics::new()?;
     metrics.require(sluice::metrics::registry_check(client.clone()));
-    if let Some(WindowStores::Postgres(pool)) = &windows {
+    if let Some(WindowStores::Postgres(pool)) = &stores {
         metrics.require(sluice::metrics::postgres_check(pool.clone()));
     }
     let opts = RunOptions {
@@ -245,7 +224,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         group_id: args.group_id,
         group_protocol: kafka.effective_protocol(args.group_protocol),
         threads: args.threads,
-        windows,
+        stores,
         meter: Some(metrics.meter()),
     };
     let mut workers = Workers::spawn(selected, &kafka, codec, &opts);

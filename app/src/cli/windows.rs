@@ -5,7 +5,11 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use sluice::{
     db,
-    sink::query::{self, AggregateRow, Filter},
+    sink::{
+        TableSpec,
+        query::{self, Filter, QueryRow},
+        table::{TableName, Value},
+    },
 };
 
 #[derive(Debug, Subcommand)]
@@ -23,12 +27,19 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// Only this device.
+    /// Only this device (the `device_id` key column).
     #[arg(long)]
     device: Option<String>,
-    /// Only this sensor type (temperature, humidity, pressure, motion, light).
+    /// Only this sensor type (temperature, humidity, pressure, motion, light;
+    /// the `sensor_type` key column).
     #[arg(long)]
     sensor_type: Option<crate::topologies::iot_alerts::SensorType>,
+    /// Only rows whose key column COLUMN has VALUE (repeatable).
+    #[arg(long = "key", value_name = "COLUMN=VALUE", value_parser = key_filter)]
+    keys: Vec<(String, String)>,
+    /// The windowed topology whose table to read (its columns).
+    #[arg(long, default_value = crate::topologies::iot_windows::NAME)]
+    topology: String,
     /// Windows starting at or after this: a duration ago (90s, 15m, 1h, 2d) or an RFC 3339 time.
     #[arg(long, value_parser = instant, default_value = "1h")]
     since: DateTime<Utc>,
@@ -43,12 +54,21 @@ pub struct QueryArgs {
     limit: i64,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
-    /// The aggregates table.
-    #[arg(long, default_value = "sensor_window_aggregates")]
-    table: String,
+    /// The aggregates table (default: the topology's).
+    #[arg(long)]
+    table: Option<String>,
     /// PostgreSQL URL.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
+}
+
+fn key_filter(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!(
+            "expected COLUMN=VALUE (e.g. device_id=device-001), got {s:?}"
+        )),
+    }
 }
 
 /// `1h` (that long ago) or `2026-11-22T10:00:00Z`.
@@ -68,46 +88,62 @@ pub async fn run(cmd: WindowsCommand) -> anyhow::Result<()> {
     if args.limit < 1 {
         anyhow::bail!("--limit must be at least 1");
     }
+    let spec = table_of(&args.topology, args.table.as_deref())?;
     let pool = db::connect(&args.database_url).await?;
+    let mut keys = args.keys;
+    if let Some(d) = args.device {
+        keys.push(("device_id".into(), d));
+    }
+    if let Some(t) = args.sensor_type {
+        keys.push(("sensor_type".into(), t.as_str().to_string()));
+    }
     let filter = Filter {
-        device: args.device,
-        sensor_type: args.sensor_type.map(|t| t.as_str().to_string()),
+        keys,
         since: Some(args.since),
         until: args.until,
         final_only: args.final_only,
         limit: args.limit,
     };
-    let rows = query::query(&pool, &args.table, &filter).await?;
-    print!("{}", render(&rows, args.format)?);
+    let rows = query::query(&pool, &spec, &filter).await?;
+    print!("{}", render(&spec, &rows, args.format)?);
     Ok(())
 }
 
-const HEADER: [&str; 10] = [
-    "device_id",
-    "sensor_type",
-    "window_start",
-    "window_end",
-    "count",
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "is_final",
-];
+/// The table spec of a windowed topology, under another table name if given.
+fn table_of(topology: &str, table: Option<&str>) -> anyhow::Result<TableSpec> {
+    let topologies = crate::topologies::select(&[topology.to_string()], &Default::default())?;
+    let Some(mut spec) = topologies[0].sink.table().map(|s| (*s).clone()) else {
+        anyhow::bail!(
+            "topology {topology} writes no window table; name a windowed one with --topology"
+        );
+    };
+    if let Some(name) = table {
+        spec.table = TableName::parse(name).map_err(|e| anyhow::anyhow!("--table: {e}"))?;
+    }
+    Ok(spec)
+}
 
-fn cells(r: &AggregateRow) -> [String; 10] {
-    [
-        r.device_id.clone(),
-        r.sensor_type.clone(),
-        r.window_start.to_rfc3339(),
-        r.window_end.to_rfc3339(),
-        r.count.to_string(),
-        format!("{:.2}", r.sum),
-        format!("{:.2}", r.min),
-        format!("{:.2}", r.max),
-        format!("{:.2}", r.avg),
-        r.is_final.to_string(),
-    ]
+fn header(spec: &TableSpec) -> Vec<String> {
+    let mut h: Vec<String> = spec
+        .keys
+        .iter()
+        .map(|k| k.name.as_str().to_string())
+        .collect();
+    h.extend(["window_start".into(), "window_end".into()]);
+    h.extend(spec.aggregates.iter().map(|a| a.name.as_str().to_string()));
+    h.push("is_final".into());
+    h
+}
+
+fn cells(r: &QueryRow) -> Vec<String> {
+    let mut c: Vec<String> = r.keys.iter().map(|(_, v)| v.clone()).collect();
+    c.extend([r.window_start.to_rfc3339(), r.window_end.to_rfc3339()]);
+    c.extend(r.aggregates.iter().map(|(_, v)| match v {
+        Value::Int(n) => n.to_string(),
+        Value::Float(x) => format!("{x:.2}"),
+    }));
+    c.push(r.is_final.to_string());
+    c
 }
 
 fn csv_field(s: &str) -> String {
@@ -118,11 +154,12 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-pub fn render(rows: &[AggregateRow], format: Format) -> anyhow::Result<String> {
+pub fn render(spec: &TableSpec, rows: &[QueryRow], format: Format) -> anyhow::Result<String> {
+    let header = header(spec);
     Ok(match format {
         Format::Json => serde_json::to_string_pretty(rows)? + "\n",
         Format::Csv => {
-            let mut out = HEADER.join(",") + "\n";
+            let mut out = header.join(",") + "\n";
             for r in rows {
                 let line: Vec<String> = cells(r).iter().map(|c| csv_field(c)).collect();
                 out += &(line.join(",") + "\n");
@@ -130,12 +167,12 @@ pub fn render(rows: &[AggregateRow], format: Format) -> anyhow::Result<String> {
             out
         }
         Format::Table => {
-            let body: Vec<[String; 10]> = rows.iter().map(cells).collect();
-            let widths: Vec<usize> = (0..10)
+            let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
+            let widths: Vec<usize> = (0..header.len())
                 .map(|i| {
                     body.iter()
                         .map(|r| r[i].len())
-                        .chain([HEADER[i].len()])
+                        .chain([header[i].len()])
                         .max()
                         .unwrap_or(0)
                 })
@@ -150,7 +187,7 @@ pub fn render(rows: &[AggregateRow], format: Format) -> anyhow::Result<String> {
                     .to_string()
                     + "\n"
             };
-            let mut out = line(&HEADER.map(String::from));
+            let mut out = line(&header);
             body.iter().for_each(|r| out += &line(r));
             if rows.is_empty() {
                 out += "(no windows match)\n";

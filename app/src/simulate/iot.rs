@@ -202,7 +202,7 @@ pub async fn run(
         let round = generator.round(chrono::Utc::now().timestamp_millis());
         produced += publish(&producer, &codec, &round, opts.observed.as_deref()).await?;
     }
-    sluice::runtime::blocking(|| producer.flush(Duration::from_secs(30)))?;
+    sluice::kafka::blocking(|| producer.flush(Duration::from_secs(30)))?;
     Ok(Report {
         total: produced,
         late: generator.late,

@@ -216,7 +216,7 @@ pub async fn run(
     for d in pending {
         d.await?.map_err(|(e, _)| e)?;
     }
-    sluice::runtime::blocking(|| producer.flush(Duration::from_secs(30)))?;
+    sluice::kafka::blocking(|| producer.flush(Duration::from_secs(30)))?;
     Ok(report)
 }
 

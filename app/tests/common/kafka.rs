@@ -220,7 +220,7 @@ pub async fn wait_for_leaders(bootstrap: &str, topics: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     for topic in topics {
         loop {
-            let led = sluice::runtime::blocking(|| {
+            let led = sluice::kafka::blocking(|| {
                 consumer.fetch_metadata(Some(topic), Duration::from_secs(5))
             })
             .ok()

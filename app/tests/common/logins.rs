@@ -538,11 +538,9 @@ pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
         .unwrap();
     (0..partitions)
         .map(|p| {
-            sluice::runtime::blocking(|| {
-                consumer.fetch_watermarks(topic, p, Duration::from_secs(10))
-            })
-            .map(|(_, high)| high)
-            .unwrap_or(-1)
+            sluice::kafka::blocking(|| consumer.fetch_watermarks(topic, p, Duration::from_secs(10)))
+                .map(|(_, high)| high)
+                .unwrap_or(-1)
         })
         .collect()
 }
@@ -563,7 +561,7 @@ pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: 
         tpl.add_partition(topic, p);
     }
     let Ok(c) =
-        sluice::runtime::blocking(|| consumer.committed_offsets(tpl, Duration::from_secs(10)))
+        sluice::kafka::blocking(|| consumer.committed_offsets(tpl, Duration::from_secs(10)))
     else {
         return vec![-1; partitions as usize];
     };

@@ -324,7 +324,7 @@ pub async fn read_committed_all(bootstrap: &str, topic: &str) -> Vec<Read> {
         .create()
         .unwrap();
     let meta =
-        sluice::runtime::blocking(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))
+        sluice::kafka::blocking(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))
             .unwrap();
     let partitions: Vec<i32> = meta.topics()[0]
         .partitions()

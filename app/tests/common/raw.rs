@@ -86,7 +86,7 @@ impl RawReader {
             .set("bootstrap.servers", &self.bootstrap)
             .create()
             .unwrap();
-        let meta = sluice::runtime::blocking(|| {
+        let meta = sluice::kafka::blocking(|| {
             consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
         })
         .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));

@@ -1,9 +1,12 @@
-//! Dead-letter records: the original key, value (null stays null) and
-//! headers, followed by sluice's headers that say what went wrong and where
-//! the record came from.
+//! Letters: records that did not become results, written with their
+//! original key, value (null stays null) and headers, followed by sluice's
+//! headers saying what went wrong and where the record came from. Dead
+//! letters go to `<source>.dlq`, records too late for their window to
+//! `<source>.late`.
 
 use std::sync::Arc;
 
+use super::Source;
 use crate::{topology::Failure, window::Late};
 
 pub const KIND: &str = "sluice.error.kind";
@@ -18,16 +21,6 @@ pub const SCHEMA_ID: &str = "sluice.schema.id";
 pub const WINDOW_START: &str = "sluice.window.start";
 pub const WINDOW_END: &str = "sluice.window.end";
 pub const WATERMARK: &str = "sluice.watermark";
-
-/// Where a failed record was read, and what it carried.
-#[derive(Clone, Copy)]
-pub struct Origin<'a> {
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp_ms: i64,
-    pub headers: Option<&'a rdkafka::message::BorrowedHeaders>,
-}
 
 /// A header as it came: any bytes, or none.
 pub type RawHeader = (String, Option<Vec<u8>>);
@@ -47,19 +40,17 @@ pub struct DeadLetter {
     pub headers: Vec<(&'static str, String)>,
 }
 
+/// A record a processor refused (undecodable, invalid, an operator's error).
 pub fn dead_letter(
     dlq_topic: &Arc<str>,
     topology: &str,
-    origin: Origin<'_>,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
+    source: &Source<'_>,
     failure: &Failure,
 ) -> DeadLetter {
     let mut letter = rejected(
         dlq_topic,
         topology,
-        origin,
-        (key, value),
+        source,
         failure.kind(),
         failure.to_string(),
     );
@@ -74,8 +65,7 @@ pub fn dead_letter(
 pub fn late_record(
     late_topic: &Arc<str>,
     topology: &str,
-    origin: Origin<'_>,
-    (key, value): (Option<&[u8]>, Option<&[u8]>),
+    source: &Source<'_>,
     event_ms: i64,
     missed: &[Late],
 ) -> DeadLetter {
@@ -87,7 +77,7 @@ pub fn late_record(
         first.window.end_ms,
         first.watermark_ms
     );
-    let mut letter = rejected(late_topic, topology, origin, (key, value), "late", message);
+    let mut letter = rejected(late_topic, topology, source, "late", message);
     letter.headers.extend([
         (WINDOW_START, first.window.start_ms.to_string()),
         (WINDOW_END, first.window.end_ms.to_string()),
@@ -96,38 +86,30 @@ pub fn late_record(
     letter
 }
 
-pub(super) fn rejected(
+/// A letter of any kind for `topic`.
+pub fn rejected(
     topic: &Arc<str>,
     topology: &str,
-    origin: Origin<'_>,
-    (key, value): (Option<&[u8]>, Option<&[u8]>),
+    source: &Source<'_>,
     kind: &'static str,
     message: String,
 ) -> DeadLetter {
     let headers = vec![
         (KIND, kind.to_string()),
         (MESSAGE, message),
-        (TOPIC, origin.topic.to_string()),
-        (PARTITION, origin.partition.to_string()),
-        (OFFSET, origin.offset.to_string()),
-        (TIMESTAMP, origin.timestamp_ms.to_string()),
+        (TOPIC, source.topic.to_string()),
+        (PARTITION, source.partition.to_string()),
+        (OFFSET, source.offset.to_string()),
+        (TIMESTAMP, source.timestamp_ms.to_string()),
         (TOPOLOGY, topology.to_string()),
     ];
     DeadLetter {
         kind,
         topic: topic.clone(),
-        key: key.map(<[u8]>::to_vec),
-        value: value.map(<[u8]>::to_vec),
-        timestamp_ms: origin.timestamp_ms,
-        original: origin.headers.map(copy_headers).unwrap_or_default(),
+        key: source.key.map(<[u8]>::to_vec),
+        value: source.value.map(<[u8]>::to_vec),
+        timestamp_ms: source.timestamp_ms,
+        original: source.headers.to_raw(),
         headers,
     }
-}
-
-fn copy_headers(headers: &rdkafka::message::BorrowedHeaders) -> Vec<RawHeader> {
-    use rdkafka::message::Headers;
-    headers
-        .iter()
-        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-        .collect()
 }

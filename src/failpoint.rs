@@ -1,19 +1,23 @@
 //! Crash injection for the fault tests: `SLUICE_FAILPOINT=NAME@N` aborts
 //! the process the N-th time the named point is reached, so a test can kill
 //! a worker at an exact moment (say, right after the SQL commit and before
-//! anything else). Unset, it costs one relaxed atomic load.
+//! anything else). Only with the `failpoints` feature, which the tests
+//! enable; without it `hit` is nothing.
 
+#[cfg(feature = "failpoints")]
 use std::sync::{
     OnceLock,
     atomic::{AtomicU64, Ordering},
 };
 
+#[cfg(feature = "failpoints")]
 struct Armed {
     name: String,
     at: u64,
     hits: AtomicU64,
 }
 
+#[cfg(feature = "failpoints")]
 fn armed() -> Option<&'static Armed> {
     static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
     ARMED
@@ -30,6 +34,12 @@ fn armed() -> Option<&'static Armed> {
 }
 
 /// Aborts here if this point is armed and its turn has come.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) {}
+
+/// Aborts here if this point is armed and its turn has come.
+#[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     if let Some(a) = armed()
         && a.name == name

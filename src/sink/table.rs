@@ -1,0 +1,305 @@
+//! A window table's shape: its key columns, then `window_start` and
+//! `window_end`, its aggregate columns, `is_final` and `updated_at`. The
+//! PostgreSQL sink, the in-memory store and `windows query` build their SQL
+//! and their output from it, so a windowed topology declares its table once.
+
+use crate::window::Stats;
+
+/// A table identifier that is safe to quote into SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName(String);
+
+impl TableName {
+    pub fn parse(name: &str) -> Result<TableName, String> {
+        let mut chars = name.chars();
+        let ok = name.len() <= 63
+            && chars
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Ok(TableName(name.to_string()))
+        } else {
+            Err(format!(
+                "{name:?} is not allowed: use 1–63 lower-case letters, digits and underscores, starting with a letter or underscore"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+}
+
+/// The SQL types a window table's columns take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlType {
+    Text,
+    BigInt,
+    Float8,
+}
+
+impl SqlType {
+    pub fn sql(self) -> &'static str {
+        match self {
+            SqlType::Text => "TEXT",
+            SqlType::BigInt => "BIGINT",
+            SqlType::Float8 => "DOUBLE PRECISION",
+        }
+    }
+
+    /// The array type UNNEST takes.
+    pub fn array(self) -> &'static str {
+        match self {
+            SqlType::Text => "text[]",
+            SqlType::BigInt => "bigint[]",
+            SqlType::Float8 => "float8[]",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyColumn {
+    pub name: TableName,
+    pub sql: SqlType,
+}
+
+/// How a stored aggregate and a batch's partial one combine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merge {
+    Add,
+    Min,
+    Max,
+    /// Not stored from the partial: the merged `numerator` over the merged
+    /// `denominator` (both `Add` columns), e.g. avg = sum / count.
+    Ratio {
+        numerator: String,
+        denominator: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateColumn {
+    pub name: TableName,
+    pub sql: SqlType,
+    pub merge: Merge,
+}
+
+/// A stored aggregate value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+}
+
+impl Value {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Value::Int(n) => n as f64,
+            Value::Float(x) => x,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    pub table: TableName,
+    pub keys: Vec<KeyColumn>,
+    pub aggregates: Vec<AggregateColumn>,
+}
+
+impl TableSpec {
+    /// A table named `table`, with no columns yet.
+    pub fn new(table: &str) -> Result<TableSpec, String> {
+        Ok(TableSpec {
+            table: TableName::parse(table)?,
+            keys: Vec::new(),
+            aggregates: Vec::new(),
+        })
+    }
+
+    /// Adds a key column.
+    pub fn key(mut self, name: &str, sql: SqlType) -> Result<TableSpec, String> {
+        if sql == SqlType::Float8 {
+            return Err(format!(
+                "key column {name}: a float is no key; use text or bigint"
+            ));
+        }
+        self.keys.push(KeyColumn {
+            name: TableName::parse(name)?,
+            sql,
+        });
+        Ok(self)
+    }
+
+    /// count, sum, min, max and avg of the values: what `window::Stats` keeps.
+    pub fn stats(mut self) -> TableSpec {
+        let col = |name: &str, sql, merge| AggregateColumn {
+            name: TableName(name.to_string()),
+            sql,
+            merge,
+        };
+        self.aggregates = vec![
+            col("count", SqlType::BigInt, Merge::Add),
+            col("sum", SqlType::Float8, Merge::Add),
+            col("min", SqlType::Float8, Merge::Min),
+            col("max", SqlType::Float8, Merge::Max),
+            col(
+                "avg",
+                SqlType::Float8,
+                Merge::Ratio {
+                    numerator: "sum".into(),
+                    denominator: "count".into(),
+                },
+            ),
+        ];
+        self
+    }
+
+    /// The aggregate columns written from a partial (not derived).
+    pub fn stored(&self) -> impl Iterator<Item = &AggregateColumn> {
+        self.aggregates
+            .iter()
+            .filter(|a| !matches!(a.merge, Merge::Ratio { .. }))
+    }
+
+    /// Checks the spec is whole: keys, aggregates the stats fill, unique names.
+    pub fn check(&self, key_values: usize) -> Result<(), String> {
+        if self.keys.is_empty() {
+            return Err(format!("table {} has no key columns", self.table.as_str()));
+        }
+        if self.keys.len() != key_values {
+            return Err(format!(
+                "table {} has {} key column(s) but the aggregate's key gives {key_values} value(s)",
+                self.table.as_str(),
+                self.keys.len()
+            ));
+        }
+        let mut names: Vec<&str> = self.keys.iter().map(|k| k.name.as_str()).collect();
+        names.extend(self.aggregates.iter().map(|a| a.name.as_str()));
+        names.extend(["window_start", "window_end", "is_final", "updated_at"]);
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("column {} appears twice", w[0]));
+        }
+        for a in self.stored() {
+            if stats_value(&Stats::default(), a.name.as_str()).is_none() {
+                return Err(format!(
+                    "aggregate column {} is none of count, sum, min, max",
+                    a.name.as_str()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The values of `stats` for the stored aggregate columns, in order.
+    pub fn values(&self, stats: &Stats) -> Vec<Value> {
+        self.stored()
+            .map(|a| stats_value(stats, a.name.as_str()).unwrap_or(Value::Float(f64::NAN)))
+            .collect()
+    }
+
+    /// Every aggregate column's value, derived ones included.
+    pub fn all_values(&self, stats: &Stats) -> Vec<(String, Value)> {
+        self.aggregates
+            .iter()
+            .map(|a| {
+                let v = match &a.merge {
+                    Merge::Ratio {
+                        numerator,
+                        denominator,
+                    } => {
+                        let n = stats_value(stats, numerator).map_or(f64::NAN, Value::as_f64);
+                        let d = stats_value(stats, denominator).map_or(f64::NAN, Value::as_f64);
+                        Value::Float(n / d)
+                    }
+                    _ => stats_value(stats, a.name.as_str()).unwrap_or(Value::Float(f64::NAN)),
+                };
+                (a.name.as_str().to_string(), v)
+            })
+            .collect()
+    }
+}
+
+fn stats_value(s: &Stats, name: &str) -> Option<Value> {
+    Some(match name {
+        "count" => Value::Int(s.count as i64),
+        "sum" => Value::Float(s.sum),
+        "min" => Value::Float(s.min),
+        "max" => Value::Float(s.max),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_checked_not_spliced() {
+        for ok in ["sensor_window_aggregates", "_t1", "a"] {
+            assert!(TableName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "Upper",
+            "a-b",
+            "t; DROP TABLE x",
+            "a\"b",
+            &"x".repeat(64),
+        ] {
+            assert!(TableName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_spec_checks_its_keys_and_columns() {
+        let spec = TableSpec::new("t")
+            .unwrap()
+            .key("device_id", SqlType::Text)
+            .unwrap()
+            .stats();
+        assert!(spec.check(1).is_ok());
+        assert!(spec.check(2).unwrap_err().contains("1 key column"));
+        assert!(TableSpec::new("t").unwrap().stats().check(0).is_err());
+        assert!(
+            TableSpec::new("t")
+                .unwrap()
+                .key("count", SqlType::Text)
+                .unwrap()
+                .stats()
+                .check(1)
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            TableSpec::new("t")
+                .unwrap()
+                .key("x", SqlType::Float8)
+                .is_err()
+        );
+        let mut s = Stats::default();
+        crate::window::Aggregate::add(&mut s, &2.0);
+        crate::window::Aggregate::add(&mut s, &4.0);
+        assert_eq!(
+            spec.values(&s),
+            vec![
+                Value::Int(2),
+                Value::Float(6.0),
+                Value::Float(2.0),
+                Value::Float(4.0)
+            ]
+        );
+        assert_eq!(
+            spec.all_values(&s)[4],
+            ("avg".to_string(), Value::Float(3.0))
+        );
+    }
+}

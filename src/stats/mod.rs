@@ -1,0 +1,103 @@
+//! What the workers count and report, read by the metrics endpoint and the
+//! demo: counters per topology (`Stats`), readiness (`health`) and duration
+//! histograms (`timings`). Below both the runtime and the metrics, which
+//! only meet here.
+
+mod health;
+pub mod timings;
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+pub use health::{Health, fatal_error, log_client_error, log_librdkafka};
+pub use timings::Timings;
+
+/// Live counters of one topology, read by the demo's status line and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub commits: AtomicU64,
+    pub aborts: AtomicU64,
+    /// Records later than their windows' grace, sent to the late topic.
+    pub late: AtomicU64,
+    /// Window rows merged into the store.
+    pub window_rows: AtomicU64,
+    /// Windows held in memory, as of the last commit.
+    pub open_windows: AtomicU64,
+    /// Partition assignments and revocations seen.
+    pub assigns: AtomicU64,
+    pub revokes: AtomicU64,
+    /// Records handled with every schema cached, and those that waited for the registry.
+    pub schema_hits: AtomicU64,
+    pub schema_misses: AtomicU64,
+    /// The topics records come from and go to, for metric labels.
+    pub source: String,
+    pub sink: String,
+    /// Whether the worker can do its job (`/readyz`).
+    pub health: Health,
+    dlq_by_kind: Mutex<BTreeMap<&'static str, u64>>,
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl Stats {
+    /// The counters of a topology reading `source` and writing `sink`.
+    pub fn new(source: &str, sink: &str) -> Stats {
+        Stats {
+            source: source.to_string(),
+            sink: sink.to_string(),
+            ..Stats::default()
+        }
+    }
+
+    /// Counts a record taken, giving how many were taken before it.
+    pub fn record_in(&self) -> u64 {
+        self.records_in.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn count_dead_letters(&self, kind: &'static str, n: u64) {
+        self.dead_letters.fetch_add(n, Ordering::Relaxed);
+        *self
+            .dlq_by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(kind)
+            .or_default() += n;
+    }
+
+    pub fn dead_letters_by_kind(&self) -> BTreeMap<&'static str, u64> {
+        self.dlq_by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((topic.to_string(), partition), lag);
+    }
+
+    pub fn clear_lag(&self, topic: &str, partition: i32) {
+        self.lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(topic.to_string(), partition));
+    }
+
+    /// Consumer lag per assigned partition, as librdkafka last reported it.
+    pub fn lag(&self) -> BTreeMap<(String, i32), i64> {
+        self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn total_lag(&self) -> i64 {
+        self.lag().values().sum()
+    }
+}
