@@ -70,24 +70,36 @@ impl Kafka {
     }
 
     fn launch(nodes: usize, props: &[&str], port: Option<u16>) -> Kafka {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("kafka");
-        let mut cmd = Command::new(script("start"));
-        cmd.args(["--nodes", &nodes.to_string()])
-            .arg("--dir")
-            .arg(&dir)
-            .args(["--owner", &std::process::id().to_string()])
-            .env("KAFKA_BROKER_PROPS", props.join("\n"));
-        if let Some(p) = port {
-            cmd.args(["--port", &p.to_string()]);
+        // Free ports are picked before the brokers bind them, so tests
+        // starting clusters at once can pick the same one: a second try
+        // picks others.
+        let mut last = String::new();
+        for _ in 0..2 {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("kafka");
+            let mut cmd = Command::new(script("start"));
+            cmd.args(["--nodes", &nodes.to_string()])
+                .arg("--dir")
+                .arg(&dir)
+                .args(["--owner", &std::process::id().to_string()])
+                .env("KAFKA_BROKER_PROPS", props.join("\n"))
+                .stdin(Stdio::null());
+            if let Some(p) = port {
+                cmd.args(["--port", &p.to_string()]);
+            }
+            let out = cmd.output().expect("dev/kafka/start");
+            if out.status.success() {
+                return Kafka {
+                    bootstrap: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                    nodes,
+                    dir,
+                    _tmp: tmp,
+                };
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            eprintln!("dev/kafka/start failed; trying once more:\n{last}");
         }
-        let bootstrap = run(&mut cmd, "dev/kafka/start");
-        Kafka {
-            bootstrap,
-            nodes,
-            dir,
-            _tmp: tmp,
-        }
+        panic!("dev/kafka/start failed twice (.ci/run installs Java and Maven):\n{last}");
     }
 
     pub fn config(&self) -> KafkaConfig {
