@@ -67,8 +67,8 @@ struct Part {
     /// The next offset to process; -1 until the first record when nothing
     /// was ever committed.
     next: i64,
-    /// The highest watermark this partition's windows were flushed with:
-    /// windows closed here stay closed, whatever other partitions do.
+    /// The watermark this partition's windows were last flushed with (and
+    /// stored): windows closed here stay closed.
     floor: i64,
     state: WindowState<WindowKey, f64, Agg>,
 }
@@ -118,12 +118,12 @@ impl<T: WindowTable> WindowStage<T> {
     /// Each partition's changes since the last commit, merged across
     /// partitions, the windows turned final, and every position.
     fn flush(&mut self) -> (Vec<Row>, Vec<ClosedRow>, Vec<Position>) {
-        let watermark = self.marks.advance(now_ms());
+        let wall = now_ms();
         let mut merged: HashMap<(WindowKey, Window), (Agg, bool)> = HashMap::new();
         let mut closed: Vec<ClosedRow> = Vec::new();
         let mut positions = Vec::new();
         for (p, part) in self.parts.iter_mut() {
-            part.floor = part.floor.max(watermark);
+            part.floor = part.floor.max(self.marks.watermark(*p, wall));
             let (updates, done) = part.state.flush(part.floor);
             for u in updates {
                 let e = merged
@@ -181,8 +181,7 @@ impl<T: WindowTable> Sink for WindowStage<T> {
         let claims = self.table.claim(partitions)?;
         let wall = now_ms();
         for c in &claims {
-            self.marks
-                .restore_partition(c.partition, c.watermark_ms, wall);
+            self.marks.restore(c.partition, c.watermark_ms, wall);
             self.parts.insert(
                 c.partition,
                 Part {
@@ -193,7 +192,6 @@ impl<T: WindowTable> Sink for WindowStage<T> {
                 },
             );
         }
-        self.marks.reset_current();
         Ok(claims)
     }
 
@@ -215,7 +213,7 @@ impl<T: WindowTable> Sink for WindowStage<T> {
             for e in emitted {
                 if let Emitted::Reading(r) = e {
                     self.marks.observe(p, r.event_ms, wall);
-                    let watermark = self.marks.current().max(part.floor);
+                    let watermark = self.marks.watermark(p, wall).max(part.floor);
                     missed.extend(part.state.add(&r.key, r.event_ms, &r.value, watermark));
                     event_ms = r.event_ms;
                 }

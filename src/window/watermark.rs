@@ -1,8 +1,11 @@
-//! Per-partition watermarks. A partition's watermark is the highest event
-//! time it has delivered minus the allowed out-of-orderness; the operator's
-//! is the minimum over partitions that are not idle. When every partition
-//! is idle, the watermark follows the wall clock, so windows still close
-//! on a quiet stream instead of waiting for the next record forever.
+//! Per-partition stream time. A partition's watermark is the highest event
+//! time it has delivered minus the allowed out-of-orderness, and its windows
+//! close by that watermark alone: keys live on one partition, so the same
+//! input gives the same windows and the same late records however the
+//! partitions interleave — live, from a backlog, after a restart or a
+//! rebalance (Kafka Streams' stream time). A partition quiet for the idle
+//! timeout has its watermark follow the wall clock from its last record, so
+//! its windows still close on a quiet stream. A watermark never moves back.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +13,8 @@ use std::collections::BTreeMap;
 struct Partition {
     max_event_ms: i64,
     last_seen_wall_ms: i64,
+    /// The highest watermark given out (or restored): never lower.
+    floor: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -17,8 +22,6 @@ pub struct Watermarks {
     out_of_order_ms: i64,
     idle_timeout_ms: i64,
     partitions: BTreeMap<i32, Partition>,
-    /// Never moves back, whatever partitions come and go.
-    current: i64,
 }
 
 impl Watermarks {
@@ -27,34 +30,20 @@ impl Watermarks {
             out_of_order_ms,
             idle_timeout_ms,
             partitions: BTreeMap::new(),
-            current: i64::MIN,
         }
     }
 
-    /// Restores a watermark stored with committed offsets.
-    pub fn restore(&mut self, watermark_ms: i64) {
-        self.current = self.current.max(watermark_ms);
-    }
-
     /// A partition taken over with the watermark stored at its last commit
-    /// (`i64::MIN`: none). Until it delivers records or turns idle, it holds
-    /// the operator's watermark at that point, so a partition that is slow
-    /// to start does not find its windows already closed.
-    pub fn restore_partition(&mut self, partition: i32, watermark_ms: i64, wall_ms: i64) {
+    /// (`i64::MIN`: none); `wall_ms` starts its idle clock.
+    pub fn restore(&mut self, partition: i32, watermark_ms: i64, wall_ms: i64) {
         self.partitions.insert(
             partition,
             Partition {
                 max_event_ms: watermark_ms.saturating_add(self.out_of_order_ms),
                 last_seen_wall_ms: wall_ms,
+                floor: watermark_ms,
             },
         );
-    }
-
-    /// Lets the next `advance` recompute the watermark from the partitions,
-    /// lower than before if a slower partition joined. Callers keep their
-    /// own per-partition floor so closed windows stay closed.
-    pub fn reset_current(&mut self) {
-        self.current = i64::MIN;
     }
 
     /// A record with event time `event_ms` arrived on `partition` at `wall_ms`.
@@ -62,52 +51,77 @@ impl Watermarks {
         let p = self.partitions.entry(partition).or_insert(Partition {
             max_event_ms: event_ms,
             last_seen_wall_ms: wall_ms,
+            floor: i64::MIN,
         });
         p.max_event_ms = p.max_event_ms.max(event_ms);
         p.last_seen_wall_ms = wall_ms;
     }
 
-    /// The partition was revoked: it no longer holds the watermark back.
+    /// The partition is no longer this worker's.
     pub fn forget(&mut self, partition: i32) {
         self.partitions.remove(&partition);
     }
 
-    /// The operator's watermark at wall-clock time `wall_ms`.
-    pub fn advance(&mut self, wall_ms: i64) -> i64 {
-        let active = self
-            .partitions
-            .values()
-            .filter(|p| wall_ms - p.last_seen_wall_ms < self.idle_timeout_ms)
-            .map(|p| p.max_event_ms)
-            .min();
-        let candidate = match active {
-            Some(min_event) => min_event.saturating_sub(self.out_of_order_ms),
-            // All idle (or none assigned yet): event time is taken to keep
-            // pace with the wall clock since the last record.
-            None if !self.partitions.is_empty() => {
-                let newest = self
-                    .partitions
-                    .values()
-                    .map(|p| p.max_event_ms)
-                    .max()
-                    .unwrap_or(i64::MIN);
-                let quiet_since = self
-                    .partitions
-                    .values()
-                    .map(|p| p.last_seen_wall_ms)
-                    .max()
-                    .unwrap_or(wall_ms);
-                newest
-                    .saturating_add(wall_ms - quiet_since)
-                    .saturating_sub(self.out_of_order_ms)
-            }
-            None => i64::MIN,
+    /// `partition`'s watermark at wall-clock time `wall_ms` (`i64::MIN`
+    /// before it has delivered or been restored).
+    pub fn watermark(&mut self, partition: i32, wall_ms: i64) -> i64 {
+        let (ooo, idle) = (self.out_of_order_ms, self.idle_timeout_ms);
+        let Some(p) = self.partitions.get_mut(&partition) else {
+            return i64::MIN;
         };
-        self.current = self.current.max(candidate);
-        self.current
+        let quiet = wall_ms - p.last_seen_wall_ms;
+        let event = if quiet >= idle {
+            // Idle: event time is taken to keep pace with the wall clock
+            // since the last record.
+            p.max_event_ms.saturating_add(quiet)
+        } else {
+            p.max_event_ms
+        };
+        p.floor = p.floor.max(event.saturating_sub(ooo));
+        p.floor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1000;
+
+    #[test]
+    fn each_partition_keeps_its_own_watermark() {
+        let mut wm = Watermarks::new(2 * S, 10 * S);
+        wm.observe(0, 100 * S, 0);
+        wm.observe(1, 40 * S, 0);
+        assert_eq!(wm.watermark(0, 0), 98 * S);
+        assert_eq!(
+            wm.watermark(1, 0),
+            38 * S,
+            "a slow partition holds only itself back"
+        );
+        assert_eq!(wm.watermark(2, 0), i64::MIN);
+        // Never moves back when a partition delivers old data.
+        wm.observe(0, 50 * S, 1 * S);
+        assert_eq!(wm.watermark(0, 1 * S), 98 * S);
     }
 
-    pub fn current(&self) -> i64 {
-        self.current
+    #[test]
+    fn an_idle_partition_follows_the_wall_clock() {
+        let mut wm = Watermarks::new(0, 5 * S);
+        wm.observe(0, 30 * S, 1000 * S);
+        assert_eq!(wm.watermark(0, 1004 * S), 30 * S, "not idle yet");
+        assert_eq!(wm.watermark(0, 1010 * S), 40 * S, "10 s quiet: 10 s on");
+        wm.observe(0, 31 * S, 1011 * S);
+        assert_eq!(wm.watermark(0, 1011 * S), 40 * S, "never back");
+    }
+
+    #[test]
+    fn a_restored_watermark_is_the_floor() {
+        let mut wm = Watermarks::new(0, 30 * S);
+        wm.restore(3, 80 * S, 0);
+        wm.observe(3, 20 * S, 0);
+        assert_eq!(wm.watermark(3, 0), 80 * S);
+        wm.forget(3);
+        assert_eq!(wm.watermark(3, 0), i64::MIN);
     }
 }

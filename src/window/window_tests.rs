@@ -89,13 +89,13 @@ fn out_of_order_within_grace_is_accepted_and_beyond_is_late() {
     let mut wm = Watermarks::new(0, 30 * S);
     let mut state: WindowState<&str, f64, Stats> = WindowState::new(spec);
     wm.observe(0, 61 * S, 0);
-    let mark = wm.advance(0);
+    let mark = wm.watermark(0, 0);
     assert_eq!(mark, 61 * S);
     assert!(state.add(&"k", 61 * S, &5.0, mark).is_empty());
     // 59 s is before the watermark, but [0, 60) is open until 70 s.
     assert!(state.add(&"k", 59 * S, &7.0, mark).is_empty());
     wm.observe(0, 75 * S, 0);
-    let mark = wm.advance(0);
+    let mark = wm.watermark(0, 0);
     let late = state.add(&"k", 58 * S, &1.0, mark);
     assert_eq!(
         late,
@@ -115,21 +115,7 @@ fn out_of_order_within_grace_is_accepted_and_beyond_is_late() {
 }
 
 #[test]
-fn the_slowest_active_partition_holds_the_watermark_and_idle_ones_do_not() {
-    let mut wm = Watermarks::new(2 * S, 10 * S);
-    wm.observe(0, 100 * S, 0);
-    wm.observe(1, 40 * S, 0);
-    assert_eq!(wm.advance(0), 38 * S);
-    // Partition 1 goes quiet; partition 0 keeps delivering.
-    wm.observe(0, 110 * S, 11 * S);
-    assert_eq!(wm.advance(11 * S), 108 * S);
-    // Never moves back when partition 1 speaks again with old data.
-    wm.observe(1, 41 * S, 12 * S);
-    assert_eq!(wm.advance(12 * S), 108 * S);
-}
-
-#[test]
-fn windows_close_by_wall_clock_when_all_input_is_idle() {
+fn windows_close_by_wall_clock_when_their_partition_is_idle() {
     let spec = WindowSpec::tumbling(secs(60), secs(10));
     let mut wm = Watermarks::new(0, 5 * S);
     let mut state: WindowState<&str, f64, Stats> = WindowState::new(spec);
@@ -137,15 +123,15 @@ fn windows_close_by_wall_clock_when_all_input_is_idle() {
     wm.observe(0, 30 * S, 1000 * S);
     assert!(
         state
-            .add(&"k", 30 * S, &1.0, wm.advance(1000 * S))
+            .add(&"k", 30 * S, &1.0, wm.watermark(0, 1000 * S))
             .is_empty()
     );
-    let (updates, _) = state.flush(wm.current());
+    let (updates, _) = state.flush(wm.watermark(0, 1000 * S));
     assert!(!updates[0].is_final);
     // 39 s of silence: event time is taken to have moved on with the clock.
-    let (_, closed) = state.flush(wm.advance(1039 * S));
+    let (_, closed) = state.flush(wm.watermark(0, 1039 * S));
     assert!(closed.is_empty(), "not yet: 30 + 39 < 60 + 10");
-    let (_, closed) = state.flush(wm.advance(1041 * S));
+    let (_, closed) = state.flush(wm.watermark(0, 1041 * S));
     assert_eq!(
         closed,
         vec![Closed {
@@ -174,9 +160,9 @@ fn partial_aggregates_merge_to_the_whole() {
 fn a_restored_watermark_keeps_closed_windows_closed() {
     let spec = WindowSpec::tumbling(secs(60), secs(10));
     let mut wm = Watermarks::new(0, 30 * S);
-    wm.restore(80 * S);
+    wm.restore(0, 80 * S, 0);
     let mut state: WindowState<&str, f64, Stats> = WindowState::new(spec);
     wm.observe(0, 20 * S, 0);
-    let late = state.add(&"k", 20 * S, &1.0, wm.advance(0));
+    let late = state.add(&"k", 20 * S, &1.0, wm.watermark(0, 0));
     assert_eq!(late.len(), 1, "a restart must not reopen a final window");
 }

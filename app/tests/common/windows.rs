@@ -70,14 +70,19 @@ pub fn expected(readings: &[SensorReading], spec: &WindowSpec) -> BTreeMap<RowKe
 
 /// The table's rows.
 pub async fn stored(pool: &PgPool) -> BTreeMap<RowKey, RowValue> {
+    stored_in(pool, "sensor_window_aggregates").await
+}
+
+/// The rows of a table shaped like `sensor_window_aggregates`.
+pub async fn stored_in(pool: &PgPool, table: &str) -> BTreeMap<RowKey, RowValue> {
     type Fetched = (String, String, i64, i64, i64, f64, f64, f64, bool);
-    let rows: Vec<Fetched> = sqlx::query_as(
+    let rows: Vec<Fetched> = sqlx::query_as(&format!(
         "SELECT device_id, sensor_type,
                 (extract(epoch FROM window_start) * 1000)::bigint,
                 (extract(epoch FROM window_end) * 1000)::bigint,
                 count, sum, min, max, is_final
-           FROM sensor_window_aggregates",
-    )
+           FROM {table}"
+    ))
     .fetch_all(pool)
     .await
     .unwrap();
@@ -88,7 +93,12 @@ pub async fn stored(pool: &PgPool) -> BTreeMap<RowKey, RowValue> {
 
 /// Total count over all rows: how many readings have been committed.
 pub async fn committed_count(pool: &PgPool) -> i64 {
-    sqlx::query_scalar::<_, Option<i64>>("SELECT sum(count)::bigint FROM sensor_window_aggregates")
+    committed_in(pool, "sensor_window_aggregates").await
+}
+
+/// The same for another table (0 until it exists).
+pub async fn committed_in(pool: &PgPool, table: &str) -> i64 {
+    sqlx::query_scalar::<_, Option<i64>>(&format!("SELECT sum(count)::bigint FROM {table}"))
         .fetch_one(pool)
         .await
         .unwrap_or(None)
@@ -130,10 +140,20 @@ pub async fn produce_with(
     codec: &AvroCodec,
     readings: &[SensorReading],
 ) {
+    produce_to(producer, codec, "iot_sensor_data", readings).await;
+}
+
+/// Readings to `topic` (Avro under the schema of `iot_sensor_data`).
+pub async fn produce_to(
+    producer: &rdkafka::producer::FutureProducer,
+    codec: &AvroCodec,
+    topic: &str,
+    readings: &[SensorReading],
+) {
     let mut deliveries = Vec::new();
     for r in readings {
         let bytes = codec.encode("iot_sensor_data", r).await.unwrap();
-        let record = rdkafka::producer::FutureRecord::to("iot_sensor_data")
+        let record = rdkafka::producer::FutureRecord::to(topic)
             .key(&r.device_id)
             .payload(&bytes)
             .timestamp(r.timestamp);
