@@ -101,8 +101,8 @@ mod tests {
         );
         assert_eq!(wm.watermark(2, 0), i64::MIN);
         // Never moves back when a partition delivers old data.
-        wm.observe(0, 50 * S, 1 * S);
-        assert_eq!(wm.watermark(0, 1 * S), 98 * S);
+        wm.observe(0, 50 * S, S);
+        assert_eq!(wm.watermark(0, S), 98 * S);
     }
 
     #[test]
