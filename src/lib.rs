@@ -25,8 +25,13 @@ pub use sink::Topology;
 /// What declaring a topology takes: `use sluice::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        sink::{SqlType, TableSpec, Topology, kafka::ToTopic, postgres::ToPostgres},
-        topology::{BuildError, topology},
+        sink::{
+            SqlType, TableSpec, Topology,
+            kafka::ToTopic,
+            postgres::ToPostgres,
+            rows::{RowSpec, ToTable},
+        },
+        topology::{BuildError, Cell, topology},
         window::{WindowKind, WindowSpec},
     };
 }

@@ -2,6 +2,7 @@
 //! `ALL`.
 
 pub mod iot_alerts;
+pub mod iot_readings;
 pub mod iot_windows;
 pub mod user_login;
 
@@ -31,6 +32,7 @@ pub const ALL: &[(&str, Build)] = &[
     (user_login::NAME, |_| user_login::build()),
     (iot_windows::NAME, |s| iot_windows::build(s.window)),
     (iot_alerts::NAME, |_| iot_alerts::build()),
+    (iot_readings::NAME, |_| iot_readings::build()),
 ];
 
 pub fn names() -> Vec<&'static str> {

@@ -28,7 +28,7 @@ use sluice::{
     registry::{self},
     runtime::{RunOptions, Workers},
     schemas,
-    sink::{WindowStores, memory::MemoryWindows},
+    sink::{Stores, memory::MemoryTables},
     stats::Stats,
     window::WindowSpec,
 };
@@ -127,7 +127,7 @@ fn status(
     started: Instant,
     stats: &[(String, Arc<Stats>)],
     sample: &Mutex<Option<String>>,
-    memory: Option<&MemoryWindows>,
+    memory: Option<&MemoryTables>,
 ) {
     for (name, s) in stats {
         let kinds: Vec<String> = s
@@ -227,11 +227,11 @@ pub async fn run(
         Some(url) => {
             let pool = sluice::db::connect(url).await?;
             sluice::db::migrate(&pool).await?;
-            (WindowStores::Postgres(pool), None)
+            (Stores::Postgres(pool), None)
         }
         None => {
-            let m = MemoryWindows::new();
-            (WindowStores::Memory(m.clone()), Some(m))
+            let m = MemoryTables::new();
+            (Stores::Memory(m.clone()), Some(m))
         }
     };
     for t in &all {

@@ -24,7 +24,7 @@ use sluice::{
     kafka::KafkaConfig,
     runtime::{self, RunOptions},
     schemas,
-    sink::WindowStores,
+    sink::Stores,
     stats::Stats,
     window::WindowSpec,
 };
@@ -120,7 +120,7 @@ impl Member {
         let (kafka, codec, st) = (s.kafka.clone(), s.codec.clone(), stats.clone());
         let opts = RunOptions {
             instance_id: instance.to_string(),
-            stores: Some(WindowStores::Postgres(s.pool.clone())),
+            stores: Some(Stores::Postgres(s.pool.clone())),
             ..RunOptions::default()
         };
         let (name, source, table) = names(way);

@@ -13,7 +13,7 @@ use sluice::{
     kafka::{GroupProtocol, KafkaConfig},
     runtime::{self, RunOptions},
     schemas,
-    sink::WindowStores,
+    sink::Stores,
     stats::Stats,
     window::WindowSpec,
 };
@@ -88,7 +88,7 @@ fn spawn_with(
     let opts = RunOptions {
         instance_id: instance.to_string(),
         group_protocol,
-        stores: Some(WindowStores::Postgres(pool)),
+        stores: Some(Stores::Postgres(pool)),
         ..RunOptions::default()
     };
     let task = tokio::spawn(async move {

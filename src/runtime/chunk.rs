@@ -201,7 +201,7 @@ mod tests {
             .flat_map(|h| h.emitted.iter())
             .map(|e| match e {
                 Emitted::Record(o) => o.value.clone(),
-                Emitted::Reading(_) => vec![],
+                Emitted::Reading(_) | Emitted::Row(_) => vec![],
             })
             .collect();
         assert_eq!(values, vec![vec![2], vec![4]]);

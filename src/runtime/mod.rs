@@ -25,7 +25,7 @@ use backoff::Backoff;
 use crate::{
     avro::AvroCodec,
     kafka::KafkaConfig,
-    sink::{SinkError, Topology, WindowStores},
+    sink::{SinkError, Stores, Topology},
     stats::{Stats, Timings},
     topology::Guarantee,
 };
@@ -54,7 +54,7 @@ pub struct RunOptions {
     /// partitions spread over them as over separate processes.
     pub threads: usize,
     /// Where windowed topologies keep their aggregates and offsets.
-    pub stores: Option<WindowStores>,
+    pub stores: Option<Stores>,
     /// Where duration histograms go (the metrics endpoint's meter).
     pub meter: Option<opentelemetry::metrics::Meter>,
 }
@@ -124,7 +124,7 @@ pub enum RuntimeError {
     ShutdownTimeout(Duration),
     /// Configuration: a windowed topology needs a store.
     #[error(
-        "topology {0} writes window aggregates to PostgreSQL: set DATABASE_URL (or --database-url), or choose other topologies with --topology"
+        "topology {0} writes to PostgreSQL (window aggregates or rows): set DATABASE_URL (or --database-url), or choose other topologies with --topology"
     )]
     NoStore(String),
     /// The Kafka client cannot go on (fenced, or a broker error it treats

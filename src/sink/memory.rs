@@ -1,17 +1,22 @@
-//! Window tables kept in this process, with the same merge rules and
+//! Tables kept in this process, with the same merge rules, positions and
 //! all-or-nothing commits as PostgreSQL; for running without a database
-//! (the demo) and for showing the latest windows live.
+//! (the demo) and for showing the latest windows live. Row tables keep
+//! their newest rows only (`KEPT_ROWS`), and a count of all.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, Mutex},
 };
 
 use super::{
     Claim, SinkError, TableSpec,
+    rows::{RowSpec, RowStore, SourcedRow},
     table::Value,
     window::{ClosedRow, Position, Row, WindowTable},
 };
+
+/// The rows a row table keeps in memory.
+pub const KEPT_ROWS: usize = 1000;
 use crate::{
     topology::WindowKey,
     window::{Aggregate, Stats, Window},
@@ -34,16 +39,67 @@ type Rows = BTreeMap<(WindowKey, Window), (Stats, bool)>;
 struct Inner {
     /// table → rows, and the table's spec.
     tables: HashMap<String, (Arc<TableSpec>, Rows)>,
+    /// table → its newest rows, and how many it was given in all.
+    rows: HashMap<String, (Arc<RowSpec>, VecDeque<SourcedRow>, u64)>,
     /// (group, topic, partition) → (next offset or -1, watermark, epoch)
     offsets: HashMap<(String, String, i32), (i64, i64, i64)>,
 }
 
+impl Inner {
+    fn claim(&mut self, group: &str, topic: &str, partitions: &[i32]) -> Vec<Claim> {
+        partitions
+            .iter()
+            .map(|&p| {
+                let e = self
+                    .offsets
+                    .entry((group.to_string(), topic.to_string(), p))
+                    .or_insert((-1, i64::MIN, 0));
+                e.2 += 1;
+                Claim {
+                    partition: p,
+                    next_offset: (e.0 >= 0).then_some(e.0),
+                    watermark_ms: e.1,
+                    epoch: e.2,
+                }
+            })
+            .collect()
+    }
+
+    /// Checks every epoch first (all or nothing), then stores the positions
+    /// once `write` has succeeded.
+    fn commit<T>(
+        &mut self,
+        group: &str,
+        topic: &str,
+        positions: &[Position],
+        write: impl FnOnce(&mut Inner) -> T,
+    ) -> Result<T, SinkError> {
+        let key = |p: &Position| (group.to_string(), topic.to_string(), p.partition);
+        if let Some(lost) = positions
+            .iter()
+            .find(|p| self.offsets.get(&key(p)).map(|o| o.2) != Some(p.epoch))
+        {
+            return Err(SinkError::Fenced {
+                partition: lost.partition,
+            });
+        }
+        let written = write(self);
+        for p in positions {
+            if let Some(o) = self.offsets.get_mut(&key(p)) {
+                o.0 = p.next_offset;
+                o.1 = o.1.max(p.watermark_ms);
+            }
+        }
+        Ok(written)
+    }
+}
+
 #[derive(Default)]
-pub struct MemoryWindows {
+pub struct MemoryTables {
     inner: Mutex<Inner>,
 }
 
-impl MemoryWindows {
+impl MemoryTables {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
@@ -65,6 +121,38 @@ impl MemoryWindows {
             group: group.to_string(),
             topic: topic.to_string(),
         }
+    }
+
+    /// One row table as one consumer group reading one topic sees it.
+    pub fn rows(self: &Arc<Self>, spec: Arc<RowSpec>, group: &str, topic: &str) -> ScopedRows {
+        let table = spec.table.as_str().to_string();
+        self.lock()
+            .rows
+            .entry(table.clone())
+            .or_insert_with(|| (spec, VecDeque::new(), 0));
+        ScopedRows {
+            tables: self.clone(),
+            table,
+            group: group.to_string(),
+            topic: topic.to_string(),
+        }
+    }
+
+    /// Each row table: its name, its columns, the rows it was given, and
+    /// the newest `n` rows, newest first.
+    pub fn row_tables(&self, n: usize) -> Vec<(String, Vec<String>, u64, Vec<SourcedRow>)> {
+        let inner = self.lock();
+        let mut tables: Vec<_> = inner
+            .rows
+            .iter()
+            .map(|(name, (spec, kept, total))| {
+                let columns = spec.names().into_iter().map(str::to_string).collect();
+                let newest = kept.iter().rev().take(n).cloned().collect();
+                (name.clone(), columns, *total, newest)
+            })
+            .collect();
+        tables.sort_by(|a, b| a.0.cmp(&b.0));
+        tables
     }
 
     /// The `n` rows of every table with the latest windows, newest first.
@@ -116,7 +204,7 @@ impl MemoryWindows {
 }
 
 pub struct Scoped {
-    windows: Arc<MemoryWindows>,
+    windows: Arc<MemoryTables>,
     table: String,
     group: String,
     topic: String,
@@ -124,23 +212,10 @@ pub struct Scoped {
 
 impl WindowTable for Scoped {
     fn claim(&mut self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError> {
-        let mut inner = self.windows.lock();
-        Ok(partitions
-            .iter()
-            .map(|&p| {
-                let e = inner
-                    .offsets
-                    .entry((self.group.clone(), self.topic.clone(), p))
-                    .or_insert((-1, i64::MIN, 0));
-                e.2 += 1;
-                Claim {
-                    partition: p,
-                    next_offset: (e.0 >= 0).then_some(e.0),
-                    watermark_ms: e.1,
-                    epoch: e.2,
-                }
-            })
-            .collect())
+        Ok(self
+            .windows
+            .lock()
+            .claim(&self.group, &self.topic, partitions))
     }
 
     fn commit(
@@ -149,41 +224,57 @@ impl WindowTable for Scoped {
         closed: &[ClosedRow],
         positions: &[Position],
     ) -> Result<(), SinkError> {
-        let mut guard = self.windows.lock();
-        let inner = &mut *guard;
-        let key = |p: &Position| (self.group.clone(), self.topic.clone(), p.partition);
-        // Check every epoch before changing anything: all or nothing.
-        if let Some(lost) = positions
-            .iter()
-            .find(|p| inner.offsets.get(&key(p)).map(|o| o.2) != Some(p.epoch))
-        {
-            return Err(SinkError::Fenced {
-                partition: lost.partition,
-            });
-        }
-        let table = &mut inner
+        let mut inner = self.windows.lock();
+        inner.commit(&self.group, &self.topic, positions, |inner| {
+            let table = &mut inner
+                .tables
+                .get_mut(&self.table)
+                .expect("scoped tables exist")
+                .1;
+            for r in rows {
+                let e = table
+                    .entry((r.key.clone(), r.window))
+                    .or_insert((Stats::default(), false));
+                e.0.merge(&r.partial);
+                e.1 |= r.is_final;
+            }
+            for (k, w) in closed {
+                if let Some(e) = table.get_mut(&(k.clone(), *w)) {
+                    e.1 = true;
+                }
+            }
+        })
+    }
+}
+
+/// One row table as one consumer group reading one topic sees it.
+pub struct ScopedRows {
+    tables: Arc<MemoryTables>,
+    table: String,
+    group: String,
+    topic: String,
+}
+
+impl RowStore for ScopedRows {
+    fn claim(&mut self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError> {
+        Ok(self
             .tables
-            .get_mut(&self.table)
-            .expect("scoped tables exist")
-            .1;
-        for r in rows {
-            let e = table
-                .entry((r.key.clone(), r.window))
-                .or_insert((Stats::default(), false));
-            e.0.merge(&r.partial);
-            e.1 |= r.is_final;
-        }
-        for (k, w) in closed {
-            if let Some(e) = table.get_mut(&(k.clone(), *w)) {
-                e.1 = true;
-            }
-        }
-        for p in positions {
-            if let Some(o) = inner.offsets.get_mut(&key(p)) {
-                o.0 = p.next_offset;
-                o.1 = o.1.max(p.watermark_ms);
-            }
-        }
-        Ok(())
+            .lock()
+            .claim(&self.group, &self.topic, partitions))
+    }
+
+    fn commit(&mut self, rows: &[SourcedRow], positions: &[Position]) -> Result<u64, SinkError> {
+        let mut inner = self.tables.lock();
+        inner.commit(&self.group, &self.topic, positions, |inner| {
+            let (_, kept, total) = inner
+                .rows
+                .get_mut(&self.table)
+                .expect("scoped tables exist");
+            kept.extend(rows.iter().cloned());
+            let over = kept.len().saturating_sub(KEPT_ROWS);
+            kept.drain(..over);
+            *total += rows.len() as u64;
+            rows.len() as u64
+        })
     }
 }

@@ -20,8 +20,11 @@
 pub mod kafka;
 pub mod letters;
 pub mod memory;
+pub mod offsets;
 pub mod postgres;
 pub mod query;
+pub mod rows;
+mod rows_pg;
 pub mod table;
 pub mod window;
 
@@ -81,27 +84,31 @@ pub trait SinkSpec: Send + Sync + 'static {
     fn needs_store(&self) -> bool {
         false
     }
-    /// The table it writes, if it writes one (for reading it back).
+    /// The window table it writes, if it writes one (for reading it back).
     fn table(&self) -> Option<Arc<TableSpec>> {
+        None
+    }
+    /// The row table it writes, if it writes one.
+    fn rows(&self) -> Option<Arc<rows::RowSpec>> {
         None
     }
     /// The sink for one member of the topology's consumer group.
     fn open(&self, env: &SinkEnv<'_>) -> Result<Box<dyn Sink>, SinkError>;
 }
 
-/// Where window aggregates are kept: PostgreSQL, or this process's memory
-/// (the demo without a database).
+/// Where tables (window aggregates, rows) are kept: PostgreSQL, or this
+/// process's memory (the demo without a database).
 #[derive(Clone)]
-pub enum WindowStores {
+pub enum Stores {
     Postgres(sqlx::PgPool),
-    Memory(Arc<memory::MemoryWindows>),
+    Memory(Arc<memory::MemoryTables>),
 }
 
-impl fmt::Debug for WindowStores {
+impl fmt::Debug for Stores {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            WindowStores::Postgres(_) => "WindowStores::Postgres",
-            WindowStores::Memory(_) => "WindowStores::Memory",
+            Stores::Postgres(_) => "Stores::Postgres",
+            Stores::Memory(_) => "Stores::Memory",
         })
     }
 }
@@ -117,7 +124,7 @@ pub struct SinkEnv<'a> {
     pub guarantee: Guarantee,
     /// Names this member's transactional producer.
     pub transactional_id: &'a str,
-    pub stores: Option<&'a WindowStores>,
+    pub stores: Option<&'a Stores>,
     pub stats: Arc<Stats>,
     pub timings: Timings,
 }

@@ -13,8 +13,9 @@ use serde::de::DeserializeOwned;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::{
-    Claim, Sink, SinkEnv, SinkError, SinkSpec, TableSpec, Topology, WindowStores,
+    Claim, Sink, SinkEnv, SinkError, SinkSpec, Stores, TableSpec, Topology,
     kafka::Txn,
+    offsets::{PgOffsets, ensure_table},
     table::{Merge, SqlType},
     window::{ClosedRow, Position, Row, WindowStage, WindowTable},
 };
@@ -90,13 +91,13 @@ impl SinkSpec for WindowSinkSpec {
         let (stats, timings) = (env.stats.clone(), env.timings.clone());
         let (spec, window) = (self.table.clone(), self.window);
         Ok(match env.stores {
-            Some(WindowStores::Postgres(pool)) => {
+            Some(Stores::Postgres(pool)) => {
                 let table = PgWindowTable::new(pool.clone(), spec, env.group, env.source);
                 Box::new(WindowStage::new(
                     table, window, letters, names, stats, timings,
                 ))
             }
-            Some(WindowStores::Memory(m)) => {
+            Some(Stores::Memory(m)) => {
                 let table = m.scoped(spec, env.group, env.source);
                 Box::new(WindowStage::new(
                     table, window, letters, names, stats, timings,
@@ -114,10 +115,8 @@ impl SinkSpec for WindowSinkSpec {
 
 /// A window table in PostgreSQL, for one consumer group reading one topic.
 pub struct PgWindowTable {
-    pool: PgPool,
+    offsets: PgOffsets,
     spec: Arc<TableSpec>,
-    group: String,
-    topic: String,
     /// The sender thread is no runtime thread: queries run on this one.
     handle: tokio::runtime::Handle,
     ensured: bool,
@@ -127,64 +126,25 @@ impl PgWindowTable {
     /// Must be called within a Tokio runtime.
     pub fn new(pool: PgPool, spec: Arc<TableSpec>, group: &str, topic: &str) -> Self {
         Self {
-            pool,
+            offsets: PgOffsets::new(pool, group, topic),
             spec,
-            group: group.to_string(),
-            topic: topic.to_string(),
             handle: tokio::runtime::Handle::current(),
             ensured: false,
         }
     }
 
-    /// Creates the table from its spec if it does not exist (one worker at
-    /// a time: concurrent CREATE TABLE IF NOT EXISTS can still collide).
+    /// Creates the table from its spec if it does not exist.
     pub async fn ensure(&self) -> Result<(), SinkError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sluice:create:' || $1))")
-            .bind(self.spec.table.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-            .bind(self.spec.table.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            for statement in create_table(&self.spec) {
-                sqlx::query(&statement).execute(&mut *tx).await?;
-            }
-            tracing::info!(table = self.spec.table.as_str(), "window table created");
+        let table = self.spec.table.as_str();
+        if ensure_table(self.offsets.pool(), table, &create_table(&self.spec)).await? {
+            tracing::info!(table, "window table created");
         }
-        tx.commit().await?;
         Ok(())
     }
 
-    /// Takes over `partitions`: bumps each one's epoch (fencing the previous
-    /// owner) and returns where reading continues.
+    /// Takes over `partitions`, fencing their previous owner.
     pub async fn claim_async(&self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError> {
-        let rows: Vec<(i32, i64, i64, i64)> = sqlx::query_as(
-            "INSERT INTO sluice_offsets AS t (consumer_group, topic, partition, next_offset, watermark_ms, epoch)
-             SELECT $1, $2, p, -1, $4, 1 FROM UNNEST($3::int[]) AS u(p)
-             ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
-                epoch = t.epoch + 1, updated_at = now()
-             RETURNING partition, next_offset, watermark_ms, epoch",
-        )
-        .bind(&self.group)
-        .bind(&self.topic)
-        .bind(partitions)
-        .bind(i64::MIN)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut claims: Vec<Claim> = rows
-            .into_iter()
-            .map(|(partition, next, watermark_ms, epoch)| Claim {
-                partition,
-                next_offset: (next >= 0).then_some(next),
-                watermark_ms,
-                epoch,
-            })
-            .collect();
-        claims.sort_by_key(|c| c.partition);
-        Ok(claims)
+        self.offsets.claim(partitions).await
     }
 
     /// Merges `rows`, marks `closed` windows final and stores `positions`,
@@ -196,7 +156,7 @@ impl PgWindowTable {
         closed: &[ClosedRow],
         positions: &[Position],
     ) -> Result<(), SinkError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.offsets.pool().begin().await?;
         if !rows.is_empty() {
             upsert(&self.spec, rows).build().execute(&mut *tx).await?;
         }
@@ -206,34 +166,7 @@ impl PgWindowTable {
                 .execute(&mut *tx)
                 .await?;
         }
-        if !positions.is_empty() {
-            // Only while every epoch is still ours; otherwise roll back.
-            let owned: Vec<i32> = sqlx::query_scalar(
-                "UPDATE sluice_offsets AS t
-                    SET next_offset = u.o,
-                        watermark_ms = GREATEST(t.watermark_ms, u.w),
-                        updated_at = now()
-                   FROM UNNEST($3::int[], $4::bigint[], $5::bigint[], $6::bigint[]) AS u(p, o, w, e)
-                  WHERE t.consumer_group = $1 AND t.topic = $2
-                    AND t.partition = u.p AND t.epoch = u.e
-                  RETURNING t.partition",
-            )
-            .bind(&self.group)
-            .bind(&self.topic)
-            .bind(positions.iter().map(|p| p.partition).collect::<Vec<_>>())
-            .bind(positions.iter().map(|p| p.next_offset).collect::<Vec<_>>())
-            .bind(positions.iter().map(|p| p.watermark_ms).collect::<Vec<_>>())
-            .bind(positions.iter().map(|p| p.epoch).collect::<Vec<_>>())
-            .fetch_all(&mut *tx)
-            .await?;
-            if let Some(lost) = positions.iter().find(|p| !owned.contains(&p.partition)) {
-                tx.rollback().await?;
-                return Err(SinkError::Fenced {
-                    partition: lost.partition,
-                });
-            }
-        }
-        tx.commit().await?;
+        self.offsets.store(tx, positions).await?.commit().await?;
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
-//! Reading a window table back, by its spec: what `sluice windows query`
-//! prints.
+//! Reading a table back, by its spec: what `sluice windows query` and
+//! `sluice readings query` print.
 
 use chrono::{DateTime, Utc};
 use serde::{Serialize, ser::SerializeMap};
@@ -7,8 +7,10 @@ use sqlx::{PgPool, Row as _};
 
 use super::{
     SinkError, TableSpec,
+    rows::{INGESTED_AT, RowSpec, SOURCE_OFFSET, SOURCE_PARTITION},
     table::{SqlType, Value},
 };
+use crate::topology::Cell;
 
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -56,7 +58,7 @@ impl Serialize for QueryRow {
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// The user asked for a column the table does not have.
-    #[error("table {table} has no key column {column}; its key columns: {known}")]
+    #[error("table {table} has no column {column} to filter by; its columns: {known}")]
     NoSuchKey {
         table: String,
         column: String,
@@ -144,6 +146,131 @@ pub async fn query(
                 aggregates,
                 is_final: row.try_get(tail)?,
                 updated_at: row.try_get(tail + 1)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(|e| QueryError::Sink(SinkError::from(e)))
+}
+
+/// Which rows of a row table to read.
+#[derive(Debug, Clone, Default)]
+pub struct RowFilter {
+    /// (column, value): only rows whose column, as text, is the value.
+    pub equals: Vec<(String, String)>,
+    /// Rows at or after this instant, by the table's indexed time column
+    /// (`ingested_at` for a table without one).
+    pub since: Option<DateTime<Utc>>,
+    /// Rows before this instant.
+    pub until: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+/// One stored row, its columns in the table's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowRecord {
+    pub columns: Vec<(String, Cell)>,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub ingested_at: DateTime<Utc>,
+}
+
+impl RowRecord {
+    /// A column's value as a listing shows it (times in RFC 3339).
+    pub fn text(cell: &Cell) -> String {
+        match cell {
+            Cell::Text(s) => s.clone(),
+            Cell::Int(n) => n.to_string(),
+            Cell::Float(x) => x.to_string(),
+            Cell::TimeMs(ms) => DateTime::<Utc>::from_timestamp_millis(*ms)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| ms.to_string()),
+            Cell::Null => String::new(),
+        }
+    }
+}
+
+impl Serialize for RowRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.columns.len() + 3))?;
+        for (k, v) in &self.columns {
+            match v {
+                Cell::Int(n) => m.serialize_entry(k, n)?,
+                Cell::Float(x) => m.serialize_entry(k, x)?,
+                Cell::Null => m.serialize_entry(k, &())?,
+                other => m.serialize_entry(k, &RowRecord::text(other))?,
+            }
+        }
+        m.serialize_entry(SOURCE_PARTITION, &self.source_partition)?;
+        m.serialize_entry(SOURCE_OFFSET, &self.source_offset)?;
+        m.serialize_entry(INGESTED_AT, &self.ingested_at)?;
+        m.end()
+    }
+}
+
+/// Newest rows first, by the indexed time column.
+pub async fn query_rows(
+    pool: &PgPool,
+    spec: &RowSpec,
+    f: &RowFilter,
+) -> Result<Vec<RowRecord>, QueryError> {
+    let mut select: Vec<String> = spec
+        .columns
+        .iter()
+        .map(|c| match c.sql {
+            SqlType::Timestamp => {
+                format!("(extract(epoch FROM {0}) * 1000)::bigint", c.name.quoted())
+            }
+            _ => c.name.quoted(),
+        })
+        .collect();
+    select.extend([SOURCE_PARTITION, SOURCE_OFFSET, INGESTED_AT].map(String::from));
+    let time = spec
+        .index
+        .map(|(_, t)| spec.columns[t].name.quoted())
+        .unwrap_or_else(|| INGESTED_AT.to_string());
+    let mut conditions = vec![
+        format!("($1::timestamptz IS NULL OR {time} >= $1)"),
+        format!("($2::timestamptz IS NULL OR {time} < $2)"),
+    ];
+    for (i, (column, _)) in f.equals.iter().enumerate() {
+        let Some(c) = spec.columns.iter().find(|c| c.name.as_str() == column) else {
+            return Err(QueryError::NoSuchKey {
+                table: spec.table.as_str().to_string(),
+                column: column.clone(),
+                known: spec.names().join(", "),
+            });
+        };
+        conditions.push(format!("{}::text = ${}", c.name.quoted(), i + 4));
+    }
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} ORDER BY {time} DESC, {SOURCE_PARTITION}, {SOURCE_OFFSET} LIMIT $3",
+        select.join(", "),
+        spec.table.quoted(),
+        conditions.join(" AND "),
+    );
+    let mut q = sqlx::query(&sql).bind(f.since).bind(f.until).bind(f.limit);
+    for (_, value) in &f.equals {
+        q = q.bind(value);
+    }
+    let rows = q.fetch_all(pool).await.map_err(SinkError::from)?;
+    let n = spec.columns.len();
+    rows.iter()
+        .map(|row| {
+            let mut columns = Vec::with_capacity(n);
+            for (i, c) in spec.columns.iter().enumerate() {
+                let cell = match c.sql {
+                    SqlType::Text => row.try_get::<Option<String>, _>(i)?.map(Cell::Text),
+                    SqlType::BigInt => row.try_get::<Option<i64>, _>(i)?.map(Cell::Int),
+                    SqlType::Float8 => row.try_get::<Option<f64>, _>(i)?.map(Cell::Float),
+                    SqlType::Timestamp => row.try_get::<Option<i64>, _>(i)?.map(Cell::TimeMs),
+                };
+                columns.push((c.name.as_str().to_string(), cell.unwrap_or(Cell::Null)));
+            }
+            Ok(RowRecord {
+                columns,
+                source_partition: row.try_get(n)?,
+                source_offset: row.try_get(n + 1)?,
+                ingested_at: row.try_get(n + 2)?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()

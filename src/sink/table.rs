@@ -35,12 +35,14 @@ impl TableName {
     }
 }
 
-/// The SQL types a window table's columns take.
+/// The SQL types a table's columns take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SqlType {
     Text,
     BigInt,
     Float8,
+    /// TIMESTAMPTZ, from milliseconds since the epoch.
+    Timestamp,
 }
 
 impl SqlType {
@@ -49,6 +51,7 @@ impl SqlType {
             SqlType::Text => "TEXT",
             SqlType::BigInt => "BIGINT",
             SqlType::Float8 => "DOUBLE PRECISION",
+            SqlType::Timestamp => "TIMESTAMPTZ",
         }
     }
 
@@ -58,6 +61,7 @@ impl SqlType {
             SqlType::Text => "text[]",
             SqlType::BigInt => "bigint[]",
             SqlType::Float8 => "float8[]",
+            SqlType::Timestamp => "timestamptz[]",
         }
     }
 }
@@ -124,9 +128,9 @@ impl TableSpec {
 
     /// Adds a key column.
     pub fn key(mut self, name: &str, sql: SqlType) -> Result<TableSpec, String> {
-        if sql == SqlType::Float8 {
+        if matches!(sql, SqlType::Float8 | SqlType::Timestamp) {
             return Err(format!(
-                "key column {name}: a float is no key; use text or bigint"
+                "key column {name}: use text or bigint (a float is no key, and windows have their own times)"
             ));
         }
         self.keys.push(KeyColumn {

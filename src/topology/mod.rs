@@ -14,7 +14,7 @@ mod windowed;
 use std::fmt;
 
 pub use ops::Ops;
-pub use processor::{Emitted, Failure, Input, Output, Processor};
+pub use processor::{Cell, Emitted, Failure, Input, Output, Processor};
 pub use stream::{Item, Stream};
 pub use windowed::{Aggregated, IntoKey, KeyValue, Reading, WindowKey, WindowedStream};
 

@@ -30,11 +30,23 @@ pub struct Output {
 }
 
 /// What one input record produced, for the topology's sink: records for a
-/// topic, or readings for a window stage.
+/// topic, readings for a window stage, or rows for a table.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Emitted {
     Record(Output),
     Reading(super::Reading),
+    Row(Vec<Cell>),
+}
+
+/// One column value of a row for a table sink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    /// Milliseconds since the epoch, for a timestamp column.
+    TimeMs(i64),
+    Null,
 }
 
 /// Why a record did not make it through.
@@ -266,5 +278,88 @@ where
             }
         }
         Ok(())
+    }
+}
+
+/// A chain whose last stage makes what the sink takes itself (readings,
+/// rows): decode, then the chain, all or nothing per input record.
+pub(super) struct ChainProcessor<S> {
+    reader: Reader,
+    chain: super::stream::Chain<S, Emitted>,
+    /// Refuse an input record that makes more than one result.
+    at_most_one: bool,
+}
+
+impl<S> ChainProcessor<S> {
+    pub(super) fn new(reader: Reader, chain: super::stream::Chain<S, Emitted>) -> Self {
+        Self {
+            reader,
+            chain,
+            at_most_one: false,
+        }
+    }
+
+    pub(super) fn at_most_one(self) -> Self {
+        Self {
+            at_most_one: true,
+            ..self
+        }
+    }
+}
+
+impl<S: DeserializeOwned + Send + Sync + 'static> ChainProcessor<S> {
+    fn run(&self, value: S, input: Input<'_>, out: &mut Vec<Emitted>) -> Result<(), Failure> {
+        let start = out.len();
+        let item = Item {
+            key: input.key.map(<[u8]>::to_vec),
+            value,
+            timestamp_ms: input.timestamp_ms,
+        };
+        (self.chain)(item, &mut |r| {
+            out.push(r.value);
+            Ok(())
+        })
+        .map_err(|e| {
+            out.truncate(start);
+            Failure::Operator(e)
+        })?;
+        let made = out.len() - start;
+        if self.at_most_one && made > 1 {
+            out.truncate(start);
+            return Err(Failure::Operator(super::OpError {
+                operator: "row".into(),
+                kind: super::FailureKind::Operator,
+                message: format!(
+                    "made {made} rows from one record; a row table takes at most one per input record (its key is the record's partition and offset)"
+                ),
+            }));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: DeserializeOwned + Send + Sync + 'static> Processor for ChainProcessor<S> {
+    async fn process(
+        &self,
+        codec: &AvroCodec,
+        input: Input<'_>,
+        out: &mut Vec<Emitted>,
+    ) -> Result<(), Failure> {
+        let value = decode_value::<S>(codec, &self.reader, input).await?;
+        self.run(value, input, out)
+    }
+
+    fn process_cached(
+        &self,
+        codec: &AvroCodec,
+        input: Input<'_>,
+        out: &mut Vec<Emitted>,
+    ) -> Option<Result<(), Failure>> {
+        let bytes = input.value.unwrap_or_default();
+        match codec.decode_cached::<S>(bytes, &self.reader)? {
+            Ok((_, v)) => Some(self.run(v, input, out)),
+            Err(e) => Some(Err(Failure::Decode(e))),
+        }
     }
 }

@@ -247,6 +247,44 @@ impl<S: DeserializeOwned + Send + Sync + 'static, T: 'static, O: Ops<S, T>> Stre
         };
         Ok((description, reader, self.ops, self.sets_key))
     }
+
+    /// The chain with each result made into a row by `row` (what a table
+    /// sink takes): one row at most per input record, since a row is keyed
+    /// by the record's partition and offset. A row `row` refuses is the
+    /// record's validation failure; `columns` names them, for the listing.
+    pub fn rows_of<Er: Display + 'static>(
+        mut self,
+        columns: &str,
+        row: impl Fn(&T) -> Result<Vec<super::Cell>, Er> + Send + Sync + 'static,
+    ) -> Result<Declared, BuildError>
+    where
+        T: Send + Sync,
+    {
+        let operator = format!("row({columns})");
+        self.operators.push(operator.clone());
+        let (description, reader, ops, _) = self.finish(&[])?;
+        let chain: Chain<S, super::Emitted> = Arc::new(move |item, out| {
+            ops.run(item, &mut |t: Item<T>| {
+                let cells = row(&t.value).map_err(|e| OpError {
+                    operator: operator.clone(),
+                    kind: super::FailureKind::Validation,
+                    message: e.to_string(),
+                })?;
+                out(Item {
+                    key: t.key,
+                    value: super::Emitted::Row(cells),
+                    timestamp_ms: t.timestamp_ms,
+                })
+            })
+        });
+        Ok(Declared {
+            description,
+            processor: Arc::new(
+                super::processor::ChainProcessor::new(crate::avro::Reader::new(reader), chain)
+                    .at_most_one(),
+            ),
+        })
+    }
 }
 
 impl<S, T, O> Stream<S, T, O>

@@ -5,17 +5,16 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
 use super::{
-    BuildError, Declared, Emitted, Failure, Input, Item,
+    BuildError, Declared, Emitted, Item,
     ops::Ops,
-    processor::decode_value,
+    processor::ChainProcessor,
     stream::{Chain, Stream},
 };
 use crate::{
-    avro::{AvroCodec, Reader},
+    avro::Reader,
     window::{WindowError, WindowSpec},
 };
 
@@ -180,16 +179,16 @@ where
             ..description
         };
         let extract = self.extract;
-        let chain: Chain<S, Reading> = Arc::new(move |item, out| {
+        let chain: Chain<S, Emitted> = Arc::new(move |item, out| {
             ops.run(item, &mut |t: Item<T>| {
                 let (key, value) = extract(&t.value);
                 out(Item {
                     key: t.key,
-                    value: Reading {
+                    value: Emitted::Reading(Reading {
                         key,
                         value,
                         event_ms: t.timestamp_ms,
-                    },
+                    }),
                     timestamp_ms: t.timestamp_ms,
                 })
             })
@@ -197,64 +196,10 @@ where
         Ok(DeclaredWindows {
             declared: Declared {
                 description,
-                processor: Arc::new(TypedWindows {
-                    reader: Reader::new(reader),
-                    chain,
-                }),
+                processor: Arc::new(ChainProcessor::new(Reader::new(reader), chain)),
             },
             spec,
             key_columns: self.key_columns,
         })
-    }
-}
-
-struct TypedWindows<S> {
-    reader: Reader,
-    chain: Chain<S, Reading>,
-}
-
-impl<S: DeserializeOwned + Send + Sync + 'static> TypedWindows<S> {
-    fn run(&self, value: S, input: Input<'_>, out: &mut Vec<Emitted>) -> Result<(), Failure> {
-        let start = out.len();
-        let item = Item {
-            key: input.key.map(<[u8]>::to_vec),
-            value,
-            timestamp_ms: input.timestamp_ms,
-        };
-        (self.chain)(item, &mut |r| {
-            out.push(Emitted::Reading(r.value));
-            Ok(())
-        })
-        .map_err(|e| {
-            // All or nothing per input record.
-            out.truncate(start);
-            Failure::Operator(e)
-        })
-    }
-}
-
-#[async_trait]
-impl<S: DeserializeOwned + Send + Sync + 'static> super::Processor for TypedWindows<S> {
-    async fn process(
-        &self,
-        codec: &AvroCodec,
-        input: Input<'_>,
-        out: &mut Vec<Emitted>,
-    ) -> Result<(), Failure> {
-        let value = decode_value::<S>(codec, &self.reader, input).await?;
-        self.run(value, input, out)
-    }
-
-    fn process_cached(
-        &self,
-        codec: &AvroCodec,
-        input: Input<'_>,
-        out: &mut Vec<Emitted>,
-    ) -> Option<Result<(), Failure>> {
-        let bytes = input.value.unwrap_or_default();
-        match codec.decode_cached::<S>(bytes, &self.reader)? {
-            Ok((_, v)) => Some(self.run(v, input, out)),
-            Err(e) => Some(Err(Failure::Decode(e))),
-        }
     }
 }

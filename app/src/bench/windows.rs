@@ -17,7 +17,7 @@ use crate::topologies::{
 use sluice::{
     runtime::{RunOptions, Workers},
     schemas,
-    sink::WindowStores,
+    sink::Stores,
     stats::Stats,
     window::WindowSpec,
 };
@@ -116,7 +116,7 @@ async fn run(
     let topology = iot_windows::declare(name, input, table, spec)?;
     let opts = RunOptions {
         instance_id: format!("bench-{}", s.run_id),
-        stores: Some(WindowStores::Postgres(pool.clone())),
+        stores: Some(Stores::Postgres(pool.clone())),
         batch_size: s.batch_size,
         commit_interval: s.commit_interval,
         ..RunOptions::default()

@@ -5,6 +5,8 @@ mod args;
 mod bench;
 mod demo;
 mod migrate;
+mod output;
+mod readings;
 mod registry;
 mod run;
 mod schemas;
@@ -74,6 +76,9 @@ pub enum Command {
     /// Window aggregates stored in PostgreSQL.
     #[command(subcommand)]
     Windows(windows::WindowsCommand),
+    /// Readings stored in PostgreSQL, one row each (topology iot-readings).
+    #[command(subcommand)]
+    Readings(readings::ReadingsCommand),
     /// Apply the PostgreSQL migrations compiled into sluice (idempotent).
     Migrate(migrate::MigrateArgs),
 }
@@ -100,6 +105,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Schemas(cmd) => schemas::run(cmd).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Windows(cmd) => windows::run(cmd).await,
+        Command::Readings(cmd) => readings::run(cmd).await,
     }
 }
 

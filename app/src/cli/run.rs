@@ -12,7 +12,7 @@ use sluice::{
     kafka::{self, Created, TopicSpec},
     runtime::{self, RunOptions, Workers},
     schemas,
-    sink::{Topology, WindowStores},
+    sink::{Stores, Topology},
     topology::Guarantee,
 };
 
@@ -203,14 +203,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let codec = Arc::new(AvroCodec::new(&registry)?);
     let stores = match (windowed, &args.database_url) {
         (Some(_), Some(url)) => match connect_retrying(url, &mut shutdown).await? {
-            Some(pool) => Some(WindowStores::Postgres(pool)),
+            Some(pool) => Some(Stores::Postgres(pool)),
             None => return Ok(()),
         },
         _ => None,
     };
     let mut metrics = sluice::metrics::Metrics::new()?;
     metrics.require(sluice::metrics::registry_check(client.clone()));
-    if let Some(WindowStores::Postgres(pool)) = &stores {
+    if let Some(Stores::Postgres(pool)) = &stores {
         metrics.require(sluice::metrics::postgres_check(pool.clone()));
     }
     let opts = RunOptions {

@@ -1,7 +1,9 @@
 //! `sluice windows query`.
 
 use chrono::{DateTime, Utc};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
+
+use super::output::{self, Format, instant};
 
 use sluice::{
     db,
@@ -16,13 +18,6 @@ use sluice::{
 pub enum WindowsCommand {
     /// Print window aggregates from PostgreSQL, newest first.
     Query(QueryArgs),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-    Csv,
 }
 
 #[derive(Debug, Args)]
@@ -69,18 +64,6 @@ fn key_filter(s: &str) -> Result<(String, String), String> {
             "expected COLUMN=VALUE (e.g. device_id=device-001), got {s:?}"
         )),
     }
-}
-
-/// `1h` (that long ago) or `2026-11-22T10:00:00Z`.
-fn instant(s: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let ago = humantime::parse_duration(s).map_err(|_| {
-        format!("{s:?} is neither a duration (90s, 15m, 1h, 2d) nor an RFC 3339 time (2026-11-22T10:00:00Z)")
-    })?;
-    let ago = chrono::Duration::from_std(ago).map_err(|e| e.to_string())?;
-    Ok(Utc::now() - ago)
 }
 
 pub async fn run(cmd: WindowsCommand) -> anyhow::Result<()> {
@@ -146,53 +129,7 @@ fn cells(r: &QueryRow) -> Vec<String> {
     c
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 pub fn render(spec: &TableSpec, rows: &[QueryRow], format: Format) -> anyhow::Result<String> {
-    let header = header(spec);
-    Ok(match format {
-        Format::Json => serde_json::to_string_pretty(rows)? + "\n",
-        Format::Csv => {
-            let mut out = header.join(",") + "\n";
-            for r in rows {
-                let line: Vec<String> = cells(r).iter().map(|c| csv_field(c)).collect();
-                out += &(line.join(",") + "\n");
-            }
-            out
-        }
-        Format::Table => {
-            let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
-            let widths: Vec<usize> = (0..header.len())
-                .map(|i| {
-                    body.iter()
-                        .map(|r| r[i].len())
-                        .chain([header[i].len()])
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect();
-            let line = |cols: &[String]| {
-                cols.iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    .trim_end()
-                    .to_string()
-                    + "\n"
-            };
-            let mut out = line(&header);
-            body.iter().for_each(|r| out += &line(r));
-            if rows.is_empty() {
-                out += "(no windows match)\n";
-            }
-            out
-        }
-    })
+    let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
+    output::render(&header(spec), &body, rows, format, "(no windows match)")
 }

@@ -238,3 +238,46 @@ impl Drop for Proxy {
         self.task.abort();
     }
 }
+
+/// A stored reading: device, sensor type, value, unit, event time ms.
+pub type StoredReading = (String, String, f64, String, i64);
+
+/// The rows of `sensor_readings` (none until it exists), in reading order.
+pub async fn stored_readings(pool: &PgPool) -> Vec<StoredReading> {
+    let mut rows: Vec<StoredReading> = sqlx::query_as(
+        "SELECT device_id, sensor_type, value, unit, (extract(epoch FROM event_time) * 1000)::bigint
+           FROM sensor_readings",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    rows.sort_by(|a, b| a.partial_cmp(b).expect("finite values"));
+    rows
+}
+
+/// How many readings `sensor_readings` holds (0 until it exists).
+pub async fn readings_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM sensor_readings")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+/// Asserts `sensor_readings` holds every reading exactly once.
+pub async fn assert_every_reading_once(pool: &PgPool, all: &[SensorReading]) {
+    let mut want: Vec<StoredReading> = all
+        .iter()
+        .map(|r| {
+            let t = r.sensor_type.as_str().to_string();
+            (r.device_id.clone(), t, r.value, r.unit.clone(), r.timestamp)
+        })
+        .collect();
+    want.sort_by(|a, b| a.partial_cmp(b).expect("finite values"));
+    let got = stored_readings(pool).await;
+    assert_eq!(got.len(), want.len(), "readings stored vs produced");
+    let wrong = got.iter().zip(&want).filter(|(g, w)| g != w).count();
+    assert_eq!(
+        wrong, 0,
+        "{wrong} stored readings differ from the produced ones"
+    );
+}

@@ -1,0 +1,119 @@
+//! `sluice readings query`: rows of a row table (`sensor_readings`), newest
+//! first.
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+
+use super::output::{self, Format, instant};
+use sluice::{
+    db,
+    sink::{
+        query::{self, RowFilter, RowRecord},
+        rows::{INGESTED_AT, RowSpec, SOURCE_OFFSET, SOURCE_PARTITION},
+        table::TableName,
+    },
+};
+
+#[derive(Debug, Subcommand)]
+pub enum ReadingsCommand {
+    /// Print stored readings from PostgreSQL, newest first.
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Only this device (the `device_id` column).
+    #[arg(long)]
+    device: Option<String>,
+    /// Only this sensor type (the `sensor_type` column).
+    #[arg(long)]
+    sensor_type: Option<crate::topologies::iot_alerts::SensorType>,
+    /// Only rows whose column COLUMN has VALUE (repeatable).
+    #[arg(long = "where", value_name = "COLUMN=VALUE", value_parser = equals)]
+    equals: Vec<(String, String)>,
+    /// The topology whose row table to read (its columns).
+    #[arg(long, default_value = crate::topologies::iot_readings::NAME)]
+    topology: String,
+    /// Rows at or after this event time: a duration ago (90s, 15m, 1h, 2d) or an RFC 3339 time.
+    #[arg(long, value_parser = instant, default_value = "1h")]
+    since: DateTime<Utc>,
+    /// Rows before this event time: a duration ago or an RFC 3339 time (default: no bound).
+    #[arg(long, value_parser = instant)]
+    until: Option<DateTime<Utc>>,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// The table (default: the topology's).
+    #[arg(long)]
+    table: Option<String>,
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+}
+
+fn equals(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected COLUMN=VALUE (e.g. unit=°C), got {s:?}")),
+    }
+}
+
+pub async fn run(cmd: ReadingsCommand) -> anyhow::Result<()> {
+    let ReadingsCommand::Query(args) = cmd;
+    if args.limit < 1 {
+        anyhow::bail!("--limit must be at least 1");
+    }
+    let spec = table_of(&args.topology, args.table.as_deref())?;
+    let pool = db::connect(&args.database_url).await?;
+    let mut equals = args.equals;
+    if let Some(d) = args.device {
+        equals.push(("device_id".into(), d));
+    }
+    if let Some(t) = args.sensor_type {
+        equals.push(("sensor_type".into(), t.as_str().to_string()));
+    }
+    let filter = RowFilter {
+        equals,
+        since: Some(args.since),
+        until: args.until,
+        limit: args.limit,
+    };
+    let rows = query::query_rows(&pool, &spec, &filter).await?;
+    print!("{}", render(&spec, &rows, args.format)?);
+    Ok(())
+}
+
+/// The row spec of a topology, under another table name if given.
+fn table_of(topology: &str, table: Option<&str>) -> anyhow::Result<RowSpec> {
+    let topologies = crate::topologies::select(&[topology.to_string()], &Default::default())?;
+    let Some(mut spec) = topologies[0].sink.rows().map(|s| (*s).clone()) else {
+        anyhow::bail!(
+            "topology {topology} writes no row table; name one that does with --topology (e.g. {})",
+            crate::topologies::iot_readings::NAME
+        );
+    };
+    if let Some(name) = table {
+        spec.table = TableName::parse(name).map_err(|e| anyhow::anyhow!("--table: {e}"))?;
+    }
+    Ok(spec)
+}
+
+pub fn render(spec: &RowSpec, rows: &[RowRecord], format: Format) -> anyhow::Result<String> {
+    let mut header: Vec<String> = spec.names().into_iter().map(String::from).collect();
+    header.extend([SOURCE_PARTITION, SOURCE_OFFSET, INGESTED_AT].map(String::from));
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut c: Vec<String> = r.columns.iter().map(|(_, v)| RowRecord::text(v)).collect();
+            c.extend([
+                r.source_partition.to_string(),
+                r.source_offset.to_string(),
+                r.ingested_at.to_rfc3339(),
+            ]);
+            c
+        })
+        .collect();
+    output::render(&header, &body, rows, format, "(no rows match)")
+}

@@ -1,0 +1,65 @@
+//! `iot_sensor_data` → every reading as a row of `sensor_readings`, exactly
+//! once: history to query by device and time range.
+
+use sluice::prelude::*;
+
+use super::iot_alerts::SensorReading;
+
+pub const NAME: &str = "iot-readings";
+pub const SOURCE: &str = "iot_sensor_data";
+pub const TABLE: &str = "sensor_readings";
+
+pub fn build() -> Result<Topology, BuildError> {
+    declare(NAME, SOURCE, TABLE)
+}
+
+/// The same pipeline under another name, source and table (the benchmark's).
+pub fn declare(name: &str, source: &str, table: &str) -> Result<Topology, BuildError> {
+    let bad_table = |reason| BuildError::BadTable {
+        topology: name.to_string(),
+        reason,
+    };
+    topology(name)
+        .source_with_schema::<SensorReading>(
+            source,
+            sluice::schemas::for_topic(SOURCE).ok_or_else(|| BuildError::NoSchema {
+                topology: name.to_string(),
+                topic: SOURCE.to_string(),
+            })?,
+        )
+        .validate("finite value", |r| {
+            if r.value.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("value {} is not a finite number", r.value))
+            }
+        })
+        .validate("device_id present", |r| {
+            if r.device_id.trim().is_empty() {
+                Err("device_id is empty")
+            } else {
+                Ok(())
+            }
+        })
+        .to_table(table_spec(table).map_err(bad_table)?, |r| {
+            vec![
+                Cell::Text(r.device_id.clone()),
+                Cell::Text(r.sensor_type.as_str().to_string()),
+                Cell::Float(r.value),
+                Cell::Text(r.unit.clone()),
+                Cell::TimeMs(r.timestamp),
+            ]
+        })
+}
+
+/// `sensor_readings`: a reading per row, keyed by where it was read from,
+/// indexed for a device's readings over a time range.
+pub fn table_spec(table: &str) -> Result<RowSpec, String> {
+    RowSpec::new(table)?
+        .column("device_id", SqlType::Text)?
+        .column("sensor_type", SqlType::Text)?
+        .column("value", SqlType::Float8)?
+        .column("unit", SqlType::Text)?
+        .column("event_time", SqlType::Timestamp)?
+        .indexed("device_id", "event_time")
+}
