@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::{
     simulate::{iot, logins},
     topologies::{
-        self, iot_alerts, iot_windows,
+        self, iot_alerts, iot_readings, iot_windows,
         user_login::{self, ProcessedUserLogin},
     },
 };
@@ -84,6 +84,7 @@ pub struct Summary {
     pub user_login: Counts,
     pub iot_alerts: Counts,
     pub iot_windows: Counts,
+    pub iot_readings: Counts,
     /// Readings the simulator stamped later than any grace period.
     pub late_readings: u64,
 }
@@ -135,7 +136,9 @@ fn status(
             .iter()
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
-        let produced = if name == iot_windows::NAME {
+        let produced = if name == iot_readings::NAME {
+            format!("rows {}", s.window_rows.load(Ordering::Relaxed))
+        } else if name == iot_windows::NAME {
             format!(
                 "window rows {}  late {}",
                 s.window_rows.load(Ordering::Relaxed),
@@ -163,6 +166,22 @@ fn status(
         let _ = writeln!(out, "        sample: {line}");
     }
     if let Some(m) = memory {
+        for (table, columns, total, newest) in m.row_tables(1) {
+            for r in newest {
+                let cells: Vec<String> = columns
+                    .iter()
+                    .zip(&r.cells)
+                    .map(|(c, v)| format!("{c}={v}"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "        {table}: {total} rows; newest (partition {}, offset {}): {}",
+                    r.partition,
+                    r.offset,
+                    cells.join(" ")
+                );
+            }
+        }
         let rows = m.latest(5);
         if let Some(first) = rows.first() {
             let keys: String = first.key.iter().map(|(k, _)| format!("{k:<12} ")).collect();
@@ -259,13 +278,15 @@ pub async fn run(
     match &opts.database_url {
         Some(url) => writeln!(
             out,
-            "window aggregates → PostgreSQL at {} (table {}); query them with `sluice windows query`",
+            "window aggregates and readings → PostgreSQL at {} (tables {}, {}); query them with \
+             `sluice windows query` and `sluice readings query`",
             sluice::config::redact_url(url),
-            iot_windows::TABLE
+            iot_windows::TABLE,
+            iot_readings::TABLE
         )?,
         None => writeln!(
             out,
-            "DATABASE_URL is not set: window aggregates are kept in memory and shown below \
+            "DATABASE_URL is not set: window aggregates and readings are kept in memory and shown below \
              (set DATABASE_URL=postgres://… to write them to PostgreSQL)"
         )?,
     }
@@ -340,7 +361,8 @@ pub async fn run(
     };
     while (counts(user_login::NAME).records_in < produced.total()
         || counts(iot_alerts::NAME).records_in < readings
-        || counts(iot_windows::NAME).records_in < readings)
+        || counts(iot_windows::NAME).records_in < readings
+        || counts(iot_readings::NAME).records_in < readings)
         && Instant::now() < drain_until
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -355,6 +377,7 @@ pub async fn run(
         user_login: counts(user_login::NAME),
         iot_alerts: counts(iot_alerts::NAME),
         iot_windows: counts(iot_windows::NAME),
+        iot_readings: counts(iot_readings::NAME),
         late_readings: sensor_report.late,
     };
     tap_task.abort();
@@ -384,6 +407,15 @@ pub async fn run(
         out,
         "      windows: readings processed {}, late {} (simulated {}), window rows written {}",
         w.records_in, w.late, sensor_report.late, w.window_rows
+    )?;
+    let r = summary.iot_readings;
+    writeln!(
+        out,
+        "      readings stored: processed {}, rows written {} (table {}), dead-lettered {}",
+        r.records_in,
+        r.window_rows,
+        iot_readings::TABLE,
+        r.dead_letters
     )?;
     drop(mock);
     Ok(summary)

@@ -35,6 +35,13 @@ async fn the_demo_accounts_for_every_record() {
     assert!(w.window_rows > 0 && w.dead_letters == 0, "{text}");
     assert!(text.contains("kept in memory"), "{text}");
     assert!(text.contains("latest windows"), "{text}");
+    let r = s.iot_readings;
+    assert_eq!(r.records_in, s.readings, "{text}");
+    assert_eq!(
+        r.window_rows, s.readings,
+        "every reading stored once: {text}"
+    );
+    assert!(text.contains("sensor_readings: "), "{text}");
     assert_eq!(s.iot_alerts.records_in, s.readings, "{text}");
     assert_eq!(s.iot_alerts.dead_letters, 0, "{text}");
     assert!(

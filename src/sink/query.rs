@@ -175,6 +175,12 @@ pub struct RowRecord {
 }
 
 impl RowRecord {
+    /// An instant as listings show it: RFC 3339 in UTC, to the microsecond
+    /// PostgreSQL keeps.
+    pub fn time(t: DateTime<Utc>) -> String {
+        t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    }
+
     /// A column's value as a listing shows it (times in RFC 3339).
     pub fn text(cell: &Cell) -> String {
         match cell {
@@ -182,7 +188,7 @@ impl RowRecord {
             Cell::Int(n) => n.to_string(),
             Cell::Float(x) => x.to_string(),
             Cell::TimeMs(ms) => DateTime::<Utc>::from_timestamp_millis(*ms)
-                .map(|t| t.to_rfc3339())
+                .map(RowRecord::time)
                 .unwrap_or_else(|| ms.to_string()),
             Cell::Null => String::new(),
         }
@@ -202,7 +208,7 @@ impl Serialize for RowRecord {
         }
         m.serialize_entry(SOURCE_PARTITION, &self.source_partition)?;
         m.serialize_entry(SOURCE_OFFSET, &self.source_offset)?;
-        m.serialize_entry(INGESTED_AT, &self.ingested_at)?;
+        m.serialize_entry(INGESTED_AT, &RowRecord::time(self.ingested_at))?;
         m.end()
     }
 }

@@ -49,6 +49,21 @@ pub enum Cell {
     Null,
 }
 
+impl std::fmt::Display for Cell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cell::Text(s) => f.write_str(s),
+            Cell::Int(i) => write!(f, "{i}"),
+            Cell::Float(x) => write!(f, "{x:.2}"),
+            Cell::TimeMs(ms) => match chrono::DateTime::from_timestamp_millis(*ms) {
+                Some(t) => write!(f, "{}", t.format("%H:%M:%S%.3f")),
+                None => write!(f, "{ms} ms"),
+            },
+            Cell::Null => f.write_str("null"),
+        }
+    }
+}
+
 /// Why a record did not make it through.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {

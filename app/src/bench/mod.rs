@@ -4,6 +4,7 @@
 pub mod cpu;
 pub mod e2e;
 pub mod inprocess;
+pub mod readings;
 pub mod rounds;
 pub mod runtime;
 pub mod windows;

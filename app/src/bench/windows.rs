@@ -54,7 +54,7 @@ impl std::fmt::Display for WindowFigures {
 
 /// Readings of 1 000 devices × 5 sensors, their event times spread over 40 s
 /// of the previous minute, so they fold into one window per key and none is late.
-async fn payloads(s: &Setup<'_>, topic: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+pub(super) async fn payloads(s: &Setup<'_>, topic: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let now = chrono::Utc::now().timestamp_millis();
     let base = now.div_euclid(60_000) * 60_000 - 55_000;
     let mut out = Vec::new();

@@ -55,8 +55,8 @@ pub struct BenchArgs {
     /// The workers' --commit-interval.
     #[arg(long, value_parser = super::args::duration, default_value = "100ms")]
     commit_interval: std::time::Duration,
-    /// PostgreSQL for the windowed run (iot-windows into a scratch table,
-    /// dropped afterwards); without it that run is skipped.
+    /// PostgreSQL for the runs into tables (iot-windows and iot-readings,
+    /// each into a scratch table dropped afterwards); without it they are skipped.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
 }
@@ -161,15 +161,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(url) => {
             let pool = sluice::db::connect(url).await?;
             sluice::db::migrate(&pool).await?;
-            let windows = bench::windows::windows(&setup(0), pool).await?;
+            let windows = bench::windows::windows(&setup(0), pool.clone()).await?;
             println!("{windows}");
             println!(
                 "windowed topology into PostgreSQL at {:.2}× the topic-to-topic rate",
                 windows.rate() / summary.topology_rate
             );
+            let readings = bench::readings::readings(&setup(0), pool).await?;
+            println!("{readings}");
+            println!(
+                "every reading into PostgreSQL at {:.2}× the topic-to-topic rate",
+                readings.rate() / summary.topology_rate
+            );
         }
         None => {
-            println!("(set DATABASE_URL or --database-url for the windowed run into PostgreSQL)")
+            println!("(set DATABASE_URL or --database-url for the runs into PostgreSQL)")
         }
     }
     reg.stop().await?;

@@ -110,7 +110,7 @@ pub fn render(spec: &RowSpec, rows: &[RowRecord], format: Format) -> anyhow::Res
             c.extend([
                 r.source_partition.to_string(),
                 r.source_offset.to_string(),
-                r.ingested_at.to_rfc3339(),
+                RowRecord::time(r.ingested_at),
             ]);
             c
         })
