@@ -30,8 +30,9 @@ pub mod prelude {
             kafka::ToTopic,
             postgres::ToPostgres,
             rows::{RowSpec, ToTable},
+            window_topic::ToFinalTopic,
         },
-        topology::{BuildError, Cell, topology},
-        window::{WindowKind, WindowSpec},
+        topology::{Aggregated, BuildError, Cell, KeyValue, Ops, WindowKey, topology},
+        window::{Stats, Window, WindowKind, WindowSpec},
     };
 }

@@ -35,6 +35,7 @@ pub const EMBEDDED: &[(&str, &str)] = embedded![
     "processed-user-login",
     "iot_sensor_data",
     "iot-alerts",
+    "iot-window-aggregates",
 ];
 
 pub fn embedded() -> Vec<SchemaFile> {

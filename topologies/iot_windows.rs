@@ -21,7 +21,25 @@ pub fn declare(
     table: &str,
     window: WindowSpec,
 ) -> Result<Topology, BuildError> {
-    topology(name)
+    windowed(name, source, window)?.to_postgres(table_spec(table).map_err(|reason| {
+        BuildError::BadTable {
+            topology: name.to_string(),
+            reason,
+        }
+    })?)
+}
+
+/// Readings from `source`, checked, keyed by device and sensor type, in
+/// event-time windows: what both window sinks take.
+pub fn windowed(
+    name: &str,
+    source: &str,
+    window: WindowSpec,
+) -> Result<
+    Aggregated<SensorReading, SensorReading, impl Ops<SensorReading, SensorReading>>,
+    BuildError,
+> {
+    Ok(topology(name)
         .source_with_schema::<SensorReading>(
             source,
             sluice::schemas::for_topic(SOURCE).ok_or_else(|| BuildError::NoSchema {
@@ -49,11 +67,7 @@ pub fn declare(
             "value by device and sensor type",
             |r| (r.device_id.clone(), r.sensor_type.as_str().to_string()),
             |r| r.value,
-        )
-        .to_postgres(table_spec(table).map_err(|reason| BuildError::BadTable {
-            topology: name.to_string(),
-            reason,
-        })?)
+        ))
 }
 
 /// `sensor_window_aggregates`: a row per device, sensor type and window,

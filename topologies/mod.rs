@@ -3,6 +3,7 @@
 
 pub mod iot_alerts;
 pub mod iot_readings;
+pub mod iot_window_aggregates;
 pub mod iot_windows;
 pub mod user_login;
 
@@ -33,6 +34,9 @@ pub const ALL: &[(&str, Build)] = &[
     (iot_windows::NAME, |s| iot_windows::build(s.window)),
     (iot_alerts::NAME, |_| iot_alerts::build()),
     (iot_readings::NAME, |_| iot_readings::build()),
+    (iot_window_aggregates::NAME, |s| {
+        iot_window_aggregates::build(s.window)
+    }),
 ];
 
 pub fn names() -> Vec<&'static str> {

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::{
     simulate::{iot, logins},
     topologies::{
-        self, iot_alerts, iot_readings, iot_windows,
+        self, iot_alerts, iot_readings, iot_window_aggregates, iot_windows,
         user_login::{self, ProcessedUserLogin},
     },
 };
@@ -85,6 +85,7 @@ pub struct Summary {
     pub iot_alerts: Counts,
     pub iot_windows: Counts,
     pub iot_readings: Counts,
+    pub iot_window_aggregates: Counts,
     /// Readings the simulator stamped later than any grace period.
     pub late_readings: u64,
 }
@@ -136,7 +137,13 @@ fn status(
             .iter()
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
-        let produced = if name == iot_readings::NAME {
+        let produced = if name == iot_window_aggregates::NAME {
+            format!(
+                "final windows {}  late {}",
+                s.records_out.load(Ordering::Relaxed),
+                s.late.load(Ordering::Relaxed)
+            )
+        } else if name == iot_readings::NAME {
             format!("rows {}", s.window_rows.load(Ordering::Relaxed))
         } else if name == iot_windows::NAME {
             format!(
@@ -362,7 +369,8 @@ pub async fn run(
     while (counts(user_login::NAME).records_in < produced.total()
         || counts(iot_alerts::NAME).records_in < readings
         || counts(iot_windows::NAME).records_in < readings
-        || counts(iot_readings::NAME).records_in < readings)
+        || counts(iot_readings::NAME).records_in < readings
+        || counts(iot_window_aggregates::NAME).records_in < readings)
         && Instant::now() < drain_until
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -378,6 +386,7 @@ pub async fn run(
         iot_alerts: counts(iot_alerts::NAME),
         iot_windows: counts(iot_windows::NAME),
         iot_readings: counts(iot_readings::NAME),
+        iot_window_aggregates: counts(iot_window_aggregates::NAME),
         late_readings: sensor_report.late,
     };
     tap_task.abort();
@@ -416,6 +425,15 @@ pub async fn run(
         r.window_rows,
         iot_readings::TABLE,
         r.dead_letters
+    )?;
+    let f = summary.iot_window_aggregates;
+    writeln!(
+        out,
+        "      final windows: readings processed {}, late {}, windows emitted to {} {}",
+        f.records_in,
+        f.late,
+        iot_window_aggregates::SINK,
+        f.records_out
     )?;
     drop(mock);
     Ok(summary)

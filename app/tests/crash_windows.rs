@@ -1,9 +1,10 @@
-//! Kill `sluice run --topology iot-windows --topology iot-readings`
-//! abruptly, many times, under load, on Apache Kafka into a real PostgreSQL
-//! — at random moments and right before and right after the SQL commit —
-//! and restart it, with each group protocol. The window aggregates must
-//! still equal the ones computed independently, exactly, and every reading
-//! must be stored once.
+//! Kill `sluice run --topology iot-windows --topology iot-readings
+//! --topology iot-window-aggregates` abruptly, many times, under load, on
+//! Apache Kafka into a real PostgreSQL — at random moments and right before
+//! and right after the commit — and restart it, with each group protocol.
+//! The window aggregates must still equal the ones computed independently,
+//! exactly, every reading must be stored once, and every final window must
+//! be on its topic once (read_committed), exact.
 
 mod common;
 
@@ -49,6 +50,7 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
             ("iot_sensor_data", 3),
             ("iot_sensor_data.dlq", 1),
             ("iot_sensor_data.late", 1),
+            ("iot-window-aggregates", 3),
         ])
         .await;
     let db = TestDb::create().await;
@@ -72,6 +74,8 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
             "iot-windows",
             "--topology",
             "iot-readings",
+            "--topology",
+            "iot-window-aggregates",
             "--group-protocol",
             protocol,
         ])
@@ -111,11 +115,14 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
     let mut rng = StdRng::seed_from_u64(7);
     let (mut lives, mut aborted_at_failpoint) = (0, 0);
     while !feeder.is_finished() {
-        // Every third life ends at a failpoint around the SQL commit; the
-        // rest by SIGKILL at a random moment.
-        let failpoint = match lives % 3 {
+        // Three lives in four end at a failpoint around a commit (or
+        // while final windows wait for theirs); the rest by SIGKILL at a
+        // random moment.
+        let failpoint = match lives % 4 {
             0 => Some(format!("after-store-commit@{}", rng.random_range(2..8))),
             1 => Some(format!("before-store-commit@{}", rng.random_range(2..8))),
+            // Final windows sent in a transaction that is never committed.
+            2 => Some("final-windows-sent@1".to_string()),
             _ => None,
         };
         lives += 1;
@@ -134,9 +141,9 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
         // an earlier commit may only have closed windows, and with two
         // topologies either one's commit counts towards the failpoint.
         let before = committed(&pool).await;
-        let may_end_first = failpoint
-            .as_deref()
-            .is_some_and(|f| f.starts_with("before-store-commit"));
+        let may_end_first = failpoint.as_deref().is_some_and(|f| {
+            f.starts_with("before-store-commit") || f.starts_with("final-windows")
+        });
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut done = false;
         while committed(&pool).await == before {
@@ -224,6 +231,18 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
     let spec = WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10));
     assert_exact(&stored(&pool).await, &expected(&all, &spec));
     assert_every_reading_once(&pool, &all).await;
+    // Every partition's watermark reached the last reading's event time.
+    let watermark = all.iter().map(|r| r.timestamp).max().unwrap();
+    let want = expected_final(&all, &spec, watermark);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let finals = loop {
+        let got = final_windows(&bootstrap, &codec, "iot-window-aggregates").await;
+        if got.len() >= want.len() || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_final_windows_exact(&finals, &want);
     assert!(lives >= 4, "only {lives} lives");
     let mut reader = raw::RawReader::connect(&bootstrap).await;
     let (late, _) = raw::committed(reader.read_partition("iot_sensor_data.late", 0).await);
@@ -233,9 +252,17 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
         late.len()
     );
     assert!(aborted_at_failpoint > 0, "no life ended at a failpoint");
+    let mut aborted = 0;
+    for p in 0..3 {
+        aborted +=
+            raw::sort(reader.read_partition("iot-window-aggregates", p).await).aborted_transactions;
+    }
     eprintln!(
-        "{protocol}: {} readings, {lives} worker lives killed ({aborted_at_failpoint} at a failpoint), aggregates exact, every reading stored once",
-        all.len()
+        "{protocol}: {} readings, {lives} worker lives killed ({aborted_at_failpoint} at a failpoint), \
+         aggregates exact, every reading stored once, {} final windows on the topic once each \
+         ({aborted} aborted transactions there)",
+        all.len(),
+        finals.len()
     );
     db.drop_db().await;
 }

@@ -11,7 +11,9 @@ async fn the_demo_accounts_for_every_record() {
         bad_ratio: 0.1,
         partitions: 3,
         status_every: Duration::from_secs(1),
-        duration: Some(Duration::from_secs(8)),
+        // Long enough for a 10 s window and its 2 s grace to pass whatever
+        // the phase: the topic of final windows gets at least one.
+        duration: Some(Duration::from_secs(13)),
         database_url: None,
         window: demo::Options::demo_window(),
     };
@@ -42,6 +44,10 @@ async fn the_demo_accounts_for_every_record() {
         "every reading stored once: {text}"
     );
     assert!(text.contains("sensor_readings: "), "{text}");
+    let f = s.iot_window_aggregates;
+    assert_eq!(f.records_in, s.readings, "{text}");
+    assert!(f.records_out > 0 && f.dead_letters == 0, "{text}");
+    assert!(text.contains("iot-window-aggregates: in"), "{text}");
     assert_eq!(s.iot_alerts.records_in, s.readings, "{text}");
     assert_eq!(s.iot_alerts.dead_letters, 0, "{text}");
     assert!(

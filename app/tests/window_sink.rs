@@ -107,6 +107,7 @@ async fn merged_batches_equal_the_independent_aggregates() {
             &[Position {
                 partition: 0,
                 next_offset: offset,
+                resume_offset: offset,
                 watermark_ms: mark,
                 epoch,
             }],
@@ -186,6 +187,7 @@ async fn a_failed_commit_writes_nothing() {
             &[Position {
                 partition: 0,
                 next_offset: 5,
+                resume_offset: 5,
                 watermark_ms: 0,
                 epoch,
             }],
@@ -299,6 +301,7 @@ async fn a_worker_that_lost_its_partition_cannot_commit() {
     let position = |epoch, next_offset| Position {
         partition: 3,
         next_offset,
+        resume_offset: next_offset,
         watermark_ms: 0,
         epoch,
     };

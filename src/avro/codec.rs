@@ -390,6 +390,16 @@ impl AvroCodec {
         encode_with(&sink, topic, value)
     }
 
+    /// The topic's sink schema, looked up in the registry if need be.
+    pub async fn resolve_sink(&self, topic: &str) -> Result<SinkSchema, CodecError> {
+        let sink = self.sink(topic).await?;
+        Ok(SinkSchema {
+            codec: self.id,
+            topic: topic.into(),
+            sink,
+        })
+    }
+
     /// The topic's sink schema, once `encode` has looked it up.
     pub fn sink_schema(&self, topic: &str) -> Option<SinkSchema> {
         let sink = self

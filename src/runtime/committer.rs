@@ -320,7 +320,7 @@ impl Committer {
                 self.shared.forget_refusals(|partition, offset| {
                     next.iter().any(|&(p, n)| p == partition && offset < n)
                 });
-                if self.sink.keeps_positions() {
+                if self.sink.keeps_positions() && !self.sink.owns_group_offsets() {
                     self.tell_group();
                 }
                 tracing::debug!(topology = %self.settings.name, records, took = ?started.elapsed(), "committed");

@@ -67,6 +67,7 @@ pub async fn run_member(
         guarantee: opts.guarantee,
         transactional_id: &instance,
         stores: opts.stores.as_ref(),
+        codec: &codec,
         stats: stats.clone(),
         timings: timings.clone(),
     };

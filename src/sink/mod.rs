@@ -27,6 +27,7 @@ pub mod rows;
 mod rows_pg;
 pub mod table;
 pub mod window;
+pub mod window_topic;
 
 use std::{fmt, sync::Arc};
 
@@ -125,6 +126,8 @@ pub struct SinkEnv<'a> {
     /// Names this member's transactional producer.
     pub transactional_id: &'a str,
     pub stores: Option<&'a Stores>,
+    /// For sinks that encode what they write themselves (final windows).
+    pub codec: &'a Arc<crate::avro::AvroCodec>,
     pub stats: Arc<Stats>,
     pub timings: Timings,
 }
@@ -256,6 +259,12 @@ pub trait Sink: Send {
         false
     }
 
+    /// Whether the group's committed offsets are its own (else, for a sink
+    /// that keeps positions, the runtime mirrors them there to show lag).
+    fn owns_group_offsets(&self) -> bool {
+        false
+    }
+
     /// Whether it needs each input record's key, value and headers (to
     /// write letters of its own).
     fn needs_input(&self) -> bool {
@@ -325,6 +334,9 @@ pub enum SinkError {
     /// of it and re-read what it still owns.
     #[error("partition {partition} was claimed by another worker; nothing was written")]
     Fenced { partition: i32 },
+    /// The registry could not give the schema a sink writes with.
+    #[error("schema registry: {0}")]
+    Registry(crate::avro::CodecError),
     /// Letters (late records, dead letters) could not be delivered first.
     #[error("late or dead-letter records not delivered: {0}")]
     Letters(KafkaError),
@@ -335,7 +347,7 @@ impl SinkError {
         !matches!(
             self,
             SinkError::Config(_) | SinkError::Kafka(KafkaError::ClientCreation(_))
-        )
+        ) && !matches!(self, SinkError::Registry(e) if !e.is_retryable())
     }
 }
 

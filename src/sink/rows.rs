@@ -277,6 +277,7 @@ impl<R: RowStore> RowsSink<R> {
             .map(|(&partition, p)| Position {
                 partition,
                 next_offset: p.next,
+                resume_offset: p.next,
                 watermark_ms: i64::MIN,
                 epoch: p.epoch,
             })

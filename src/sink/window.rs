@@ -9,6 +9,11 @@
 //! (fencing their previous owner), and a failed commit drops everything
 //! uncommitted and claims them again, so the table's offsets and rows
 //! always agree.
+//!
+//! A store may instead take windows only once final, whole (a topic:
+//! `window_topic`): then the stage keeps each window's aggregate until it
+//! closes, and tracks per partition the first offset still in an open
+//! window, from which a restarted worker rebuilds them by reading again.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -42,6 +47,9 @@ pub type ClosedRow = (WindowKey, Window);
 pub struct Position {
     pub partition: i32,
     pub next_offset: i64,
+    /// The first offset still in an open window (`next_offset` when none,
+    /// or when the store takes partial aggregates).
+    pub resume_offset: i64,
     pub watermark_ms: i64,
     /// The ownership epoch the writer claimed the partition with.
     pub epoch: i64,
@@ -59,6 +67,38 @@ pub trait WindowTable: Send {
         closed: &[ClosedRow],
         positions: &[Position],
     ) -> Result<(), SinkError>;
+
+    /// Commits with the unit's letters, which are delivered first by default
+    /// (at least once); a store in the letters' transaction overrides it.
+    fn commit_with(
+        &mut self,
+        rows: &[Row],
+        closed: &[ClosedRow],
+        positions: &[Position],
+        letters: &mut Txn,
+        _group: &dyn Group,
+    ) -> Result<(), SinkError> {
+        letters.flush().map_err(SinkError::Letters)?;
+        self.commit(rows, closed, positions)
+    }
+
+    /// Whether it takes each window once, whole, when final (else the
+    /// partial aggregates of every commit, to merge).
+    fn finals_only(&self) -> bool {
+        false
+    }
+
+    /// Whether this record was processed before a restart, its letters
+    /// sent: it is read again only to rebuild open windows.
+    fn already_processed(&self, _partition: i32, _offset: i64) -> bool {
+        false
+    }
+
+    /// Whether the group's committed offsets are the store's own (so the
+    /// runtime must not overwrite them to show lag).
+    fn owns_group_offsets(&self) -> bool {
+        false
+    }
 }
 
 /// A claimed partition.
@@ -71,6 +111,9 @@ struct Part {
     /// stored): windows closed here stay closed.
     floor: i64,
     state: WindowState<WindowKey, f64, Agg>,
+    /// With a finals-only store: per window close time, the first offset
+    /// folded into a window closing then.
+    open_since: BTreeMap<i64, i64>,
 }
 
 pub struct WindowStage<T> {
@@ -122,9 +165,16 @@ impl<T: WindowTable> WindowStage<T> {
         let mut merged: HashMap<(WindowKey, Window), (Agg, bool)> = HashMap::new();
         let mut closed: Vec<ClosedRow> = Vec::new();
         let mut positions = Vec::new();
+        let finals_only = self.table.finals_only();
         for (p, part) in self.parts.iter_mut() {
             part.floor = part.floor.max(self.marks.watermark(*p, wall));
-            let (updates, done) = part.state.flush(part.floor);
+            let (updates, done) = if finals_only {
+                let floor = part.floor;
+                part.open_since.retain(|&closes, _| closes > floor);
+                (part.state.take_final(floor), Vec::new())
+            } else {
+                part.state.flush(part.floor)
+            };
             for u in updates {
                 let e = merged
                     .entry((u.key, u.window))
@@ -136,6 +186,7 @@ impl<T: WindowTable> WindowStage<T> {
             positions.push(Position {
                 partition: *p,
                 next_offset: part.next,
+                resume_offset: part.open_since.values().min().copied().unwrap_or(part.next),
                 watermark_ms: part.floor,
                 epoch: part.epoch,
             });
@@ -173,6 +224,10 @@ impl<T: WindowTable> Sink for WindowStage<T> {
         true
     }
 
+    fn owns_group_offsets(&self) -> bool {
+        self.table.owns_group_offsets()
+    }
+
     fn needs_input(&self) -> bool {
         true
     }
@@ -189,6 +244,7 @@ impl<T: WindowTable> Sink for WindowStage<T> {
                     next: c.next_offset.unwrap_or(-1),
                     floor: c.watermark_ms,
                     state: WindowState::new(self.spec),
+                    open_since: BTreeMap::new(),
                 },
             );
         }
@@ -204,6 +260,7 @@ impl<T: WindowTable> Sink for WindowStage<T> {
         let p = source.partition;
         let mut missed = Vec::new();
         let mut event_ms = source.timestamp_ms;
+        let finals_only = self.table.finals_only();
         {
             // Not ours (yet, or any more): its owner reads it.
             let Some(part) = self.parts.get_mut(&p) else {
@@ -214,11 +271,25 @@ impl<T: WindowTable> Sink for WindowStage<T> {
                 if let Emitted::Reading(r) = e {
                     self.marks.observe(p, r.event_ms, wall);
                     let watermark = self.marks.watermark(p, wall).max(part.floor);
+                    let before = missed.len();
                     missed.extend(part.state.add(&r.key, r.event_ms, &r.value, watermark));
                     event_ms = r.event_ms;
+                    if finals_only {
+                        for w in self.spec.kind.windows_for(r.event_ms) {
+                            if !missed[before..].iter().any(|l| l.window == w) {
+                                part.open_since
+                                    .entry(self.spec.closes_at(w))
+                                    .or_insert(source.offset);
+                            }
+                        }
+                    }
                 }
             }
             part.next = source.offset + 1;
+        }
+        // Its letters went out before the restart, in a committed unit.
+        if self.table.already_processed(p, source.offset) {
+            return Ok(Written::default());
         }
         if let Some(d) = dead {
             self.send_letter(d);
@@ -232,21 +303,30 @@ impl<T: WindowTable> Sink for WindowStage<T> {
         Ok(Written { outputs: 0, late })
     }
 
-    fn commit(&mut self, unit: &Unit, _: &dyn Group) -> Result<Option<u64>, SinkError> {
+    fn commit(&mut self, unit: &Unit, group: &dyn Group) -> Result<Option<u64>, SinkError> {
         let (rows, closed, positions) = self.flush();
         if unit.is_empty() && rows.is_empty() && closed.is_empty() {
             return Ok(None);
         }
-        crate::failpoint::hit("before-store-commit");
-        self.letters.flush().map_err(SinkError::Letters)?;
+        // The store failpoints are the SQL commit's; a topic has its own.
+        let store = !self.table.finals_only();
+        if store {
+            crate::failpoint::hit("before-store-commit");
+        }
         let write = std::time::Instant::now();
-        let committed = self.table.commit(&rows, &closed, &positions);
-        self.timings.postgres(write.elapsed());
+        let committed =
+            self.table
+                .commit_with(&rows, &closed, &positions, &mut self.letters, group);
+        if store {
+            self.timings.postgres(write.elapsed());
+        }
         committed?;
-        crate::failpoint::hit("after-store-commit");
-        self.stats
-            .window_rows
-            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        if store {
+            crate::failpoint::hit("after-store-commit");
+            self.stats
+                .window_rows
+                .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        }
         tracing::debug!(topology = %self.topology, rows = rows.len(), closed = closed.len(), "windows committed");
         Ok(Some(rows.len() as u64))
     }

@@ -105,6 +105,27 @@ where
         (updates, closed)
     }
 
+    /// Takes the whole aggregates of the windows the watermark has closed,
+    /// forgetting them; the others keep accumulating. For sinks that emit a
+    /// window once, when final, instead of merging partials.
+    pub fn take_final(&mut self, watermark_ms: i64) -> Vec<Update<K, A>> {
+        let spec = self.spec;
+        let mut finals = Vec::new();
+        self.open.retain(|(key, window), open| {
+            let is_final = spec.closes_at(*window) <= watermark_ms;
+            if is_final {
+                finals.push(Update {
+                    key: key.clone(),
+                    window: *window,
+                    partial: std::mem::take(&mut open.partial),
+                    is_final,
+                });
+            }
+            !is_final
+        });
+        finals
+    }
+
     /// Windows still open, for memory bounds and metrics.
     pub fn open_windows(&self) -> usize {
         self.open.len()

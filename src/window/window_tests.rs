@@ -166,3 +166,25 @@ fn a_restored_watermark_keeps_closed_windows_closed() {
     let late = state.add(&"k", 20 * S, &1.0, wm.watermark(0, 0));
     assert_eq!(late.len(), 1, "a restart must not reopen a final window");
 }
+
+#[test]
+fn final_windows_come_out_whole_and_once() {
+    let spec = WindowSpec::tumbling(secs(60), secs(10));
+    let mut state: WindowState<&str, f64, Stats> = WindowState::new(spec);
+    state.add(&"k", 5 * S, &1.0, i64::MIN);
+    state.add(&"k", 65 * S, &4.0, i64::MIN);
+    assert!(state.take_final(69 * S).is_empty(), "open until 70 s");
+    state.add(&"k", 6 * S, &2.0, 69 * S);
+    let finals = state.take_final(70 * S);
+    assert_eq!(finals.len(), 1);
+    let f = &finals[0];
+    assert_eq!(
+        (f.window, f.partial.count, f.partial.sum),
+        (w(0, 60), 2, 3.0)
+    );
+    assert!(f.is_final);
+    assert!(state.take_final(70 * S).is_empty(), "emitted once");
+    assert_eq!(state.open_windows(), 1);
+    let last = state.take_final(130 * S);
+    assert_eq!((last[0].window, last[0].partial.count), (w(60, 120), 1));
+}

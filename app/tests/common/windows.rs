@@ -10,7 +10,10 @@ use sluice::{
     kafka::KafkaConfig,
     window::{Aggregate, Stats, WindowSpec},
 };
-use sluice_app::topologies::iot_alerts::{SensorReading, SensorType};
+use sluice_app::topologies::{
+    iot_alerts::{SensorReading, SensorType},
+    iot_window_aggregates::{SINK, SensorWindowAggregate},
+};
 use sqlx::PgPool;
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -280,4 +283,80 @@ pub async fn assert_every_reading_once(pool: &PgPool, all: &[SensorReading]) {
         wrong, 0,
         "{wrong} stored readings differ from the produced ones"
     );
+}
+
+/// The windows final once every partition's watermark reached
+/// `watermark_ms`, and what each must hold.
+pub fn expected_final(
+    readings: &[SensorReading],
+    spec: &WindowSpec,
+    watermark_ms: i64,
+) -> BTreeMap<RowKey, Stats> {
+    let mut all = expected(readings, spec);
+    all.retain(|(_, _, start, end), _| {
+        spec.closes_at(sluice::window::Window {
+            start_ms: *start,
+            end_ms: *end,
+        }) <= watermark_ms
+    });
+    all
+}
+
+/// Every committed record of the topic of final windows, decoded, with
+/// its record key.
+pub async fn final_windows(
+    bootstrap: &str,
+    codec: &AvroCodec,
+    topic: &str,
+) -> Vec<(Option<Vec<u8>>, SensorWindowAggregate)> {
+    let reader = sluice::avro::Reader::new(sluice::schemas::for_topic(SINK).unwrap());
+    let mut out = Vec::new();
+    for r in super::read_committed_all(bootstrap, topic).await {
+        let (_, w) = codec
+            .decode::<SensorWindowAggregate>(&r.value, &reader)
+            .await
+            .unwrap();
+        out.push((r.key, w));
+    }
+    out
+}
+
+/// Asserts the topic holds each expected window once, exact, keyed by device.
+pub fn assert_final_windows_exact(
+    got: &[(Option<Vec<u8>>, SensorWindowAggregate)],
+    expected: &BTreeMap<RowKey, Stats>,
+) {
+    let mut seen: BTreeMap<RowKey, &SensorWindowAggregate> = BTreeMap::new();
+    for (key, w) in got {
+        assert_eq!(
+            key.as_deref(),
+            Some(w.device_id.as_bytes()),
+            "keyed by device"
+        );
+        let k = (
+            w.device_id.clone(),
+            w.sensor_type.clone(),
+            w.window_start,
+            w.window_end,
+        );
+        assert!(
+            seen.insert(k.clone(), w).is_none(),
+            "window {k:?} emitted twice"
+        );
+    }
+    let missing: Vec<_> = expected.keys().filter(|k| !seen.contains_key(*k)).collect();
+    let extra: Vec<_> = seen.keys().filter(|k| !expected.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing windows {missing:?}, extra windows {extra:?}"
+    );
+    for (k, e) in expected {
+        let w = seen[k];
+        assert_eq!(
+            (w.count, w.sum, w.min, w.max),
+            (e.count as i64, e.sum, e.min, e.max),
+            "window {k:?}"
+        );
+        assert_eq!(w.avg, e.sum / e.count as f64, "window {k:?}");
+    }
 }
