@@ -146,11 +146,12 @@ fn committed_reader(kafka: &KafkaConfig, group: &str) -> Result<BaseConsumer, Si
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What the offset commit's metadata says of a partition.
+/// What the offset commit's metadata says of a partition: the offset it
+/// was processed up to, and its watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Progress {
-    processed: i64,
-    watermark_ms: i64,
+pub struct Progress {
+    pub processed: i64,
+    pub watermark_ms: i64,
 }
 
 impl Progress {
@@ -161,7 +162,7 @@ impl Progress {
         )
     }
 
-    fn parse(metadata: &str) -> Option<Progress> {
+    pub fn parse(metadata: &str) -> Option<Progress> {
         let rest = metadata.strip_prefix("sluice:1 ")?;
         let mut processed = None;
         let mut watermark_ms = None;

@@ -7,17 +7,24 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rdkafka::{
+    TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+};
 use sqlx::PgPool;
 
-use super::e2e::{Setup, feed, first_taken};
+use super::{
+    Figures,
+    e2e::{Setup, feed, first_taken},
+};
 use crate::topologies::{
     iot_alerts::{SensorReading, SensorType},
-    iot_windows,
+    iot_window_aggregates, iot_windows,
 };
 use sluice::{
     runtime::{RunOptions, Workers},
     schemas,
-    sink::Stores,
+    sink::{Stores, window_topic::Progress},
     stats::Stats,
     window::WindowSpec,
 };
@@ -150,4 +157,132 @@ async fn run(
     };
     workers.stop(Duration::from_secs(30)).await?;
     Ok(figures)
+}
+
+/// `iot-window-aggregates`: the same readings into windows emitted once
+/// final to a topic, exactly-once. Timed until every reading is committed
+/// (its windows open, in the transaction's offsets); then, untimed, the
+/// windows close by idleness and their counts must add up to the readings.
+pub async fn final_windows(s: &Setup<'_>) -> anyhow::Result<Figures> {
+    let (input, output) = s.topics("final-windows");
+    let (dlq, late) = (format!("{input}.dlq"), format!("{input}.late"));
+    s.create(&[&input, &output, &dlq, &late]).await?;
+    for (topic, schema_of) in [
+        (&input, iot_windows::SOURCE),
+        (&output, iot_window_aggregates::SINK),
+    ] {
+        let text = schemas::embedded()
+            .into_iter()
+            .find(|f| f.topic == schema_of)
+            .map(|f| f.text)
+            .unwrap_or_default();
+        s.registry
+            .register(&schemas::value_subject(topic), &text)
+            .await?;
+    }
+    let result = run_final(s, &input, &output).await;
+    s.drop_topics(&[&input, &output, &dlq, &late]).await;
+    result
+}
+
+async fn run_final(s: &Setup<'_>, input: &str, output: &str) -> anyhow::Result<Figures> {
+    let payloads = payloads(s, input).await?;
+    let spec = WindowSpec {
+        idle_timeout: Duration::from_secs(2),
+        ..WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10))
+    };
+    let name = format!("bench-{}-final-windows", s.run_id);
+    let topology = iot_window_aggregates::declare(&name, input, output, spec)?;
+    let opts = RunOptions {
+        instance_id: format!("bench-{}", s.run_id),
+        batch_size: s.batch_size,
+        commit_interval: s.commit_interval,
+        ..RunOptions::default()
+    };
+    let (kafka, n, topic) = (s.kafka.clone(), s.records, input.to_string());
+    tokio::task::spawn_blocking(move || feed(&kafka, &topic, &payloads, n, 0)).await??;
+    let (topology, first) = super::e2e::Stamped::wrap(topology);
+    let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);
+    let stats: Arc<Stats> = workers.stats[0].1.clone();
+    let started = first_taken(&stats.records_in, &first).await?;
+    // Committed means in the group's offsets: their metadata says how far
+    // each partition was processed.
+    let group = format!("sluice-{name}");
+    let offsets: BaseConsumer = s.kafka.consumer(&group).create()?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = processed(&offsets, input, s.partitions)?;
+        if done >= n as i64 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {done} of {n} readings committed within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let figures = Figures::throughput(
+        "iot-window-aggregates to a topic, exactly-once",
+        n as u64,
+        started.elapsed(),
+    );
+    let counted = counted_in_windows(s, output, n as u64).await;
+    workers.stop(Duration::from_secs(30)).await?;
+    let counted = counted?;
+    anyhow::ensure!(
+        counted == n as u64,
+        "the final windows count {counted} readings, not {n}"
+    );
+    Ok(figures)
+}
+
+/// How many records of `topic` the group's commits say were processed.
+fn processed(offsets: &BaseConsumer, topic: &str, partitions: i32) -> anyhow::Result<i64> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed =
+        sluice::kafka::blocking(|| offsets.committed_offsets(tpl, Duration::from_secs(10)))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| Progress::parse(e.metadata()))
+        .map(|p| p.processed)
+        .sum())
+}
+
+/// The readings counted by the final windows on `topic`, read_committed,
+/// once they add up to `want` (or after 60 s).
+async fn counted_in_windows(s: &Setup<'_>, topic: &str, want: u64) -> anyhow::Result<u64> {
+    use rdkafka::{
+        Message,
+        consumer::{Consumer, StreamConsumer},
+    };
+    let consumer: StreamConsumer = s
+        .kafka
+        .consumer(&format!("bench-{}-final-reader", s.run_id))
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let reader = sluice::avro::Reader::new(
+        schemas::for_topic(iot_window_aggregates::SINK)
+            .ok_or_else(|| anyhow::anyhow!("no schema for {}", iot_window_aggregates::SINK))?,
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut counted = 0u64;
+    while counted < want {
+        let Ok(m) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            break;
+        };
+        let m = m?;
+        let (_, w) = s
+            .codec
+            .decode::<iot_window_aggregates::SensorWindowAggregate>(
+                m.payload().unwrap_or_default(),
+                &reader,
+            )
+            .await?;
+        counted += w.count as u64;
+    }
+    Ok(counted)
 }
