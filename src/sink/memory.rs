@@ -35,14 +35,18 @@ pub struct StoredRow {
 
 type Rows = BTreeMap<(WindowKey, Window), (Stats, bool)>;
 
+/// A partition's stored position, as `sluice_offsets` keeps it.
+type Stored = (i64, i64, i64, i64);
+
 #[derive(Default)]
 struct Inner {
     /// table → rows, and the table's spec.
     tables: HashMap<String, (Arc<TableSpec>, Rows)>,
     /// table → its newest rows, and how many it was given in all.
     rows: HashMap<String, (Arc<RowSpec>, VecDeque<SourcedRow>, u64)>,
-    /// (group, topic, partition) → (next offset or -1, watermark, epoch)
-    offsets: HashMap<(String, String, i32), (i64, i64, i64)>,
+    /// (group, topic, partition) → (resume offset or -1, watermark, epoch,
+    /// processed up to or -1)
+    offsets: HashMap<(String, String, i32), Stored>,
 }
 
 impl Inner {
@@ -53,13 +57,14 @@ impl Inner {
                 let e = self
                     .offsets
                     .entry((group.to_string(), topic.to_string(), p))
-                    .or_insert((-1, i64::MIN, 0));
+                    .or_insert((-1, i64::MIN, 0, -1));
                 e.2 += 1;
                 Claim {
                     partition: p,
                     next_offset: (e.0 >= 0).then_some(e.0),
                     watermark_ms: e.1,
                     epoch: e.2,
+                    processed: e.3,
                 }
             })
             .collect()
@@ -86,8 +91,9 @@ impl Inner {
         let written = write(self);
         for p in positions {
             if let Some(o) = self.offsets.get_mut(&key(p)) {
-                o.0 = p.next_offset;
+                o.0 = p.resume_offset;
                 o.1 = o.1.max(p.watermark_ms);
+                o.3 = o.3.max(p.next_offset);
             }
         }
         Ok(written)

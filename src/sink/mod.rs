@@ -230,6 +230,9 @@ pub struct Claim {
     pub next_offset: Option<i64>,
     pub watermark_ms: i64,
     pub epoch: i64,
+    /// Records below this offset were processed before (their letters
+    /// sent): reading resumes earlier only to rebuild open windows. -1: none.
+    pub processed: i64,
 }
 
 /// What writing one input record's results added to the unit.
@@ -280,6 +283,7 @@ pub trait Sink: Send {
                 next_offset: None,
                 watermark_ms: i64::MIN,
                 epoch: 0,
+                processed: -1,
             })
             .collect())
     }

@@ -32,12 +32,12 @@ impl PgOffsets {
     /// Takes over `partitions`: bumps each one's epoch (fencing the previous
     /// owner) and returns where reading continues.
     pub async fn claim(&self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError> {
-        let rows: Vec<(i32, i64, i64, i64)> = sqlx::query_as(
+        let rows: Vec<(i32, i64, i64, i64, i64)> = sqlx::query_as(
             "INSERT INTO sluice_offsets AS t (consumer_group, topic, partition, next_offset, watermark_ms, epoch)
              SELECT $1, $2, p, -1, $4, 1 FROM UNNEST($3::int[]) AS u(p)
              ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
                 epoch = t.epoch + 1, updated_at = now()
-             RETURNING partition, next_offset, watermark_ms, epoch",
+             RETURNING partition, next_offset, watermark_ms, epoch, processed_offset",
         )
         .bind(&self.group)
         .bind(&self.topic)
@@ -47,18 +47,20 @@ impl PgOffsets {
         .await?;
         let mut claims: Vec<Claim> = rows
             .into_iter()
-            .map(|(partition, next, watermark_ms, epoch)| Claim {
+            .map(|(partition, next, watermark_ms, epoch, processed)| Claim {
                 partition,
                 next_offset: (next >= 0).then_some(next),
                 watermark_ms,
                 epoch,
+                processed,
             })
             .collect();
         claims.sort_by_key(|c| c.partition);
         Ok(claims)
     }
 
-    /// Stores `positions` in `tx`; `Fenced` (and `tx` rolled back) if
+    /// Stores `positions` in `tx` (reading resumes at their resume offset);
+    /// `Fenced` (and `tx` rolled back) if
     /// another worker has claimed one of the partitions since.
     pub async fn store(
         &self,
@@ -70,10 +72,12 @@ impl PgOffsets {
         }
         let owned: Vec<i32> = sqlx::query_scalar(
             "UPDATE sluice_offsets AS t
-                SET next_offset = u.o,
+                SET next_offset = u.r,
+                    processed_offset = GREATEST(t.processed_offset, u.o),
                     watermark_ms = GREATEST(t.watermark_ms, u.w),
                     updated_at = now()
-               FROM UNNEST($3::int[], $4::bigint[], $5::bigint[], $6::bigint[]) AS u(p, o, w, e)
+               FROM UNNEST($3::int[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
+                    AS u(p, o, w, e, r)
               WHERE t.consumer_group = $1 AND t.topic = $2
                 AND t.partition = u.p AND t.epoch = u.e
               RETURNING t.partition",
@@ -84,6 +88,12 @@ impl PgOffsets {
         .bind(positions.iter().map(|p| p.next_offset).collect::<Vec<_>>())
         .bind(positions.iter().map(|p| p.watermark_ms).collect::<Vec<_>>())
         .bind(positions.iter().map(|p| p.epoch).collect::<Vec<_>>())
+        .bind(
+            positions
+                .iter()
+                .map(|p| p.resume_offset)
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut *tx)
         .await?;
         if let Some(lost) = positions.iter().find(|p| !owned.contains(&p.partition)) {

@@ -88,12 +88,6 @@ pub trait WindowTable: Send {
         false
     }
 
-    /// Whether this record was processed before a restart, its letters
-    /// sent: it is read again only to rebuild open windows.
-    fn already_processed(&self, _partition: i32, _offset: i64) -> bool {
-        false
-    }
-
     /// Whether the group's committed offsets are the store's own (so the
     /// runtime must not overwrite them to show lag).
     fn owns_group_offsets(&self) -> bool {
@@ -111,9 +105,8 @@ struct Part {
     /// stored): windows closed here stay closed.
     floor: i64,
     state: WindowState<WindowKey, f64, Agg>,
-    /// With a finals-only store: per window close time, the first offset
-    /// folded into a window closing then.
-    open_since: BTreeMap<i64, i64>,
+    /// Records below this offset were processed before a restart.
+    processed: i64,
 }
 
 pub struct WindowStage<T> {
@@ -165,13 +158,11 @@ impl<T: WindowTable> WindowStage<T> {
         let mut merged: HashMap<(WindowKey, Window), (Agg, bool)> = HashMap::new();
         let mut closed: Vec<ClosedRow> = Vec::new();
         let mut positions = Vec::new();
-        let finals_only = self.table.finals_only();
+        let finals_only = self.finals_only();
         for (p, part) in self.parts.iter_mut() {
             part.floor = part.floor.max(self.marks.watermark(*p, wall));
             let (updates, done) = if finals_only {
-                let floor = part.floor;
-                part.open_since.retain(|&closes, _| closes > floor);
-                (part.state.take_final(floor), Vec::new())
+                (part.state.take_final(part.floor), Vec::new())
             } else {
                 part.state.flush(part.floor)
             };
@@ -185,8 +176,12 @@ impl<T: WindowTable> WindowStage<T> {
             closed.extend(done.into_iter().map(|c| (c.key, c.window)));
             positions.push(Position {
                 partition: *p,
-                next_offset: part.next,
-                resume_offset: part.open_since.values().min().copied().unwrap_or(part.next),
+                // Re-reading must not lower it.
+                next_offset: part.next.max(part.processed),
+                resume_offset: match part.state.first_open_offset() {
+                    Some(first) if finals_only => first.min(part.next),
+                    _ => part.next,
+                },
                 watermark_ms: part.floor,
                 epoch: part.epoch,
             });
@@ -208,6 +203,13 @@ impl<T: WindowTable> WindowStage<T> {
             .open_windows
             .store(open as u64, Ordering::Relaxed);
         (rows, closed, positions)
+    }
+
+    /// Whether windows are kept whole until final and written once: for a
+    /// store that wants it, and always for sessions, whose bounds move with
+    /// every record (a stored partial row would have to move with them).
+    fn finals_only(&self) -> bool {
+        self.table.finals_only() || self.spec.is_session()
     }
 
     fn send_letter(&mut self, letter: &DeadLetter) {
@@ -244,7 +246,7 @@ impl<T: WindowTable> Sink for WindowStage<T> {
                     next: c.next_offset.unwrap_or(-1),
                     floor: c.watermark_ms,
                     state: WindowState::new(self.spec),
-                    open_since: BTreeMap::new(),
+                    processed: c.processed,
                 },
             );
         }
@@ -260,7 +262,6 @@ impl<T: WindowTable> Sink for WindowStage<T> {
         let p = source.partition;
         let mut missed = Vec::new();
         let mut event_ms = source.timestamp_ms;
-        let finals_only = self.table.finals_only();
         {
             // Not ours (yet, or any more): its owner reads it.
             let Some(part) = self.parts.get_mut(&p) else {
@@ -271,25 +272,21 @@ impl<T: WindowTable> Sink for WindowStage<T> {
                 if let Emitted::Reading(r) = e {
                     self.marks.observe(p, r.event_ms, wall);
                     let watermark = self.marks.watermark(p, wall).max(part.floor);
-                    let before = missed.len();
-                    missed.extend(part.state.add(&r.key, r.event_ms, &r.value, watermark));
+                    missed.extend(part.state.add_at(
+                        &r.key,
+                        r.event_ms,
+                        &r.value,
+                        watermark,
+                        source.offset,
+                    ));
                     event_ms = r.event_ms;
-                    if finals_only {
-                        for w in self.spec.kind.windows_for(r.event_ms) {
-                            if !missed[before..].iter().any(|l| l.window == w) {
-                                part.open_since
-                                    .entry(self.spec.closes_at(w))
-                                    .or_insert(source.offset);
-                            }
-                        }
-                    }
                 }
             }
             part.next = source.offset + 1;
-        }
-        // Its letters went out before the restart, in a committed unit.
-        if self.table.already_processed(p, source.offset) {
-            return Ok(Written::default());
+            // Its letters went out before the restart, in a committed unit.
+            if source.offset < part.processed {
+                return Ok(Written::default());
+            }
         }
         if let Some(d) = dead {
             self.send_letter(d);

@@ -14,7 +14,7 @@
 //! extra write per update; the cost is re-reading at most a window plus its
 //! grace of input after a restart, and a group lag that trails by that much.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use rdkafka::{
     Offset, TopicPartitionList,
@@ -124,7 +124,6 @@ impl SinkSpec for FinalTopicSpec {
             encode: self.encode.clone(),
             schema,
             committed: committed_reader(env.kafka, env.group)?,
-            processed: HashMap::new(),
         };
         let late = env.late.unwrap_or(env.dead_letter);
         Ok(Box::new(WindowStage::new(
@@ -187,8 +186,6 @@ pub struct FinalTopic {
     encode: Encode,
     schema: SinkSchema,
     committed: BaseConsumer,
-    /// Per claimed partition, the offset it was processed up to before.
-    processed: HashMap<i32, i64>,
 }
 
 impl WindowTable for FinalTopic {
@@ -212,15 +209,12 @@ impl WindowTable for FinalTopic {
                     "committed offset without sluice's window metadata; reading on from it"
                 );
             }
-            match progress {
-                Some(p) => self.processed.insert(e.partition(), p.processed),
-                None => self.processed.remove(&e.partition()),
-            };
             claims.push(Claim {
                 partition: e.partition(),
                 next_offset,
                 watermark_ms: progress.map_or(i64::MIN, |p| p.watermark_ms),
                 epoch: 0,
+                processed: progress.map_or(-1, |p| p.processed),
             });
         }
         Ok(claims)
@@ -262,10 +256,8 @@ impl WindowTable for FinalTopic {
         }
         let mut tpl = TopicPartitionList::new();
         for p in positions.iter().filter(|p| p.next_offset >= 0) {
-            // Replaying must not lower it: what was processed stays processed.
-            let before = self.processed.get(&p.partition).copied().unwrap_or(-1);
             let progress = Progress {
-                processed: p.next_offset.max(before),
+                processed: p.next_offset,
                 watermark_ms: p.watermark_ms,
             };
             tpl.add_partition_offset(&self.source, p.partition, Offset::Offset(p.resume_offset))?;
@@ -279,10 +271,6 @@ impl WindowTable for FinalTopic {
 
     fn finals_only(&self) -> bool {
         true
-    }
-
-    fn already_processed(&self, partition: i32, offset: i64) -> bool {
-        self.processed.get(&partition).is_some_and(|&n| offset < n)
     }
 
     fn owns_group_offsets(&self) -> bool {

@@ -141,6 +141,7 @@ fn describe(spec: &WindowSpec) -> String {
         crate::window::WindowKind::Hopping { size, advance } => {
             format!("hopping {} every {}", h(size), h(advance))
         }
+        crate::window::WindowKind::Session { gap } => format!("session, gap {}", h(gap)),
     };
     format!("window({kind}, grace {})", h(spec.grace))
 }

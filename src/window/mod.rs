@@ -28,6 +28,10 @@ pub enum WindowKind {
     /// Fixed-size windows starting every `advance`; a record falls in
     /// size / advance of them.
     Hopping { size: Duration, advance: Duration },
+    /// Per key, records closer than `gap` in event time form one session,
+    /// [first record, last record + gap); a record that bridges two
+    /// sessions merges them.
+    Session { gap: Duration },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +40,8 @@ pub enum WindowError {
     ZeroSize,
     #[error("hopping advance must be at least 1 ms and at most the window size")]
     BadAdvance,
+    #[error("session gap must be at least 1 ms")]
+    ZeroGap,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -50,15 +56,23 @@ impl WindowKind {
             WindowKind::Hopping { size, advance } if ms(advance) < 1 || advance > size => {
                 Err(WindowError::BadAdvance)
             }
+            WindowKind::Session { gap } if ms(gap) < 1 => Err(WindowError::ZeroGap),
             _ => Ok(()),
         }
     }
 
-    /// The windows a record with event time `ts` belongs to, oldest first.
+    /// The windows a record with event time `ts` belongs to, oldest first;
+    /// for sessions, the session the record alone would make.
     pub fn windows_for(&self, ts: i64) -> Vec<Window> {
         let (size, advance) = match *self {
             WindowKind::Tumbling { size } => (ms(size), ms(size)),
             WindowKind::Hopping { size, advance } => (ms(size), ms(advance)),
+            WindowKind::Session { gap } => {
+                return vec![Window {
+                    start_ms: ts,
+                    end_ms: ts.saturating_add(ms(gap)),
+                }];
+            }
         };
         // The latest window start at or before ts, then walk back while the
         // window still covers ts.
@@ -97,6 +111,19 @@ impl WindowSpec {
             out_of_order: Duration::ZERO,
             idle_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Session windows: a session closes `grace` after its end (its last
+    /// record plus `gap`).
+    pub fn session(gap: Duration, grace: Duration) -> WindowSpec {
+        WindowSpec {
+            kind: WindowKind::Session { gap },
+            ..WindowSpec::tumbling(gap, grace)
+        }
+    }
+
+    pub fn is_session(&self) -> bool {
+        matches!(self.kind, WindowKind::Session { .. })
     }
 
     /// The watermark at which `w` is final.

@@ -1,5 +1,6 @@
 //! Open windows per key: partial aggregates since the last flush, finality
 //! when the watermark passes a window's end plus grace, and late records.
+//! Session windows grow with each record and merge when one bridges two.
 
 use std::{collections::HashMap, hash::Hash, marker::PhantomData};
 
@@ -32,11 +33,15 @@ pub struct Closed<K> {
 struct Open<A> {
     partial: A,
     dirty: bool,
+    /// The first input offset folded into the window (to re-read from).
+    first_offset: i64,
 }
 
 pub struct WindowState<K, V, A> {
     spec: WindowSpec,
     open: HashMap<(K, Window), Open<A>>,
+    /// Session windows only: each key's open sessions.
+    sessions: HashMap<K, Vec<Window>>,
     _values: PhantomData<fn(V)>,
 }
 
@@ -49,6 +54,7 @@ where
         Self {
             spec,
             open: HashMap::new(),
+            sessions: HashMap::new(),
             _values: PhantomData,
         }
     }
@@ -56,6 +62,21 @@ where
     /// Adds a value to every window of `event_ms` that is still open at
     /// `watermark_ms`; each window it is too late for is reported.
     pub fn add(&mut self, key: &K, event_ms: i64, value: &V, watermark_ms: i64) -> Vec<Late> {
+        self.add_at(key, event_ms, value, watermark_ms, i64::MAX)
+    }
+
+    /// `add`, for the record at input `offset`.
+    pub fn add_at(
+        &mut self,
+        key: &K,
+        event_ms: i64,
+        value: &V,
+        watermark_ms: i64,
+        offset: i64,
+    ) -> Vec<Late> {
+        if self.spec.is_session() {
+            return self.add_to_session(key, event_ms, value, watermark_ms, offset);
+        }
         let mut late = Vec::new();
         for window in self.spec.kind.windows_for(event_ms) {
             if self.spec.closes_at(window) <= watermark_ms {
@@ -71,11 +92,71 @@ where
                 .or_insert_with(|| Open {
                     partial: A::default(),
                     dirty: false,
+                    first_offset: offset,
                 });
             entry.partial.add(value);
             entry.dirty = true;
+            entry.first_offset = entry.first_offset.min(offset);
         }
         late
+    }
+
+    /// The record's own session, merged with every open session of its key
+    /// it overlaps; late if even the merged session is closed (Kafka
+    /// Streams' rule: an old record that extends an open session is not late).
+    fn add_to_session(
+        &mut self,
+        key: &K,
+        event_ms: i64,
+        value: &V,
+        watermark_ms: i64,
+        offset: i64,
+    ) -> Vec<Late> {
+        let mut merged = self.spec.kind.windows_for(event_ms)[0];
+        let open = self.sessions.entry(key.clone()).or_default();
+        let (absorbed, kept): (Vec<Window>, Vec<Window>) = open
+            .iter()
+            .partition(|w| w.start_ms <= merged.end_ms && merged.start_ms <= w.end_ms);
+        for w in &absorbed {
+            merged.start_ms = merged.start_ms.min(w.start_ms);
+            merged.end_ms = merged.end_ms.max(w.end_ms);
+        }
+        if self.spec.closes_at(merged) <= watermark_ms {
+            return vec![Late {
+                window: merged,
+                watermark_ms,
+            }];
+        }
+        *open = kept;
+        open.push(merged);
+        let mut session = Open {
+            partial: A::default(),
+            dirty: true,
+            first_offset: offset,
+        };
+        for w in absorbed {
+            if let Some(o) = self.open.remove(&(key.clone(), w)) {
+                session.partial.merge(&o.partial);
+                session.first_offset = session.first_offset.min(o.first_offset);
+            }
+        }
+        session.partial.add(value);
+        self.open.insert((key.clone(), merged), session);
+        Vec::new()
+    }
+
+    /// The first input offset still in an open window.
+    pub fn first_open_offset(&self) -> Option<i64> {
+        self.open.values().map(|o| o.first_offset).min()
+    }
+
+    fn forget_session(sessions: &mut HashMap<K, Vec<Window>>, key: &K, window: Window) {
+        if let Some(open) = sessions.get_mut(key) {
+            open.retain(|w| *w != window);
+            if open.is_empty() {
+                sessions.remove(key);
+            }
+        }
     }
 
     /// Takes the partial aggregates changed since the last flush, marking the
@@ -84,8 +165,12 @@ where
         let spec = self.spec;
         let mut updates = Vec::new();
         let mut closed = Vec::new();
+        let sessions = &mut self.sessions;
         self.open.retain(|(key, window), open| {
             let is_final = spec.closes_at(*window) <= watermark_ms;
+            if is_final {
+                Self::forget_session(sessions, key, *window);
+            }
             if open.dirty {
                 updates.push(Update {
                     key: key.clone(),
@@ -111,9 +196,11 @@ where
     pub fn take_final(&mut self, watermark_ms: i64) -> Vec<Update<K, A>> {
         let spec = self.spec;
         let mut finals = Vec::new();
+        let sessions = &mut self.sessions;
         self.open.retain(|(key, window), open| {
             let is_final = spec.closes_at(*window) <= watermark_ms;
             if is_final {
+                Self::forget_session(sessions, key, *window);
                 finals.push(Update {
                     key: key.clone(),
                     window: *window,

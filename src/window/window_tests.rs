@@ -188,3 +188,121 @@ fn final_windows_come_out_whole_and_once() {
     let last = state.take_final(130 * S);
     assert_eq!((last[0].window, last[0].partial.count), (w(60, 120), 1));
 }
+
+/// Sessions of 10 s gap, 5 s grace, driven by one partition's watermark.
+fn sessions() -> (
+    WindowSpec,
+    Watermarks,
+    WindowState<&'static str, f64, Stats>,
+) {
+    let spec = WindowSpec::session(secs(10), secs(5));
+    (spec, Watermarks::new(0, 30 * S), WindowState::new(spec))
+}
+
+fn feed(
+    wm: &mut Watermarks,
+    state: &mut WindowState<&'static str, f64, Stats>,
+    key: &'static str,
+    at_s: i64,
+    offset: i64,
+) -> Vec<Late> {
+    wm.observe(0, at_s * S, 0);
+    state.add_at(&key, at_s * S, &(at_s as f64), wm.watermark(0, 0), offset)
+}
+
+#[test]
+fn records_within_the_gap_extend_one_session() {
+    let (spec, mut wm, mut state) = sessions();
+    assert_eq!(spec.kind.validate(), Ok(()));
+    for (i, t) in [100, 104, 109, 118].into_iter().enumerate() {
+        assert!(feed(&mut wm, &mut state, "a", t, i as i64).is_empty());
+    }
+    // Another key's records never join it.
+    feed(&mut wm, &mut state, "b", 119, 4);
+    assert_eq!(state.open_windows(), 2);
+    assert_eq!(state.first_open_offset(), Some(0));
+    // [100, 128) closes at 128 + 5.
+    assert!(state.take_final(132 * S).is_empty());
+    let finals = state.take_final(133 * S);
+    assert_eq!(finals.len(), 1);
+    let f = &finals[0];
+    assert_eq!((f.key, f.window), ("a", w(100, 128)));
+    assert_eq!((f.partial.count, f.partial.sum), (4, 431.0));
+    assert_eq!(
+        state.first_open_offset(),
+        Some(4),
+        "only b's session is open"
+    );
+}
+
+#[test]
+fn a_record_bridging_two_sessions_merges_them() {
+    let (_, mut wm, mut state) = sessions();
+    feed(&mut wm, &mut state, "a", 100, 0);
+    feed(&mut wm, &mut state, "a", 118, 1);
+    assert_eq!(state.open_windows(), 2, "18 s apart: two sessions");
+    // 109 is within 10 s of both: [100,110) and [118,128) become [100,128).
+    assert!(feed(&mut wm, &mut state, "a", 109, 2).is_empty());
+    assert_eq!(state.open_windows(), 1);
+    assert_eq!(state.first_open_offset(), Some(0));
+    let finals = state.take_final(i64::MAX);
+    assert_eq!(finals[0].window, w(100, 128));
+    assert_eq!((finals[0].partial.count, finals[0].partial.sum), (3, 327.0));
+}
+
+#[test]
+fn an_old_record_is_late_only_if_its_merged_session_is_closed() {
+    let (_, mut wm, mut state) = sessions();
+    feed(&mut wm, &mut state, "a", 100, 0);
+    feed(&mut wm, &mut state, "a", 130, 1);
+    // Stream time 130: [100,110) closes at 115 and is final.
+    let finals = state.take_final(wm.watermark(0, 0));
+    assert_eq!(finals[0].window, w(100, 110));
+    // 103 alone would make [103,113), closed at 118 <= 130: late.
+    let late = feed(&mut wm, &mut state, "a", 103, 2);
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].window, w(103, 113));
+    // 121 is old too, but joins the open [130,140): accepted (grace does not apply to it).
+    assert!(feed(&mut wm, &mut state, "a", 121, 3).is_empty());
+    let finals = state.take_final(i64::MAX);
+    assert_eq!(finals[0].window, w(121, 140));
+    assert_eq!(finals[0].partial.count, 2);
+}
+
+#[test]
+fn a_session_within_grace_still_takes_records() {
+    let (_, mut wm, mut state) = sessions();
+    feed(&mut wm, &mut state, "a", 100, 0);
+    feed(&mut wm, &mut state, "b", 112, 1);
+    // Stream time 112: [100,110) has ended but closes at 115.
+    assert!(state.take_final(wm.watermark(0, 0)).is_empty());
+    assert!(feed(&mut wm, &mut state, "a", 101, 2).is_empty());
+    feed(&mut wm, &mut state, "b", 116, 3);
+    let finals = state.take_final(wm.watermark(0, 0));
+    assert_eq!(finals.len(), 1);
+    assert_eq!(
+        (finals[0].window, finals[0].partial.count),
+        (w(100, 111), 2)
+    );
+}
+
+#[test]
+fn an_idle_partition_closes_its_sessions_by_the_wall_clock() {
+    let spec = WindowSpec::session(secs(10), secs(5));
+    let mut wm = Watermarks::new(0, 5 * S);
+    let mut state: WindowState<&str, f64, Stats> = WindowState::new(spec);
+    wm.observe(0, 100 * S, 1000 * S);
+    state.add_at(&"a", 100 * S, &1.0, wm.watermark(0, 1000 * S), 0);
+    // [100,110) closes at 115: 15 s of event time after its record.
+    assert!(state.take_final(wm.watermark(0, 1014 * S)).is_empty());
+    let finals = state.take_final(wm.watermark(0, 1015 * S));
+    assert_eq!(finals.len(), 1);
+    assert_eq!(state.open_windows(), 0);
+    assert_eq!(state.first_open_offset(), None);
+}
+
+#[test]
+fn a_session_gap_must_be_positive() {
+    let spec = WindowSpec::session(Duration::ZERO, secs(5));
+    assert_eq!(spec.kind.validate(), Err(WindowError::ZeroGap));
+}

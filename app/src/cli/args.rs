@@ -76,8 +76,12 @@ pub struct WindowArgs {
     #[arg(long, env = "SLUICE_WINDOW_SIZE", value_parser = duration, default_value = "1m")]
     pub window_size: Duration,
     /// Start a window every this long (hopping windows); default: tumbling.
-    #[arg(long, env = "SLUICE_WINDOW_ADVANCE", value_parser = duration)]
+    #[arg(long, env = "SLUICE_WINDOW_ADVANCE", value_parser = duration, conflicts_with = "session_gap")]
     pub window_advance: Option<Duration>,
+    /// Session windows instead: per key, records at most this far apart in
+    /// event time form one session (--window-size does not apply).
+    #[arg(long, env = "SLUICE_SESSION_GAP", value_parser = duration)]
+    pub session_gap: Option<Duration>,
     /// How long after a window's end its records are still accepted.
     #[arg(long, env = "SLUICE_WINDOW_GRACE", value_parser = duration, default_value = "10s")]
     pub window_grace: Duration,
@@ -93,17 +97,19 @@ pub struct WindowArgs {
 impl WindowArgs {
     pub fn settings(&self) -> anyhow::Result<crate::topologies::Settings> {
         use sluice::window::{WindowKind, WindowSpec};
-        let kind = match self.window_advance {
-            None => WindowKind::Tumbling {
+        let kind = match (self.session_gap, self.window_advance) {
+            (Some(gap), _) => WindowKind::Session { gap },
+            (None, None) => WindowKind::Tumbling {
                 size: self.window_size,
             },
-            Some(advance) => WindowKind::Hopping {
+            (None, Some(advance)) => WindowKind::Hopping {
                 size: self.window_size,
                 advance,
             },
         };
-        kind.validate()
-            .map_err(|e| anyhow::anyhow!("{e}: check --window-size and --window-advance"))?;
+        kind.validate().map_err(|e| {
+            anyhow::anyhow!("{e}: check --window-size, --window-advance and --session-gap")
+        })?;
         Ok(crate::topologies::Settings {
             window: WindowSpec {
                 kind,
