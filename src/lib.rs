@@ -33,6 +33,8 @@ pub mod prelude {
             window_topic::ToFinalTopic,
         },
         topology::{Aggregated, BuildError, Cell, KeyValue, Ops, WindowKey, topology},
-        window::{Stats, Window, WindowKind, WindowSpec},
+        window::{
+            Aggregate, Columns, Combined, Stats, Value, ValueType, Window, WindowKind, WindowSpec,
+        },
     };
 }

@@ -48,8 +48,9 @@ fn text(key: &WindowKey, i: usize) -> String {
 pub fn aggregate(
     key: &WindowKey,
     w: Window,
-    s: &Stats,
+    agg: &Combined,
 ) -> (Option<Vec<u8>>, SensorWindowAggregate) {
+    let s = &agg.stats;
     let device_id = text(key, 0);
     let value = SensorWindowAggregate {
         device_id: device_id.clone(),

@@ -93,7 +93,7 @@ async fn merged_batches_equal_the_independent_aggregates() {
             .map(|u| Row {
                 key: key(&u.key.0, &u.key.1),
                 window: u.window,
-                partial: u.partial,
+                partial: u.partial.into(),
                 is_final: u.is_final,
             })
             .collect();
@@ -169,13 +169,13 @@ async fn a_failed_commit_writes_nothing() {
             start_ms: 0,
             end_ms: 60_000,
         },
-        partial,
+        partial: partial.into(),
         is_final: false,
     };
     // The second row's empty partial makes the upsert divide by zero: the
     // whole commit, offsets included, must be rolled back.
     let empty = Row {
-        partial: Stats::default(),
+        partial: Stats::default().into(),
         key: key("e", "light"),
         ..row.clone()
     };
@@ -232,7 +232,7 @@ async fn windows_query_prints_what_the_sink_stored() {
                 start_ms: start,
                 end_ms: start + 60_000,
             },
-            partial,
+            partial: partial.into(),
             is_final,
         });
     }
@@ -294,7 +294,7 @@ async fn a_worker_that_lost_its_partition_cannot_commit() {
         partial: {
             let mut s = Stats::default();
             s.add(&1.5);
-            s
+            s.into()
         },
         is_final: false,
     };

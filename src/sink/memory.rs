@@ -19,7 +19,7 @@ use super::{
 pub const KEPT_ROWS: usize = 1000;
 use crate::{
     topology::WindowKey,
-    window::{Aggregate, Stats, Window},
+    window::{Aggregate, Combined, Window},
 };
 
 /// One row of an in-memory table, with its table's column names.
@@ -33,7 +33,7 @@ pub struct StoredRow {
     pub is_final: bool,
 }
 
-type Rows = BTreeMap<(WindowKey, Window), (Stats, bool)>;
+type Rows = BTreeMap<(WindowKey, Window), (Combined, bool)>;
 
 /// A partition's stored position, as `sluice_offsets` keeps it.
 type Stored = (i64, i64, i64, i64);
@@ -117,11 +117,13 @@ impl MemoryTables {
     /// One table as one consumer group reading one topic sees it.
     pub fn scoped(self: &Arc<Self>, spec: Arc<TableSpec>, group: &str, topic: &str) -> Scoped {
         let table = spec.table.as_str().to_string();
+        let finals_only = spec.finals_only();
         self.lock()
             .tables
             .entry(table.clone())
             .or_insert_with(|| (spec, Rows::new()));
         Scoped {
+            finals_only,
             windows: self.clone(),
             table,
             group: group.to_string(),
@@ -211,6 +213,7 @@ impl MemoryTables {
 
 pub struct Scoped {
     windows: Arc<MemoryTables>,
+    finals_only: bool,
     table: String,
     group: String,
     topic: String,
@@ -240,7 +243,7 @@ impl WindowTable for Scoped {
             for r in rows {
                 let e = table
                     .entry((r.key.clone(), r.window))
-                    .or_insert((Stats::default(), false));
+                    .or_insert((Combined::default(), false));
                 e.0.merge(&r.partial);
                 e.1 |= r.is_final;
             }
@@ -250,6 +253,10 @@ impl WindowTable for Scoped {
                 }
             }
         })
+    }
+
+    fn finals_only(&self) -> bool {
+        self.finals_only
     }
 }
 

@@ -20,7 +20,7 @@ use super::{
     window::{ClosedRow, Position, Row, WindowStage, WindowTable},
 };
 use crate::{
-    topology::{Aggregated, BuildError, KeyValue, Ops},
+    topology::{Aggregated, BuildError, KeyValue, MakeAggregate, Ops},
     window::WindowSpec,
 };
 
@@ -39,19 +39,34 @@ where
     O: Ops<S, T>,
 {
     fn to_postgres(self, table: TableSpec) -> Result<Topology, BuildError> {
-        let names: Vec<&str> = table.aggregates.iter().map(|a| a.name.as_str()).collect();
+        let names: Vec<&str> = table
+            .aggregates
+            .iter()
+            .filter(|a| a.merge != Merge::Final)
+            .map(|a| a.name.as_str())
+            .collect();
         let w = self.readings(&names.join(", "))?;
-        table
-            .check(w.key_columns)
-            .map_err(|reason| BuildError::BadTable {
-                topology: w.declared.description.name.clone(),
-                reason,
-            })?;
+        let bad = |reason| BuildError::BadTable {
+            topology: w.declared.description.name.clone(),
+            reason,
+        };
+        table.check(w.key_columns).map_err(bad)?;
+        let declared: Vec<&str> = w.user_columns.iter().map(|(n, _)| *n).collect();
+        if table.user_columns() != declared {
+            return Err(bad(format!(
+                "table {} has user-defined aggregate columns {:?} but the stream's aggregate gives {:?} \
+                 (declare it with .with::<A>() and add its columns with TableSpec::columns_of::<A>())",
+                table.table.as_str(),
+                table.user_columns(),
+                declared
+            )));
+        }
         Ok(Topology::new(
             w.declared,
             Arc::new(WindowSinkSpec {
                 table: Arc::new(table),
                 window: w.spec,
+                make: w.make,
             }),
         ))
     }
@@ -61,6 +76,7 @@ where
 pub struct WindowSinkSpec {
     pub table: Arc<TableSpec>,
     pub window: WindowSpec,
+    pub make: MakeAggregate,
 }
 
 impl SinkSpec for WindowSinkSpec {
@@ -93,15 +109,17 @@ impl SinkSpec for WindowSinkSpec {
         Ok(match env.stores {
             Some(Stores::Postgres(pool)) => {
                 let table = PgWindowTable::new(pool.clone(), spec, env.group, env.source);
-                Box::new(WindowStage::new(
-                    table, window, letters, names, stats, timings,
-                ))
+                Box::new(
+                    WindowStage::new(table, window, letters, names, stats, timings)
+                        .with_aggregate(self.make.clone()),
+                )
             }
             Some(Stores::Memory(m)) => {
                 let table = m.scoped(spec, env.group, env.source);
-                Box::new(WindowStage::new(
-                    table, window, letters, names, stats, timings,
-                ))
+                Box::new(
+                    WindowStage::new(table, window, letters, names, stats, timings)
+                        .with_aggregate(self.make.clone()),
+                )
             }
             None => {
                 return Err(SinkError::Config(format!(
@@ -188,6 +206,10 @@ impl WindowTable for PgWindowTable {
     ) -> Result<(), SinkError> {
         self.handle
             .block_on(self.commit_async(rows, closed, positions))
+    }
+
+    fn finals_only(&self) -> bool {
+        self.spec.finals_only()
     }
 }
 
@@ -287,6 +309,7 @@ fn upsert(spec: &TableSpec, rows: &[Row]) -> QueryBuilder<'static, Postgres> {
             let n = a.name.as_str();
             let merged = match &a.merge {
                 Merge::Add => format!("{} + {}", t(n), x(n)),
+                Merge::Final => x(n),
                 Merge::Min => format!("LEAST({}, {})", t(n), x(n)),
                 Merge::Max => format!("GREATEST({}, {})", t(n), x(n)),
                 Merge::Ratio {

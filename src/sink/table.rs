@@ -3,7 +3,7 @@
 //! PostgreSQL sink, the in-memory store and `windows query` build their SQL
 //! and their output from it, so a windowed topology declares its table once.
 
-use crate::window::Stats;
+use crate::window::{Columns, Combined, Stats, ValueType};
 
 /// A table identifier that is safe to quote into SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +84,9 @@ pub enum Merge {
         numerator: String,
         denominator: String,
     },
+    /// A user-defined aggregate's column: the window's whole value, written
+    /// once the window is final (such tables take only final windows).
+    Final,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,21 +96,7 @@ pub struct AggregateColumn {
     pub merge: Merge,
 }
 
-/// A stored aggregate value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Value {
-    Int(i64),
-    Float(f64),
-}
-
-impl Value {
-    pub fn as_f64(self) -> f64 {
-        match self {
-            Value::Int(n) => n as f64,
-            Value::Float(x) => x,
-        }
-    }
-}
+pub use crate::window::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSpec {
@@ -164,6 +153,37 @@ impl TableSpec {
         self
     }
 
+    /// Adds the columns of the user-defined aggregate `A` (declared on the
+    /// stream with `.with::<A>()`), after the others.
+    pub fn columns_of<A: Columns>(mut self) -> Result<TableSpec, String> {
+        for (name, kind) in A::columns() {
+            self.aggregates.push(AggregateColumn {
+                name: TableName::parse(name)?,
+                sql: match kind {
+                    ValueType::Int => SqlType::BigInt,
+                    ValueType::Float => SqlType::Float8,
+                },
+                merge: Merge::Final,
+            });
+        }
+        Ok(self)
+    }
+
+    /// The names of the user-defined aggregate's columns.
+    pub fn user_columns(&self) -> Vec<&str> {
+        self.aggregates
+            .iter()
+            .filter(|a| a.merge == Merge::Final)
+            .map(|a| a.name.as_str())
+            .collect()
+    }
+
+    /// Whether its rows are written once, when final (a user-defined
+    /// aggregate cannot be merged in SQL).
+    pub fn finals_only(&self) -> bool {
+        !self.user_columns().is_empty()
+    }
+
     /// The aggregate columns written from a partial (not derived).
     pub fn stored(&self) -> impl Iterator<Item = &AggregateColumn> {
         self.aggregates
@@ -191,7 +211,7 @@ impl TableSpec {
         if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!("column {} appears twice", w[0]));
         }
-        for a in self.stored() {
+        for a in self.stored().filter(|a| a.merge != Merge::Final) {
             if stats_value(&Stats::default(), a.name.as_str()).is_none() {
                 return Err(format!(
                     "aggregate column {} is none of count, sum, min, max",
@@ -202,15 +222,21 @@ impl TableSpec {
         Ok(())
     }
 
-    /// The values of `stats` for the stored aggregate columns, in order.
-    pub fn values(&self, stats: &Stats) -> Vec<Value> {
+    /// The values of `agg` for the stored aggregate columns, in order.
+    pub fn values(&self, agg: &Combined) -> Vec<Value> {
+        let mut user = agg.user_values().into_iter();
         self.stored()
-            .map(|a| stats_value(stats, a.name.as_str()).unwrap_or(Value::Float(f64::NAN)))
+            .map(|a| match a.merge {
+                Merge::Final => user.next().unwrap_or(Value::Float(f64::NAN)),
+                _ => stats_value(&agg.stats, a.name.as_str()).unwrap_or(Value::Float(f64::NAN)),
+            })
             .collect()
     }
 
     /// Every aggregate column's value, derived ones included.
-    pub fn all_values(&self, stats: &Stats) -> Vec<(String, Value)> {
+    pub fn all_values(&self, agg: &Combined) -> Vec<(String, Value)> {
+        let stats = &agg.stats;
+        let mut user = agg.user_values().into_iter();
         self.aggregates
             .iter()
             .map(|a| {
@@ -223,6 +249,7 @@ impl TableSpec {
                         let d = stats_value(stats, denominator).map_or(f64::NAN, Value::as_f64);
                         Value::Float(n / d)
                     }
+                    Merge::Final => user.next().unwrap_or(Value::Float(f64::NAN)),
                     _ => stats_value(stats, a.name.as_str()).unwrap_or(Value::Float(f64::NAN)),
                 };
                 (a.name.as_str().to_string(), v)
@@ -292,6 +319,7 @@ mod tests {
         let mut s = Stats::default();
         crate::window::Aggregate::add(&mut s, &2.0);
         crate::window::Aggregate::add(&mut s, &4.0);
+        let s = Combined::from(s);
         assert_eq!(
             spec.values(&s),
             vec![

@@ -26,8 +26,9 @@ use super::{
 };
 use crate::{
     stats::{Stats, Timings},
+    topology::MakeAggregate,
     topology::{Emitted, WindowKey},
-    window::{Aggregate, Stats as Agg, Watermarks, Window, WindowSpec, WindowState},
+    window::{Aggregate, Combined as Agg, Watermarks, Window, WindowSpec, WindowState},
 };
 
 /// A window's partial aggregate since the last commit.
@@ -115,6 +116,7 @@ pub struct WindowStage<T> {
     parts: BTreeMap<i32, Part>,
     marks: Watermarks,
     letters: Txn,
+    make: MakeAggregate,
     topology: String,
     late: Arc<str>,
     stats: Arc<Stats>,
@@ -144,6 +146,7 @@ impl<T: WindowTable> WindowStage<T> {
             parts: BTreeMap::new(),
             marks: Watermarks::new(ms(spec.out_of_order), ms(spec.idle_timeout)),
             letters,
+            make: Arc::new(Agg::default),
             topology: topology.to_string(),
             late: late.into(),
             stats,
@@ -205,6 +208,12 @@ impl<T: WindowTable> WindowStage<T> {
         (rows, closed, positions)
     }
 
+    /// Windows start from `make()`: the declaration's aggregate.
+    pub fn with_aggregate(mut self, make: MakeAggregate) -> Self {
+        self.make = make;
+        self
+    }
+
     /// Whether windows are kept whole until final and written once: for a
     /// store that wants it, and always for sessions, whose bounds move with
     /// every record (a stored partial row would have to move with them).
@@ -245,7 +254,7 @@ impl<T: WindowTable> Sink for WindowStage<T> {
                     epoch: c.epoch,
                     next: c.next_offset.unwrap_or(-1),
                     floor: c.watermark_ms,
-                    state: WindowState::new(self.spec),
+                    state: WindowState::with_factory(self.spec, self.make.clone()),
                     processed: c.processed,
                 },
             );
@@ -306,7 +315,7 @@ impl<T: WindowTable> Sink for WindowStage<T> {
             return Ok(None);
         }
         // The store failpoints are the SQL commit's; a topic has its own.
-        let store = !self.table.finals_only();
+        let store = !self.table.owns_group_offsets();
         if store {
             crate::failpoint::hit("before-store-commit");
         }

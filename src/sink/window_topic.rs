@@ -30,8 +30,10 @@ use super::{
 use crate::{
     avro::{CodecError, SinkSchema},
     kafka::KafkaConfig,
-    topology::{Aggregated, BuildError, Guarantee, Ops, Output, WindowKey, valid_topic},
-    window::{Stats as Agg, Window, WindowSpec},
+    topology::{
+        Aggregated, BuildError, Guarantee, MakeAggregate, Ops, Output, WindowKey, valid_topic,
+    },
+    window::{Combined as Agg, Window, WindowSpec},
 };
 
 type Encode = Arc<
@@ -86,6 +88,7 @@ where
                 topic: topic.to_string(),
                 window: w.spec,
                 encode,
+                make: w.make,
             }),
         ))
     }
@@ -96,6 +99,7 @@ pub struct FinalTopicSpec {
     topic: String,
     window: WindowSpec,
     encode: Encode,
+    make: MakeAggregate,
 }
 
 impl SinkSpec for FinalTopicSpec {
@@ -126,14 +130,17 @@ impl SinkSpec for FinalTopicSpec {
             committed: committed_reader(env.kafka, env.group)?,
         };
         let late = env.late.unwrap_or(env.dead_letter);
-        Ok(Box::new(WindowStage::new(
-            table,
-            self.window,
-            txn,
-            (env.topology, late),
-            env.stats.clone(),
-            env.timings.clone(),
-        )))
+        Ok(Box::new(
+            WindowStage::new(
+                table,
+                self.window,
+                txn,
+                (env.topology, late),
+                env.stats.clone(),
+                env.timings.clone(),
+            )
+            .with_aggregate(self.make.clone()),
+        ))
     }
 }
 

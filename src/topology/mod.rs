@@ -16,7 +16,9 @@ use std::fmt;
 pub use ops::Ops;
 pub use processor::{Cell, Emitted, Failure, Input, Output, Processor};
 pub use stream::{Item, Stream};
-pub use windowed::{Aggregated, IntoKey, KeyValue, Reading, WindowKey, WindowedStream};
+pub use windowed::{
+    Aggregated, IntoKey, KeyValue, MakeAggregate, Reading, WindowKey, WindowedStream,
+};
 
 /// Whose fault an operator failure is; both send the record to the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     avro::Reader,
-    window::{WindowError, WindowSpec},
+    window::{Aggregate, Columns, Combined, ValueType, WindowError, WindowSpec},
 };
 
 /// One column of a window's key.
@@ -101,12 +101,17 @@ pub struct WindowedStream<S, T, O> {
 
 type Extract<T> = Arc<dyn Fn(&T) -> (WindowKey, f64) + Send + Sync>;
 
+/// A window's empty aggregate.
+pub type MakeAggregate = Arc<dyn Fn() -> Combined + Send + Sync>;
+
 /// A windowed aggregation, ready for its sink.
 pub struct Aggregated<S, T, O> {
     windowed: WindowedStream<S, T, O>,
     name: String,
     key_columns: usize,
     extract: Extract<T>,
+    make: MakeAggregate,
+    user_columns: Vec<(&'static str, ValueType)>,
 }
 
 impl<S: 'static, T: 'static, O: Ops<S, T>> Stream<S, T, O> {
@@ -130,7 +135,21 @@ impl<S: 'static, T: 'static, O: Ops<S, T>> WindowedStream<S, T, O> {
             name: name.to_string(),
             key_columns: K::COLUMNS,
             extract: Arc::new(move |t| (key(t).into_key(), value(t))),
+            make: Arc::new(Combined::default),
+            user_columns: Vec::new(),
         }
+    }
+}
+
+impl<S, T, O> Aggregated<S, T, O> {
+    /// Keeps a user-defined aggregate `A` of the values beside count, sum,
+    /// min and max; its `Columns` become columns of the window table
+    /// (`TableSpec::columns_of::<A>()`) or what a topic's records are made
+    /// of (`Combined::user::<A>()`).
+    pub fn with<A: Aggregate<f64> + Columns + Sync>(mut self) -> Self {
+        self.make = Arc::new(Combined::of::<A>);
+        self.user_columns = A::columns();
+        self
     }
 }
 
@@ -152,6 +171,9 @@ pub struct DeclaredWindows {
     pub spec: WindowSpec,
     /// How many values the key extractor gives per reading.
     pub key_columns: usize,
+    pub make: MakeAggregate,
+    /// The user-defined aggregate's columns (none without one).
+    pub user_columns: Vec<(&'static str, ValueType)>,
 }
 
 impl<S, T, O> Aggregated<S, T, O>
@@ -171,9 +193,14 @@ where
         };
         spec.kind.validate().map_err(bad_window)?;
         stream.operators.push(describe(&spec));
+        let mut outputs = aggregates.to_string();
+        for (c, _) in &self.user_columns {
+            outputs.push_str(", ");
+            outputs.push_str(c);
+        }
         stream
             .operators
-            .push(format!("aggregate({}: {aggregates})", self.name));
+            .push(format!("aggregate({}: {outputs})", self.name));
         let (description, reader, ops, _) = stream.finish(&[])?;
         let description = super::Description {
             late: Some(format!("{}.late", description.source)),
@@ -201,6 +228,8 @@ where
             },
             spec,
             key_columns: self.key_columns,
+            make: self.make,
+            user_columns: self.user_columns,
         })
     }
 }

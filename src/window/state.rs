@@ -2,7 +2,7 @@
 //! when the watermark passes a window's end plus grace, and late records.
 //! Session windows grow with each record and merge when one bridges two.
 
-use std::{collections::HashMap, hash::Hash, marker::PhantomData};
+use std::{collections::HashMap, hash::Hash, marker::PhantomData, sync::Arc};
 
 use super::{Aggregate, Window, WindowSpec};
 
@@ -42,6 +42,8 @@ pub struct WindowState<K, V, A> {
     open: HashMap<(K, Window), Open<A>>,
     /// Session windows only: each key's open sessions.
     sessions: HashMap<K, Vec<Window>>,
+    /// A window's empty aggregate (with the declaration's user aggregate).
+    make: Arc<dyn Fn() -> A + Send + Sync>,
     _values: PhantomData<fn(V)>,
 }
 
@@ -51,10 +53,16 @@ where
     A: Aggregate<V>,
 {
     pub fn new(spec: WindowSpec) -> Self {
+        Self::with_factory(spec, Arc::new(A::default))
+    }
+
+    /// Windows that start from `make()` rather than the default aggregate.
+    pub fn with_factory(spec: WindowSpec, make: Arc<dyn Fn() -> A + Send + Sync>) -> Self {
         Self {
             spec,
             open: HashMap::new(),
             sessions: HashMap::new(),
+            make,
             _values: PhantomData,
         }
     }
@@ -78,6 +86,7 @@ where
             return self.add_to_session(key, event_ms, value, watermark_ms, offset);
         }
         let mut late = Vec::new();
+        let make = &self.make;
         for window in self.spec.kind.windows_for(event_ms) {
             if self.spec.closes_at(window) <= watermark_ms {
                 late.push(Late {
@@ -90,7 +99,7 @@ where
                 .open
                 .entry((key.clone(), window))
                 .or_insert_with(|| Open {
-                    partial: A::default(),
+                    partial: make(),
                     dirty: false,
                     first_offset: offset,
                 });
@@ -130,7 +139,7 @@ where
         *open = kept;
         open.push(merged);
         let mut session = Open {
-            partial: A::default(),
+            partial: (self.make)(),
             dirty: true,
             first_offset: offset,
         };
@@ -166,6 +175,7 @@ where
         let mut updates = Vec::new();
         let mut closed = Vec::new();
         let sessions = &mut self.sessions;
+        let make = &self.make;
         self.open.retain(|(key, window), open| {
             let is_final = spec.closes_at(*window) <= watermark_ms;
             if is_final {
@@ -175,7 +185,7 @@ where
                 updates.push(Update {
                     key: key.clone(),
                     window: *window,
-                    partial: std::mem::take(&mut open.partial),
+                    partial: std::mem::replace(&mut open.partial, make()),
                     is_final,
                 });
                 open.dirty = false;
