@@ -32,7 +32,7 @@ pub mod prelude {
             rows::{RowSpec, ToTable},
             window_topic::ToFinalTopic,
         },
-        topology::{Aggregated, BuildError, Cell, KeyValue, Ops, WindowKey, topology},
+        topology::{Aggregated, BuildError, Cell, KeyValue, Ops, Stream, WindowKey, topology},
         window::{
             Aggregate, Columns, Combined, Stats, Value, ValueType, Window, WindowKind, WindowSpec,
         },

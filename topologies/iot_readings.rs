@@ -3,8 +3,6 @@
 
 use sluice::prelude::*;
 
-use super::iot_alerts::SensorReading;
-
 pub const NAME: &str = "iot-readings";
 pub const SOURCE: &str = "iot_sensor_data";
 pub const TABLE: &str = "sensor_readings";
@@ -19,29 +17,9 @@ pub fn declare(name: &str, source: &str, table: &str) -> Result<Topology, BuildE
         topology: name.to_string(),
         reason,
     };
-    topology(name)
-        .source_with_schema::<SensorReading>(
-            source,
-            sluice::schemas::for_topic(SOURCE).ok_or_else(|| BuildError::NoSchema {
-                topology: name.to_string(),
-                topic: SOURCE.to_string(),
-            })?,
-        )
-        .validate("finite value", |r| {
-            if r.value.is_finite() {
-                Ok(())
-            } else {
-                Err(format!("value {} is not a finite number", r.value))
-            }
-        })
-        .validate("device_id present", |r| {
-            if r.device_id.trim().is_empty() {
-                Err("device_id is empty")
-            } else {
-                Ok(())
-            }
-        })
-        .to_table(table_spec(table).map_err(bad_table)?, |r| {
+    super::iot_windows::checked(name, source)?.to_table(
+        table_spec(table).map_err(bad_table)?,
+        |r| {
             vec![
                 Cell::Text(r.device_id.clone()),
                 Cell::Text(r.sensor_type.as_str().to_string()),
@@ -49,7 +27,8 @@ pub fn declare(name: &str, source: &str, table: &str) -> Result<Topology, BuildE
                 Cell::Text(r.unit.clone()),
                 Cell::TimeMs(r.timestamp),
             ]
-        })
+        },
+    )
 }
 
 /// `sensor_readings`: a reading per row, keyed by where it was read from,

@@ -39,6 +39,23 @@ pub fn windowed(
     Aggregated<SensorReading, SensorReading, impl Ops<SensorReading, SensorReading>>,
     BuildError,
 > {
+    Ok(checked(name, source)?
+        .event_time("timestamp", |r| r.timestamp)
+        .window(window)
+        .aggregate(
+            "value by device and sensor type",
+            |r| (r.device_id.clone(), r.sensor_type.as_str().to_string()),
+            |r| r.value,
+        ))
+}
+
+/// Readings from `source` with a finite value and a device: what every
+/// IoT topology starts from (bad ones go to the dead-letter topic).
+pub fn checked(
+    name: &str,
+    source: &str,
+) -> Result<Stream<SensorReading, SensorReading, impl Ops<SensorReading, SensorReading>>, BuildError>
+{
     Ok(topology(name)
         .source_with_schema::<SensorReading>(
             source,
@@ -60,14 +77,7 @@ pub fn windowed(
             } else {
                 Ok(())
             }
-        })
-        .event_time("timestamp", |r| r.timestamp)
-        .window(window)
-        .aggregate(
-            "value by device and sensor type",
-            |r| (r.device_id.clone(), r.sensor_type.as_str().to_string()),
-            |r| r.value,
-        ))
+        }))
 }
 
 /// `sensor_window_aggregates`: a row per device, sensor type and window,

@@ -13,7 +13,6 @@ use super::{
 use crate::topologies::{iot_readings, iot_windows};
 use sluice::{
     runtime::{RunOptions, Workers},
-    schemas,
     sink::Stores,
 };
 
@@ -21,26 +20,13 @@ pub async fn readings(s: &Setup<'_>, pool: PgPool) -> anyhow::Result<Figures> {
     let (input, _) = s.topics("readings");
     let dlq = format!("{input}.dlq");
     s.create(&[&input, &dlq]).await?;
-    let text = schemas::embedded()
-        .into_iter()
-        .find(|f| f.topic == iot_windows::SOURCE)
-        .map(|f| f.text)
-        .unwrap_or_default();
-    s.registry
-        .register(&schemas::value_subject(&input), &text)
-        .await?;
+    super::windows::register(s, &input, iot_windows::SOURCE).await?;
     let table = format!("bench_readings_{}", s.run_id);
     let name = format!("bench-{}-readings", s.run_id);
     let result = run(s, &pool, &name, &input, &table).await;
     s.drop_topics(&[&input, &dlq]).await;
     // Whatever happened, leave nothing behind in the database.
-    let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
-        .execute(&pool)
-        .await;
-    let _ = sqlx::query("DELETE FROM sluice_offsets WHERE consumer_group = $1")
-        .bind(format!("sluice-{name}"))
-        .execute(&pool)
-        .await;
+    super::windows::drop_scratch(&pool, &table, &name).await;
     result
 }
 

@@ -29,6 +29,30 @@ use sluice::{
     window::WindowSpec,
 };
 
+/// Registers the readings' schema for `topic` (the bench's own input).
+pub(super) async fn register(s: &Setup<'_>, topic: &str, schema_of: &str) -> anyhow::Result<()> {
+    let text = schemas::embedded()
+        .into_iter()
+        .find(|f| f.topic == schema_of)
+        .map(|f| f.text)
+        .unwrap_or_default();
+    s.registry
+        .register(&schemas::value_subject(topic), &text)
+        .await?;
+    Ok(())
+}
+
+/// Leaves nothing of a run behind in the database: its table, its positions.
+pub(super) async fn drop_scratch(pool: &PgPool, table: &str, topology: &str) {
+    let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+        .execute(pool)
+        .await;
+    let _ = sqlx::query("DELETE FROM sluice_offsets WHERE consumer_group = $1")
+        .bind(format!("sluice-{topology}"))
+        .execute(pool)
+        .await;
+}
+
 /// What the windowed run measured.
 #[derive(Debug, Clone)]
 pub struct WindowFigures {
@@ -83,14 +107,7 @@ pub async fn windows(s: &Setup<'_>, pool: PgPool) -> anyhow::Result<WindowFigure
     let (input, _) = s.topics("windows");
     let (dlq, late) = (format!("{input}.dlq"), format!("{input}.late"));
     s.create(&[&input, &dlq, &late]).await?;
-    let text = schemas::embedded()
-        .into_iter()
-        .find(|f| f.topic == iot_windows::SOURCE)
-        .map(|f| f.text)
-        .unwrap_or_default();
-    s.registry
-        .register(&schemas::value_subject(&input), &text)
-        .await?;
+    register(s, &input, iot_windows::SOURCE).await?;
     let table = format!("bench_windows_{}", s.run_id);
     sqlx::query(&format!(
         "CREATE TABLE {table} (LIKE sensor_window_aggregates INCLUDING ALL)"
@@ -101,13 +118,7 @@ pub async fn windows(s: &Setup<'_>, pool: PgPool) -> anyhow::Result<WindowFigure
     let result = run(s, &pool, &name, &input, &table).await;
     s.drop_topics(&[&input, &dlq, &late]).await;
     // Whatever happened, leave nothing behind in the database.
-    let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
-        .execute(&pool)
-        .await;
-    let _ = sqlx::query("DELETE FROM sluice_offsets WHERE consumer_group = $1")
-        .bind(format!("sluice-{name}"))
-        .execute(&pool)
-        .await;
+    drop_scratch(&pool, &table, &name).await;
     result
 }
 
@@ -167,19 +178,8 @@ pub async fn final_windows(s: &Setup<'_>) -> anyhow::Result<Figures> {
     let (input, output) = s.topics("final-windows");
     let (dlq, late) = (format!("{input}.dlq"), format!("{input}.late"));
     s.create(&[&input, &output, &dlq, &late]).await?;
-    for (topic, schema_of) in [
-        (&input, iot_windows::SOURCE),
-        (&output, iot_window_aggregates::SINK),
-    ] {
-        let text = schemas::embedded()
-            .into_iter()
-            .find(|f| f.topic == schema_of)
-            .map(|f| f.text)
-            .unwrap_or_default();
-        s.registry
-            .register(&schemas::value_subject(topic), &text)
-            .await?;
-    }
+    register(s, &input, iot_windows::SOURCE).await?;
+    register(s, &output, iot_window_aggregates::SINK).await?;
     let result = run_final(s, &input, &output).await;
     s.drop_topics(&[&input, &output, &dlq, &late]).await;
     result

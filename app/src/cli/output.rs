@@ -24,6 +24,36 @@ pub fn instant(s: &str) -> Result<DateTime<Utc>, String> {
     Ok(Utc::now() - ago)
 }
 
+/// `COLUMN=VALUE`, for the column filters.
+pub fn column_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!(
+            "expected COLUMN=VALUE (e.g. device_id=device-001), got {s:?}"
+        )),
+    }
+}
+
+/// The column filters with `--device` and `--sensor-type` added, once
+/// `--limit` is checked.
+pub fn filters(
+    mut equals: Vec<(String, String)>,
+    device: Option<String>,
+    sensor_type: Option<crate::topologies::iot_alerts::SensorType>,
+    limit: i64,
+) -> anyhow::Result<Vec<(String, String)>> {
+    if limit < 1 {
+        anyhow::bail!("--limit must be at least 1");
+    }
+    if let Some(d) = device {
+        equals.push(("device_id".into(), d));
+    }
+    if let Some(t) = sensor_type {
+        equals.push(("sensor_type".into(), t.as_str().to_string()));
+    }
+    Ok(equals)
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))

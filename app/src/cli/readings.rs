@@ -29,7 +29,7 @@ pub struct QueryArgs {
     #[arg(long)]
     sensor_type: Option<crate::topologies::iot_alerts::SensorType>,
     /// Only rows whose column COLUMN has VALUE (repeatable).
-    #[arg(long = "where", value_name = "COLUMN=VALUE", value_parser = equals)]
+    #[arg(long = "where", value_name = "COLUMN=VALUE", value_parser = output::column_value)]
     equals: Vec<(String, String)>,
     /// The topology whose row table to read (its columns).
     #[arg(long, default_value = crate::topologies::iot_readings::NAME)]
@@ -53,27 +53,11 @@ pub struct QueryArgs {
     database_url: String,
 }
 
-fn equals(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected COLUMN=VALUE (e.g. unit=°C), got {s:?}")),
-    }
-}
-
 pub async fn run(cmd: ReadingsCommand) -> anyhow::Result<()> {
     let ReadingsCommand::Query(args) = cmd;
-    if args.limit < 1 {
-        anyhow::bail!("--limit must be at least 1");
-    }
+    let equals = output::filters(args.equals, args.device, args.sensor_type, args.limit)?;
     let spec = table_of(&args.topology, args.table.as_deref())?;
     let pool = db::connect(&args.database_url).await?;
-    let mut equals = args.equals;
-    if let Some(d) = args.device {
-        equals.push(("device_id".into(), d));
-    }
-    if let Some(t) = args.sensor_type {
-        equals.push(("sensor_type".into(), t.as_str().to_string()));
-    }
     let filter = RowFilter {
         equals,
         since: Some(args.since),

@@ -30,7 +30,7 @@ pub struct QueryArgs {
     #[arg(long)]
     sensor_type: Option<crate::topologies::iot_alerts::SensorType>,
     /// Only rows whose key column COLUMN has VALUE (repeatable).
-    #[arg(long = "key", value_name = "COLUMN=VALUE", value_parser = key_filter)]
+    #[arg(long = "key", value_name = "COLUMN=VALUE", value_parser = output::column_value)]
     keys: Vec<(String, String)>,
     /// The windowed topology whose table to read (its columns).
     #[arg(long, default_value = crate::topologies::iot_windows::NAME)]
@@ -57,29 +57,11 @@ pub struct QueryArgs {
     database_url: String,
 }
 
-fn key_filter(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!(
-            "expected COLUMN=VALUE (e.g. device_id=device-001), got {s:?}"
-        )),
-    }
-}
-
 pub async fn run(cmd: WindowsCommand) -> anyhow::Result<()> {
     let WindowsCommand::Query(args) = cmd;
-    if args.limit < 1 {
-        anyhow::bail!("--limit must be at least 1");
-    }
+    let keys = output::filters(args.keys, args.device, args.sensor_type, args.limit)?;
     let spec = table_of(&args.topology, args.table.as_deref())?;
     let pool = db::connect(&args.database_url).await?;
-    let mut keys = args.keys;
-    if let Some(d) = args.device {
-        keys.push(("device_id".into(), d));
-    }
-    if let Some(t) = args.sensor_type {
-        keys.push(("sensor_type".into(), t.as_str().to_string()));
-    }
     let filter = Filter {
         keys,
         since: Some(args.since),
