@@ -9,7 +9,8 @@ use std::{
 };
 
 use super::{
-    Claim, SinkError, TableSpec,
+    Claim, Group, SinkError, TableSpec,
+    kafka::Txn,
     rows::{RowSpec, RowStore, SourcedRow},
     table::Value,
     window::{ClosedRow, Position, Row, WindowTable},
@@ -232,7 +233,10 @@ impl WindowTable for Scoped {
         rows: &[Row],
         closed: &[ClosedRow],
         positions: &[Position],
+        letters: &mut Txn,
+        _: &dyn Group,
     ) -> Result<(), SinkError> {
+        letters.flush().map_err(SinkError::Letters)?;
         let mut inner = self.windows.lock();
         inner.commit(&self.group, &self.topic, positions, |inner| {
             let table = &mut inner

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::{
-    Claim, Sink, SinkEnv, SinkError, SinkSpec, Stores, TableSpec, Topology,
+    Claim, Group, Sink, SinkEnv, SinkError, SinkSpec, Stores, TableSpec, Topology,
     kafka::Txn,
     offsets::{PgOffsets, ensure_table},
     table::{Merge, SqlType},
@@ -203,7 +203,10 @@ impl WindowTable for PgWindowTable {
         rows: &[Row],
         closed: &[ClosedRow],
         positions: &[Position],
+        letters: &mut Txn,
+        _: &dyn Group,
     ) -> Result<(), SinkError> {
+        letters.flush().map_err(SinkError::Letters)?;
         self.handle
             .block_on(self.commit_async(rows, closed, positions))
     }

@@ -62,26 +62,17 @@ pub trait WindowTable: Send {
     /// Takes over `partitions`, fencing their previous owner.
     fn claim(&mut self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError>;
 
+    /// Commits the rows with the unit's letters (late and dead records): a
+    /// store outside Kafka delivers them first, so they are at least once;
+    /// a topic commits them in its transaction with `group`'s offsets.
     fn commit(
         &mut self,
         rows: &[Row],
         closed: &[ClosedRow],
         positions: &[Position],
-    ) -> Result<(), SinkError>;
-
-    /// Commits with the unit's letters, which are delivered first by default
-    /// (at least once); a store in the letters' transaction overrides it.
-    fn commit_with(
-        &mut self,
-        rows: &[Row],
-        closed: &[ClosedRow],
-        positions: &[Position],
         letters: &mut Txn,
-        _group: &dyn Group,
-    ) -> Result<(), SinkError> {
-        letters.flush().map_err(SinkError::Letters)?;
-        self.commit(rows, closed, positions)
-    }
+        group: &dyn Group,
+    ) -> Result<(), SinkError>;
 
     /// Whether it takes each window once, whole, when final (else the
     /// partial aggregates of every commit, to merge).
@@ -181,9 +172,13 @@ impl<T: WindowTable> WindowStage<T> {
                 partition: *p,
                 // Re-reading must not lower it.
                 next_offset: part.next.max(part.processed),
-                resume_offset: match part.state.first_open_offset() {
-                    Some(first) if finals_only => first.min(part.next),
-                    _ => part.next,
+                // Only stores of final windows re-read to rebuild open ones.
+                resume_offset: match finals_only {
+                    true => part
+                        .state
+                        .first_open_offset()
+                        .map_or(part.next, |first| first.min(part.next)),
+                    false => part.next,
                 },
                 watermark_ms: part.floor,
                 epoch: part.epoch,
@@ -320,9 +315,9 @@ impl<T: WindowTable> Sink for WindowStage<T> {
             crate::failpoint::hit("before-store-commit");
         }
         let write = std::time::Instant::now();
-        let committed =
-            self.table
-                .commit_with(&rows, &closed, &positions, &mut self.letters, group);
+        let committed = self
+            .table
+            .commit(&rows, &closed, &positions, &mut self.letters, group);
         if store {
             self.timings.postgres(write.elapsed());
         }

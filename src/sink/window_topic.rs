@@ -227,13 +227,7 @@ impl WindowTable for FinalTopic {
         Ok(claims)
     }
 
-    fn commit(&mut self, _: &[Row], _: &[ClosedRow], _: &[Position]) -> Result<(), SinkError> {
-        Err(SinkError::Config(
-            "final windows commit only with the group's transaction".into(),
-        ))
-    }
-
-    fn commit_with(
+    fn commit(
         &mut self,
         rows: &[Row],
         _closed: &[ClosedRow],

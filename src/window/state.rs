@@ -122,21 +122,25 @@ where
         offset: i64,
     ) -> Vec<Late> {
         let mut merged = self.spec.kind.windows_for(event_ms)[0];
-        let open = self.sessions.entry(key.clone()).or_default();
-        let (absorbed, kept): (Vec<Window>, Vec<Window>) = open
-            .iter()
-            .partition(|w| w.start_ms <= merged.end_ms && merged.start_ms <= w.end_ms);
+        let overlaps = |w: &Window| w.start_ms <= merged.end_ms && merged.start_ms <= w.end_ms;
+        let absorbed: Vec<Window> = self
+            .sessions
+            .get(key)
+            .map(|open| open.iter().copied().filter(overlaps).collect())
+            .unwrap_or_default();
         for w in &absorbed {
             merged.start_ms = merged.start_ms.min(w.start_ms);
             merged.end_ms = merged.end_ms.max(w.end_ms);
         }
         if self.spec.closes_at(merged) <= watermark_ms {
+            // Nothing is recorded of a late record's key.
             return vec![Late {
                 window: merged,
                 watermark_ms,
             }];
         }
-        *open = kept;
+        let open = self.sessions.entry(key.clone()).or_default();
+        open.retain(|w| !absorbed.contains(w));
         open.push(merged);
         let mut session = Open {
             partial: (self.make)(),
