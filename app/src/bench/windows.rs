@@ -53,6 +53,58 @@ pub(super) async fn drop_scratch(pool: &PgPool, table: &str, topology: &str) {
         .await;
 }
 
+/// Preloads the bench's readings into `input`, then starts `topology`:
+/// its workers, their counters, and when the processor took its first
+/// record (the clock of every run).
+pub(super) async fn start_preloaded(
+    s: &Setup<'_>,
+    input: &str,
+    topology: sluice::sink::Topology,
+    stores: Option<Stores>,
+) -> anyhow::Result<(Workers, Arc<Stats>, Instant)> {
+    let payloads = payloads(s, input).await?;
+    let opts = RunOptions {
+        instance_id: format!("bench-{}", s.run_id),
+        stores,
+        batch_size: s.batch_size,
+        commit_interval: s.commit_interval,
+        ..RunOptions::default()
+    };
+    let (kafka, n, topic) = (s.kafka.clone(), s.records, input.to_string());
+    tokio::task::spawn_blocking(move || feed(&kafka, &topic, &payloads, n, 0)).await??;
+    let (topology, first) = super::e2e::Stamped::wrap(topology);
+    let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);
+    let stats: Arc<Stats> = workers.stats[0].1.clone();
+    let started = first_taken(&stats.records_in, &first).await?;
+    Ok((workers, stats, started))
+}
+
+/// Polls `measure` every `step` until it reaches `n`, for at most 10
+/// minutes; `what` names it in the error.
+pub(super) async fn wait_for<F, Fut>(
+    n: usize,
+    what: &str,
+    step: Duration,
+    mut measure: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<i64>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let got = measure().await?;
+        if got >= n as i64 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {got} of {n} readings {what} within 10 minutes"
+        );
+        tokio::time::sleep(step).await;
+    }
+}
+
 /// What the windowed run measured.
 #[derive(Debug, Clone)]
 pub struct WindowFigures {
@@ -85,7 +137,7 @@ impl std::fmt::Display for WindowFigures {
 
 /// Readings of 1 000 devices × 5 sensors, their event times spread over 40 s
 /// of the previous minute, so they fold into one window per key and none is late.
-pub(super) async fn payloads(s: &Setup<'_>, topic: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+async fn payloads(s: &Setup<'_>, topic: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let now = chrono::Utc::now().timestamp_millis();
     let base = now.div_euclid(60_000) * 60_000 - 55_000;
     let mut out = Vec::new();
@@ -129,36 +181,18 @@ async fn run(
     input: &str,
     table: &str,
 ) -> anyhow::Result<WindowFigures> {
-    let payloads = payloads(s, input).await?;
     let spec = WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10));
     let topology = iot_windows::declare(name, input, table, spec)?;
-    let opts = RunOptions {
-        instance_id: format!("bench-{}", s.run_id),
-        stores: Some(Stores::Postgres(pool.clone())),
-        batch_size: s.batch_size,
-        commit_interval: s.commit_interval,
-        ..RunOptions::default()
-    };
-    // Preloaded, and timed from the first record taken, as the other runs.
-    let (kafka, n, topic) = (s.kafka.clone(), s.records, input.to_string());
-    tokio::task::spawn_blocking(move || feed(&kafka, &topic, &payloads, n, 0)).await??;
-    let (topology, first) = super::e2e::Stamped::wrap(topology);
-    let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);
-    let stats: Arc<Stats> = workers.stats[0].1.clone();
-    let started = first_taken(&stats.records_in, &first).await?;
-    let sum = format!("SELECT coalesce(sum(count), 0)::bigint FROM {table}");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let merged: i64 = sqlx::query_scalar(&sum).fetch_one(pool).await?;
-        if merged >= n as i64 {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {merged} of {n} readings merged within 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let stores = Some(Stores::Postgres(pool.clone()));
+    let (workers, stats, started) = start_preloaded(s, input, topology, stores).await?;
+    let (n, sum) = (
+        s.records,
+        format!("SELECT coalesce(sum(count), 0)::bigint FROM {table}"),
+    );
+    wait_for(n, "merged", Duration::from_millis(20), || async {
+        Ok(sqlx::query_scalar(&sum).fetch_one(pool).await?)
+    })
+    .await?;
     let elapsed = started.elapsed();
     let figures = WindowFigures {
         records: n as u64,
@@ -186,41 +220,21 @@ pub async fn final_windows(s: &Setup<'_>) -> anyhow::Result<Figures> {
 }
 
 async fn run_final(s: &Setup<'_>, input: &str, output: &str) -> anyhow::Result<Figures> {
-    let payloads = payloads(s, input).await?;
     let spec = WindowSpec {
         idle_timeout: Duration::from_secs(2),
         ..WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10))
     };
     let name = format!("bench-{}-final-windows", s.run_id);
     let topology = iot_window_aggregates::declare(&name, input, output, spec)?;
-    let opts = RunOptions {
-        instance_id: format!("bench-{}", s.run_id),
-        batch_size: s.batch_size,
-        commit_interval: s.commit_interval,
-        ..RunOptions::default()
-    };
-    let (kafka, n, topic) = (s.kafka.clone(), s.records, input.to_string());
-    tokio::task::spawn_blocking(move || feed(&kafka, &topic, &payloads, n, 0)).await??;
-    let (topology, first) = super::e2e::Stamped::wrap(topology);
-    let workers = Workers::spawn(vec![topology], s.kafka, s.codec.clone(), &opts);
-    let stats: Arc<Stats> = workers.stats[0].1.clone();
-    let started = first_taken(&stats.records_in, &first).await?;
+    let (workers, _, started) = start_preloaded(s, input, topology, None).await?;
     // Committed means in the group's offsets: their metadata says how far
     // each partition was processed.
-    let group = format!("sluice-{name}");
-    let offsets: BaseConsumer = s.kafka.consumer(&group).create()?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let done = processed(&offsets, input, s.partitions)?;
-        if done >= n as i64 {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {done} of {n} readings committed within 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let offsets: BaseConsumer = s.kafka.consumer(&format!("sluice-{name}")).create()?;
+    let n = s.records;
+    wait_for(n, "committed", Duration::from_millis(5), || async {
+        processed(&offsets, input, s.partitions)
+    })
+    .await?;
     let figures = Figures::throughput(
         "iot-window-aggregates to a topic, exactly-once",
         n as u64,
