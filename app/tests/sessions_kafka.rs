@@ -7,12 +7,10 @@
 
 mod common;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
-use common::{TestDb, kafka::Kafka, read_committed_all, windows::*};
+use common::{read_committed_all, windows::*};
 use sluice::{
-    avro::{AvroCodec, RegistryConfig},
-    kafka::KafkaConfig,
     runtime::{RunOptions, Workers},
     schemas,
     sink::Stores,
@@ -104,37 +102,14 @@ async fn sessions(pool: &sqlx::PgPool) -> BTreeMap<RowKey, RowValue> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_merge_close_and_survive_a_restart_exactly_once() {
-    sluice::logging::init(sluice::logging::LogFormat::Human, "off");
-    let cluster = Kafka::start();
-    cluster
-        .create_topics(&[
-            ("iot_sensor_data", 3),
-            ("iot_sensor_data.dlq", 1),
-            ("iot_sensor_data.late", 1),
-            (TOPIC, 3),
-        ])
-        .await;
-    let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
-        .await
-        .unwrap();
     let text = schemas::embedded()
         .into_iter()
         .find(|f| f.topic == iot_window_aggregates::SINK)
         .unwrap()
         .text;
-    let client =
-        sluice::avro::RegistryClient::new(RegistryConfig::new(&registry.url(), None).unwrap())
-            .unwrap();
-    client
-        .register(&schemas::value_subject(TOPIC), &text)
-        .await
-        .unwrap();
-    let codec =
-        Arc::new(AvroCodec::new(&RegistryConfig::new(&registry.url(), None).unwrap()).unwrap());
-    let kafka: KafkaConfig = cluster.config();
-    let db = TestDb::create().await;
-    let pool = sluice::db::connect(&db.url).await.unwrap();
-    sluice::db::migrate(&pool).await.unwrap();
+    let f = WindowsFixture::start(TOPIC, &text).await;
+    let (cluster, codec, kafka, pool) =
+        (&f.cluster, f.codec.clone(), f.kafka.clone(), f.pool.clone());
 
     let base = past_base(240);
     let first = bursts(6, 0..10, base);
@@ -232,5 +207,5 @@ async fn sessions_merge_close_and_survive_a_restart_exactly_once() {
         "late letters: {}",
         letters.len()
     );
-    db.drop_db().await;
+    f.db.drop_db().await;
 }

@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
-use common::{TestDb, kafka::Kafka, read_committed_all, windows::*};
+use common::{read_committed_all, windows::*};
 use serde::{Deserialize, Serialize};
 use sluice::{
-    avro::{AvroCodec, Reader, RegistryClient, RegistryConfig},
+    avro::Reader,
     prelude::*,
     runtime::{RunOptions, Workers},
     schemas,
@@ -113,30 +113,9 @@ fn expected(readings: &[SensorReading]) -> BTreeMap<(String, i64), Spread> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_user_defined_aggregate_reaches_a_table_and_a_topic() {
-    sluice::logging::init(sluice::logging::LogFormat::Human, "off");
-    let cluster = Kafka::start();
-    cluster
-        .create_topics(&[
-            ("iot_sensor_data", 3),
-            ("iot_sensor_data.dlq", 1),
-            ("iot_sensor_data.late", 1),
-            (TOPIC, 3),
-        ])
-        .await;
-    let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
-        .await
-        .unwrap();
-    let config = RegistryConfig::new(&registry.url(), None).unwrap();
-    RegistryClient::new(config.clone())
-        .unwrap()
-        .register(&schemas::value_subject(TOPIC), SCHEMA)
-        .await
-        .unwrap();
-    let codec = Arc::new(AvroCodec::new(&config).unwrap());
-    let kafka = cluster.config();
-    let db = TestDb::create().await;
-    let pool = sluice::db::connect(&db.url).await.unwrap();
-    sluice::db::migrate(&pool).await.unwrap();
+    let f = WindowsFixture::start(TOPIC, SCHEMA).await;
+    let (cluster, codec, kafka, pool) =
+        (&f.cluster, f.codec.clone(), f.kafka.clone(), f.pool.clone());
 
     let table = TableSpec::new(TABLE)
         .unwrap()
@@ -237,5 +216,5 @@ async fn a_user_defined_aggregate_reaches_a_table_and_a_topic() {
         );
     }
     assert_eq!(seen.len(), want.len());
-    db.drop_db().await;
+    f.db.drop_db().await;
 }

@@ -360,3 +360,52 @@ pub fn assert_final_windows_exact(
         assert_eq!(w.avg, e.sum / e.count as f64, "window {k:?}");
     }
 }
+
+/// What a test of a windowed topology with an output topic runs against:
+/// Apache Kafka with the readings' topics and `output`, the embedded
+/// registry holding `output_schema` under `<output>-value` too, and a
+/// migrated PostgreSQL database of its own.
+pub struct WindowsFixture {
+    pub cluster: super::kafka::Kafka,
+    pub registry: sluice::registry::Running,
+    pub codec: std::sync::Arc<AvroCodec>,
+    pub kafka: KafkaConfig,
+    pub db: super::TestDb,
+    pub pool: PgPool,
+}
+
+impl WindowsFixture {
+    pub async fn start(output: &str, output_schema: &str) -> WindowsFixture {
+        use sluice::avro::{RegistryClient, RegistryConfig};
+        sluice::logging::init(sluice::logging::LogFormat::Human, "off");
+        let cluster = super::kafka::Kafka::start();
+        cluster
+            .create_topics(&[
+                ("iot_sensor_data", 3),
+                ("iot_sensor_data.dlq", 1),
+                ("iot_sensor_data.late", 1),
+                (output, 3),
+            ])
+            .await;
+        let registry = sluice::registry::spawn_preloaded(&sluice::schemas::embedded())
+            .await
+            .unwrap();
+        let config = RegistryConfig::new(&registry.url(), None).unwrap();
+        RegistryClient::new(config.clone())
+            .unwrap()
+            .register(&sluice::schemas::value_subject(output), output_schema)
+            .await
+            .unwrap();
+        let db = super::TestDb::create().await;
+        let pool = sluice::db::connect(&db.url).await.unwrap();
+        sluice::db::migrate(&pool).await.unwrap();
+        WindowsFixture {
+            kafka: cluster.config(),
+            cluster,
+            registry,
+            codec: std::sync::Arc::new(AvroCodec::new(&config).unwrap()),
+            db,
+            pool,
+        }
+    }
+}
