@@ -17,6 +17,9 @@ pub struct Chunk {
     records: Vec<Record>,
     /// Input keys and values, when kept.
     bytes: Vec<u8>,
+    /// Handed over because nothing more was ready to read: the sender may
+    /// commit at once instead of waiting for the interval.
+    pub drained: bool,
 }
 
 /// One input record: `emitted[start..end]` and perhaps a dead letter.
@@ -97,6 +100,7 @@ impl Chunk {
 
     /// Drops the records, keeping the capacity.
     pub fn clear(&mut self) {
+        self.drained = false;
         self.records.clear();
         self.emitted.clear();
         self.bytes.clear();

@@ -17,7 +17,7 @@ use std::{
     sync::{
         Arc,
         atomic::Ordering,
-        mpsc::{Receiver, RecvTimeoutError, SyncSender},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError},
     },
     time::{Duration, Instant},
 };
@@ -110,6 +110,9 @@ pub struct Committer {
     claim_retry: Backoff,
     /// What the unit holds, counted once it commits.
     tally: Tally,
+    /// The loop had nothing more to read when it handed the last chunk
+    /// over: commit once every chunk already queued has been taken.
+    drained: bool,
 }
 
 impl Committer {
@@ -138,6 +141,7 @@ impl Committer {
             claim_at: None,
             claim_retry: Backoff::new(),
             tally: Tally::default(),
+            drained: false,
         }
     }
 
@@ -177,13 +181,30 @@ impl Committer {
                 self.commit();
                 continue;
             }
-            let next = match deadline {
-                Some(d) => work.recv_timeout(d.saturating_duration_since(Instant::now())),
-                None => work.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            // Input drained: a read_committed reader sees these records
+            // only once they commit, so commit as soon as every chunk
+            // already queued is in the unit, rather than at the interval.
+            // Under load chunks come full, and size and interval decide.
+            let next = if self.drained {
+                match work.try_recv() {
+                    Ok(w) => Ok(w),
+                    Err(TryRecvError::Empty) => {
+                        self.drained = false;
+                        self.commit();
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                }
+            } else {
+                match deadline {
+                    Some(d) => work.recv_timeout(d.saturating_duration_since(Instant::now())),
+                    None => work.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                }
             };
             match next {
                 Ok(Work::Chunk(chunk)) => {
                     self.take(&chunk);
+                    self.drained |= chunk.drained && self.started.is_some();
                     // Freed where it was allocated, by the loop: every output
                     // holds its topic's `Arc` and two buffers, and dropping
                     // them here moved a reference count's cache line and the

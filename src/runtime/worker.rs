@@ -188,6 +188,7 @@ pub async fn run_member(
             Some(m) => m,
             None => {
                 if !chunk.is_empty() {
+                    chunk.drained = true;
                     hand(&mut chunk)?;
                 }
                 tokio::select! {

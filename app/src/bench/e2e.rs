@@ -257,7 +257,7 @@ fn now_ms() -> i64 {
 
 /// Counts failed deliveries of the benchmark's plain producers.
 #[derive(Default)]
-struct Failures(AtomicU64);
+pub(super) struct Failures(AtomicU64);
 
 impl ClientContext for Failures {}
 
@@ -270,16 +270,16 @@ impl ProducerContext for Failures {
     }
 }
 
-type Plain = BaseProducer<Failures>;
+pub(super) type Plain = BaseProducer<Failures>;
 
-fn plain_producer(kafka: &KafkaConfig) -> anyhow::Result<Plain> {
+pub(super) fn plain_producer(kafka: &KafkaConfig) -> anyhow::Result<Plain> {
     Ok(kafka
         .producer(None)
         .create_with_context(Failures::default())?)
 }
 
 /// Sends a record, waiting while the local queue is full.
-fn send(producer: &Plain, mut record: BaseRecord<'_, [u8], [u8]>) {
+pub(super) fn send(producer: &Plain, mut record: BaseRecord<'_, [u8], [u8]>) {
     loop {
         match producer.send(record) {
             Ok(()) => {
@@ -297,7 +297,7 @@ fn send(producer: &Plain, mut record: BaseRecord<'_, [u8], [u8]>) {
 }
 
 /// Waits for every acknowledgement; fails if any record was lost.
-fn finish(producer: &Plain) -> anyhow::Result<()> {
+pub(super) fn finish(producer: &Plain) -> anyhow::Result<()> {
     let deadline = Instant::now() + LIMIT;
     let idle = || producer.in_flight_count() == 0;
     anyhow::ensure!(

@@ -1,6 +1,7 @@
 //! `sluice bench`: throughput and latency figures, in-process and through a
 //! broker, against a raw librdkafka pass-through as the ceiling.
 
+pub mod compare;
 pub mod cpu;
 pub mod e2e;
 pub mod inprocess;

@@ -23,9 +23,10 @@ pub struct BenchArgs {
     /// without it they run against the in-process mock cluster.
     #[arg(long)]
     bootstrap: Option<String>,
-    /// Offered load of the end-to-end latency runs, records/s (0: no latency runs).
-    #[arg(long, default_value_t = 20_000)]
-    rate: u64,
+    /// Offered load of the end-to-end latency runs, records/s (0: no latency
+    /// runs; default 20 000, with --compare 10 000).
+    #[arg(long)]
+    rate: Option<u64>,
     /// Records per end-to-end latency run.
     #[arg(long, default_value_t = 100_000)]
     latency_records: usize,
@@ -41,9 +42,10 @@ pub struct BenchArgs {
     /// Guarantee of the topic-to-topic run.
     #[arg(long, value_parser = super::args::guarantee(), default_value = "exactly-once")]
     guarantee: sluice::topology::Guarantee,
-    /// Rounds of the three topic-to-topic runs, each round in another order
-    /// and on fresh topics; with more than one, medians are reported too
-    /// (on a shared or virtual machine single runs vary by 15 % or more).
+    /// Rounds of the three topic-to-topic runs (with --compare, of every
+    /// processor), each round on fresh topics; with more than one, medians
+    /// are reported too (on a shared or virtual machine single runs vary by
+    /// 15 % or more).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     rounds: u32,
     /// Pass-through copiers and topology group members (the workers' --threads).
@@ -59,11 +61,55 @@ pub struct BenchArgs {
     /// each into a scratch table dropped afterwards); without it they are skipped.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Instead of the runs above: on the broker of --bootstrap, one after
+    /// another on the same preloaded records, the pass-through, sluice and
+    /// Kafka Streams (bench/peers/kafka-streams), each in a process of its
+    /// own, for user-login and the iot windows; one table of records/s, CPU
+    /// per record, latency at --rate, resident memory and time to first output.
+    #[arg(long)]
+    compare: bool,
+    /// With --compare: the Kafka Streams peer's launcher.
+    #[arg(long, default_value = "bench/peers/kafka-streams/run")]
+    peer: std::path::PathBuf,
+    /// With --compare: Apache Kafka's jars, for its perf tools (dev/kafka/fetch puts them there).
+    #[arg(long, default_value = "dev/kafka/libs")]
+    kafka_libs: std::path::PathBuf,
+    /// With --compare: which processors to run (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = ["pass-through", "sluice", "kafka-streams"], requires = "compare")]
+    processors: Vec<String>,
+    /// With --compare: also records/s with 1, 2 and 4 threads on 8 partitions.
+    #[arg(long, requires = "compare")]
+    scaling: bool,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Bad flags fail before anything is measured.
     let e2e_records = e2e_records(&args)?;
+    if args.compare {
+        let Some(bootstrap) = args.bootstrap.clone() else {
+            anyhow::bail!(
+                "--compare needs a real broker: pass --bootstrap HOST:PORT (e.g. from dev/kafka/start), \
+                 or run bench/compare, which starts one"
+            );
+        };
+        return bench::compare::run(bench::compare::Params {
+            bootstrap,
+            kafka_config: args.kafka_config,
+            records: e2e_records,
+            partitions: args.partitions,
+            rate: args.rate.unwrap_or(10_000),
+            latency_records: args.latency_records,
+            batch_size: args.batch_size.max(1),
+            commit_interval: args.commit_interval,
+            peer: args.peer,
+            kafka_libs: args.kafka_libs,
+            scaling: args.scaling,
+            processors: args.processors,
+            rounds: args.rounds,
+        })
+        .await;
+    }
+    let rate = args.rate.unwrap_or(20_000);
     println!("{}", bench::inprocess::run(args.records).await?);
     if args.in_process_only {
         return Ok(());
@@ -97,7 +143,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         records: e2e_records,
         partitions: args.partitions,
         // Latency is measured in the first round only.
-        rate: if round == 0 { args.rate } else { 0 },
+        rate: if round == 0 { rate } else { 0 },
         latency_records: args.latency_records,
         run_id: if round == 0 {
             run_id.clone()
@@ -151,7 +197,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !latencies.is_empty() {
         println!(
             "latency: {} records offered at {} records/s, production to read back:",
-            args.latency_records, args.rate
+            args.latency_records, rate
         );
         for l in latencies {
             println!("{l}");

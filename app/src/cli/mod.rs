@@ -81,6 +81,9 @@ pub enum Command {
     Readings(readings::ReadingsCommand),
     /// Apply the PostgreSQL migrations compiled into sluice (idempotent).
     Migrate(migrate::MigrateArgs),
+    /// One processor of `sluice bench --compare`, in a process of its own.
+    #[command(hide = true)]
+    BenchWorker(crate::bench::compare::worker::WorkerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +109,7 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Windows(cmd) => windows::run(cmd).await,
         Command::Readings(cmd) => readings::run(cmd).await,
+        Command::BenchWorker(args) => crate::bench::compare::worker::serve(args).await,
     }
 }
 

@@ -1,0 +1,351 @@
+//! `sluice bench --compare`: on one real Kafka, one after another on the
+//! same preloaded records, the pass-through ceiling, sluice and Kafka
+//! Streams, each a process of its own, doing the same work: records/s,
+//! CPU per record, latency at a fixed offered rate, resident memory, time
+//! to first output; then the iot windows the same way; and, with
+//! `--scaling`, records/s by threads on 8 partitions.
+
+mod child;
+mod perf;
+mod run;
+mod stream;
+mod verify;
+pub mod worker;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use run::{Bench, Processor, Row};
+use sluice::{
+    avro::{AvroCodec, RegistryClient, RegistryConfig},
+    kafka::KafkaConfig,
+    registry, schemas,
+};
+use stream::{Stream, Work};
+
+pub struct Params {
+    pub bootstrap: String,
+    pub kafka_config: Vec<(String, String)>,
+    pub records: usize,
+    pub partitions: i32,
+    pub rate: u64,
+    pub latency_records: usize,
+    pub batch_size: usize,
+    pub commit_interval: Duration,
+    pub peer: PathBuf,
+    pub kafka_libs: PathBuf,
+    pub scaling: bool,
+    /// pass-through, sluice, kafka-streams; empty for all.
+    pub processors: Vec<String>,
+    pub rounds: u32,
+}
+
+impl Params {
+    fn runs(&self, who: Processor) -> bool {
+        let name = match who {
+            Processor::PassThrough => "pass-through",
+            Processor::Sluice => "sluice",
+            Processor::KafkaStreams => "kafka-streams",
+        };
+        self.processors.is_empty() || self.processors.iter().any(|p| p == name)
+    }
+}
+
+pub async fn run(p: Params) -> anyhow::Result<()> {
+    let peer = p.runs(Processor::KafkaStreams);
+    anyhow::ensure!(
+        !peer || p.peer.exists(),
+        "the Kafka Streams peer is not at {} (run from the repository's root, or pass --peer)",
+        p.peer.display()
+    );
+    if peer {
+        eprintln!(
+            "building the Kafka Streams peer ({} build)…",
+            p.peer.display()
+        );
+        let built = std::process::Command::new(&p.peer).arg("build").status()?;
+        anyhow::ensure!(built.success(), "{} build failed", p.peer.display());
+    }
+    let reg = registry::spawn_preloaded(&schemas::embedded()).await?;
+    let config = RegistryConfig::new(&reg.url(), None)?;
+    let client = RegistryClient::new(config.clone())?;
+    let kafka = KafkaConfig {
+        bootstrap: p.bootstrap.clone(),
+        properties: p.kafka_config.clone(),
+    };
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let scratch = std::env::temp_dir().join(format!("sluice-compare-{run_id}"));
+    std::fs::create_dir_all(&scratch)?;
+    let bench = |partitions: i32, rate: u64, round: u32| Bench {
+        kafka: &kafka,
+        registry_url: reg.url(),
+        client: &client,
+        codec: Arc::new(AvroCodec::new(&config).expect("a registry URL that parsed")),
+        partitions,
+        rate,
+        latency_records: p.latency_records,
+        run_id: format!("{run_id}r{round}"),
+        peer: p.peer.clone(),
+        scratch: scratch.clone(),
+        batch_size: p.batch_size,
+        commit_interval: p.commit_interval,
+    };
+    let b = bench(p.partitions, p.rate, 0);
+    println!(
+        "comparison on the broker at {}, {} partitions, {} records preloaded per run, {} round(s); latency: {} records offered at {}/s",
+        p.bootstrap, p.partitions, p.records, p.rounds, p.latency_records, p.rate
+    );
+    let logins = preloaded(&b, Work::Logins, p.records, p.partitions).await?;
+    let readings = preloaded(&b, Work::Readings, p.records, p.partitions).await?;
+    let limit = broker_limit(&b, &p, &logins).await;
+    let mut rows = Vec::new();
+    for round in 0..p.rounds {
+        let b = bench(p.partitions, p.rate, round);
+        let runs = [
+            (Work::Logins, Processor::PassThrough, 1),
+            (Work::Logins, Processor::PassThrough, 2),
+            (Work::Logins, Processor::Sluice, 1),
+            (Work::Logins, Processor::KafkaStreams, 1),
+            (Work::Readings, Processor::Sluice, 1),
+            (Work::Readings, Processor::KafkaStreams, 1),
+        ];
+        for (work, who, threads) in runs {
+            if !p.runs(who) {
+                continue;
+            }
+            let stream = if work == Work::Logins {
+                &logins
+            } else {
+                &readings
+            };
+            let row = b.run(work, stream, who, threads).await?;
+            eprintln!("round {}: {}", round + 1, line(&row));
+            rows.push(row);
+        }
+    }
+    drop((logins, readings));
+    let medians = medians(&rows);
+    println!();
+    print_table(&medians);
+    if p.rounds > 1 {
+        println!();
+        println!("(the median round of each by records/s; every round's records/s:)");
+        for m in &medians {
+            let all: Vec<String> = rows
+                .iter()
+                .filter(|r| r.name == m.name && r.threads == m.threads)
+                .map(|r| format!("{:.0}", r.rate))
+                .collect();
+            println!("  {} ({}): {}", m.name, m.threads, all.join(", "));
+        }
+    }
+    print_summary(&medians, limit.as_ref());
+    if p.scaling {
+        scaling(&bench(8, 0, 0), &p).await?;
+    }
+    reg.stop().await?;
+    // The processes' logs stay when asked for (or when a run failed above).
+    if std::env::var_os("SLUICE_COMPARE_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    } else {
+        eprintln!("logs in {}", scratch.display());
+    }
+    Ok(())
+}
+
+/// A stream encoded with schema ids registered under a template subject;
+/// every run's own subjects register the same schema, so the ids hold.
+async fn preloaded(
+    b: &Bench<'_>,
+    work: Work,
+    records: usize,
+    partitions: i32,
+) -> anyhow::Result<Stream> {
+    let (topic, schema_of) = match work {
+        Work::Logins => (format!("cmp-{}-logins", b.run_id), "user-login"),
+        Work::Readings => (format!("cmp-{}-readings", b.run_id), "iot_sensor_data"),
+    };
+    let text = schemas::embedded()
+        .into_iter()
+        .find(|f| f.topic == schema_of)
+        .map(|f| f.text)
+        .unwrap_or_default();
+    b.client
+        .register(&schemas::value_subject(&topic), &text)
+        .await?;
+    eprintln!("encoding {records} {work:?}…");
+    Stream::build(work, records, partitions, &b.codec, &topic).await
+}
+
+async fn broker_limit(b: &Bench<'_>, p: &Params, logins: &Stream) -> Option<perf::Limit> {
+    let topic = format!("cmp-{}-perf", b.run_id);
+    let (libs, bootstrap, records, size) = (
+        p.kafka_libs.clone(),
+        p.bootstrap.clone(),
+        p.records,
+        logins.record_size,
+    );
+    let t = topic.clone();
+    if let Err(e) = b.create_topics(&[(&topic, false)]).await {
+        eprintln!("(no broker limit: {e})");
+        return None;
+    }
+    let measured =
+        tokio::task::spawn_blocking(move || perf::measure(&libs, &bootstrap, &t, records, size))
+            .await;
+    let _ = sluice::kafka::delete_topics(b.kafka, &[&topic]).await;
+    match measured {
+        Ok(Ok(limit)) => Some(limit),
+        Ok(Err(e)) => {
+            eprintln!("(no broker limit: {e})");
+            None
+        }
+        Err(e) => {
+            eprintln!("(no broker limit: {e})");
+            None
+        }
+    }
+}
+
+/// Throughput by threads on 8 partitions: on two cores this shows the
+/// cost of coordination more than any speed-up.
+async fn scaling(b: &Bench<'_>, p: &Params) -> anyhow::Result<()> {
+    let logins = preloaded(b, Work::Logins, p.records, 8).await?;
+    let mut rows = Vec::new();
+    for who in [Processor::Sluice, Processor::KafkaStreams] {
+        if !p.runs(who) {
+            continue;
+        }
+        for threads in [1, 2, 4] {
+            let row = b.run(Work::Logins, &logins, who, threads).await?;
+            eprintln!("{}", line(&row));
+            rows.push(row);
+        }
+    }
+    println!();
+    println!(
+        "scaling, user-login exactly-once, 8 partitions (threads: sluice --threads, Kafka Streams num.stream.threads):"
+    );
+    println!();
+    println!(
+        "| processor | threads | records/s | CPU µs/record | peak RSS | aborted, read again |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} | {} | {} | {} |",
+            r.name,
+            r.threads,
+            r.rate,
+            opt(r.cpu_us, |c| format!("{c:.2}")),
+            opt(r.peak_rss, mb),
+            r.aborted
+        );
+    }
+    Ok(())
+}
+
+/// Per processor and thread count, the round of median records/s.
+fn medians(rows: &[Row]) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::new();
+    for r in rows {
+        if out
+            .iter()
+            .any(|o| o.name == r.name && o.threads == r.threads)
+        {
+            continue;
+        }
+        let mut same: Vec<&Row> = rows
+            .iter()
+            .filter(|o| o.name == r.name && o.threads == r.threads)
+            .collect();
+        same.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        out.push(same[same.len() / 2].clone());
+    }
+    out
+}
+
+fn line(r: &Row) -> String {
+    format!(
+        "{} ({} thread{}): {:.0} records/s",
+        r.name,
+        r.threads,
+        if r.threads == 1 { "" } else { "s" },
+        r.rate
+    )
+}
+
+fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "–".into())
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.0} MB", bytes as f64 / 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "| processor | threads | records/s | CPU µs/record | p50 | p99 | p99.9 | peak RSS | steady RSS | first output |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in rows {
+        let lat = |i: usize| opt(r.latency, |l| ms(l[i]));
+        println!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.1} s |",
+            r.name,
+            r.threads,
+            r.rate,
+            opt(r.cpu_us, |c| format!("{c:.2}")),
+            lat(0),
+            lat(1),
+            lat(2),
+            opt(r.peak_rss, mb),
+            opt(r.steady_rss, mb),
+            r.first_output.as_secs_f64()
+        );
+    }
+}
+
+fn print_summary(rows: &[Row], limit: Option<&perf::Limit>) {
+    let rate = |name: &str| {
+        rows.iter()
+            .filter(|r| r.name == name)
+            .map(|r| r.rate)
+            .fold(None, |best: Option<f64>, r| {
+                Some(best.map_or(r, |b| b.max(r)))
+            })
+    };
+    println!();
+    if let Some(l) = limit {
+        println!(
+            "broker limit for records of this size (Kafka's perf tools): produce {:.0} records/s, consume {:.0} records/s",
+            l.produce, l.consume
+        );
+    }
+    let ceiling = rate(Processor::PassThrough.label(Work::Logins));
+    let login = rate(Processor::Sluice.label(Work::Logins));
+    let ks_login = rate(Processor::KafkaStreams.label(Work::Logins));
+    let iot = rate(Processor::Sluice.label(Work::Readings));
+    let ks_iot = rate(Processor::KafkaStreams.label(Work::Readings));
+    if let (Some(s), Some(c)) = (login, ceiling) {
+        println!(
+            "sluice user-login at {:.0} % of the pass-through (its better thread count)",
+            s / c * 100.0
+        );
+    }
+    if let (Some(s), Some(k)) = (login, ks_login) {
+        println!(
+            "sluice user-login at {:.2}× Kafka Streams' records/s",
+            s / k
+        );
+    }
+    if let (Some(s), Some(k)) = (iot, ks_iot) {
+        println!(
+            "sluice iot windows at {:.2}× Kafka Streams' records/s",
+            s / k
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! After a timed run: is the output exactly what the input asks for, each
+//! record once? Read back with read_committed, and counted again with
+//! read_uncommitted, where records of aborted transactions show up as
+//! extra ones.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{Message, consumer::Consumer};
+
+use super::{
+    child::Watched,
+    run::{Bench, Processor, Topics, preload},
+    stream::{Stream, Work, login_seq, sentinel},
+};
+use crate::topologies::iot_window_aggregates::SensorWindowAggregate;
+
+pub async fn output(
+    b: &Bench<'_>,
+    work: Work,
+    stream: &Stream,
+    who: Processor,
+    t: &Topics,
+    child: &mut Watched,
+) -> anyhow::Result<usize> {
+    let name = who.label(work);
+    match work {
+        Work::Logins => {
+            let want = stream.records + if b.rate > 0 { b.latency_records } else { 0 };
+            let mut seen = vec![0u8; want];
+            let mut other = 0usize;
+            for_all(b, t, "read_committed", |m| {
+                if m.topic() != t.output || sentinel(m.key()).is_some() {
+                    return;
+                }
+                match m
+                    .payload()
+                    .and_then(login_seq)
+                    .and_then(|s| seen.get_mut(s))
+                {
+                    Some(n) => *n = n.saturating_add(1),
+                    None => other += 1,
+                }
+            })
+            .await?;
+            let missing = seen.iter().filter(|&&n| n == 0).count();
+            let twice = seen.iter().filter(|&&n| n > 1).count();
+            anyhow::ensure!(
+                missing == 0 && twice == 0 && other == 0,
+                "{name}: of {want} logins offered, {missing} missing and {twice} more than once \
+                 on {} (read_committed), {other} unknown records",
+                t.output
+            );
+            let mut all = 0usize;
+            for_all(b, t, "read_uncommitted", |m| {
+                if m.topic() == t.output && sentinel(m.key()).is_none() {
+                    all += 1;
+                }
+            })
+            .await?;
+            Ok(all.saturating_sub(want))
+        }
+        Work::Readings => {
+            // Close every window, then wait until all have come out.
+            let closers = stream.closers(&b.codec, &t.input).await?;
+            let (kafka, input) = (b.kafka.clone(), t.input.clone());
+            tokio::task::spawn_blocking(move || preload(&kafka, &input, &closers)).await??;
+            // Windows that closed during the timed run were read there: count afresh.
+            let committed = b.reader(t, "read_committed")?;
+            let mut counted = 0u64;
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while counted < stream.records as u64 {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{name}: final windows count {counted} of {} readings after the closers",
+                    stream.records
+                );
+                let m = match tokio::time::timeout(Duration::from_secs(1), committed.recv()).await {
+                    Ok(m) => m?,
+                    Err(_) => {
+                        child.check_alive()?;
+                        continue;
+                    }
+                };
+                if m.topic() == t.output
+                    && let Some(w) = m.payload().and_then(window)
+                    && !w.device_id.starts_with("closer-")
+                {
+                    counted += w.count as u64;
+                }
+            }
+            let mut got: HashMap<(String, String, i64), (u64, u32)> = HashMap::new();
+            let mut bad = 0usize;
+            for_all(b, t, "read_uncommitted", |m| {
+                if m.topic() != t.output {
+                    return;
+                }
+                match m.payload().and_then(window) {
+                    Some(w) if w.device_id.starts_with("closer-") => {}
+                    Some(w) => {
+                        let e = got
+                            .entry((w.device_id, w.sensor_type, w.window_start))
+                            .or_default();
+                        e.0 += w.count as u64;
+                        e.1 += 1;
+                    }
+                    None => bad += 1,
+                }
+            })
+            .await?;
+            let twice = got.values().filter(|(_, n)| *n > 1).count();
+            let wrong = stream
+                .windows
+                .iter()
+                .filter(|(k, n)| got.get(*k).map(|g| g.0) != Some(**n))
+                .count();
+            anyhow::ensure!(
+                bad == 0 && twice == 0 && wrong == 0 && got.len() == stream.windows.len(),
+                "{name}: of {} windows, {wrong} missing or miscounted, {twice} emitted more than once, \
+                 {} emitted, {bad} undecodable",
+                stream.windows.len(),
+                got.len()
+            );
+            Ok(0)
+        }
+    }
+}
+
+fn window(value: &[u8]) -> Option<SensorWindowAggregate> {
+    let schema = sluice::schemas::for_topic("iot-window-aggregates")?;
+    let v = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+        .build()
+        .ok()?
+        .read_value(&mut value.get(5..)?)
+        .ok()?;
+    apache_avro::from_value(&v).ok()
+}
+
+/// Every record of the output and dead letters, up to the end of each partition.
+async fn for_all(
+    b: &Bench<'_>,
+    t: &Topics,
+    isolation: &str,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> anyhow::Result<()> {
+    let reader = b.reader(t, isolation)?;
+    let mut ends = Vec::new();
+    for topic in [&t.output, &t.dlq] {
+        for p in 0..b.partitions {
+            let (_, high) = reader.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            ends.push((topic.clone(), p, high));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut idle = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), reader.recv()).await {
+            Ok(m) => {
+                idle = 0;
+                each(&m?)
+            }
+            Err(_) => {
+                idle += 1;
+                // Control records (commit markers) are never delivered:
+                // the position says whether the end has been passed.
+                let positions = reader.position()?;
+                let done = ends.iter().all(|(topic, p, high)| {
+                    *high == 0
+                        || positions
+                            .find_partition(topic, *p)
+                            .and_then(|e| e.offset().to_raw())
+                            .is_some_and(|o| o >= *high)
+                });
+                // A partition ending in a commit marker may leave the
+                // position short of the end: 3 s of nothing is the end too.
+                if done || idle >= 10 {
+                    return Ok(());
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "reading {} back took over 300 s",
+                    t.output
+                );
+            }
+        }
+    }
+}

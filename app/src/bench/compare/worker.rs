@@ -1,0 +1,229 @@
+//! `sluice bench-worker`: one processor of the comparison in a process of
+//! its own, so that its CPU and memory are its own: a shipped topology on
+//! the benchmark's topics, run by the same runtime (and metrics server) as
+//! `sluice run`, or the pass-through ceiling. Runs until SIGTERM.
+
+use std::{sync::Arc, time::Duration};
+
+use clap::{Args, ValueEnum};
+use futures::StreamExt;
+use rdkafka::{
+    Message, Offset, Timestamp, TopicPartitionList,
+    consumer::{Consumer, StreamConsumer},
+    producer::{BaseProducer, BaseRecord, Producer},
+};
+
+use crate::topologies::{iot_window_aggregates, user_login};
+use sluice::{
+    avro::{AvroCodec, RegistryConfig},
+    kafka::KafkaConfig,
+    runtime::{RunOptions, Workers},
+    schemas,
+    sink::kafka::serve_deliveries,
+    window::WindowSpec,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// The user-login topology, exactly-once.
+    UserLogin,
+    /// iot-window-aggregates: final 1-minute windows (10 s grace) to a topic, exactly-once.
+    IotWindows,
+    /// Bytes copied from input to output: the ceiling.
+    PassThrough,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[arg(value_enum)]
+    pub kind: Kind,
+    #[arg(long)]
+    pub bootstrap: String,
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub registry_url: String,
+    #[arg(long)]
+    pub input: String,
+    #[arg(long)]
+    pub output: String,
+    /// Names the consumer group and transactional ids.
+    #[arg(long)]
+    pub name: String,
+    /// Partitions of the input (the pass-through assigns them itself).
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Group members (topologies) or copiers (pass-through) in this process.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long, default_value_t = 50_000)]
+    pub batch_size: usize,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
+    pub commit_interval: Duration,
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = sluice::kafka::parse_property)]
+    pub kafka_config: Vec<(String, String)>,
+}
+
+pub async fn serve(args: WorkerArgs) -> anyhow::Result<()> {
+    let shutdown = crate::cli::shutdown_signal();
+    let kafka = KafkaConfig {
+        bootstrap: args.bootstrap.clone(),
+        properties: args.kafka_config.clone(),
+    };
+    let topology = match args.kind {
+        Kind::PassThrough => return passthrough(&args, &kafka, shutdown).await,
+        Kind::UserLogin => user_login::declare(
+            &args.name,
+            &args.input,
+            &args.output,
+            schemas::for_topic(user_login::SOURCE).ok_or_else(|| anyhow::anyhow!("no schema"))?,
+        )?,
+        Kind::IotWindows => iot_window_aggregates::declare(
+            &args.name,
+            &args.input,
+            &args.output,
+            WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10)),
+        )?,
+    };
+    let codec = Arc::new(AvroCodec::new(&RegistryConfig::new(
+        &args.registry_url,
+        None,
+    )?)?);
+    let metrics = sluice::metrics::Metrics::new()?;
+    let opts = RunOptions {
+        instance_id: args.name.clone(),
+        batch_size: args.batch_size.max(1),
+        commit_interval: args.commit_interval,
+        threads: args.threads.max(1),
+        meter: Some(metrics.meter()),
+        ..RunOptions::default()
+    };
+    let mut workers = Workers::spawn(vec![topology], &kafka, codec, &opts);
+    metrics.observe_topologies(workers.stats.clone());
+    let (stop_metrics, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = sluice::metrics::spawn(
+        "127.0.0.1:0".parse().expect("an address"),
+        Arc::new(metrics),
+        async {
+            let _ = stopped.await;
+        },
+    )
+    .await?;
+    tokio::select! {
+        _ = shutdown => {}
+        e = workers.failure() => return Err(e.into()),
+    }
+    workers.stop(Duration::from_secs(30)).await?;
+    let _ = stop_metrics.send(());
+    let _ = server.await;
+    Ok(())
+}
+
+/// Copiers, each a consumer of its share of the partitions (assigned, not
+/// through a group: nothing is committed, so a rebalance would copy twice)
+/// handing records to a producer on a thread of its own, with the
+/// producer settings of sluice's sink: the threading and settings of the
+/// runtime, without decoding, transactions or commits.
+async fn passthrough(
+    args: &WorkerArgs,
+    kafka: &KafkaConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let threads = args.threads.clamp(1, args.partitions.max(1) as usize);
+    let mut copiers = tokio::task::JoinSet::new();
+    for i in 0..threads {
+        let mut partitions = TopicPartitionList::new();
+        for p in (i as i32..args.partitions).step_by(threads) {
+            partitions.add_partition_offset(&args.input, p, Offset::Beginning)?;
+        }
+        let consumer: StreamConsumer = kafka.consumer(&format!("{}-copier", args.name)).create()?;
+        consumer.assign(&partitions)?;
+        let mut config = kafka.producer(None);
+        config.set("delivery.report.only.error", "true");
+        let producer: BaseProducer = config.create()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Copied>>(64);
+        let output = args.output.clone();
+        std::thread::Builder::new()
+            .name(format!("send-{i}"))
+            .spawn(move || send_all(&producer, &output, rx))?;
+        copiers.spawn(read_all(consumer, tx));
+    }
+    tokio::select! {
+        _ = shutdown => Ok(()),
+        Some(done) = copiers.join_next() => match done? {
+            Ok(()) => anyhow::bail!("a copier stopped"),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// A record as copied: key, value and its timestamp.
+type Copied = (Option<Vec<u8>>, Option<Vec<u8>>, i64);
+
+/// Reads and hands over chunks, as the worker's loop does: full ones, or
+/// whatever is there when nothing more is ready.
+async fn read_all(
+    consumer: StreamConsumer,
+    tx: std::sync::mpsc::SyncSender<Vec<Copied>>,
+) -> anyhow::Result<()> {
+    use futures::FutureExt;
+    let mut messages = consumer.stream();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    loop {
+        let next = match messages.next().now_or_never() {
+            Some(m) => m,
+            None => {
+                if !chunk.is_empty() {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                    tokio::task::block_in_place(|| tx.send(full))?;
+                }
+                messages.next().await
+            }
+        };
+        let m = next.ok_or_else(|| anyhow::anyhow!("the consumer stream ended"))??;
+        let ts = match m.timestamp() {
+            Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
+            Timestamp::NotAvailable => 0,
+        };
+        chunk.push((
+            m.key().map(<[u8]>::to_vec),
+            m.payload().map(<[u8]>::to_vec),
+            ts,
+        ));
+        if chunk.len() >= CHUNK {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            tokio::task::block_in_place(|| tx.send(full))?;
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+const CHUNK: usize = 256;
+
+fn send_all(producer: &BaseProducer, topic: &str, rx: std::sync::mpsc::Receiver<Vec<Copied>>) {
+    while let Ok(chunk) = rx.recv() {
+        for (key, value, ts) in &chunk {
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic).timestamp(*ts);
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            if let Some(v) = value {
+                record = record.payload(v);
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        record = r;
+                        let queued = producer.in_flight_count();
+                        let deadline = std::time::Instant::now() + Duration::from_millis(10);
+                        serve_deliveries(
+                            producer,
+                            || producer.in_flight_count() < queued,
+                            deadline,
+                        );
+                    }
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+}
