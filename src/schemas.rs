@@ -48,6 +48,14 @@ pub fn embedded() -> Vec<SchemaFile> {
         .collect()
 }
 
+/// The text of the embedded schema of a topic's values.
+pub fn text_for(topic: &str) -> Option<&'static str> {
+    EMBEDDED
+        .iter()
+        .find(|(t, _)| *t == topic)
+        .map(|(_, text)| *text)
+}
+
 /// The parsed embedded schema of a topic's values.
 pub fn for_topic(topic: &str) -> Option<Schema> {
     EMBEDDED

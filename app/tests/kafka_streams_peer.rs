@@ -8,7 +8,6 @@
 mod common;
 
 use std::{
-    collections::BTreeMap,
     path::PathBuf,
     process::{Command, Stdio},
     time::Duration,
@@ -28,7 +27,7 @@ use sluice_app::{
     simulate::logins::{Generator, Planned},
     topologies::{
         iot_alerts::{SensorReading, SensorType},
-        iot_window_aggregates::{self, SensorWindowAggregate},
+        iot_window_aggregates,
         user_login::{self, ProcessedUserLogin, UserLogin},
     },
 };
@@ -65,13 +64,9 @@ impl Setup {
     }
 
     async fn register(&self, topic: &str, schema_of: &str) {
-        let text = schemas::embedded()
-            .into_iter()
-            .find(|f| f.topic == schema_of)
-            .unwrap()
-            .text;
+        let text = schemas::text_for(schema_of).unwrap();
         self.client
-            .register(&schemas::value_subject(topic), &text)
+            .register(&schemas::value_subject(topic), text)
             .await
             .unwrap();
     }
@@ -323,42 +318,12 @@ async fn same_windows(s: &Setup) {
         read_topic(b, "readings-in.ks-dlq", 1, wait)
     );
     workers.stop(Duration::from_secs(30)).await.unwrap();
-    let reader = Reader::new(schemas::for_topic(iot_window_aggregates::SINK).unwrap());
-    let mut by_processor = Vec::new();
-    for records in [&ours_out, &theirs_out] {
-        let mut got = BTreeMap::new();
-        for r in records {
-            let (_, w): (u32, SensorWindowAggregate) =
-                s.codec.decode(&r.value, &reader).await.unwrap();
-            assert_eq!(
-                r.key.as_deref(),
-                Some(w.device_id.as_bytes()),
-                "keyed by device"
-            );
-            let key = (
-                w.device_id.clone(),
-                w.sensor_type.clone(),
-                w.window_start,
-                w.window_end,
-            );
-            assert!(got.insert(key, w).is_none(), "each window once");
-        }
-        by_processor.push(got);
-    }
-    assert_eq!(by_processor[0].len(), want.len(), "sluice: every window");
-    for (k, e) in &want {
-        let w = &by_processor[0][k];
-        assert_eq!(
-            (w.count, w.sum, w.min, w.max, w.avg),
-            (e.count as i64, e.sum, e.min, e.max, e.sum / e.count as f64),
-            "{k:?}"
-        );
-    }
-    assert_eq!(
-        format!("{:?}", by_processor[0]),
-        format!("{:?}", by_processor[1]),
-        "Kafka Streams: the same windows"
-    );
+    assert_eq!(ours_out.len(), want.len(), "sluice: every window");
+    assert_eq!(theirs_out.len(), want.len(), "Kafka Streams: every window");
+    let ours_all = windows::final_windows(b, &s.codec, ours).await;
+    let theirs_all = windows::final_windows(b, &s.codec, theirs).await;
+    windows::assert_final_windows_exact(&ours_all, &want);
+    windows::assert_final_windows_exact(&theirs_all, &want);
     assert_eq!(letters_of(&ours_dlq), letters_of(&theirs_dlq));
     assert_eq!(ours_dlq.len(), 1, "the refused reading");
 }

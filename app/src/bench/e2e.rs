@@ -319,23 +319,11 @@ pub(super) fn feed(
     n: usize,
     rate: u64,
 ) -> anyhow::Result<()> {
-    let producer = plain_producer(kafka)?;
-    // Connected before the first timestamp, so that latency does not
-    // include the producer's own start.
-    producer
-        .client()
-        .fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let producer = connected_producer(kafka, topic)?;
     let started = Instant::now();
     for i in 0..n {
         if rate > 0 {
-            // Hold the offered load at `rate`, so latency is the pipeline's, not a backlog's.
-            let due = Duration::from_secs_f64(i as f64 / rate as f64);
-            if let Some(ahead) = due.checked_sub(started.elapsed())
-                && ahead > Duration::from_millis(1)
-            {
-                producer.poll(Duration::ZERO);
-                std::thread::sleep(ahead);
-            }
+            pace(&producer, started, i, rate);
         }
         let (key, value) = &payloads[i % payloads.len()];
         send(
@@ -347,6 +335,28 @@ pub(super) fn feed(
         );
     }
     finish(&producer)
+}
+
+/// A producer connected to `topic`'s leaders before the first record's
+/// timestamp, so that latency does not include the producer's own start.
+pub(super) fn connected_producer(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Plain> {
+    let producer = plain_producer(kafka)?;
+    producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    Ok(producer)
+}
+
+/// Holds the offered load at `rate`: sleeps until record `i` is due, so
+/// that latency is the pipeline's, not a backlog's.
+pub(super) fn pace(producer: &Plain, started: Instant, i: usize, rate: u64) {
+    let due = Duration::from_secs_f64(i as f64 / rate as f64);
+    if let Some(ahead) = due.checked_sub(started.elapsed())
+        && ahead > Duration::from_millis(1)
+    {
+        producer.poll(Duration::ZERO);
+        std::thread::sleep(ahead);
+    }
 }
 
 /// Reads `n` records, appending per-record latencies when `lat` is given.
@@ -514,24 +524,8 @@ pub async fn topology(s: &Setup<'_>) -> anyhow::Result<Measured> {
     let (input, output) = s.topics("sluice");
     let dlq = format!("{input}.dlq");
     s.create(&[&input, &output, &dlq]).await?;
-    let text = |t: &str| {
-        schemas::embedded()
-            .into_iter()
-            .find(|f| f.topic == t)
-            .map(|f| f.text)
-    };
-    s.registry
-        .register(
-            &schemas::value_subject(&input),
-            &text(user_login::SOURCE).unwrap_or_default(),
-        )
-        .await?;
-    s.registry
-        .register(
-            &schemas::value_subject(&output),
-            &text(user_login::SINK).unwrap_or_default(),
-        )
-        .await?;
+    super::windows::register(s, &input, user_login::SOURCE).await?;
+    super::windows::register(s, &output, user_login::SINK).await?;
     let payloads = s.payloads(&input).await?;
     let reader_schema =
         schemas::for_topic(user_login::SOURCE).ok_or_else(|| anyhow::anyhow!("no schema"))?;

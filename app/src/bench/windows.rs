@@ -31,13 +31,9 @@ use sluice::{
 
 /// Registers the readings' schema for `topic` (the bench's own input).
 pub(super) async fn register(s: &Setup<'_>, topic: &str, schema_of: &str) -> anyhow::Result<()> {
-    let text = schemas::embedded()
-        .into_iter()
-        .find(|f| f.topic == schema_of)
-        .map(|f| f.text)
-        .unwrap_or_default();
+    let text = schemas::text_for(schema_of).unwrap_or_default();
     s.registry
-        .register(&schemas::value_subject(topic), &text)
+        .register(&schemas::value_subject(topic), text)
         .await?;
     Ok(())
 }

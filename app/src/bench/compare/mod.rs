@@ -164,13 +164,9 @@ async fn preloaded(
         Work::Logins => (format!("cmp-{}-logins", b.run_id), "user-login"),
         Work::Readings => (format!("cmp-{}-readings", b.run_id), "iot_sensor_data"),
     };
-    let text = schemas::embedded()
-        .into_iter()
-        .find(|f| f.topic == schema_of)
-        .map(|f| f.text)
-        .unwrap_or_default();
+    let text = schemas::text_for(schema_of).unwrap_or_default();
     b.client
-        .register(&schemas::value_subject(&topic), &text)
+        .register(&schemas::value_subject(&topic), text)
         .await?;
     eprintln!("encoding {records} {work:?}…");
     Stream::build(work, records, partitions, &b.codec, &topic).await

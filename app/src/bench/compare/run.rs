@@ -25,7 +25,7 @@ use super::{
     stream::{Rec, Stream, Work, sentinel},
     verify,
 };
-use crate::bench::e2e::{finish, plain_producer, send};
+use crate::bench::e2e::{connected_producer, finish, pace, plain_producer, send};
 use sluice::{
     avro::{AvroCodec, RegistryClient},
     kafka::{KafkaConfig, delete_topics},
@@ -330,19 +330,13 @@ impl Bench<'_> {
             Work::Logins => ("user-login", "processed-user-login"),
             Work::Readings => ("iot_sensor_data", "iot-window-aggregates"),
         };
-        let text = |topic: &str| {
-            schemas::embedded()
-                .into_iter()
-                .find(|f| f.topic == topic)
-                .map(|f| f.text)
-                .ok_or_else(|| anyhow::anyhow!("no schema for {topic}"))
-        };
-        self.client
-            .register(&schemas::value_subject(&t.input), &text(source)?)
-            .await?;
-        self.client
-            .register(&schemas::value_subject(&t.output), &text(sink)?)
-            .await?;
+        for (topic, schema_of) in [(&t.input, source), (&t.output, sink)] {
+            let text = schemas::text_for(schema_of)
+                .ok_or_else(|| anyhow::anyhow!("no schema for {schema_of}"))?;
+            self.client
+                .register(&schemas::value_subject(topic), text)
+                .await?;
+        }
         Ok(())
     }
 
@@ -498,20 +492,10 @@ fn paced(
     rate: u64,
     sent: &[AtomicI64],
 ) -> anyhow::Result<()> {
-    use rdkafka::producer::Producer;
-    let producer = plain_producer(kafka)?;
-    producer
-        .client()
-        .fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let producer = connected_producer(kafka, topic)?;
     let started = Instant::now();
     for (i, (key, value, _)) in records.iter().enumerate() {
-        let due = Duration::from_secs_f64(i as f64 / rate as f64);
-        if let Some(ahead) = due.checked_sub(started.elapsed())
-            && ahead > Duration::from_millis(1)
-        {
-            producer.poll(Duration::ZERO);
-            std::thread::sleep(ahead);
-        }
+        pace(&producer, started, i, rate);
         let now = now_ms();
         sent[i].store(now, Ordering::Release);
         send(
