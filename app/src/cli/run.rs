@@ -228,6 +228,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         meter: Some(metrics.meter()),
     };
     let mut workers = Workers::spawn(selected, &kafka, codec, &opts);
+    crate::memory::spawn_trimmer();
     metrics.observe_topologies(workers.stats.clone());
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_task = sluice::metrics::spawn(args.metrics_addr, Arc::new(metrics), async {

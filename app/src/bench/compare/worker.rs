@@ -97,6 +97,7 @@ pub async fn serve(args: WorkerArgs) -> anyhow::Result<()> {
         ..RunOptions::default()
     };
     let mut workers = Workers::spawn(vec![topology], &kafka, codec, &opts);
+    crate::memory::spawn_trimmer();
     metrics.observe_topologies(workers.stats.clone());
     let (stop_metrics, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = sluice::metrics::spawn(
