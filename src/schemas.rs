@@ -58,10 +58,8 @@ pub fn text_for(topic: &str) -> Option<&'static str> {
 
 /// The parsed embedded schema of a topic's values.
 pub fn for_topic(topic: &str) -> Option<Schema> {
-    EMBEDDED
-        .iter()
-        .find(|(t, _)| *t == topic)
-        .map(|(_, text)| Schema::parse_str(text).expect("embedded schemas are tested to parse"))
+    text_for(topic)
+        .map(|text| Schema::parse_str(text).expect("embedded schemas are tested to parse"))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 //! batches, queued records) in its arenas: after catching up a backlog a
 //! worker stayed about 90 MB above its idle size, the memory free but
 //! resident. Trimming every few seconds returns it (measured: steady RSS at
-//! 10 000 records/s after a million-record backlog, 128 → 69 MB).
+//! 10 000 records/s after a million-record backlog, 128 → 59 MB).
 
 use std::time::Duration;
 

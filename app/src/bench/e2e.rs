@@ -278,21 +278,23 @@ pub(super) fn plain_producer(kafka: &KafkaConfig) -> anyhow::Result<Plain> {
         .create_with_context(Failures::default())?)
 }
 
-/// Sends a record, waiting while the local queue is full.
-pub(super) fn send(producer: &Plain, mut record: BaseRecord<'_, [u8], [u8]>) {
-    loop {
-        match producer.send(record) {
-            Ok(()) => {
-                producer.poll(Duration::ZERO);
-                return;
-            }
-            Err((_, r)) => {
-                record = r;
-                let queued = producer.in_flight_count();
-                let deadline = Instant::now() + Duration::from_millis(10);
-                serve_deliveries(producer, || producer.in_flight_count() < queued, deadline);
-            }
-        }
+/// Sends a record, waiting while the local queue is full, and serves
+/// the delivery reports that are ready.
+pub(super) fn send(producer: &Plain, record: BaseRecord<'_, [u8], [u8]>) {
+    enqueue(producer, record);
+    producer.poll(Duration::ZERO);
+}
+
+/// Queues a record, serving delivery reports while librdkafka's queue is full.
+pub(super) fn enqueue<C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) {
+    while let Err((_, r)) = producer.send(record) {
+        record = r;
+        let queued = producer.in_flight_count();
+        let deadline = Instant::now() + Duration::from_millis(10);
+        serve_deliveries(producer, || producer.in_flight_count() < queued, deadline);
     }
 }
 

@@ -174,32 +174,18 @@ async fn preloaded(
 
 async fn broker_limit(b: &Bench<'_>, p: &Params, logins: &Stream) -> Option<perf::Limit> {
     let topic = format!("cmp-{}-perf", b.run_id);
-    let (libs, bootstrap, records, size) = (
-        p.kafka_libs.clone(),
-        p.bootstrap.clone(),
-        p.records,
-        logins.record_size,
-    );
-    let t = topic.clone();
-    if let Err(e) = b.create_topics(&[(&topic, false)]).await {
-        eprintln!("(no broker limit: {e})");
-        return None;
-    }
-    let measured =
+    let measured = async {
+        b.create_topics(&[(&topic, false)]).await?;
+        let (libs, bootstrap, t) = (p.kafka_libs.clone(), p.bootstrap.clone(), topic.clone());
+        let (records, size) = (p.records, logins.record_size);
         tokio::task::spawn_blocking(move || perf::measure(&libs, &bootstrap, &t, records, size))
-            .await;
-    let _ = sluice::kafka::delete_topics(b.kafka, &[&topic]).await;
-    match measured {
-        Ok(Ok(limit)) => Some(limit),
-        Ok(Err(e)) => {
-            eprintln!("(no broker limit: {e})");
-            None
-        }
-        Err(e) => {
-            eprintln!("(no broker limit: {e})");
-            None
-        }
+            .await?
     }
+    .await;
+    let _ = sluice::kafka::delete_topics(b.kafka, &[&topic]).await;
+    measured
+        .map_err(|e| eprintln!("(no broker limit: {e})"))
+        .ok()
 }
 
 /// Throughput by threads on 8 partitions: on two cores this shows the

@@ -126,7 +126,8 @@ impl Bench<'_> {
         let app_id = format!("cmp-{}-{variant}", self.run_id);
         self.create(&topics).await?;
         self.register(work, &topics).await?;
-        preload(self.kafka, &topics.input, &stream.partitions)?;
+        // Off the runtime's other tasks: a million records take seconds.
+        tokio::task::block_in_place(|| preload(self.kafka, &topics.input, &stream.partitions))?;
         let reader = self.reader(&topics, "read_committed")?;
         let mut child = self.spawn(work, who, threads, &topics, &app_id)?;
         let measured = self

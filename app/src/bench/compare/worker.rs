@@ -10,16 +10,18 @@ use futures::StreamExt;
 use rdkafka::{
     Message, Offset, Timestamp, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
-    producer::{BaseProducer, BaseRecord, Producer},
+    producer::{BaseProducer, BaseRecord},
 };
 
-use crate::topologies::{iot_window_aggregates, user_login};
+use crate::{
+    bench::e2e::enqueue,
+    topologies::{iot_window_aggregates, user_login},
+};
 use sluice::{
     avro::{AvroCodec, RegistryConfig},
     kafka::KafkaConfig,
     runtime::{RunOptions, Workers},
     schemas,
-    sink::kafka::serve_deliveries,
     window::WindowSpec,
 };
 
@@ -209,21 +211,7 @@ fn send_all(producer: &BaseProducer, topic: &str, rx: std::sync::mpsc::Receiver<
             if let Some(v) = value {
                 record = record.payload(v);
             }
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        record = r;
-                        let queued = producer.in_flight_count();
-                        let deadline = std::time::Instant::now() + Duration::from_millis(10);
-                        serve_deliveries(
-                            producer,
-                            || producer.in_flight_count() < queued,
-                            deadline,
-                        );
-                    }
-                }
-            }
+            enqueue(producer, record);
         }
         producer.poll(Duration::ZERO);
     }
