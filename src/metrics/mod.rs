@@ -17,7 +17,7 @@ use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
 
 pub use crate::stats::Timings;
-pub use ready::{ReadyCheck, postgres_check, registry_check};
+pub use ready::{ReadyCheck, Refused, postgres_check, registry_check};
 pub use simulator::SimulatorState;
 
 use crate::stats::Stats;

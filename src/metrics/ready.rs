@@ -61,3 +61,33 @@ pub fn postgres_check(pool: sqlx::PgPool) -> Arc<dyn ReadyCheck> {
 pub fn registry_check(client: RegistryClient) -> Arc<dyn ReadyCheck> {
     Arc::new(Registry(client))
 }
+
+/// Why Kafka does not let this worker in yet (`kafka::access`): being
+/// asked, or refused.
+#[derive(Debug, Clone, Default)]
+pub struct Refused(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Refused {
+    pub fn set(&self, why: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// The `/readyz` check that fails while Kafka refuses.
+    pub fn check(&self) -> Arc<dyn ReadyCheck> {
+        Arc::new(self.clone())
+    }
+}
+
+#[async_trait]
+impl ReadyCheck for Refused {
+    fn name(&self) -> &str {
+        "Kafka"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+}

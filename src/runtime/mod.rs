@@ -157,6 +157,34 @@ pub async fn run_topology(
     run_member(topology, kafka, codec, opts, stats, timings, shutdown).await
 }
 
+/// What a topology's members will ask of the brokers (`kafka::access`).
+pub fn access_needs(topology: &Topology, opts: &RunOptions) -> crate::kafka::access::Needs {
+    let d = &topology.description;
+    let instance = member_instance(&opts.instance_id, 0, opts.threads);
+    let mut topics = vec![d.source.clone()];
+    topics.extend(d.topics().into_iter().filter(|t| *t != d.source));
+    // Sinks with a store commit in PostgreSQL, the others in Kafka.
+    let transactional = !topology.sink.needs_store() && opts.guarantee == Guarantee::ExactlyOnce;
+    crate::kafka::access::Needs {
+        topology: d.name.clone(),
+        topics,
+        group: opts.group_id.clone().unwrap_or_else(|| d.group_id.clone()),
+        transactional_id: transactional.then(|| crate::kafka::access::TransactionalId {
+            id: worker::transactional_id(d, &instance),
+            prefix: worker::transactional_id(d, ""),
+        }),
+    }
+}
+
+/// Each member of a process needs a transactional id of its own.
+fn member_instance(instance: &str, thread: usize, threads: usize) -> String {
+    if threads > 1 {
+        format!("{instance}-{thread}")
+    } else {
+        instance.to_string()
+    }
+}
+
 /// Topologies running in background tasks of this process.
 pub struct Workers {
     pub stats: Vec<(String, Arc<Stats>)>,
@@ -181,10 +209,7 @@ impl Workers {
             stats.push((topology.description.name.clone(), s.clone()));
             for thread in 0..threads {
                 let mut opts = opts.clone();
-                if threads > 1 {
-                    // Each member needs a transactional id of its own.
-                    opts.instance_id = format!("{}-{thread}", opts.instance_id);
-                }
+                opts.instance_id = member_instance(&opts.instance_id, thread, threads);
                 let (kafka, codec, s, topology, mut stopped) = (
                     kafka.clone(),
                     codec.clone(),

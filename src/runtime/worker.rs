@@ -38,6 +38,11 @@ use crate::{
 /// little per record, few enough that the sender starts early.
 const CHUNK: usize = 256;
 
+/// A member's transactional id: its topology's group and its instance.
+pub(super) fn transactional_id(d: &crate::topology::Description, instance: &str) -> String {
+    format!("{}-{instance}", d.group_id)
+}
+
 /// Runs one member of a topology's group until `shutdown` resolves; then
 /// stops fetching, commits what it processed and leaves the group.
 pub async fn run_member(
@@ -54,7 +59,7 @@ pub async fn run_member(
         topology: d.name.clone(),
         source,
     };
-    let instance = format!("{}-{}", d.group_id, opts.instance_id);
+    let instance = transactional_id(d, &opts.instance_id);
     let group = opts.group_id.clone().unwrap_or_else(|| d.group_id.clone());
     tokio::pin!(shutdown);
     let env = SinkEnv {

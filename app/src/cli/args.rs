@@ -6,7 +6,7 @@ use clap::Args;
 
 use sluice::{
     avro::RegistryConfig,
-    kafka::{KafkaConfig, parse_property},
+    kafka::{KafkaConfig, parse_property, properties},
     registry::Credentials,
 };
 
@@ -40,26 +40,59 @@ impl RegistryArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
-    /// Kafka bootstrap servers, host:port[,host:port…].
-    #[arg(
-        long,
-        env = "KAFKA_BOOTSTRAP_SERVERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub bootstrap_servers: String,
+    /// Kafka bootstrap servers, host:port[,host:port…] [default: the file's
+    /// bootstrap.servers, else 127.0.0.1:9092].
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub bootstrap_servers: Option<String>,
 
     /// Any librdkafka property, KEY=VALUE, repeatable (e.g. security.protocol=SASL_SSL,
-    /// sasl.mechanism=SCRAM-SHA-512, sasl.username=…, sasl.password=…). Secrets are never logged.
+    /// sasl.mechanism=SCRAM-SHA-512, sasl.username=…, sasl.password=…). Each may also be
+    /// set as SLUICE_KAFKA_<KEY> (dots as underscores, e.g. SLUICE_KAFKA_SASL_PASSWORD).
+    /// Flags win over the environment, which wins over --kafka-config-file.
+    /// Secrets are never logged.
     #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_property)]
     pub kafka_config: Vec<(String, String)>,
+
+    /// A client properties file (key=value lines, as Confluent Cloud, MSK or
+    /// Aiven hand out); a Java `sasl.jaas.config` line is read as
+    /// sasl.username and sasl.password.
+    #[arg(long, env = "SLUICE_KAFKA_CONFIG_FILE", value_name = "FILE")]
+    pub kafka_config_file: Option<std::path::PathBuf>,
 }
 
 impl KafkaArgs {
-    pub fn config(&self) -> KafkaConfig {
-        KafkaConfig {
-            bootstrap: self.bootstrap_servers.clone(),
-            properties: self.kafka_config.clone(),
+    /// The connection: the file's properties, then the environment's, then
+    /// the flags' (later ones win).
+    pub fn config(&self) -> anyhow::Result<KafkaConfig> {
+        let mut properties = Vec::new();
+        if let Some(path) = &self.kafka_config_file {
+            let loaded = properties::read_file(path)?;
+            for note in &loaded.notes {
+                tracing::info!(file = %path.display(), "{note}");
+            }
+            properties.extend(loaded.properties);
         }
+        properties.extend(properties::from_env(std::env::vars()));
+        properties.extend(self.kafka_config.iter().cloned());
+        let mut from_properties = None;
+        properties.retain(|(k, v)| {
+            let bootstrap = k == "bootstrap.servers";
+            if bootstrap {
+                from_properties = Some(v.clone());
+            }
+            !bootstrap
+        });
+        // An empty KAFKA_BOOTSTRAP_SERVERS is as good as unset.
+        let bootstrap = self
+            .bootstrap_servers
+            .clone()
+            .filter(|b| !b.trim().is_empty())
+            .or(from_properties)
+            .unwrap_or_else(|| "127.0.0.1:9092".to_string());
+        Ok(KafkaConfig {
+            bootstrap,
+            properties,
+        })
     }
 }
 

@@ -74,7 +74,7 @@ pub struct TopicsCreateArgs {
 
 pub async fn topics_create(args: TopicsCreateArgs) -> anyhow::Result<()> {
     let selected = select(&args.topologies, &Settings::default())?;
-    create_topics(&args.kafka.config(), &selected, &args.topics).await
+    create_topics(&args.kafka.config()?, &selected, &args.topics).await
 }
 
 pub fn list() -> anyhow::Result<()> {
@@ -171,7 +171,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let (Some(t), None) = (windowed, &args.database_url) {
         bail!(runtime::RuntimeError::NoStore(t.description.name.clone()));
     }
-    let kafka = args.kafka.config();
+    let kafka = args.kafka.config()?;
     if let Err(e) = kafka.check_protocol(args.group_protocol) {
         bail!(e);
     }
@@ -213,6 +213,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(Stores::Postgres(pool)) = &stores {
         metrics.require(sluice::metrics::postgres_check(pool.clone()));
     }
+    let refused = sluice::metrics::Refused::default();
+    metrics.require(refused.check());
     let opts = RunOptions {
         guarantee: args.guarantee,
         batch_size: args.batch_size,
@@ -227,14 +229,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         stores,
         meter: Some(metrics.meter()),
     };
-    let mut workers = Workers::spawn(selected, &kafka, codec, &opts);
-    crate::memory::spawn_trimmer();
-    metrics.observe_topologies(workers.stats.clone());
+    let metrics = Arc::new(metrics);
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics_task = sluice::metrics::spawn(args.metrics_addr, Arc::new(metrics), async {
+    let metrics_task = sluice::metrics::spawn(args.metrics_addr, metrics.clone(), async {
         let _ = metrics_stopped.await;
     })
     .await?;
+    let needs: Vec<_> = selected
+        .iter()
+        .map(|t| runtime::access_needs(t, &opts))
+        .collect();
+    if !wait_for_access(&kafka, needs, &refused, &mut shutdown).await? {
+        let _ = stop_metrics.send(());
+        let _ = metrics_task.await;
+        return Ok(());
+    }
+    let mut workers = Workers::spawn(selected, &kafka, codec, &opts);
+    crate::memory::spawn_trimmer();
+    metrics.observe_topologies(workers.stats.clone());
     tokio::select! {
         _ = &mut shutdown => {}
         e = workers.failure() => return Err(e.into()),
@@ -257,6 +269,57 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = stop_metrics.send(());
     let _ = metrics_task.await;
     Ok(())
+}
+
+/// How often a refused worker asks the brokers again (an ACL may be granted).
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// Asks the brokers whether they let the workers in; while they refuse,
+/// says why once, shows it on `/readyz` and asks again now and then, so
+/// that a refused worker neither exits into a restart loop nor starts
+/// clients that retry for ever. `false` if shut down meanwhile.
+async fn wait_for_access(
+    kafka: &kafka::KafkaConfig,
+    needs: Vec<kafka::access::Needs>,
+    refused: &sluice::metrics::Refused,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> anyhow::Result<bool> {
+    let mut told: Option<kafka::access::Refusal> = None;
+    refused.set(Some(
+        "asking the brokers whether they let the workers in".into(),
+    ));
+    loop {
+        let (k, n) = (kafka.clone(), needs.clone());
+        let asked = tokio::task::spawn_blocking(move || kafka::access::check(&k, &n));
+        let answer = tokio::select! {
+            _ = &mut *shutdown => return Ok(false),
+            a = asked => a?,
+        };
+        match answer {
+            Ok(()) => {
+                if told.is_some() {
+                    tracing::info!("Kafka lets the workers in now; starting them");
+                }
+                refused.set(None);
+                return Ok(true);
+            }
+            Err(r) => {
+                if told.as_ref() != Some(&r) {
+                    tracing::error!(
+                        refused = r.kind(),
+                        "{r}; not starting the workers, asking again every {}s",
+                        RECHECK.as_secs()
+                    );
+                }
+                refused.set(Some(format!("refused: {r}")));
+                told = Some(r);
+                tokio::select! {
+                    _ = &mut *shutdown => return Ok(false),
+                    _ = tokio::time::sleep(RECHECK) => {}
+                }
+            }
+        }
+    }
 }
 
 /// Connects and migrates, waiting out a database that is not up yet;

@@ -119,7 +119,13 @@ pub async fn run(cmd: SimulateCommand) -> anyhow::Result<()> {
         seed: args.seed,
         observed: observe("logins", args.metrics_addr).await?,
     };
-    let report = logins::run(&args.kafka.config(), codec, &opts, super::shutdown_signal()).await?;
+    let report = logins::run(
+        &args.kafka.config()?,
+        codec,
+        &opts,
+        super::shutdown_signal(),
+    )
+    .await?;
     println!(
         "produced {} logins: {} valid, {} invalid, {} undecodable",
         report.total(),
@@ -146,8 +152,13 @@ async fn iot(args: IotArgs) -> anyhow::Result<()> {
         rounds: None,
         observed: observe("iot", args.metrics_addr).await?,
     };
-    let r = crate::simulate::iot::run(&args.kafka.config(), codec, &opts, super::shutdown_signal())
-        .await?;
+    let r = crate::simulate::iot::run(
+        &args.kafka.config()?,
+        codec,
+        &opts,
+        super::shutdown_signal(),
+    )
+    .await?;
     println!(
         "produced {} sensor readings ({} stamped minutes late)",
         r.total, r.late
@@ -166,9 +177,13 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
         rounds: None,
         observed: observe("host", args.metrics_addr).await?,
     };
-    let r =
-        crate::simulate::host::run(&args.kafka.config(), codec, &opts, super::shutdown_signal())
-            .await?;
+    let r = crate::simulate::host::run(
+        &args.kafka.config()?,
+        codec,
+        &opts,
+        super::shutdown_signal(),
+    )
+    .await?;
     println!("produced {} host readings", r.total);
     Ok(())
 }

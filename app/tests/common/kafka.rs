@@ -24,8 +24,20 @@ pub const FAST_CONSUMER_SESSIONS: [&str; 4] = [
 pub struct Kafka {
     pub bootstrap: String,
     pub nodes: usize,
+    /// With `Kafka::secure`: the SASL_SSL listener.
+    pub secure: Option<Secure>,
     dir: PathBuf,
     _tmp: tempfile::TempDir,
+}
+
+/// A SASL_SSL listener (SCRAM-SHA-512) whose certificate `ca` signed; the
+/// PLAINTEXT one (`Kafka::bootstrap`) stays a super user's, for set-up.
+#[derive(Debug, Clone)]
+pub struct Secure {
+    pub bootstrap: String,
+    pub ca: PathBuf,
+    /// A CA that signed nothing.
+    pub other_ca: PathBuf,
 }
 
 fn script(name: &str) -> PathBuf {
@@ -69,7 +81,38 @@ impl Kafka {
         Kafka::launch(1, &[], Some(port))
     }
 
+    /// One node with a SASL_SSL listener, these SCRAM users (name,
+    /// password) and ACLs enforced there: users have no rights until
+    /// `acl` grants them.
+    pub fn secure(users: &[(&str, &str)]) -> Kafka {
+        let users: Vec<String> = users.iter().map(|(u, p)| format!("{u}={p}")).collect();
+        Kafka::launch_with(1, &[], None, &users)
+    }
+
+    /// Kafka's own ACL tool over the PLAINTEXT listener, e.g.
+    /// `["--add", "--allow-principal", "User:x", "--operation", "All", "--topic", "*"]`.
+    pub fn acl(&self, args: &[&str]) {
+        run(
+            Command::new("java")
+                .args([
+                    "-Xmx128m",
+                    "-Dlog4j2.configurationFile=log4j2.properties",
+                    "-cp",
+                    "libs/*",
+                ])
+                .arg("org.apache.kafka.tools.AclCommand")
+                .args(["--bootstrap-server", &self.bootstrap, "--force"])
+                .args(args)
+                .current_dir(script("")),
+            "kafka-acls",
+        );
+    }
+
     fn launch(nodes: usize, props: &[&str], port: Option<u16>) -> Kafka {
+        Kafka::launch_with(nodes, props, port, &[])
+    }
+
+    fn launch_with(nodes: usize, props: &[&str], port: Option<u16>, secure: &[String]) -> Kafka {
         // Free ports are picked before the brokers bind them, so tests
         // starting clusters at once can pick the same one: a second try
         // picks others.
@@ -87,11 +130,18 @@ impl Kafka {
             if let Some(p) = port {
                 cmd.args(["--port", &p.to_string()]);
             }
+            if !secure.is_empty() {
+                cmd.arg("--secure");
+                for u in secure {
+                    cmd.args(["--scram-user", u]);
+                }
+            }
             let out = cmd.output().expect("dev/kafka/start");
             if out.status.success() {
                 return Kafka {
                     bootstrap: String::from_utf8_lossy(&out.stdout).trim().to_string(),
                     nodes,
+                    secure: (!secure.is_empty()).then(|| secure_env(&dir)),
                     dir,
                     _tmp: tmp,
                 };
@@ -207,6 +257,22 @@ impl Kafka {
         // Created is not yet led everywhere: wait until every partition has a leader.
         let names: Vec<&str> = topics.iter().map(|(n, _)| *n).collect();
         wait_for_leaders(&self.bootstrap, &names).await;
+    }
+}
+
+/// What `dev/kafka/start --secure` wrote in DIR/secure.env.
+fn secure_env(dir: &Path) -> Secure {
+    let text = std::fs::read_to_string(dir.join("secure.env")).expect("secure.env");
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} in secure.env"))
+            .to_string()
+    };
+    Secure {
+        bootstrap: get("SECURE_BOOTSTRAP"),
+        ca: get("CA").into(),
+        other_ca: get("OTHER_CA").into(),
     }
 }
 

@@ -153,6 +153,11 @@ impl Logins {
     }
 
     pub fn worker_with(&self, instance: &str, args: &[&str]) -> Worker {
+        self.worker_env(instance, args, &[])
+    }
+
+    /// As `worker_with`, with these environment variables set.
+    pub fn worker_env(&self, instance: &str, args: &[&str], envs: &[(&str, &str)]) -> Worker {
         let port = free_port();
         let log = self.logs.path().join(format!("{instance}.log"));
         let mut cmd = sluice();
@@ -176,6 +181,7 @@ impl Logins {
             .env("SLUICE_METRICS_ADDR", format!("127.0.0.1:{port}"))
             .env("SLUICE_LOG_LEVEL", "info")
             .env("NO_COLOR", "1")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

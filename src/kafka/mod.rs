@@ -1,5 +1,8 @@
 //! Kafka client settings, topic creation and the embedded mock cluster.
 
+pub mod access;
+pub mod properties;
+
 use std::time::Duration;
 
 use rdkafka::{
@@ -103,7 +106,8 @@ impl KafkaConfig {
         }
     }
 
-    fn property(&self, key: &str) -> Option<&str> {
+    /// The user's last setting of `key`.
+    pub fn property(&self, key: &str) -> Option<&str> {
         self.properties
             .iter()
             .rev()
