@@ -28,7 +28,7 @@ pub enum DbError {
 pub async fn connect(url: &str) -> Result<PgPool, DbError> {
     let fail = |cause: String| DbError::Connect {
         url: redact_url(url),
-        cause,
+        cause: with_hint(cause),
     };
     let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| fail(e.to_string()))?;
     // One direct connection first: a pool only reports "timed out", while
@@ -44,6 +44,20 @@ pub async fn connect(url: &str) -> Result<PgPool, DbError> {
         .connect_with(options)
         .await
         .map_err(|e| fail(e.to_string()))
+}
+
+/// What to check, for the refusals a user can fix.
+fn with_hint(cause: String) -> String {
+    let hint = if cause.contains("password authentication failed") {
+        "check the user and password in DATABASE_URL"
+    } else if cause.contains("certificate verify failed") {
+        "check that sslrootcert names the CA that signed the server's certificate"
+    } else if cause.contains("no encryption") {
+        "the server takes TLS connections only: add sslmode=require (or verify-full with sslrootcert)"
+    } else {
+        return cause;
+    };
+    format!("{cause}; {hint}")
 }
 
 /// Applies pending migrations; safe to run from several processes at once

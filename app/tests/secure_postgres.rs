@@ -1,0 +1,129 @@
+//! PostgreSQL over TLS: a server of the test's own that takes TLS
+//! connections only (dev/postgres/start-tls), reached with `sslmode=require`
+//! and with `verify-full` against the test's CA; an untrusted CA, a
+//! plaintext connection and a wrong password are clear errors that never
+//! show the password.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::sluice;
+
+const PASSWORD: &str = "pg-S3cret-Pa55";
+
+struct TlsPostgres {
+    port: String,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl TlsPostgres {
+    fn start() -> TlsPostgres {
+        let tmp = tempfile::tempdir().unwrap();
+        // Run as root, the server is the postgres user's, and must get in.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = tmp.path().join("pg");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/postgres/start-tls");
+        let out = std::process::Command::new(script)
+            .arg(&dir)
+            .arg(PASSWORD)
+            .args(["--owner", &std::process::id().to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dev/postgres/start-tls: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TlsPostgres {
+            port: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    fn url(&self, host: &str, password: &str, query: &str) -> String {
+        format!(
+            "postgres://sluice:{password}@{host}:{}/postgres?{query}",
+            self.port
+        )
+    }
+
+    fn ca(&self, name: &str) -> String {
+        self.dir.join("tls").join(name).display().to_string()
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/postgres/start-tls");
+        let _ = std::process::Command::new(script)
+            .arg("--stop")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// `sluice migrate` with this DATABASE_URL: (ok, stdout + stderr).
+fn migrate(url: &str) -> (bool, String) {
+    let out = sluice()
+        .arg("migrate")
+        .env("DATABASE_URL", url)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains(PASSWORD), "the password was printed:\n{text}");
+    (out.status.success(), text)
+}
+
+#[test]
+fn postgres_over_tls_require_and_verify_full_and_clear_refusals() {
+    let pg = TlsPostgres::start();
+    let (ok, text) = migrate(&pg.url("127.0.0.1", PASSWORD, "sslmode=require"));
+    assert!(ok && text.contains("applied migrations"), "{text}");
+    let full = format!("sslmode=verify-full&sslrootcert={}", pg.ca("ca.pem"));
+    for host in ["localhost", "127.0.0.1"] {
+        let (ok, text) = migrate(&pg.url(host, PASSWORD, &full));
+        assert!(ok && text.contains("already up to date"), "{host}: {text}");
+    }
+    let (ok, text) = sluice_windows(&pg.url("localhost", PASSWORD, &full));
+    assert!(ok, "windows query over TLS: {text}");
+
+    let untrusted = format!("sslmode=verify-full&sslrootcert={}", pg.ca("other-ca.pem"));
+    let (ok, text) = migrate(&pg.url("localhost", PASSWORD, &untrusted));
+    assert!(!ok && text.contains("cannot connect to PostgreSQL"), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "says what failed: {text}");
+    println!("{}", text.trim());
+
+    let (ok, text) = migrate(&pg.url("127.0.0.1", PASSWORD, "sslmode=disable"));
+    assert!(!ok && text.contains("no encryption"), "a plaintext connection is refused: {text}");
+
+    let (ok, text) = migrate(&pg.url("127.0.0.1", "not-the-password", "sslmode=require"));
+    assert!(
+        !ok && text.contains("password authentication failed"),
+        "{text}"
+    );
+    assert!(!text.contains("not-the-password"), "{text}");
+    println!("{}", text.trim());
+}
+
+fn sluice_windows(url: &str) -> (bool, String) {
+    let out = sluice()
+        .args(["windows", "query"])
+        .env("DATABASE_URL", url)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
+    (out.status.success(), text)
+}
