@@ -78,7 +78,10 @@ fn migrate(url: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!text.contains(PASSWORD), "the password was printed:\n{text}");
+    assert!(
+        !text.contains(PASSWORD),
+        "the password was printed:\n{text}"
+    );
     (out.status.success(), text)
 }
 
@@ -97,12 +100,21 @@ fn postgres_over_tls_require_and_verify_full_and_clear_refusals() {
 
     let untrusted = format!("sslmode=verify-full&sslrootcert={}", pg.ca("other-ca.pem"));
     let (ok, text) = migrate(&pg.url("localhost", PASSWORD, &untrusted));
-    assert!(!ok && text.contains("cannot connect to PostgreSQL"), "{text}");
-    assert!(text.to_lowercase().contains("certificate"), "says what failed: {text}");
+    assert!(
+        !ok && text.contains("cannot connect to PostgreSQL"),
+        "{text}"
+    );
+    assert!(
+        text.to_lowercase().contains("certificate"),
+        "says what failed: {text}"
+    );
     println!("{}", text.trim());
 
     let (ok, text) = migrate(&pg.url("127.0.0.1", PASSWORD, "sslmode=disable"));
-    assert!(!ok && text.contains("no encryption"), "a plaintext connection is refused: {text}");
+    assert!(
+        !ok && text.contains("no encryption"),
+        "a plaintext connection is refused: {text}"
+    );
 
     let (ok, text) = migrate(&pg.url("127.0.0.1", "not-the-password", "sslmode=require"));
     assert!(

@@ -19,6 +19,8 @@ pub struct RegistryConfig {
     pub url: Url,
     pub credentials: Option<Credentials>,
     pub timeout: Duration,
+    /// A PEM file of CAs to trust besides the system's (a private registry's).
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl RegistryConfig {
@@ -45,7 +47,35 @@ impl RegistryConfig {
             url,
             credentials: credentials.or(in_url),
             timeout: Duration::from_secs(30),
+            ca: None,
         })
+    }
+
+    /// Trusts the CAs in this PEM file too.
+    pub fn with_ca(mut self, ca: Option<std::path::PathBuf>) -> Self {
+        self.ca = ca;
+        self
+    }
+
+    /// An HTTP client builder that trusts `ca` as well as the system's CAs.
+    pub fn http(&self) -> Result<reqwest::ClientBuilder, ClientError> {
+        let mut b = reqwest::Client::builder().timeout(self.timeout);
+        if let Some(path) = &self.ca {
+            let bad = |reason: String| ClientError::BadCa {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("no CERTIFICATE block in it".into()));
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        Ok(b)
     }
 
     /// The URL without credentials or trailing slash.
@@ -58,6 +88,14 @@ impl RegistryConfig {
 pub enum ClientError {
     #[error("schema registry URL {url} is not usable: {reason}")]
     BadUrl { url: String, reason: String },
+    /// The user's: the registry refused the credentials (401) or this user (403).
+    #[error(
+        "schema registry at {url} refused the credentials ({status}): check --registry-auth / SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO or the user:password in the URL"
+    )]
+    Unauthorized { url: String, status: u16 },
+    /// The user's: --registry-ca names no readable PEM file of certificates.
+    #[error("cannot read the registry's CA file {path}: {reason}")]
+    BadCa { path: String, reason: String },
     /// Network or server trouble: retrying may help.
     #[error("schema registry at {url} unreachable: {reason}")]
     Unavailable { url: String, reason: String },
@@ -83,6 +121,22 @@ pub enum ClientError {
     },
 }
 
+/// reqwest's message names the request only; why it failed (a refused
+/// connection, an untrusted certificate) is in its sources.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
 #[derive(Deserialize)]
 struct ErrorBody {
     error_code: u32,
@@ -106,8 +160,8 @@ pub struct RegistryClient {
 
 impl RegistryClient {
     pub fn new(config: RegistryConfig) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
+        let http = config
+            .http()?
             .build()
             .map_err(|e| ClientError::Unavailable {
                 url: config.base_url(),
@@ -135,7 +189,7 @@ impl RegistryClient {
         };
         let unavailable = |e: reqwest::Error| ClientError::Unavailable {
             url: self.config.base_url(),
-            reason: e.to_string(),
+            reason: with_causes(&e),
         };
         let resp = req
             .header("Accept", CONTENT_TYPE)
@@ -143,6 +197,12 @@ impl RegistryClient {
             .await
             .map_err(unavailable)?;
         let status = resp.status();
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            return Err(ClientError::Unauthorized {
+                url: self.config.base_url(),
+                status: status.as_u16(),
+            });
+        }
         let text = resp.text().await.map_err(unavailable)?;
         if status.is_success() {
             return serde_json::from_str(&text)

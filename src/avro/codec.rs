@@ -42,6 +42,12 @@ pub enum CodecError {
     /// The registry could not be reached or failed; retrying may help.
     #[error("schema registry unavailable: {0}")]
     RegistryUnavailable(String),
+    /// The registry refused our credentials: the operator's to fix, never
+    /// the record's fault, so it is retried rather than dead-lettered.
+    #[error(
+        "schema registry refused the credentials ({0}): check --registry-auth / SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"
+    )]
+    RegistryRefused(String),
     /// Bytes do not match the writer schema (corrupt or truncated body).
     #[error("corrupt Avro body for schema id {id}: {reason}")]
     Corrupt { id: u32, reason: String },
@@ -56,7 +62,10 @@ pub enum CodecError {
 impl CodecError {
     /// Retrying later may help; other errors are final for this record.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CodecError::RegistryUnavailable(_))
+        matches!(
+            self,
+            CodecError::RegistryUnavailable(_) | CodecError::RegistryRefused(_)
+        )
     }
 
     /// A short stable name for metrics and dead-letter headers.
@@ -67,6 +76,7 @@ impl CodecError {
             CodecError::Wire(WireError::BadMagic(_)) => "bad_magic_byte",
             CodecError::UnknownSchema { .. } => "unknown_schema_id",
             CodecError::RegistryUnavailable(_) => "registry_unavailable",
+            CodecError::RegistryRefused(_) => "registry_refused",
             CodecError::Corrupt { .. } => "corrupt_avro",
             CodecError::Incompatible { .. } => "incompatible_schema",
             CodecError::Encode { .. } => "encode_failed",
@@ -194,7 +204,10 @@ impl AvroCodec {
             if let Some(c) = &registry.credentials {
                 b.set_basic_authorization(&c.user, Some(&c.password));
             }
-            b.build()
+            let http = registry
+                .http()
+                .map_err(|e| CodecError::RegistryUnavailable(e.to_string()))?;
+            b.build_with(http)
                 .map_err(|e| CodecError::RegistryUnavailable(describe(&e)))
         };
         Ok(Self {
@@ -221,6 +234,24 @@ impl AvroCodec {
         }
     }
 
+    /// A failed look-up: the registry's trouble (retried), or `otherwise`.
+    fn lookup_error(
+        &self,
+        e: &SRCError,
+        otherwise: impl FnOnce(String) -> CodecError,
+    ) -> CodecError {
+        let reason = describe(e);
+        if e.retriable {
+            return CodecError::RegistryUnavailable(reason);
+        }
+        self.expire_cached_errors();
+        if reason.contains("status 401") || reason.contains("status 403") {
+            CodecError::RegistryRefused(reason)
+        } else {
+            otherwise(reason)
+        }
+    }
+
     /// The writer schema registered under `id`.
     pub async fn writer_schema(&self, id: u32) -> Result<&'static Schema, CodecError> {
         if let Some(s) = self
@@ -232,15 +263,7 @@ impl AvroCodec {
             return Ok(s);
         }
         let fetched = self.decoder.get_schema(id).await.map_err(|e| {
-            if e.retriable {
-                CodecError::RegistryUnavailable(describe(&e))
-            } else {
-                self.expire_cached_errors();
-                CodecError::UnknownSchema {
-                    id,
-                    reason: describe(&e),
-                }
-            }
+            self.lookup_error(&e, |reason| CodecError::UnknownSchema { id, reason })
         })?;
         let mut writers = self.writers.write().unwrap_or_else(|p| p.into_inner());
         Ok(*writers
@@ -350,15 +373,10 @@ impl AvroCodec {
             .get_schema_and_id(&subject, strategy)
             .await
             .map_err(|e| {
-                if e.retriable {
-                    CodecError::RegistryUnavailable(describe(&e))
-                } else {
-                    self.expire_cached_errors();
-                    CodecError::Encode {
-                        subject: subject.clone(),
-                        reason: describe(&e),
-                    }
-                }
+                self.lookup_error(&e, |reason| CodecError::Encode {
+                    subject: subject.clone(),
+                    reason,
+                })
             })?;
         let schema = leak(found.parsed.clone());
         let writer =

@@ -49,6 +49,7 @@ impl ReadyCheck for Registry {
             Ok(Err(crate::avro::ClientError::Unavailable { .. })) | Err(_) => {
                 Err("unreachable".to_string())
             }
+            Ok(Err(e @ crate::avro::ClientError::Unauthorized { .. })) => Err(e.to_string()),
             Ok(Err(_)) => Ok(()),
         }
     }

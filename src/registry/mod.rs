@@ -7,6 +7,7 @@ pub mod error;
 pub mod model;
 pub mod pg;
 pub mod store;
+pub mod tls;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -50,13 +51,18 @@ pub fn router(store: Arc<dyn Store>, opts: &ServeOptions) -> Router {
     }
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
-pub async fn serve(
-    listener: TcpListener,
+/// Serves until `shutdown` resolves, then finishes in-flight requests;
+/// over plain TCP or `tls::TlsListener`.
+pub async fn serve<L>(
+    listener: L,
     store: Arc<dyn Store>,
     opts: &ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router(store, opts))
         .with_graceful_shutdown(shutdown)
         .await

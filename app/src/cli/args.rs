@@ -27,14 +27,19 @@ pub struct RegistryArgs {
         hide_env_values = true
     )]
     pub registry_auth: Option<Credentials>,
+
+    /// A PEM file of CAs to trust for an https registry URL, besides the
+    /// system's (Confluent's schema.registry.ssl.truststore, in PEM).
+    #[arg(long, env = "SCHEMA_REGISTRY_SSL_CA_LOCATION", value_name = "FILE")]
+    pub registry_ca: Option<std::path::PathBuf>,
 }
 
 impl RegistryArgs {
     pub fn config(&self) -> anyhow::Result<RegistryConfig> {
-        Ok(RegistryConfig::new(
-            &self.registry_url,
-            self.registry_auth.clone(),
-        )?)
+        Ok(
+            RegistryConfig::new(&self.registry_url, self.registry_auth.clone())?
+                .with_ca(self.registry_ca.clone()),
+        )
     }
 }
 

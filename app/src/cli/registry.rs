@@ -51,6 +51,24 @@ pub struct ServeArgs {
     /// Require HTTP basic auth with these credentials (USER:PASSWORD).
     #[arg(long, env = "SLUICE_REGISTRY_BASIC_AUTH", hide_env_values = true)]
     basic_auth: Option<Credentials>,
+
+    /// Serve HTTPS with this PEM certificate (chain), with --tls-key.
+    #[arg(
+        long,
+        env = "SLUICE_REGISTRY_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(
+        long,
+        env = "SLUICE_REGISTRY_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 pub async fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
@@ -73,6 +91,11 @@ pub async fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
         max_body: args.max_body_bytes,
         basic_auth: args.basic_auth,
     };
+    // Read before binding: a bad file is an error before anyone can connect.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(registry::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -85,8 +108,15 @@ pub async fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
         addr = %listener.local_addr()?,
         storage = ?args.storage,
         auth = opts.basic_auth.is_some(),
+        https = tls.is_some(),
         "schema registry listening"
     );
-    registry::serve(listener, store, &opts, super::shutdown_signal()).await?;
+    match tls {
+        Some(acceptor) => {
+            let listener = registry::tls::TlsListener::new(listener, acceptor)?;
+            registry::serve(listener, store, &opts, super::shutdown_signal()).await?
+        }
+        None => registry::serve(listener, store, &opts, super::shutdown_signal()).await?,
+    }
     Ok(())
 }
