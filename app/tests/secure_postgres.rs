@@ -6,65 +6,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::sluice;
+use common::{postgres_tls::TlsPostgres, sluice};
 
 const PASSWORD: &str = "pg-S3cret-Pa55";
-
-struct TlsPostgres {
-    port: String,
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl TlsPostgres {
-    fn start() -> TlsPostgres {
-        let tmp = tempfile::tempdir().unwrap();
-        // Run as root, the server is the postgres user's, and must get in.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let dir = tmp.path().join("pg");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/postgres/start-tls");
-        let out = std::process::Command::new(script)
-            .arg(&dir)
-            .arg(PASSWORD)
-            .args(["--owner", &std::process::id().to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "dev/postgres/start-tls: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        TlsPostgres {
-            port: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            dir,
-            _tmp: tmp,
-        }
-    }
-
-    fn url(&self, host: &str, password: &str, query: &str) -> String {
-        format!(
-            "postgres://sluice:{password}@{host}:{}/postgres?{query}",
-            self.port
-        )
-    }
-
-    fn ca(&self, name: &str) -> String {
-        self.dir.join("tls").join(name).display().to_string()
-    }
-}
-
-impl Drop for TlsPostgres {
-    fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/postgres/start-tls");
-        let _ = std::process::Command::new(script)
-            .arg("--stop")
-            .arg(&self.dir)
-            .output();
-    }
-}
 
 /// `sluice migrate` with this DATABASE_URL: (ok, stdout + stderr).
 fn migrate(url: &str) -> (bool, String) {
@@ -87,7 +31,7 @@ fn migrate(url: &str) -> (bool, String) {
 
 #[test]
 fn postgres_over_tls_require_and_verify_full_and_clear_refusals() {
-    let pg = TlsPostgres::start();
+    let pg = TlsPostgres::start(PASSWORD);
     let (ok, text) = migrate(&pg.url("127.0.0.1", PASSWORD, "sslmode=require"));
     assert!(ok && text.contains("applied migrations"), "{text}");
     let full = format!("sslmode=verify-full&sslrootcert={}", pg.ca("ca.pem"));

@@ -35,9 +35,11 @@ pub struct KafkaConfig {
 pub fn parse_property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!(
-            "expected a librdkafka property as key=value (e.g. security.protocol=SASL_SSL), got {s:?}"
-        )),
+        // Not echoed: it may be a secret with a typo in it.
+        _ => Err(
+            "expected a librdkafka property as key=value (e.g. security.protocol=SASL_SSL), got one without '=' or without a key (not shown: it may hold a secret)"
+                .to_string(),
+        ),
     }
 }
 

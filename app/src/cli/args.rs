@@ -7,7 +7,6 @@ use clap::Args;
 use sluice::{
     avro::RegistryConfig,
     kafka::{KafkaConfig, parse_property, properties},
-    registry::Credentials,
 };
 
 #[derive(Debug, Clone, Args)]
@@ -26,7 +25,8 @@ pub struct RegistryArgs {
         env = "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
         hide_env_values = true
     )]
-    pub registry_auth: Option<Credentials>,
+    // A String, not Credentials: clap would echo a value it cannot parse.
+    pub registry_auth: Option<String>,
 
     /// A PEM file of CAs to trust for an https registry URL, besides the
     /// system's (Confluent's schema.registry.ssl.truststore, in PEM).
@@ -36,10 +36,11 @@ pub struct RegistryArgs {
 
 impl RegistryArgs {
     pub fn config(&self) -> anyhow::Result<RegistryConfig> {
-        Ok(
-            RegistryConfig::new(&self.registry_url, self.registry_auth.clone())?
-                .with_ca(self.registry_ca.clone()),
-        )
+        Ok(RegistryConfig::new(
+            &self.registry_url,
+            secret_flag("--registry-auth", self.registry_auth.as_deref())?,
+        )?
+        .with_ca(self.registry_ca.clone()))
     }
 }
 
@@ -55,8 +56,9 @@ pub struct KafkaArgs {
     /// set as SLUICE_KAFKA_<KEY> (dots as underscores, e.g. SLUICE_KAFKA_SASL_PASSWORD).
     /// Flags win over the environment, which wins over --kafka-config-file.
     /// Secrets are never logged.
-    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_property)]
-    pub kafka_config: Vec<(String, String)>,
+    // Strings, parsed in `config`: clap would echo a value it cannot parse.
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE")]
+    pub kafka_config: Vec<String>,
 
     /// A client properties file (key=value lines, as Confluent Cloud, MSK or
     /// Aiven hand out); a Java `sasl.jaas.config` line is read as
@@ -78,7 +80,9 @@ impl KafkaArgs {
             properties.extend(loaded.properties);
         }
         properties.extend(properties::from_env(std::env::vars()));
-        properties.extend(self.kafka_config.iter().cloned());
+        for p in &self.kafka_config {
+            properties.push(parse_property(p).map_err(|e| anyhow::anyhow!("--kafka-config: {e}"))?);
+        }
         let mut from_properties = None;
         properties.retain(|(k, v)| {
             let bootstrap = k == "bootstrap.servers";
@@ -99,6 +103,20 @@ impl KafkaArgs {
             properties,
         })
     }
+}
+
+/// Parses a flag that holds a secret, saying what is wrong without
+/// showing the value.
+pub fn secret_flag<T>(flag: &str, value: Option<&str>) -> anyhow::Result<Option<T>>
+where
+    T: std::str::FromStr<Err = String>,
+{
+    value
+        .map(|v| {
+            v.parse()
+                .map_err(|e| anyhow::anyhow!("{flag}: {e} (the value is not shown)"))
+        })
+        .transpose()
 }
 
 /// Parses durations such as `500ms`, `30s`, `2m`.

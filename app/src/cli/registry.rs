@@ -50,7 +50,8 @@ pub struct ServeArgs {
 
     /// Require HTTP basic auth with these credentials (USER:PASSWORD).
     #[arg(long, env = "SLUICE_REGISTRY_BASIC_AUTH", hide_env_values = true)]
-    basic_auth: Option<Credentials>,
+    // A String, not Credentials: clap would echo a value it cannot parse.
+    basic_auth: Option<String>,
 
     /// Serve HTTPS with this PEM certificate (chain), with --tls-key.
     #[arg(
@@ -89,7 +90,10 @@ pub async fn run(cmd: RegistryCommand) -> anyhow::Result<()> {
     };
     let opts = ServeOptions {
         max_body: args.max_body_bytes,
-        basic_auth: args.basic_auth,
+        basic_auth: super::args::secret_flag::<Credentials>(
+            "--basic-auth",
+            args.basic_auth.as_deref(),
+        )?,
     };
     // Read before binding: a bad file is an error before anyone can connect.
     let tls = match (&args.tls_cert, &args.tls_key) {

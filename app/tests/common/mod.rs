@@ -4,6 +4,7 @@
 
 pub mod kafka;
 pub mod logins;
+pub mod postgres_tls;
 pub mod raw;
 pub mod windows;
 
