@@ -276,12 +276,10 @@ async fn no_secret_is_printed_served_or_written_to_a_dead_letter() {
     w_args.extend(&flags);
     let windows_worker = spawn(dir, "worker-iot-windows", &w_args, &[], true);
 
-    seen.push(("simulate logins".into(), {
-        let t = logins
-            .wait_for("produced 400 logins", Duration::from_secs(90))
-            .await;
-        t
-    }));
+    let produced = logins
+        .wait_for("produced 400 logins", Duration::from_secs(90))
+        .await;
+    seen.push(("simulate logins".into(), produced));
     login_worker
         .wait_for("partitions assigned", Duration::from_secs(90))
         .await;
