@@ -277,6 +277,12 @@ pub async fn run(
     )?;
     writeln!(
         out,
+        "to look at its topics from another terminal while it runs: export KAFKA_BOOTSTRAP_SERVERS={} SCHEMA_REGISTRY_URL={}",
+        kafka.bootstrap,
+        reg.url()
+    )?;
+    writeln!(
+        out,
         "simulating {} logins/s, {:.0} % of them bad; Ctrl-C to stop",
         opts.rate,
         opts.bad_ratio * 100.0

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod memory;
+pub mod ops;
 pub mod simulate;
 #[path = "../../topologies/mod.rs"]
 pub mod topologies;

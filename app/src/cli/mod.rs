@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 mod demo;
+mod dlq;
 mod migrate;
 mod output;
 mod readings;
@@ -11,9 +12,10 @@ mod registry;
 mod run;
 mod schemas;
 mod simulate;
+mod tail;
 mod windows;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use sluice::logging::{self, LogFormat};
 
@@ -79,6 +81,12 @@ pub enum Command {
     /// Readings stored in PostgreSQL, one row each (topology iot-readings).
     #[command(subcommand)]
     Readings(readings::ReadingsCommand),
+    /// Print a topic's records, values decoded through the registry (any
+    /// schema id), as JSON lines or a table.
+    Tail(tail::TailArgs),
+    /// Inspect and replay dead letters.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Apply the PostgreSQL migrations compiled into sluice (idempotent).
     Migrate(migrate::MigrateArgs),
     /// One processor of `sluice bench --compare`, in a process of its own.
@@ -93,9 +101,50 @@ pub enum TopicsCommand {
     Create(run::TopicsCreateArgs),
 }
 
+/// The command line with an environment fall-back on every flag: those
+/// not named otherwise read `SLUICE_<SUBCOMMAND…>_<FLAG>` (e.g.
+/// `SLUICE_TAIL_FORMAT`, `SLUICE_SIMULATE_LOGINS_RATE`), shown in `--help`.
+pub fn command() -> clap::Command {
+    with_env(Cli::command(), "SLUICE")
+}
+
+fn with_env(cmd: clap::Command, prefix: &str) -> clap::Command {
+    let unnamed: Vec<(String, String)> = cmd
+        .get_arguments()
+        .filter(|a| !a.is_positional() && a.get_env().is_none() && !a.is_global_set())
+        .filter(|a| {
+            !matches!(
+                a.get_action(),
+                clap::ArgAction::Help
+                    | clap::ArgAction::HelpShort
+                    | clap::ArgAction::HelpLong
+                    | clap::ArgAction::Version
+            )
+        })
+        .filter_map(|a| Some((a.get_id().to_string(), a.get_long()?.to_string())))
+        .collect();
+    let mut cmd = cmd;
+    for (id, long) in unnamed {
+        let name = format!("{prefix}_{}", long.to_ascii_uppercase().replace('-', "_"));
+        // clap keeps &'static names; the command line is built once.
+        let name: &'static str = Box::leak(name.into_boxed_str());
+        cmd = cmd.mut_arg(id, |a| a.env(name));
+    }
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for sub in subs {
+        let p = format!("{prefix}_{}", sub.to_ascii_uppercase().replace('-', "_"));
+        cmd = cmd.mut_subcommand(sub, |s| with_env(s, &p));
+    }
+    cmd
+}
+
 /// Parses the command line, sets up logging and runs the command.
 pub async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     logging::init(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
@@ -107,6 +156,8 @@ pub async fn main() -> anyhow::Result<()> {
         Command::Registry(cmd) => registry::run(cmd).await,
         Command::Schemas(cmd) => schemas::run(cmd).await,
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Tail(args) => tail::run(args).await,
+        Command::Dlq(cmd) => dlq::run(cmd).await,
         Command::Windows(cmd) => windows::run(cmd).await,
         Command::Readings(cmd) => readings::run(cmd).await,
         Command::BenchWorker(args) => crate::bench::compare::worker::serve(args).await,
@@ -153,23 +204,61 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_is_well_formed() {
-        Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    /// The README promises it: every flag has an environment fall-back.
+    #[test]
+    fn every_flag_has_an_environment_variable() {
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let builtin = matches!(
+                    a.get_action(),
+                    clap::ArgAction::Help
+                        | clap::ArgAction::HelpShort
+                        | clap::ArgAction::HelpLong
+                        | clap::ArgAction::Version
+                );
+                if !a.is_positional() && !builtin && a.get_env().is_none() {
+                    missing.push(format!("{path} --{}", a.get_long().unwrap_or("?")));
+                }
+            }
+            for s in cmd.get_subcommands() {
+                check(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&command(), "sluice", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "flags without an environment variable: {missing:?}"
+        );
+        let tail = command().find_subcommand("tail").unwrap().clone();
+        let format = tail
+            .get_arguments()
+            .find(|a| a.get_id() == "format")
+            .unwrap();
+        assert_eq!(
+            format.get_env(),
+            Some(std::ffi::OsStr::new("SLUICE_TAIL_FORMAT"))
+        );
     }
 
     #[test]
     fn bad_flags_say_what_is_wrong() {
-        let err = Cli::try_parse_from(["sluice", "registry", "serve", "--storage", "disk"])
+        let err = command()
+            .try_get_matches_from(["sluice", "registry", "serve", "--storage", "disk"])
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("disk") && err.contains("memory") && err.contains("postgres"),
             "{err}"
         );
-        let err = Cli::try_parse_from(["sluice", "registry", "serve", "--listen", "nowhere"])
+        let err = command()
+            .try_get_matches_from(["sluice", "registry", "serve", "--listen", "nowhere"])
             .unwrap_err()
             .to_string();
         assert!(err.contains("nowhere"), "{err}");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use super::args::{KafkaArgs, RegistryArgs};
-use crate::simulate::logins;
+use crate::{simulate::logins, topologies::iot_alerts::SensorType};
 use sluice::avro::AvroCodec;
 
 #[derive(Debug, Subcommand)]
@@ -39,21 +39,20 @@ pub struct HostArgs {
 
 #[derive(Debug, Args)]
 pub struct IotArgs {
-    /// Number of simulated devices.
-    #[arg(long, default_value_t = 8)]
-    devices: usize,
-    /// Time between readings of each sensor.
-    #[arg(long, value_parser = super::args::duration, default_value = "1s")]
-    interval: std::time::Duration,
-    /// Share of readings, 0.0–1.0, that break an alert rule.
-    #[arg(long, default_value_t = 0.05, value_parser = ratio)]
-    anomaly_probability: f64,
-    /// Sensor types to simulate (comma-separated): temperature, humidity, pressure, motion, light.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "temperature,humidity,pressure,motion,light"
-    )]
+    /// Number of simulated devices [default: 8; env also IOT_NUM_DEVICES].
+    #[arg(long, env = "SLUICE_IOT_DEVICES")]
+    devices: Option<usize>,
+    /// Time between readings of each sensor [default: 1s; env also
+    /// IOT_DATA_INTERVAL_SEC, in seconds].
+    #[arg(long, env = "SLUICE_IOT_INTERVAL", value_parser = super::args::duration)]
+    interval: Option<std::time::Duration>,
+    /// Share of readings, 0.0–1.0, that break an alert rule [default: 0.05;
+    /// env also IOT_ANOMALY_PROBABILITY].
+    #[arg(long, env = "SLUICE_IOT_ANOMALY_PROBABILITY", value_parser = ratio)]
+    anomaly_probability: Option<f64>,
+    /// Sensor types to simulate, comma-separated: temperature, humidity,
+    /// pressure, motion, light [default: all five; env also IOT_DEVICE_TYPES].
+    #[arg(long, env = "SLUICE_IOT_SENSOR_TYPES", value_delimiter = ',')]
     sensor_types: Vec<crate::topologies::iot_alerts::SensorType>,
     /// Share of readings stamped 1–5 s in the past (out of order, within grace).
     #[arg(long, default_value_t = 0.0, value_parser = ratio)]
@@ -136,16 +135,67 @@ pub async fn run(cmd: SimulateCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn iot(args: IotArgs) -> anyhow::Result<()> {
-    if args.devices == 0 || args.sensor_types.is_empty() {
+/// The IoT settings under the names the seeds' simulator read them from,
+/// where neither a flag nor a SLUICE_IOT_* variable sets them.
+fn seed_env<T>(
+    name: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> anyhow::Result<Option<T>> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => parse(v.trim())
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
+        _ => Ok(None),
+    }
+}
+
+fn iot_settings(
+    args: &IotArgs,
+) -> anyhow::Result<(usize, std::time::Duration, f64, Vec<SensorType>)> {
+    let devices = match args.devices {
+        Some(d) => d,
+        None => seed_env("IOT_NUM_DEVICES", |v| {
+            v.parse::<usize>()
+                .map_err(|_| "expected a number of devices".into())
+        })?
+        .unwrap_or(8),
+    };
+    let interval = match args.interval {
+        Some(i) => i,
+        None => seed_env("IOT_DATA_INTERVAL_SEC", |v| match v.parse::<f64>() {
+            Ok(s) if s > 0.0 && s.is_finite() => Ok(std::time::Duration::from_secs_f64(s)),
+            _ => Err("expected seconds, more than 0 (e.g. 1 or 0.5)".into()),
+        })?
+        .unwrap_or(std::time::Duration::from_secs(1)),
+    };
+    let anomaly = match args.anomaly_probability {
+        Some(p) => p,
+        None => seed_env("IOT_ANOMALY_PROBABILITY", ratio)?.unwrap_or(0.05),
+    };
+    let types = if !args.sensor_types.is_empty() {
+        args.sensor_types.clone()
+    } else {
+        seed_env("IOT_DEVICE_TYPES", |v| {
+            v.split(',')
+                .map(|t| t.trim().parse::<SensorType>().map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()
+        })?
+        .unwrap_or_else(|| SensorType::ALL.to_vec())
+    };
+    if devices == 0 || types.is_empty() {
         anyhow::bail!("--devices and --sensor-types must name at least one device and sensor");
     }
+    Ok((devices, interval, anomaly, types))
+}
+
+async fn iot(args: IotArgs) -> anyhow::Result<()> {
+    let (devices, interval, anomaly_probability, sensor_types) = iot_settings(&args)?;
     let codec = Arc::new(AvroCodec::new(&args.registry.config()?)?);
     let opts = crate::simulate::iot::Options {
-        devices: args.devices,
-        interval: args.interval,
-        sensor_types: args.sensor_types,
-        anomaly_probability: args.anomaly_probability,
+        devices,
+        interval,
+        sensor_types,
+        anomaly_probability,
         out_of_order: args.out_of_order,
         late: args.late,
         seed: args.seed,
