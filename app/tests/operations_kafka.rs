@@ -198,6 +198,47 @@ async fn tail_decodes_two_schema_versions_and_shows_undecodable_bytes() {
     assert!(!ok && err.contains("has no partition 5"), "{err}");
     let (ok, _, err) = run(b, &r, &["tail", "no-such-topic"]);
     assert!(!ok && err.contains("does not exist"), "{err}");
+
+    // The IoT simulator's settings under the seeds' names, read back with tail.
+    let (ok, _, err) = run(b, &r, &["schemas", "register"]);
+    assert!(ok, "{err}");
+    kafka.create_topics(&[("iot_sensor_data", 2)]).await;
+    let sim = sluice()
+        .args(["simulate", "iot"])
+        .env("KAFKA_BOOTSTRAP_SERVERS", b)
+        .env("SCHEMA_REGISTRY_URL", &r)
+        .env("IOT_NUM_DEVICES", "3")
+        .env("IOT_DEVICE_TYPES", "temperature,light")
+        .env("IOT_DATA_INTERVAL_SEC", "0.2")
+        .env("IOT_ANOMALY_PROBABILITY", "0")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sim = common::Proc(sim);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &sim.0.id().to_string()])
+        .status()
+        .unwrap();
+    drop(sim);
+    let (ok, out, err) = run(b, &r, &["tail", "iot_sensor_data", "--from-beginning"]);
+    assert!(ok, "{err}");
+    let readings = json_lines(&out);
+    assert!(readings.len() >= 12, "{} readings", readings.len());
+    let devices: std::collections::BTreeSet<String> = readings
+        .iter()
+        .map(|l| l["value"]["device_id"].as_str().unwrap().to_string())
+        .collect();
+    let types: std::collections::BTreeSet<String> = readings
+        .iter()
+        .map(|l| l["value"]["sensor_type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(devices.len(), 3, "IOT_NUM_DEVICES: {devices:?}");
+    assert_eq!(
+        types.into_iter().collect::<Vec<_>>(),
+        vec!["light", "temperature"],
+        "IOT_DEVICE_TYPES"
+    );
 }
 
 /// Dead letters by reason, as the raw topic tells.
@@ -444,6 +485,18 @@ async fn dlq_inspect_counts_and_replay_copies_chosen_letters_once() {
         returned[0].headers["sluice.error.kind"],
         "unknown_schema_id"
     );
+    // The returned letter is not offered again: replays do not loop.
+    let (ok, again, err) = run(&b, &r, &replay);
+    assert!(
+        ok && again.is_empty() && err.contains("failed again after a replay"),
+        "{again}{err}"
+    );
+    let (ok, again, err) = run(
+        &b,
+        &r,
+        &[&replay[..], &["--include-replayed", "--dry-run", "--group", "another"]].concat(),
+    );
+    assert!(ok && again.lines().count() == 32, "{again}{err}");
     let after = raw_reasons(&b).await;
     assert_eq!(after.get("unknown_schema_id"), Some(&32));
     assert_eq!(

@@ -72,6 +72,10 @@ pub struct ReplayArgs {
     /// Letters per transaction.
     #[arg(long, default_value_t = 5_000)]
     batch: usize,
+    /// Also copy letters of earlier copies that failed again (they carry
+    /// sluice.replayed.from); left by default, so replays do not loop.
+    #[arg(long)]
+    include_replayed: bool,
     /// Print each copied letter as a JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
@@ -134,11 +138,18 @@ async fn replay_cmd(args: ReplayArgs) -> anyhow::Result<()> {
         since_ms: args.since.map(|t| t.timestamp_millis()),
         until_ms: args.until.map(|t| t.timestamp_millis()),
         dry_run: args.dry_run,
+        include_replayed: args.include_replayed,
         batch: args.batch,
     };
     let (topic, json, dry) = (args.topic.clone(), args.json, args.dry_run);
     let group = opts.group.clone();
     let report = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        // A closed pipe (`| head`) ends the printing, not the replay.
+        let mut print = move |line: String| {
+            let _ = writeln!(out, "{line}");
+        };
         replay::replay(&kafka, &topic, &opts, |c: &Copied| {
             let to = match c.to_partition {
                 Some(p) => format!("{}/{p}", c.to_topic),
@@ -151,13 +162,13 @@ async fn replay_cmd(args: ReplayArgs) -> anyhow::Result<()> {
                     "to": to,
                     "dry_run": dry,
                 });
-                println!("{line}");
+                print(line.to_string());
             } else {
                 let verb = if dry { "would copy" } else { "copied" };
-                println!(
+                print(format!(
                     "{verb} {topic}/{}/{} ({}) → {to}",
                     c.letter.0, c.letter.1, c.reason
-                );
+                ));
             }
         })
     })

@@ -4,8 +4,8 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use rdkafka::{
-    Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
+    ClientContext, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer, ConsumerContext},
     error::KafkaError,
     message::{Message, OwnedMessage},
 };
@@ -43,7 +43,7 @@ pub struct ReadOptions {
 
 /// Records of one topic, in each partition's order.
 pub struct Reader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Quiet>,
     pub topic: String,
     /// Partitions not yet read to their end.
     open: BTreeSet<i32>,
@@ -73,7 +73,7 @@ impl Reader {
                     "read_uncommitted"
                 },
             );
-        let consumer: BaseConsumer = config.create()?;
+        let consumer: BaseConsumer<Quiet> = config.create_with_context(Quiet)?;
         let md = consumer.fetch_metadata(Some(topic), CALL)?;
         let t = md
             .topics()
@@ -159,10 +159,32 @@ impl Reader {
     }
 
     /// The consumer, for the replay's transactional offsets.
-    pub fn consumer(&self) -> &BaseConsumer {
+    pub fn consumer(&self) -> &BaseConsumer<Quiet> {
         &self.consumer
     }
 }
+
+/// The end of a partition reaches the error callback too, which rdkafka's
+/// default context logs as an error: a tool reading to the end says nothing
+/// of it, and of librdkafka's retries only at debug (a refusal or an outage
+/// ends in the call's own error).
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::debug!("librdkafka: {fac} {message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_))
+            && error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        {
+            tracing::debug!(%error, %reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for Quiet {}
 
 /// A header's value as text, if it is there and UTF-8.
 pub fn header<'a>(m: &'a impl Message, key: &str) -> Option<&'a str> {

@@ -41,6 +41,10 @@ pub struct ReplayOptions {
     pub until_ms: Option<i64>,
     /// Say what would be copied; copy and commit nothing.
     pub dry_run: bool,
+    /// Copy letters of earlier copies too (`sluice.replayed.from`): by
+    /// default a copy that failed again is left, so that replays do not
+    /// go round in a loop.
+    pub include_replayed: bool,
     /// The replay's consumer group: where it left off.
     pub group: String,
     /// Letters per transaction.
@@ -155,6 +159,9 @@ fn choose(m: &OwnedMessage, opts: &ReplayOptions, report: &mut Report) -> Option
     let Some(source) = header(m, letters::TOPIC) else {
         return pass(format!("not a sluice letter (no {})", letters::TOPIC));
     };
+    if !opts.include_replayed && header(m, REPLAYED_FROM).is_some() {
+        return pass("failed again after a replay (--include-replayed copies it)".into());
+    }
     let reason = header(m, letters::KIND).unwrap_or(super::inspect::NO_REASON);
     if !opts.reasons.is_empty() && !opts.reasons.iter().any(|r| r == reason) {
         return pass(format!("reason {reason}"));
