@@ -295,30 +295,17 @@ async fn dlq_inspect_counts_and_replay_copies_chosen_letters_once() {
         )
         .await;
     }
-    for i in 0..20 {
-        let mut l = generator.valid(now);
-        l.device_id = format!("invalid-{i}");
-        l.ip = "999.1.1.1".into();
-        produce(
-            &p,
-            SOURCE,
-            None,
-            &l.user_id,
-            Some(&logins.codec.encode(SOURCE, &l).await.unwrap()),
-        )
-        .await;
-    }
-    for i in 0..10 {
-        let mut l = generator.valid(now);
-        l.device_id = format!("valid-{i}");
-        produce(
-            &p,
-            SOURCE,
-            None,
-            &l.user_id,
-            Some(&logins.codec.encode(SOURCE, &l).await.unwrap()),
-        )
-        .await;
+    // Invalid ones (an impossible address), then valid ones.
+    for (kind, n) in [("invalid", 20), ("valid", 10)] {
+        for i in 0..n {
+            let mut l = generator.valid(now);
+            l.device_id = format!("{kind}-{i}");
+            if kind == "invalid" {
+                l.ip = "999.1.1.1".into();
+            }
+            let bytes = logins.codec.encode(SOURCE, &l).await.unwrap();
+            produce(&p, SOURCE, None, &l.user_id, Some(&bytes)).await;
+        }
     }
     // Magic byte 0, schema id 0x00010203 (unknown), then every byte value.
     let binary: Vec<u8> = (0..=255u8).collect();
@@ -494,7 +481,11 @@ async fn dlq_inspect_counts_and_replay_copies_chosen_letters_once() {
     let (ok, again, err) = run(
         &b,
         &r,
-        &[&replay[..], &["--include-replayed", "--dry-run", "--group", "another"]].concat(),
+        &[
+            &replay[..],
+            &["--include-replayed", "--dry-run", "--group", "another"],
+        ]
+        .concat(),
     );
     assert!(ok && again.lines().count() == 32, "{again}{err}");
     let after = raw_reasons(&b).await;

@@ -6,27 +6,23 @@
 
 mod common;
 
-use common::{postgres_tls::TlsPostgres, sluice};
+use common::{output_text, postgres_tls::TlsPostgres, sluice};
 
 const PASSWORD: &str = "pg-S3cret-Pa55";
 
-/// `sluice migrate` with this DATABASE_URL: (ok, stdout + stderr).
-fn migrate(url: &str) -> (bool, String) {
-    let out = sluice()
-        .arg("migrate")
-        .env("DATABASE_URL", url)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// `sluice ARGS` with this DATABASE_URL: (ok, stdout + stderr), which
+/// must not show the password.
+fn with_url(args: &[&str], url: &str) -> (bool, String) {
+    let (ok, text) = output_text(sluice().args(args).env("DATABASE_URL", url));
     assert!(
         !text.contains(PASSWORD),
         "the password was printed:\n{text}"
     );
-    (out.status.success(), text)
+    (ok, text)
+}
+
+fn migrate(url: &str) -> (bool, String) {
+    with_url(&["migrate"], url)
 }
 
 #[test]
@@ -70,16 +66,5 @@ fn postgres_over_tls_require_and_verify_full_and_clear_refusals() {
 }
 
 fn sluice_windows(url: &str) -> (bool, String) {
-    let out = sluice()
-        .args(["windows", "query"])
-        .env("DATABASE_URL", url)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!text.contains(PASSWORD), "{text}");
-    (out.status.success(), text)
+    with_url(&["windows", "query"], url)
 }

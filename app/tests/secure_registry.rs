@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Proc, free_port, sluice};
+use common::{Proc, free_port, output_text, sluice};
 use sluice::{
     avro::{AvroCodec, Reader, RegistryConfig},
     registry::Credentials,
@@ -81,22 +81,17 @@ async fn https_registry(tls: &Path) -> (Proc, u16) {
 
 /// `sluice schemas register` with these arguments and environment.
 fn register(args: &[&str], envs: &[(&str, &str)]) -> (bool, String) {
-    let out = sluice()
-        .args(["schemas", "register"])
-        .args(args)
-        .envs(envs.iter().copied())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = output_text(
+        sluice()
+            .args(["schemas", "register"])
+            .args(args)
+            .envs(envs.iter().copied()),
     );
     assert!(
         !text.contains(PASSWORD),
         "the password was printed:\n{text}"
     );
-    (out.status.success(), text)
+    (ok, text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::args::{KafkaArgs, RegistryArgs};
 use crate::ops::{
     inspect::Summary,
-    read::{ReadOptions, Reader, Start},
+    read::{self, ReadOptions, Start},
     replay::{self, Copied, ReplayOptions},
 };
 use sluice::avro::AvroCodec;
@@ -93,23 +93,13 @@ pub async fn run(cmd: DlqCommand) -> anyhow::Result<()> {
 async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     let kafka = args.kafka.config()?;
     let codec = Arc::new(AvroCodec::new(&args.registry.config()?)?);
-    let topic = args.topic.clone();
-    let (records, mut rx) = tokio::sync::mpsc::channel(256);
-    let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let opts = ReadOptions {
-            start: Start::Beginning,
-            follow: false,
-            committed: true,
-            group: None,
-        };
-        let mut reader = Reader::open(&kafka, &topic, &opts)?;
-        while let Some(m) = reader.next_record()? {
-            if records.blocking_send(m).is_err() {
-                break;
-            }
-        }
-        Ok(())
-    });
+    let opts = ReadOptions {
+        start: Start::Beginning,
+        follow: false,
+        committed: true,
+        group: None,
+    };
+    let (mut rx, reading) = read::spawn(kafka, args.topic.clone(), opts);
     let mut summary = Summary::new(&args.topic, args.first);
     while let Some(m) = rx.recv().await {
         summary.add(&codec, &m).await;

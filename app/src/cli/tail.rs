@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 
 use super::args::{KafkaArgs, RegistryArgs};
 use crate::ops::{
-    read::{ReadOptions, Reader, Start},
+    read::{self, ReadOptions, Start},
     view,
 };
 use sluice::avro::AvroCodec;
@@ -87,18 +87,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     };
     let kafka = args.kafka.config()?;
     let codec = Arc::new(AvroCodec::new(&args.registry.config()?)?);
-    let topic = args.topic.clone();
-    let (records, mut rx) = tokio::sync::mpsc::channel(256);
-    // librdkafka's poll blocks: the reading runs on a thread of its own.
-    let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut reader = Reader::open(&kafka, &topic, &opts)?;
-        while let Some(m) = reader.next_record()? {
-            if records.blocking_send(m).is_err() {
-                break;
-            }
-        }
-        Ok(())
-    });
+    let (mut rx, reading) = read::spawn(kafka, args.topic.clone(), opts);
     let shutdown = super::shutdown_signal();
     tokio::pin!(shutdown);
     let mut shown = 0u64;

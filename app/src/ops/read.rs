@@ -195,3 +195,26 @@ pub fn header<'a>(m: &'a impl Message, key: &str) -> Option<&'a str> {
         .last()
         .and_then(|h| std::str::from_utf8(h.value?).ok())
 }
+
+/// Reads on a blocking thread (librdkafka's poll blocks), handing records
+/// over a bounded channel; dropping the receiver stops the reading.
+pub fn spawn(
+    kafka: KafkaConfig,
+    topic: String,
+    opts: ReadOptions,
+) -> (
+    tokio::sync::mpsc::Receiver<OwnedMessage>,
+    tokio::task::JoinHandle<Result<(), OpsError>>,
+) {
+    let (records, rx) = tokio::sync::mpsc::channel(256);
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut reader = Reader::open(&kafka, &topic, &opts)?;
+        while let Some(m) = reader.next_record()? {
+            if records.blocking_send(m).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
+    (rx, reading)
+}

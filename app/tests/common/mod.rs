@@ -202,6 +202,17 @@ impl Drop for Proc {
     }
 }
 
+/// Runs a command to its end: (succeeded, stdout then stderr).
+pub fn output_text(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 pub fn sluice() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
     cmd.env_remove("DATABASE_URL")
