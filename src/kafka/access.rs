@@ -136,7 +136,16 @@ pub fn check(kafka: &KafkaConfig, needs: &[Needs]) -> Result<(), Refusal> {
                 });
             }
         }
-        group(kafka, n)?;
+        // The first topology's group is the probe's own: no second client.
+        if n.group == first.group {
+            group(&consumer, n)?;
+        } else {
+            let mut config = kafka.client();
+            config.set("group.id", &n.group);
+            if let Ok(other) = config.create_with_context(Recorder::default()) {
+                group(&other, n)?;
+            }
+        }
         if let Some(t) = &n.transactional_id {
             transactional_id(kafka, n, t)?;
         }
@@ -162,14 +171,9 @@ fn connected(consumer: &BaseConsumer<Recorder>) -> Result<bool, Refusal> {
     Ok(false)
 }
 
-/// OffsetFetch needs Describe on the group, as joining needs Read.
-fn group(kafka: &KafkaConfig, n: &Needs) -> Result<(), Refusal> {
-    let mut config = kafka.client();
-    config.set("group.id", &n.group);
-    let Ok(consumer) = config.create_with_context::<_, BaseConsumer<Recorder>>(Recorder::default())
-    else {
-        return Ok(());
-    };
+/// OffsetFetch needs Describe on the group, as joining needs Read;
+/// `consumer` is one with `n`'s group id.
+fn group(consumer: &BaseConsumer<Recorder>, n: &Needs) -> Result<(), Refusal> {
     let mut tpl = TopicPartitionList::new();
     let Some(source) = n.topics.first() else {
         return Ok(());
@@ -180,7 +184,7 @@ fn group(kafka: &KafkaConfig, n: &Needs) -> Result<(), Refusal> {
     let until = Instant::now() + CALL;
     while Instant::now() < until {
         let answer = consumer.committed_offsets(tpl.clone(), Duration::from_secs(1));
-        drain(&consumer);
+        drain(consumer);
         let denied =
             |c| answer.as_ref().err().and_then(code) == Some(c) || consumer.context().saw(c);
         if denied(RDKafkaErrorCode::GroupAuthorizationFailed) {

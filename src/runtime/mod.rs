@@ -74,6 +74,11 @@ impl RunOptions {
         }
     }
 
+    /// The consumer group a topology's members join.
+    fn group_of(&self, d: &crate::topology::Description) -> String {
+        self.group_id.clone().unwrap_or_else(|| d.group_id.clone())
+    }
+
     fn timings(&self, topology: &str) -> Timings {
         match &self.meter {
             Some(m) => Timings::new(m, topology),
@@ -161,17 +166,16 @@ pub async fn run_topology(
 pub fn access_needs(topology: &Topology, opts: &RunOptions) -> crate::kafka::access::Needs {
     let d = &topology.description;
     let instance = member_instance(&opts.instance_id, 0, opts.threads);
-    let mut topics = vec![d.source.clone()];
-    topics.extend(d.topics().into_iter().filter(|t| *t != d.source));
-    // Sinks with a store commit in PostgreSQL, the others in Kafka.
-    let transactional = !topology.sink.needs_store() && opts.guarantee == Guarantee::ExactlyOnce;
     crate::kafka::access::Needs {
         topology: d.name.clone(),
-        topics,
-        group: opts.group_id.clone().unwrap_or_else(|| d.group_id.clone()),
-        transactional_id: transactional.then(|| crate::kafka::access::TransactionalId {
-            id: worker::transactional_id(d, &instance),
-            prefix: worker::transactional_id(d, ""),
+        // The source first, as the group check reads it.
+        topics: d.topics(),
+        group: opts.group_of(d),
+        transactional_id: topology.sink.transactional(opts.guarantee).then(|| {
+            crate::kafka::access::TransactionalId {
+                id: worker::transactional_id(d, &instance),
+                prefix: worker::transactional_id(d, ""),
+            }
         }),
     }
 }

@@ -60,7 +60,7 @@ pub async fn run_member(
         source,
     };
     let instance = transactional_id(d, &opts.instance_id);
-    let group = opts.group_id.clone().unwrap_or_else(|| d.group_id.clone());
+    let group = opts.group_of(d);
     tokio::pin!(shutdown);
     let env = SinkEnv {
         topology: &d.name,

@@ -85,6 +85,11 @@ pub trait SinkSpec: Send + Sync + 'static {
     fn needs_store(&self) -> bool {
         false
     }
+    /// Whether its members write in Kafka transactions (and so need their
+    /// transactional id) under this guarantee.
+    fn transactional(&self, _guarantee: crate::topology::Guarantee) -> bool {
+        false
+    }
     /// The window table it writes, if it writes one (for reading it back).
     fn table(&self) -> Option<Arc<TableSpec>> {
         None

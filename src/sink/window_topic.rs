@@ -111,6 +111,10 @@ impl SinkSpec for FinalTopicSpec {
         vec![self.topic.clone()]
     }
 
+    fn transactional(&self, guarantee: Guarantee) -> bool {
+        guarantee == Guarantee::ExactlyOnce
+    }
+
     fn guarantee(&self) -> &'static str {
         "exactly-once (each final window, its letters and the input offsets in one Kafka transaction)"
     }
@@ -120,7 +124,9 @@ impl SinkSpec for FinalTopicSpec {
         let schema = handle
             .block_on(env.codec.resolve_sink(&self.topic))
             .map_err(SinkError::Registry)?;
-        let id = (env.guarantee == Guarantee::ExactlyOnce).then_some(env.transactional_id);
+        let id = self
+            .transactional(env.guarantee)
+            .then_some(env.transactional_id);
         let txn = Txn::new(env.kafka, id, env.topology, env.stats.clone())?;
         let table = FinalTopic {
             topic: self.topic.as_str().into(),

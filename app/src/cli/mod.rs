@@ -108,19 +108,22 @@ pub fn command() -> clap::Command {
     with_env(Cli::command(), "SLUICE")
 }
 
+/// A flag that can be set (not a positional argument, not --help or --version).
+fn is_settable_flag(a: &clap::Arg) -> bool {
+    !a.is_positional()
+        && !matches!(
+            a.get_action(),
+            clap::ArgAction::Help
+                | clap::ArgAction::HelpShort
+                | clap::ArgAction::HelpLong
+                | clap::ArgAction::Version
+        )
+}
+
 fn with_env(cmd: clap::Command, prefix: &str) -> clap::Command {
     let unnamed: Vec<(String, String)> = cmd
         .get_arguments()
-        .filter(|a| !a.is_positional() && a.get_env().is_none() && !a.is_global_set())
-        .filter(|a| {
-            !matches!(
-                a.get_action(),
-                clap::ArgAction::Help
-                    | clap::ArgAction::HelpShort
-                    | clap::ArgAction::HelpLong
-                    | clap::ArgAction::Version
-            )
-        })
+        .filter(|a| is_settable_flag(a) && a.get_env().is_none() && !a.is_global_set())
         .filter_map(|a| Some((a.get_id().to_string(), a.get_long()?.to_string())))
         .collect();
     let mut cmd = cmd;
@@ -215,14 +218,7 @@ mod tests {
     fn every_flag_has_an_environment_variable() {
         fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
             for a in cmd.get_arguments() {
-                let builtin = matches!(
-                    a.get_action(),
-                    clap::ArgAction::Help
-                        | clap::ArgAction::HelpShort
-                        | clap::ArgAction::HelpLong
-                        | clap::ArgAction::Version
-                );
-                if !a.is_positional() && !builtin && a.get_env().is_none() {
+                if is_settable_flag(a) && a.get_env().is_none() {
                     missing.push(format!("{path} --{}", a.get_long().unwrap_or("?")));
                 }
             }

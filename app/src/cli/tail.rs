@@ -93,6 +93,9 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     let mut shown = 0u64;
     use std::io::Write;
     let mut out = std::io::stdout().lock();
+    // Whether the reader ended by itself (at the end, or failing): then its
+    // outcome is awaited; stopped early, it is left blocked in its poll.
+    let mut reader_ended = false;
     loop {
         if args.count.is_some_and(|n| shown >= n) {
             break;
@@ -101,7 +104,10 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
             _ = &mut shutdown => break,
             m = rx.recv() => match m {
                 Some(m) => m,
-                None => break,
+                None => {
+                    reader_ended = true;
+                    break;
+                }
             },
         };
         let record = view::to_json(&codec, &m).await;
@@ -116,7 +122,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
         shown += 1;
     }
     drop(rx);
-    if reading.is_finished() {
+    if reader_ended {
         reading.await??;
     }
     Ok(())

@@ -112,7 +112,11 @@ pub fn replay(
     while !done {
         let mut batch: Vec<Copied> = Vec::new();
         let mut next: HashMap<i32, i64> = HashMap::new();
-        let mut open = false;
+        // Beginning is local to the producer: a batch that reads nothing
+        // aborts it without a word to the brokers.
+        if let Some(p) = &producer {
+            p.begin_transaction()?;
+        }
         while batch.len() < opts.batch.max(1) {
             let Some(m) = reader.next_record()? else {
                 done = true;
@@ -123,21 +127,17 @@ pub fn replay(
                 continue;
             };
             if let Some(p) = &producer {
-                if !open {
-                    p.begin_transaction()?;
-                    open = true;
-                }
                 send(p, &m, &c, topic)?;
             }
             batch.push(c);
         }
-        if let Some(p) = &producer
-            && !next.is_empty()
-        {
-            if !open {
-                p.begin_transaction()?;
-            }
-            if let Err(e) = commit(p, &reader, topic, &next) {
+        if let Some(p) = &producer {
+            let committed = if next.is_empty() {
+                p.abort_transaction(CALL).map_err(OpsError::from)
+            } else {
+                commit(p, &reader, topic, &next)
+            };
+            if let Err(e) = committed {
                 let _ = p.abort_transaction(CALL);
                 return Err(e);
             }

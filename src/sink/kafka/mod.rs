@@ -57,12 +57,18 @@ impl SinkSpec for TopicSpec {
         vec![self.topic.clone()]
     }
 
+    fn transactional(&self, guarantee: Guarantee) -> bool {
+        guarantee == Guarantee::ExactlyOnce
+    }
+
     fn guarantee(&self) -> &'static str {
         "exactly-once by default (--guarantee at-least-once)"
     }
 
     fn open(&self, env: &SinkEnv<'_>) -> Result<Box<dyn Sink>, SinkError> {
-        let id = (env.guarantee == Guarantee::ExactlyOnce).then_some(env.transactional_id);
+        let id = self
+            .transactional(env.guarantee)
+            .then_some(env.transactional_id);
         let txn = Txn::new(env.kafka, id, env.topology, env.stats.clone())?;
         Ok(Box::new(TopicSink {
             txn,
