@@ -1,9 +1,12 @@
-//! sluice, the engine: declare topologies (`topology`), run them as
-//! consumer-group workers (`runtime`) into their sinks (`sink`), with Avro
-//! through a Schema Registry (`avro`, `registry`), event-time windows
-//! (`window`) and metrics (`metrics`). The `sluice` command, the demo, the
-//! benchmark, the simulators and the shipped topologies are the `app/`
-//! crate. See README.md.
+//! sluice, the engine: declare topologies as graphs (`topology`), with
+//! stateful operators (`operator`) that own stores (`state`), into sinks
+//! (`sink`); run them as consumer-group workers (`runtime`, the one place
+//! that commits), as a whole service (`service`: registration, databases,
+//! metrics, access checks, graceful stop), or without any service for
+//! tests (`testing`). Avro goes through a Schema Registry (`avro`, and the
+//! embedded one, `registry`); event-time windows are `window`. The
+//! `sluice` command is the `sluice-cli` crate; the shipped topologies are
+//! the `sluice-topologies` crate. See README.md.
 
 pub mod avro;
 pub mod config;
@@ -12,29 +15,30 @@ mod failpoint;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
+pub mod operator;
 pub mod registry;
 pub mod runtime;
 pub mod schemas;
+pub mod service;
 pub mod sink;
+pub mod state;
 pub mod stats;
+pub mod testing;
 pub mod topology;
 pub mod window;
 
-pub use sink::Topology;
+pub use topology::Topology;
 
 /// What declaring a topology takes: `use sluice::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        sink::{
-            SqlType, TableSpec, Topology,
-            kafka::ToTopic,
-            postgres::ToPostgres,
-            rows::{RowSpec, ToTable},
-            window_topic::ToFinalTopic,
+        avro::AvroSchema,
+        sink::{RowSpec, SqlType, TableSpec, ToPostgres, ToTable, ToTopic, rows::text},
+        state::KeyValueStore,
+        topology::{
+            BuildError, Cell, Ended, Item, KeyValue, Ops, Stream, Topology, WindowKey, Windowed,
+            clock, topology,
         },
-        topology::{Aggregated, BuildError, Cell, KeyValue, Ops, Stream, WindowKey, topology},
-        window::{
-            Aggregate, Columns, Combined, Stats, Value, ValueType, Window, WindowKind, WindowSpec,
-        },
+        window::{Aggregate, Columns, Stats, Value, ValueType, Window, WindowKind, WindowSpec},
     };
 }

@@ -1,6 +1,7 @@
-//! The Avro schemas in `schemas/`, compiled into the binary. A file
-//! `schemas/<topic>.avsc` is the value schema of `<topic>`, registered under
-//! the subject `<topic>-value` (Confluent's TopicNameStrategy).
+//! Schemas by topic: a value schema of `<topic>` is registered under the
+//! subject `<topic>-value` (Confluent's TopicNameStrategy). Topologies
+//! carry theirs (`Topology::schemas`); a directory of `<topic>.avsc`
+//! files can be read too.
 
 use std::path::Path;
 
@@ -22,44 +23,15 @@ pub fn value_subject(topic: &str) -> String {
     format!("{topic}-value")
 }
 
-macro_rules! embedded {
-    ($($topic:literal),* $(,)?) => {
-        &[$(($topic, include_str!(concat!("../schemas/", $topic, ".avsc")))),*]
-    };
-}
-
-/// (topic, schema text) for every file in `schemas/`; a test keeps this list
-/// and the directory in step.
-pub const EMBEDDED: &[(&str, &str)] = embedded![
-    "user-login",
-    "processed-user-login",
-    "iot_sensor_data",
-    "iot-alerts",
-    "iot-window-aggregates",
-];
-
-pub fn embedded() -> Vec<SchemaFile> {
-    EMBEDDED
+/// A topology's schemas as files: (topic, schema text) pairs.
+pub fn files(schemas: &[(String, String)]) -> Vec<SchemaFile> {
+    schemas
         .iter()
         .map(|(topic, text)| SchemaFile {
-            topic: topic.to_string(),
-            text: text.to_string(),
+            topic: topic.clone(),
+            text: text.clone(),
         })
         .collect()
-}
-
-/// The text of the embedded schema of a topic's values.
-pub fn text_for(topic: &str) -> Option<&'static str> {
-    EMBEDDED
-        .iter()
-        .find(|(t, _)| *t == topic)
-        .map(|(_, text)| *text)
-}
-
-/// The parsed embedded schema of a topic's values.
-pub fn for_topic(topic: &str) -> Option<Schema> {
-    text_for(topic)
-        .map(|text| Schema::parse_str(text).expect("embedded schemas are tested to parse"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,37 +80,6 @@ pub fn load_dir(dir: &Path) -> Result<Vec<SchemaFile>, SchemaDirError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn embedded_list_matches_the_directory() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
-        let on_disk = load_dir(&dir).unwrap();
-        let mut compiled = embedded();
-        compiled.sort_by(|a, b| a.topic.cmp(&b.topic));
-        assert_eq!(
-            on_disk, compiled,
-            "add new schemas/*.avsc files to EMBEDDED"
-        );
-    }
-
-    #[test]
-    fn every_schema_has_a_namespace_and_documents_every_field() {
-        for (topic, text) in EMBEDDED {
-            let json: serde_json::Value = serde_json::from_str(text).unwrap();
-            assert!(
-                json["namespace"].as_str().is_some_and(|n| !n.is_empty()),
-                "{topic}"
-            );
-            for field in json["fields"].as_array().unwrap() {
-                assert!(
-                    field["doc"].as_str().is_some_and(|d| !d.is_empty()),
-                    "{topic}: field {} has no doc",
-                    field["name"]
-                );
-            }
-            assert!(for_topic(topic).is_some());
-        }
-    }
 
     #[test]
     fn bad_directories_say_what_is_wrong() {

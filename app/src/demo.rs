@@ -18,17 +18,20 @@ use tokio::sync::watch;
 use crate::{
     simulate::{iot, logins},
     topologies::{
-        self, iot_alerts, iot_readings, iot_window_aggregates, iot_windows,
+        iot_events, iot_readings, iot_windows,
         user_login::{self, ProcessedUserLogin},
     },
 };
 use sluice::{
-    avro::{AvroCodec, Reader, RegistryConfig},
+    avro::{AvroCodec, AvroSchema, Reader, RegistryConfig},
     kafka::KafkaConfig,
     registry::{self},
     runtime::{RunOptions, Workers},
-    schemas,
-    sink::{Stores, memory::MemoryTables},
+    sink::{
+        DEFAULT_DATABASE, Databases,
+        memory::{InMemory, MemoryTables},
+        postgres::Postgres,
+    },
     stats::Stats,
     window::WindowSpec,
 };
@@ -56,13 +59,15 @@ impl Options {
 }
 
 /// What one topology did in the demo.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
     pub records_in: u64,
     pub records_out: u64,
     pub dead_letters: u64,
     pub late: u64,
     pub window_rows: u64,
+    /// Records committed per output topic.
+    pub by_topic: std::collections::BTreeMap<String, u64>,
 }
 
 impl Counts {
@@ -73,7 +78,13 @@ impl Counts {
             dead_letters: s.dead_letters.load(Ordering::Relaxed),
             late: s.late.load(Ordering::Relaxed),
             window_rows: s.window_rows.load(Ordering::Relaxed),
+            by_topic: s.outputs_by_topic(),
         }
+    }
+
+    /// Records committed to `topic`.
+    pub fn to(&self, topic: &str) -> u64 {
+        self.by_topic.get(topic).copied().unwrap_or(0)
     }
 }
 
@@ -82,10 +93,9 @@ pub struct Summary {
     pub logins: logins::Report,
     pub readings: u64,
     pub user_login: Counts,
-    pub iot_alerts: Counts,
+    pub iot_events: Counts,
     pub iot_windows: Counts,
     pub iot_readings: Counts,
-    pub iot_window_aggregates: Counts,
     /// Readings the simulator stamped later than any grace period.
     pub late_readings: u64,
 }
@@ -99,12 +109,13 @@ async fn tap(bootstrap: String, codec: Arc<AvroCodec>, latest: Arc<Mutex<Option<
         .set("isolation.level", "read_committed")
         .create();
     let Ok(consumer) = consumer else { return };
-    if consumer.subscribe(&[topologies::user_login::SINK]).is_err() {
+    if consumer.subscribe(&[user_login::SINK]).is_err() {
         return;
     }
-    let Some(reader) = schemas::for_topic(topologies::user_login::SINK).map(Reader::new) else {
+    let Ok(schema) = apache_avro::Schema::parse_str(ProcessedUserLogin::SCHEMA) else {
         return;
     };
+    let reader = Reader::new(schema);
     while let Ok(m) = consumer.recv().await {
         if let Ok((_, p)) = codec
             .decode::<ProcessedUserLogin>(m.payload().unwrap_or_default(), &reader)
@@ -137,10 +148,13 @@ fn status(
             .iter()
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
-        let produced = if name == iot_window_aggregates::NAME {
+        let produced = if name == iot_events::NAME {
+            let out = s.outputs_by_topic();
+            let to = |t: &str| out.get(t).copied().unwrap_or(0);
             format!(
-                "final windows {}  late {}",
-                s.records_out.load(Ordering::Relaxed),
+                "alerts {}  final windows {}  late {}",
+                to(iot_events::ALERTS),
+                to(iot_events::WINDOWS),
                 s.late.load(Ordering::Relaxed)
             )
         } else if name == iot_readings::NAME {
@@ -239,25 +253,37 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let mock = MockCluster::new(3)?;
     let kafka = KafkaConfig::new(&mock.bootstrap_servers());
-    let settings = topologies::Settings {
+    let settings = sluice_cli::Settings {
         window: opts.window,
     };
-    let mut all = crate::topologies::select(&[], &settings)?;
+    let catalog = crate::cli::catalog();
     // Groups of this run only: offsets a previous demo stored in the same
     // database belong to a mock cluster that is gone.
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    for t in &mut all {
-        t.description.group_id = format!("sluice-demo-{}-{}", &run_id[..8], t.description.name);
-    }
-    let (stores, memory) = match &opts.database_url {
+    let all: Vec<_> = catalog
+        .select(&[], &settings)?
+        .into_iter()
+        .map(|t| {
+            let group = format!("sluice-demo-{}-{}", &run_id[..8], t.description.name);
+            t.in_group(&group)
+        })
+        .collect();
+    let (databases, memory): (Databases, Option<Arc<MemoryTables>>) = match &opts.database_url {
         Some(url) => {
             let pool = sluice::db::connect(url).await?;
             sluice::db::migrate(&pool).await?;
-            (Stores::Postgres(pool), None)
+            (
+                Databases::new().with(DEFAULT_DATABASE, Postgres::new(pool)),
+                None,
+            )
         }
         None => {
-            let m = MemoryTables::new();
-            (Stores::Memory(m.clone()), Some(m))
+            let m = InMemory::new();
+            let tables = m.0.clone();
+            (
+                Databases::new().with(DEFAULT_DATABASE, Arc::new(m)),
+                Some(tables),
+            )
         }
     };
     for t in &all {
@@ -265,7 +291,7 @@ pub async fn run(
             let _ = mock.create_topic(&topic, opts.partitions, 1);
         }
     }
-    let reg = registry::spawn_preloaded(&schemas::embedded()).await?;
+    let reg = registry::spawn_preloaded(&sluice::service::schemas_of(&all)).await?;
     let config = RegistryConfig::new(&reg.url(), None)?;
     let codec = Arc::new(AvroCodec::new(&config)?);
     writeln!(
@@ -273,7 +299,7 @@ pub async fn run(
         "sluice demo: mock Kafka at {}, schema registry at {}, topologies: {}",
         kafka.bootstrap,
         reg.url(),
-        topologies::names().join(", ")
+        catalog.names().join(", ")
     )?;
     writeln!(
         out,
@@ -305,7 +331,7 @@ pub async fn run(
     }
     let run_opts = RunOptions {
         instance_id: "demo".into(),
-        stores: Some(stores),
+        databases,
         ..RunOptions::default()
     };
     let workers = Workers::spawn(all, &kafka, codec.clone(), &run_opts);
@@ -373,10 +399,9 @@ pub async fn run(
             .unwrap_or_default()
     };
     while (counts(user_login::NAME).records_in < produced.total()
-        || counts(iot_alerts::NAME).records_in < readings
+        || counts(iot_events::NAME).records_in < readings
         || counts(iot_windows::NAME).records_in < readings
-        || counts(iot_readings::NAME).records_in < readings
-        || counts(iot_window_aggregates::NAME).records_in < readings)
+        || counts(iot_readings::NAME).records_in < readings)
         && Instant::now() < drain_until
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -389,17 +414,16 @@ pub async fn run(
         logins: produced,
         readings,
         user_login: counts(user_login::NAME),
-        iot_alerts: counts(iot_alerts::NAME),
+        iot_events: counts(iot_events::NAME),
         iot_windows: counts(iot_windows::NAME),
         iot_readings: counts(iot_readings::NAME),
-        iot_window_aggregates: counts(iot_window_aggregates::NAME),
         late_readings: sensor_report.late,
     };
     tap_task.abort();
     // Its consumer must be closed before the mock cluster goes away.
     let _ = tap_task.await;
     reg.stop().await?;
-    let u = summary.user_login;
+    let u = &summary.user_login;
     writeln!(
         out,
         "done: logins produced {} ({} valid, {} invalid, {} undecodable) → processed {}, output {}, dead-lettered {}",
@@ -411,19 +435,23 @@ pub async fn run(
         u.records_out,
         u.dead_letters
     )?;
-    let a = summary.iot_alerts;
+    let e = &summary.iot_events;
     writeln!(
         out,
-        "      sensor readings produced {readings} → processed {}, alerts {}, dead-lettered {}",
-        a.records_in, a.records_out, a.dead_letters
+        "      sensor readings produced {readings} → iot-events processed {}, alerts {}, final windows {} (late {}), dead-lettered {}",
+        e.records_in,
+        e.to(iot_events::ALERTS),
+        e.to(iot_events::WINDOWS),
+        e.late,
+        e.dead_letters
     )?;
-    let w = summary.iot_windows;
+    let w = &summary.iot_windows;
     writeln!(
         out,
         "      windows: readings processed {}, late {} (simulated {}), window rows written {}",
         w.records_in, w.late, sensor_report.late, w.window_rows
     )?;
-    let r = summary.iot_readings;
+    let r = &summary.iot_readings;
     writeln!(
         out,
         "      readings stored: processed {}, rows written {} (table {}), dead-lettered {}",
@@ -431,15 +459,6 @@ pub async fn run(
         r.window_rows,
         iot_readings::TABLE,
         r.dead_letters
-    )?;
-    let f = summary.iot_window_aggregates;
-    writeln!(
-        out,
-        "      final windows: readings processed {}, late {}, windows emitted to {} {}",
-        f.records_in,
-        f.late,
-        iot_window_aggregates::SINK,
-        f.records_out
     )?;
     drop(mock);
     Ok(summary)

@@ -1,12 +1,10 @@
-//! The `sluice` command and what ships with it: the command line (`cli`),
-//! `sluice demo`, `sluice bench`, the simulators and the topologies in
-//! `topologies/`, all on the engine, the `sluice` library.
+//! The `sluice` binary: the command line of `sluice-cli` over the shipped
+//! topologies (`sluice-topologies`), plus what ships with it: `sluice
+//! demo`, `sluice bench`, the simulators and queries of the shipped tables.
 
 pub mod bench;
 pub mod cli;
 pub mod demo;
-pub mod memory;
-pub mod ops;
 pub mod simulate;
-#[path = "../../topologies/mod.rs"]
-pub mod topologies;
+
+pub use sluice_topologies as topologies;

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use sluice::{
     avro::{AvroCodec, CodecError, Reader, RegistryClient, RegistryConfig, wire},
     registry::ServeOptions,
-    schemas,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,7 +38,7 @@ async fn registered() -> (sluice::registry::Running, AvroCodec, RegistryClient) 
     let reg = memory_registry(ServeOptions::default()).await;
     let config = RegistryConfig::new(&reg.url(), None).unwrap();
     let client = RegistryClient::new(config.clone()).unwrap();
-    for file in schemas::embedded() {
+    for file in common::schemas() {
         client.register(&file.subject(), &file.text).await.unwrap();
     }
     (reg, AvroCodec::new(&config).unwrap(), client)
@@ -51,7 +50,7 @@ async fn round_trip_through_the_registry() {
     let bytes = codec.encode("user-login", &login()).await.unwrap();
     let (id, body) = wire::split(&bytes).unwrap();
     assert!(id > 0 && !body.is_empty());
-    let reader = Reader::new(schemas::for_topic("user-login").unwrap());
+    let reader = Reader::new(common::schema("user-login"));
     let (decoded_id, back): (u32, UserLogin) = codec.decode(&bytes, &reader).await.unwrap();
     assert_eq!((decoded_id, back), (id, login()));
     reg.stop().await.unwrap();
@@ -105,7 +104,7 @@ async fn writer_schemas_resolve_to_the_reader() {
     );
 
     // A reader that needs a field the writer never had, without default, refuses.
-    let strict = Reader::new(schemas::for_topic("user-login").unwrap());
+    let strict = Reader::new(common::schema("user-login"));
     let err = codec
         .decode::<UserLogin>(&bytes, &strict)
         .await
@@ -118,7 +117,7 @@ async fn writer_schemas_resolve_to_the_reader() {
 #[tokio::test]
 async fn undecodable_bytes_are_classified() {
     let (reg, codec, _) = registered().await;
-    let reader = Reader::new(schemas::for_topic("user-login").unwrap());
+    let reader = Reader::new(common::schema("user-login"));
     let good = codec.encode("user-login", &login()).await.unwrap();
 
     let cases: Vec<(Vec<u8>, &str)> = vec![
@@ -149,7 +148,7 @@ async fn an_unreachable_registry_is_retryable() {
     let err = codec
         .decode::<UserLogin>(
             &[0, 0, 0, 0, 1, 2],
-            &Reader::new(schemas::for_topic("user-login").unwrap()),
+            &Reader::new(common::schema("user-login")),
         )
         .await
         .unwrap_err();
@@ -186,7 +185,8 @@ async fn schemas_register_command() {
 
     // A breaking change to user-login: a new field without default.
     let dir = tempfile::tempdir().unwrap();
-    let mut breaking: serde_json::Value = serde_json::from_str(schemas::EMBEDDED[0].1).unwrap();
+    let mut breaking: serde_json::Value =
+        serde_json::from_str(&common::schema_text("user-login")).unwrap();
     breaking["fields"]
         .as_array_mut()
         .unwrap()

@@ -65,7 +65,23 @@ fn complaints(w: &Worker, from: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_worker_rides_out_broker_faults() {
-    let w = Logins::new(Kafka::cluster(3), "classic").await;
+    rides_out_broker_faults("classic").await;
+}
+
+/// The same under the consumer group protocol (KIP-848): the broker
+/// coordinates the group, and a coordinator killed takes its heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_worker_rides_out_broker_faults_with_the_consumer_protocol() {
+    rides_out_broker_faults("consumer").await;
+}
+
+/// One three-broker cluster at a time: two at once on two cores starve
+/// both of CPU, and the faults would be the machine's.
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn rides_out_broker_faults(protocol: &'static str) {
+    let _one = ONE_CLUSTER.lock().await;
+    let w = Logins::new(Kafka::cluster(3), protocol).await;
     let load = w.load(31, 300);
     let mut worker = w.worker(INSTANCE);
     worker.wait_commits(0, Duration::from_secs(120)).await;
@@ -134,7 +150,7 @@ async fn the_worker_rides_out_broker_faults() {
     );
     assert!(!log.contains("panicked"), "the worker panicked:\n{log}");
     eprintln!(
-        "3 brokers: {outcome}; one broker killed: committing again after {one_down:?}; the transaction coordinator (node {coordinator}) killed: after {coordinator_down:?}; all down 30 s: /readyz 503 after {unready_after:?}, ready and committing {ready_again:?} after they were back, {} warnings:\n{}",
+        "3 brokers, {protocol} protocol: {outcome}; one broker killed: committing again after {one_down:?}; the transaction coordinator (node {coordinator}) killed: after {coordinator_down:?}; all down 30 s: /readyz 503 after {unready_after:?}, ready and committing {ready_again:?} after they were back, {} warnings:\n{}",
         lines_outage.len(),
         lines_outage.join("\n")
     );

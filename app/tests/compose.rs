@@ -9,9 +9,10 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use serde_json::Value;
 use sluice::{
-    metrics::{Metrics, SimulatorState, Timings},
+    metrics::{Metrics, Timings},
     stats::Stats,
 };
+use sluice_app::simulate::metrics::SimulatorState;
 
 /// Metric names as Prometheus sees them, histogram series included.
 fn exported() -> BTreeSet<String> {
@@ -25,7 +26,7 @@ fn exported() -> BTreeSet<String> {
     metrics.observe_topologies(vec![("t".into(), stats)]);
     let sim = SimulatorState::new();
     sim.set("d", "temperature", "°C", 20.0);
-    metrics.observe_simulator("iot", sim);
+    sluice_app::simulate::metrics::register(&metrics.meter(), "iot", sim);
     let timings = Timings::new(&metrics.meter(), "t");
     timings.latency_ms(5);
     timings.batch(Duration::from_millis(3));

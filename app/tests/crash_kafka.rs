@@ -163,8 +163,7 @@ async fn at_least_once_loses_nothing_across_kills() {
     last.terminate().await;
     // Repeats are allowed; losses are not.
     let sent = w.sent();
-    let reader =
-        sluice::avro::Reader::new(sluice::schemas::for_topic("processed-user-login").unwrap());
+    let reader = sluice::avro::Reader::new(common::schema("processed-user-login"));
     let mut seen = std::collections::BTreeSet::new();
     for r in common::read_committed_all(&w.kafka.bootstrap, "processed-user-login").await {
         let (_, p): (u32, sluice_app::topologies::user_login::ProcessedUserLogin) =
@@ -183,7 +182,7 @@ async fn at_least_once_loses_nothing_across_kills() {
 /// both instead of exiting, and then processes everything exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_started_before_its_broker_and_registry_waits_for_them() {
-    use sluice::{avro::RegistryConfig, registry::ServeOptions, schemas};
+    use sluice::{avro::RegistryConfig, registry::ServeOptions};
     let port = free_port();
     let registry_port = free_port();
     let registry_url = format!("http://127.0.0.1:{registry_port}");
@@ -222,7 +221,7 @@ async fn a_worker_started_before_its_broker_and_registry_waits_for_them() {
     let kafka = Kafka::start_on(port);
     let config = RegistryConfig::new(&registry_url, None).unwrap();
     let client = sluice::avro::RegistryClient::new(config.clone()).unwrap();
-    for f in schemas::embedded() {
+    for f in common::schemas() {
         client.register(&f.subject(), &f.text).await.unwrap();
     }
     let w = Logins::with_registry(kafka, "classic", registry).await;

@@ -1,10 +1,11 @@
 //! Kill `sluice run --topology iot-windows --topology iot-readings
-//! --topology iot-window-aggregates` abruptly, many times, under load, on
-//! Apache Kafka into a real PostgreSQL — at random moments and right before
-//! and right after the commit — and restart it, with each group protocol.
-//! The window aggregates must still equal the ones computed independently,
-//! exactly, every reading must be stored once, and every final window must
-//! be on its topic once (read_committed), exact.
+//! --topology iot-events` abruptly, many times, under load, on Apache
+//! Kafka into a real PostgreSQL — at random moments and right before and
+//! right after the commit — and restart it, with each group protocol. The
+//! window aggregates must still equal the ones computed independently,
+//! exactly, every reading must be stored once, and both sinks of
+//! `iot-events`, which commit in one transaction, must hold every final
+//! window and every alert once (read_committed), exact.
 
 mod common;
 
@@ -22,7 +23,6 @@ use common::{
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sluice::{
     avro::{AvroCodec, RegistryConfig},
-    schemas,
     window::WindowSpec,
 };
 
@@ -39,7 +39,7 @@ async fn window_aggregates_stay_exact_across_kills_consumer_protocol() {
 async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
     let cluster = Kafka::cluster_with(1, &FAST_CONSUMER_SESSIONS);
     let bootstrap = cluster.bootstrap.clone();
-    let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
+    let registry = sluice::registry::spawn_preloaded(&common::schemas())
         .await
         .unwrap();
     let config = RegistryConfig::new(&registry.url(), None).unwrap();
@@ -51,6 +51,7 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
             ("iot_sensor_data.dlq", 1),
             ("iot_sensor_data.late", 1),
             ("iot-window-aggregates", 3),
+            ("iot-alerts", 3),
         ])
         .await;
     let db = TestDb::create().await;
@@ -75,7 +76,7 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
             "--topology",
             "iot-readings",
             "--topology",
-            "iot-window-aggregates",
+            "iot-events",
             "--group-protocol",
             protocol,
         ])
@@ -243,6 +244,7 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert_final_windows_exact(&finals, &want);
+    let alerts = assert_every_alert_once(&bootstrap, &codec, &all).await;
     assert!(lives >= 4, "only {lives} lives");
     let mut reader = raw::RawReader::connect(&bootstrap).await;
     let (late, _) = raw::committed(reader.read_partition("iot_sensor_data.late", 0).await);
@@ -259,10 +261,65 @@ async fn window_aggregates_stay_exact_across_kills(protocol: &str) {
     }
     eprintln!(
         "{protocol}: {} readings, {lives} worker lives killed ({aborted_at_failpoint} at a failpoint), \
-         aggregates exact, every reading stored once, {} final windows on the topic once each \
-         ({aborted} aborted transactions there)",
+         aggregates exact, every reading stored once, {} final windows and {alerts} alerts on \
+         their topics once each ({aborted} aborted transactions on the windows' topic)",
         all.len(),
         finals.len()
     );
     db.drop_db().await;
+}
+
+/// Every alert the readings raise is on `iot-alerts` once, as committed,
+/// keyed by its device; gives how many.
+async fn assert_every_alert_once(
+    bootstrap: &str,
+    codec: &AvroCodec,
+    all: &[sluice_app::topologies::iot_alerts::SensorReading],
+) -> usize {
+    use std::collections::BTreeMap;
+
+    use sluice::avro::{AvroSchema, Reader};
+    use sluice_app::topologies::iot_alerts::{SensorAlert, alert};
+    type Key = (String, String, i64, String);
+    let key = |a: &SensorAlert| {
+        (
+            a.device_id.clone(),
+            a.sensor_type.as_str().to_string(),
+            a.timestamp,
+            a.rule.clone(),
+        )
+    };
+    let mut want: BTreeMap<Key, usize> = BTreeMap::new();
+    for a in all.iter().filter_map(alert) {
+        *want.entry(key(&a)).or_default() += 1;
+    }
+    let reader = Reader::new(apache_avro::Schema::parse_str(SensorAlert::SCHEMA).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let mut got: BTreeMap<Key, usize> = BTreeMap::new();
+        for r in read_committed_all(bootstrap, "iot-alerts").await {
+            let (_, a): (u32, SensorAlert) = codec.decode(&r.value, &reader).await.unwrap();
+            assert_eq!(
+                r.key.as_deref(),
+                Some(a.device_id.as_bytes()),
+                "keyed by device"
+            );
+            *got.entry(key(&a)).or_default() += 1;
+        }
+        if got.values().sum::<usize>() >= want.values().sum::<usize>() || Instant::now() > deadline
+        {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let wrong: Vec<_> = want
+        .iter()
+        .filter(|(k, n)| got.get(*k) != Some(*n))
+        .take(5)
+        .collect();
+    assert!(
+        wrong.is_empty() && got.len() == want.len(),
+        "alerts not once each: {wrong:?}"
+    );
+    want.values().sum()
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sluice_app::demo;
+use sluice_app::{demo, topologies::iot_events};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_demo_accounts_for_every_record() {
@@ -23,7 +23,7 @@ async fn the_demo_accounts_for_every_record() {
         .unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(s.logins.total() > 1000, "{s:?}\n{text}");
-    let u = s.user_login;
+    let u = &s.user_login;
     assert_eq!(u.records_in, s.logins.total(), "{text}");
     assert_eq!(u.records_out, s.logins.valid, "{text}");
     assert_eq!(
@@ -32,30 +32,34 @@ async fn the_demo_accounts_for_every_record() {
         "{text}"
     );
     assert!(s.readings > 100, "{s:?}");
-    let w = s.iot_windows;
+    let w = &s.iot_windows;
     assert_eq!(w.records_in, s.readings, "{text}");
     assert!(w.window_rows > 0 && w.dead_letters == 0, "{text}");
     assert!(text.contains("kept in memory"), "{text}");
     assert!(text.contains("latest windows"), "{text}");
-    let r = s.iot_readings;
+    let r = &s.iot_readings;
     assert_eq!(r.records_in, s.readings, "{text}");
     assert_eq!(
         r.window_rows, s.readings,
         "every reading stored once: {text}"
     );
     assert!(text.contains("sensor_readings: "), "{text}");
-    let f = s.iot_window_aggregates;
-    assert_eq!(f.records_in, s.readings, "{text}");
-    assert!(f.records_out > 0 && f.dead_letters == 0, "{text}");
-    assert!(text.contains("iot-window-aggregates: in"), "{text}");
-    assert_eq!(s.iot_alerts.records_in, s.readings, "{text}");
-    assert_eq!(s.iot_alerts.dead_letters, 0, "{text}");
+    // Alerts and final windows from one read of the readings.
+    let e = &s.iot_events;
+    assert_eq!(e.records_in, s.readings, "{text}");
+    assert_eq!(e.dead_letters, 0, "{text}");
+    assert!(e.to(iot_events::WINDOWS) > 0, "{text}");
     assert!(
-        s.iot_alerts.records_out > 0,
+        e.to(iot_events::ALERTS) > 0,
         "anomalies raise alerts: {text}"
     );
+    assert_eq!(
+        e.records_out,
+        e.to(iot_events::WINDOWS) + e.to(iot_events::ALERTS),
+        "{text}"
+    );
     assert!(
-        text.contains("user-login: in") && text.contains("iot-alerts: in"),
+        text.contains("user-login: in") && text.contains("iot-events: in"),
         "{text}"
     );
     assert!(text.contains("sample: user"), "{text}");

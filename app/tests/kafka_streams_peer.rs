@@ -18,16 +18,16 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice::{
     avro::{AvroCodec, Reader, RegistryClient, RegistryConfig},
     kafka::KafkaConfig,
+    runtime::letters,
     runtime::{RunOptions, Workers},
     schemas,
-    sink::letters,
     window::WindowSpec,
 };
 use sluice_app::{
     simulate::logins::{Generator, Planned},
     topologies::{
         iot_alerts::{SensorReading, SensorType},
-        iot_window_aggregates,
+        iot_events,
         user_login::{self, ProcessedUserLogin, UserLogin},
     },
 };
@@ -50,7 +50,7 @@ impl Setup {
         let built = Command::new(peer()).arg("build").status().unwrap();
         assert!(built.success(), "the Kafka Streams peer builds (mvn)");
         let cluster = Kafka::start();
-        let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
+        let registry = sluice::registry::spawn_preloaded(&common::schemas())
             .await
             .unwrap();
         let config = RegistryConfig::new(&registry.url(), None).unwrap();
@@ -64,7 +64,7 @@ impl Setup {
     }
 
     async fn register(&self, topic: &str, schema_of: &str) {
-        let text = schemas::text_for(schema_of).unwrap();
+        let text = &common::schema_text(schema_of);
         self.client
             .register(&schemas::value_subject(topic), text)
             .await
@@ -92,7 +92,7 @@ impl Setup {
 
 /// Keys, and values with the processing time left out, sorted.
 async fn logins(codec: &AvroCodec, records: &[Read]) -> Vec<(String, String)> {
-    let reader = Reader::new(schemas::for_topic(user_login::SINK).unwrap());
+    let reader = Reader::new(common::schema(user_login::SINK));
     let mut out = Vec::new();
     for r in records {
         let (_, mut login): (u32, ProcessedUserLogin) =
@@ -202,13 +202,7 @@ async fn kafka_streams_and_sluice_give_the_same_output() {
     let valid = planned.iter().filter(|p| p.2).count();
     let refused = planned.len() - valid;
 
-    let topology = user_login::declare(
-        "login-sluice",
-        input,
-        ours,
-        schemas::for_topic(user_login::SOURCE).unwrap(),
-    )
-    .unwrap();
+    let topology = user_login::declare("login-sluice", input, ours).unwrap();
     let opts = RunOptions {
         instance_id: "peer-test".into(),
         ..RunOptions::default()
@@ -263,8 +257,8 @@ async fn same_windows(s: &Setup) {
         ])
         .await;
     s.register(input, "iot_sensor_data").await;
-    s.register(ours, iot_window_aggregates::SINK).await;
-    s.register(theirs, iot_window_aggregates::SINK).await;
+    s.register(ours, iot_events::WINDOWS).await;
+    s.register(theirs, iot_events::WINDOWS).await;
     let spec = WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10));
     let base = windows::past_base(30);
     let readings = windows::readings(6, 170, base, 5);
@@ -300,7 +294,7 @@ async fn same_windows(s: &Setup) {
             .map_err(|(e, _)| e)
             .unwrap();
     }
-    let topology = iot_window_aggregates::declare("windows-sluice", input, ours, spec).unwrap();
+    let topology = iot_events::declare_windows("windows-sluice", input, ours, spec).unwrap();
     let opts = RunOptions {
         instance_id: "peer-test-windows".into(),
         ..RunOptions::default()

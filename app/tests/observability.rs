@@ -10,23 +10,22 @@ use rdkafka::mocking::MockCluster;
 use sluice::{
     avro::{AvroCodec, RegistryConfig},
     kafka::KafkaConfig,
-    metrics::{Metrics, SimulatorState, postgres_check},
-    schemas,
+    metrics::{Metrics, postgres_check},
 };
-use sluice_app::simulate::iot;
+use sluice_app::simulate::{iot, metrics::SimulatorState};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_iot_simulator_exports_what_it_produced_and_the_latest_values() {
     let mock = MockCluster::new(1).unwrap();
     mock.create_topic("iot_sensor_data", 2, 1).unwrap();
-    let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
+    let registry = sluice::registry::spawn_preloaded(&common::schemas())
         .await
         .unwrap();
     let codec =
         Arc::new(AvroCodec::new(&RegistryConfig::new(&registry.url(), None).unwrap()).unwrap());
     let state = SimulatorState::new();
     let metrics = Metrics::new().unwrap();
-    metrics.observe_simulator("iot", state.clone());
+    sluice_app::simulate::metrics::register(&metrics.meter(), "iot", state.clone());
     let opts = iot::Options {
         devices: 3,
         interval: Duration::from_millis(10),

@@ -22,10 +22,7 @@ use common::{
     logins::{DLQ, Logins, OUTPUT, SOURCE},
     read_committed_all, sluice,
 };
-use sluice::{
-    avro::{Reader, RegistryConfig},
-    schemas,
-};
+use sluice::avro::{Reader, RegistryConfig};
 use sluice_app::{simulate::logins::Generator, topologies::user_login::ProcessedUserLogin};
 
 /// `sluice ARGS` against this Kafka and registry: (ok, stdout, stderr).
@@ -262,7 +259,7 @@ async fn dlq_inspect_counts_and_replay_copies_chosen_letters_once() {
     while api.get(&format!("/schemas/ids/{next_id}")).await.0 == 200 {
         next_id += 1;
     }
-    let mut v2: Value = serde_json::from_str(schemas::text_for(SOURCE).unwrap()).unwrap();
+    let mut v2: Value = serde_json::from_str(&common::schema_text(SOURCE)).unwrap();
     v2["fields"]
         .as_array_mut()
         .unwrap()
@@ -446,7 +443,7 @@ async fn dlq_inspect_counts_and_replay_copies_chosen_letters_once() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     w.terminate().await;
-    let reader = Reader::new(schemas::for_topic(OUTPUT).unwrap());
+    let reader = Reader::new(common::schema(OUTPUT));
     let codec = sluice::avro::AvroCodec::new(&RegistryConfig::new(&r, None).unwrap()).unwrap();
     let mut out_devices: BTreeMap<String, u32> = BTreeMap::new();
     for rec in read_committed_all(&b, OUTPUT).await {

@@ -25,9 +25,8 @@ use sluice::{
     avro::{AvroCodec, Reader, RegistryConfig},
     kafka::KafkaConfig,
     prelude::*,
+    runtime::letters::{KIND as DLQ_KIND, OFFSET as DLQ_OFFSET},
     runtime::{self, RunOptions},
-    schemas,
-    sink::letters::{KIND as DLQ_KIND, OFFSET as DLQ_OFFSET},
     stats::Stats,
     topology::Guarantee,
 };
@@ -64,7 +63,7 @@ async fn setup() -> Setup {
             ("user-login.dlq", 1),
         ])
         .await;
-    let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
+    let registry = sluice::registry::spawn_preloaded(&common::schemas())
         .await
         .unwrap();
     let config = RegistryConfig::new(&registry.url(), None).unwrap();
@@ -203,7 +202,7 @@ fn headers(r: &kafka_protocol::records::Record) -> BTreeMap<String, String> {
 async fn check_outputs(s: &Setup, per: usize) {
     let witness = read_committed_all(&s.bootstrap, "processed-user-login").await;
     assert_eq!(witness.len(), per * (RECORDS - 1), "read_committed outputs");
-    let reader = Reader::new(schemas::for_topic("processed-user-login").unwrap());
+    let reader = Reader::new(common::schema("processed-user-login"));
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for r in committed(s, "processed-user-login", 4).await {
         let value = r.value.as_deref().unwrap_or_default();
@@ -268,6 +267,7 @@ async fn a_refused_second_output_takes_the_first_out_again() {
             [short, l].map(|l| user_login::normalise(l, 0))
         })
         .to_topic("processed-user-login")
+        .build()
         .unwrap();
     let stats = run_until_quiet(&s, twice).await;
     assert!(stats.aborts.load(Ordering::Relaxed) >= 1);

@@ -17,7 +17,6 @@ use common::{Proc, free_port, output_text, sluice};
 use sluice::{
     avro::{AvroCodec, Reader, RegistryConfig},
     registry::Credentials,
-    schemas,
 };
 
 const PASSWORD: &str = "reg-S3cret-Pa55";
@@ -152,7 +151,7 @@ async fn the_registry_over_https_with_basic_auth() {
         device_type: "android".into(),
     };
     let bytes = codec.encode("user-login", &login).await.unwrap();
-    let reader = Reader::new(schemas::for_topic("user-login").unwrap());
+    let reader = Reader::new(common::schema("user-login"));
     let (_, back): (u32, sluice_app::topologies::user_login::UserLogin) =
         codec.decode(&bytes, &reader).await.unwrap();
     assert_eq!(back.user_id, "u-1");

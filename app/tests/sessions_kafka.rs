@@ -12,13 +12,11 @@ use std::{collections::BTreeMap, time::Duration};
 use common::{read_committed_all, windows::*};
 use sluice::{
     runtime::{RunOptions, Workers},
-    schemas,
-    sink::Stores,
     window::{Aggregate, Stats, WindowSpec},
 };
 use sluice_app::topologies::{
     iot_alerts::{SensorReading, SensorType},
-    iot_window_aggregates, iot_windows,
+    iot_events, iot_windows,
 };
 
 const GAP_MS: i64 = 10_000;
@@ -102,9 +100,9 @@ async fn sessions(pool: &sqlx::PgPool) -> BTreeMap<RowKey, RowValue> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_merge_close_and_survive_a_restart_exactly_once() {
-    let text = schemas::embedded()
+    let text = common::schemas()
         .into_iter()
-        .find(|f| f.topic == iot_window_aggregates::SINK)
+        .find(|f| f.topic == iot_events::WINDOWS)
         .unwrap()
         .text;
     let f = WindowsFixture::start(TOPIC, &text).await;
@@ -122,13 +120,13 @@ async fn sessions_merge_close_and_survive_a_restart_exactly_once() {
     let topologies = |idle| {
         vec![
             iot_windows::declare("sessions-pg", "iot_sensor_data", TABLE, spec(idle)).unwrap(),
-            iot_window_aggregates::declare("sessions-topic", "iot_sensor_data", TOPIC, spec(idle))
+            iot_events::declare_windows("sessions-topic", "iot_sensor_data", TOPIC, spec(idle))
                 .unwrap(),
         ]
     };
     let opts = RunOptions {
         instance_id: "sessions".into(),
-        stores: Some(Stores::Postgres(pool.clone())),
+        databases: common::postgres(pool.clone()),
         ..RunOptions::default()
     };
 

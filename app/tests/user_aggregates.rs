@@ -13,8 +13,7 @@ use sluice::{
     avro::Reader,
     prelude::*,
     runtime::{RunOptions, Workers},
-    schemas,
-    sink::Stores,
+    topology::{Builder, WindowedTable},
 };
 use sluice_app::topologies::iot_alerts::SensorReading;
 
@@ -78,6 +77,10 @@ struct DeviceSpread {
     distinct_values: i64,
 }
 
+impl AvroSchema for DeviceSpread {
+    const SCHEMA: &'static str = SCHEMA;
+}
+
 fn spec() -> WindowSpec {
     WindowSpec {
         idle_timeout: Duration::from_secs(2),
@@ -85,18 +88,23 @@ fn spec() -> WindowSpec {
     }
 }
 
+/// The stats and the spread of each device's values per window: two
+/// aggregates side by side, one type.
+type Both = (Stats, Spread);
+
 fn windowed(
-    name: &str,
-) -> Aggregated<SensorReading, SensorReading, impl Ops<SensorReading, SensorReading>> {
-    topology(name)
-        .source_with_schema::<SensorReading>(
-            "iot_sensor_data",
-            schemas::for_topic("iot_sensor_data").unwrap(),
-        )
+    t: &Builder,
+) -> WindowedTable<SensorReading, SensorReading, impl Ops<SensorReading, SensorReading>, String, Both>
+{
+    t.source::<SensorReading>("iot_sensor_data")
         .event_time("timestamp", |r| r.timestamp)
         .window(spec())
-        .aggregate("value by device", |r| r.device_id.clone(), |r| r.value)
-        .with::<Spread>()
+        .aggregate(
+            "value by device",
+            |r| r.device_id.clone(),
+            Both::default,
+            |a, r| a.add(&r.value),
+        )
 }
 
 /// (device, window start) → every value, offline.
@@ -124,42 +132,41 @@ async fn a_user_defined_aggregate_reaches_a_table_and_a_topic() {
         .stats()
         .columns_of::<Spread>()
         .unwrap();
-    // A table that lacks the aggregate's columns is refused when declared.
-    let refused = windowed("spread-bad").to_postgres(
-        TableSpec::new("t")
-            .unwrap()
-            .key("device_id", SqlType::Text)
-            .unwrap()
-            .stats(),
-    );
+    // A table with columns the aggregate does not give is refused when built.
+    let bad = topology("spread-bad");
+    bad.source::<SensorReading>("iot_sensor_data")
+        .event_time("timestamp", |r| r.timestamp)
+        .window(spec())
+        .aggregate(
+            "stats only",
+            |r| r.device_id.clone(),
+            Stats::default,
+            |a, r| a.add(&r.value),
+        )
+        .to_postgres(table.clone());
+    let refused = bad.build().unwrap_err().to_string();
     assert!(
-        refused.unwrap_err().to_string().contains("columns_of"),
-        "a clear error"
+        refused.contains("column p95") && refused.contains("count, sum, min, max"),
+        "a clear error: {refused}"
     );
-    let topologies = vec![
-        windowed("spread-pg").to_postgres(table).unwrap(),
-        windowed("spread-topic")
-            .to_topic_when_final(TOPIC, |key, w, agg| {
-                let spread = agg
-                    .user::<Spread>()
-                    .expect("declared with .with::<Spread>()");
-                let device_id = key[0].to_string();
-                (
-                    Some(device_id.clone().into_bytes()),
-                    DeviceSpread {
-                        device_id,
-                        window_start: w.start_ms,
-                        count: agg.stats.count as i64,
-                        p95: spread.p95(),
-                        distinct_values: spread.distinct(),
-                    },
-                )
-            })
-            .unwrap(),
-    ];
+    let pg = topology("spread-pg");
+    windowed(&pg).to_postgres(table);
+    let to_topic = topology("spread-topic");
+    windowed(&to_topic)
+        .finals()
+        .map("record", |w: Windowed<String, Both>| DeviceSpread {
+            device_id: w.key,
+            window_start: w.window.start_ms,
+            count: w.value.0.count as i64,
+            p95: w.value.1.p95(),
+            distinct_values: w.value.1.distinct(),
+        })
+        .key_by("device", |s| s.device_id.clone())
+        .to_topic(TOPIC);
+    let topologies = vec![pg.build().unwrap(), to_topic.build().unwrap()];
     let opts = RunOptions {
         instance_id: "spread".into(),
-        stores: Some(Stores::Postgres(pool.clone())),
+        databases: common::postgres(pool.clone()),
         ..RunOptions::default()
     };
     let workers = Workers::spawn(topologies, &kafka, codec.clone(), &opts);

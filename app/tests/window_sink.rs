@@ -7,21 +7,140 @@ use std::{collections::BTreeMap, time::Duration};
 
 use common::TestDb;
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::sync::{Arc, Mutex};
+
 use sluice::{
+    operator::At,
+    runtime::{Claim, CommitError, Keeper, Position},
     sink::{
-        SinkError,
-        postgres::PgWindowTable,
-        window::{Position, Row},
+        Database, Sink, TableSpec, UnitWriter,
+        postgres::{Postgres, windows::PgWindowSink},
+        window_table::WindowRow,
     },
-    topology::KeyValue,
-    window::{Aggregate, Stats, Watermarks, Window, WindowSpec, WindowState},
+    testing::kafka::{Memory, MemoryGroup, MemoryOutbox},
+    topology::{KeyValue, Payload},
+    window::{Aggregate, Columns, Stats, Watermarks, Window, WindowSpec, WindowState},
 };
 use sluice_app::topologies::iot_windows;
 
-/// The iot-windows table of group `g` reading `topic`.
-fn table(pool: &sqlx::PgPool, name: &str, topic: &str) -> PgWindowTable {
-    let spec = std::sync::Arc::new(iot_windows::table_spec(name).unwrap());
-    PgWindowTable::new(pool.clone(), spec, "g", topic)
+/// A window table of group `g` reading `topic`, as a member's task has
+/// it: its sink, and the keeper it commits through. Their calls block,
+/// as on a task thread.
+#[derive(Clone)]
+struct Table {
+    spec: Arc<TableSpec>,
+    sink: Arc<Mutex<Box<dyn Sink>>>,
+    keeper: Arc<Mutex<Box<dyn Keeper>>>,
+}
+
+/// A partial aggregate as a row of the table.
+struct Row {
+    key: Vec<KeyValue>,
+    window: Window,
+    partial: Stats,
+    is_final: bool,
+}
+
+impl Clone for Row {
+    fn clone(&self) -> Self {
+        Row {
+            key: self.key.clone(),
+            window: self.window,
+            partial: self.partial,
+            is_final: self.is_final,
+        }
+    }
+}
+
+async fn table(pool: &sqlx::PgPool, name: &str, topic: &str) -> Table {
+    let spec = Arc::new(iot_windows::table_spec(name).unwrap());
+    let db = Postgres::new(pool.clone());
+    let (s, t) = (spec.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || Table {
+        sink: Arc::new(Mutex::new(db.window_table(s.clone()).unwrap())),
+        keeper: Arc::new(Mutex::new(db.keeper("g", &t))),
+        spec: s,
+    })
+    .await
+    .unwrap()
+}
+
+/// The same, for a table the sink does not create.
+async fn uncreated(pool: &sqlx::PgPool, name: &str, topic: &str) -> Table {
+    let spec = Arc::new(iot_windows::table_spec(name).unwrap());
+    let db = Postgres::new(pool.clone());
+    let t = topic.to_string();
+    let keeper = tokio::task::spawn_blocking(move || db.keeper("g", &t))
+        .await
+        .unwrap();
+    Table {
+        sink: Arc::new(Mutex::new(Box::new(PgWindowSink::new(spec.clone())))),
+        keeper: Arc::new(Mutex::new(keeper)),
+        spec,
+    }
+}
+
+impl Table {
+    async fn claim_async(&self, partitions: &[i32]) -> Result<Vec<Claim>, CommitError> {
+        let (k, p) = (self.keeper.clone(), partitions.to_vec());
+        tokio::task::spawn_blocking(move || k.lock().unwrap().claim(&p, &MemoryGroup))
+            .await
+            .unwrap()
+    }
+
+    /// Merges `rows`, marks `closed` final and stores `positions`, in one unit.
+    async fn commit_async(
+        &self,
+        rows: &[Row],
+        closed: &[(Vec<KeyValue>, Window)],
+        positions: &[Position],
+    ) -> Result<(), CommitError> {
+        let picks = self.spec.check(2, &Stats::columns()).unwrap();
+        let mut payloads: Vec<WindowRow> = rows
+            .iter()
+            .map(|r| WindowRow::Changed {
+                key: r.key.clone(),
+                window: r.window,
+                values: TableSpec::pick(&picks, &r.partial.values()),
+                is_final: r.is_final,
+            })
+            .collect();
+        payloads.extend(closed.iter().map(|(key, window)| WindowRow::Closed {
+            key: key.clone(),
+            window: *window,
+        }));
+        let (sink, keeper, positions) =
+            (self.sink.clone(), self.keeper.clone(), positions.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let (mut sink, mut keeper) = (sink.lock().unwrap(), keeper.lock().unwrap());
+            let mut out = MemoryOutbox::new(Memory::default());
+            let at = At {
+                partition: 0,
+                offset: 0,
+            };
+            for p in payloads {
+                let mut w = UnitWriter {
+                    kafka: &mut out,
+                    staged: keeper.staged(),
+                };
+                sink.write(&mut Payload::Value(Box::new(p)), at, &mut w)
+                    .unwrap();
+            }
+            let mut w = UnitWriter {
+                kafka: &mut out,
+                staged: keeper.staged(),
+            };
+            sink.flush(&mut w).unwrap();
+            let done = keeper.commit(&positions, &mut out, &MemoryGroup);
+            if done.is_err() {
+                sink.abort();
+                keeper.abort(&mut out);
+            }
+            done
+        })
+        .await
+        .unwrap()
+    }
 }
 
 fn key(device: &str, sensor: &str) -> Vec<KeyValue> {
@@ -51,7 +170,7 @@ async fn merged_batches_equal_the_independent_aggregates() {
     let db = TestDb::create().await;
     let pool = sluice::db::connect(&db.url).await.unwrap();
     sluice::db::migrate(&pool).await.unwrap();
-    let sink = table(&pool, "sensor_window_aggregates", "iot_sensor_data");
+    let sink = table(&pool, "sensor_window_aggregates", "iot_sensor_data").await;
 
     let claims = sink.claim_async(&[0]).await.unwrap();
     assert_eq!(claims[0].next_offset, None, "nothing committed yet");
@@ -93,7 +212,7 @@ async fn merged_batches_equal_the_independent_aggregates() {
             .map(|u| Row {
                 key: key(&u.key.0, &u.key.1),
                 window: u.window,
-                partial: u.partial.into(),
+                partial: u.partial,
                 is_final: u.is_final,
             })
             .collect();
@@ -160,7 +279,7 @@ async fn a_failed_commit_writes_nothing() {
     let db = TestDb::create().await;
     let pool = sluice::db::connect(&db.url).await.unwrap();
     sluice::db::migrate(&pool).await.unwrap();
-    let sink = table(&pool, "sensor_window_aggregates", "t");
+    let sink = table(&pool, "sensor_window_aggregates", "t").await;
     let mut partial = Stats::default();
     partial.add(&1.0);
     let row = Row {
@@ -169,13 +288,13 @@ async fn a_failed_commit_writes_nothing() {
             start_ms: 0,
             end_ms: 60_000,
         },
-        partial: partial.into(),
+        partial,
         is_final: false,
     };
     // The second row's empty partial makes the upsert divide by zero: the
     // whole commit, offsets included, must be rolled back.
     let empty = Row {
-        partial: Stats::default().into(),
+        partial: Stats::default(),
         key: key("e", "light"),
         ..row.clone()
     };
@@ -201,7 +320,7 @@ async fn a_failed_commit_writes_nothing() {
     assert_eq!(rows, 0);
     assert!(positions(&pool, "t", &[0]).await.is_empty());
     // A table that does not exist is refused by the database, which says which.
-    let missing = table(&pool, "no_such_table", "t");
+    let missing = uncreated(&pool, "no_such_table", "t").await;
     let err = missing.commit_async(&[row], &[], &[]).await.unwrap_err();
     assert!(err.to_string().contains("no_such_table"), "{err}");
     db.drop_db().await;
@@ -212,7 +331,7 @@ async fn windows_query_prints_what_the_sink_stored() {
     let db = TestDb::create().await;
     let pool = sluice::db::connect(&db.url).await.unwrap();
     sluice::db::migrate(&pool).await.unwrap();
-    let sink = table(&pool, "sensor_window_aggregates", "t");
+    let sink = table(&pool, "sensor_window_aggregates", "t").await;
     let now = chrono::Utc::now().timestamp_millis() / 60_000 * 60_000;
     let mut rows = Vec::new();
     for (device, sensor, minutes_ago, value, is_final) in [
@@ -232,7 +351,7 @@ async fn windows_query_prints_what_the_sink_stored() {
                 start_ms: start,
                 end_ms: start + 60_000,
             },
-            partial: partial.into(),
+            partial,
             is_final,
         });
     }
@@ -284,7 +403,7 @@ async fn a_worker_that_lost_its_partition_cannot_commit() {
     let db = TestDb::create().await;
     let pool = sluice::db::connect(&db.url).await.unwrap();
     sluice::db::migrate(&pool).await.unwrap();
-    let sink = table(&pool, "sensor_window_aggregates", "t");
+    let sink = table(&pool, "sensor_window_aggregates", "t").await;
     let row = Row {
         key: key("d", "temperature"),
         window: Window {
@@ -294,7 +413,7 @@ async fn a_worker_that_lost_its_partition_cannot_commit() {
         partial: {
             let mut s = Stats::default();
             s.add(&1.5);
-            s.into()
+            s
         },
         is_final: false,
     };
@@ -317,7 +436,7 @@ async fn a_worker_that_lost_its_partition_cannot_commit() {
         .commit_async(std::slice::from_ref(&row), &[], &[position(old.epoch, 20)])
         .await
         .unwrap_err();
-    assert!(matches!(err, SinkError::Fenced { partition: 3 }), "{err}");
+    assert!(matches!(err, CommitError::Fenced { partition: 3 }), "{err}");
     let count: i64 = sqlx::query_scalar("SELECT count FROM sensor_window_aggregates")
         .fetch_one(&pool)
         .await

@@ -23,8 +23,6 @@ use sluice::{
     avro::{AvroCodec, Reader, RegistryConfig},
     kafka::KafkaConfig,
     runtime::{self, RunOptions},
-    schemas,
-    sink::Stores,
     stats::Stats,
     window::WindowSpec,
 };
@@ -70,7 +68,7 @@ fn stream() -> (Vec<SensorReading>, Vec<SensorReading>) {
 /// What the late topic holds, as (device, sensor type, event time, value),
 /// whatever the number of copies (late records are at least once).
 async fn late_set(s: &Setup, topic: &str) -> BTreeSet<(String, String, i64, i64)> {
-    let reader = Reader::new(schemas::for_topic("iot_sensor_data").unwrap());
+    let reader = Reader::new(common::schema("iot_sensor_data"));
     let mut out = BTreeSet::new();
     for r in read_committed_all(&s.kafka.bootstrap, topic).await {
         assert_eq!(r.headers["sluice.error.kind"], "late");
@@ -120,7 +118,7 @@ impl Member {
         let (kafka, codec, st) = (s.kafka.clone(), s.codec.clone(), stats.clone());
         let opts = RunOptions {
             instance_id: instance.to_string(),
-            stores: Some(Stores::Postgres(s.pool.clone())),
+            databases: common::postgres(s.pool.clone()),
             ..RunOptions::default()
         };
         let (name, source, table) = names(way);
@@ -172,7 +170,7 @@ async fn wait_for(pool: &PgPool, table: &str, n: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_preloaded_killed_and_rebalanced_give_the_same_windows_and_late_records() {
     let kafka = Kafka::start();
-    let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
+    let registry = sluice::registry::spawn_preloaded(&common::schemas())
         .await
         .unwrap();
     let config = RegistryConfig::new(&registry.url(), None).unwrap();
@@ -235,6 +233,7 @@ async fn live_preloaded_killed_and_rebalanced_give_the_same_windows_and_late_rec
         );
         let point = if lives % 2 == 0 { "after" } else { "before" };
         let failpoint = format!("{point}-store-commit@{}", rng.random_range(2..5));
+        let log = tempfile::NamedTempFile::new().unwrap();
         let mut w = common::Proc(
             common::sluice()
                 .args(["run", "--topology", "iot-windows"])
@@ -244,21 +243,37 @@ async fn live_preloaded_killed_and_rebalanced_give_the_same_windows_and_late_rec
                 .env("SLUICE_IDLE_TIMEOUT", "1h")
                 .env("SLUICE_INSTANCE_ID", "determinism")
                 .env("SLUICE_BATCH_SIZE", "2000")
-                .env("SLUICE_FAILPOINT", failpoint)
+                .env("SLUICE_FAILPOINT", &failpoint)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::from(log.reopen().unwrap()))
                 .spawn()
                 .unwrap(),
         );
         lives += 1;
         // A life ends at its failpoint, or is killed once all is in.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while w.0.try_wait().unwrap().is_none() && committed_count(&s.pool).await < n {
+        let mut ended = None;
+        while committed_count(&s.pool).await < n {
+            if let Some(status) = w.0.try_wait().unwrap() {
+                ended = Some(status);
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "a life neither ended nor finished"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Ending by itself, it must have ended at its failpoint (an abort),
+        // not with an error of its own.
+        if let Some(status) = ended {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                status.signal(),
+                Some(6),
+                "life {lives} ({failpoint}) ended with {status}, not at its failpoint:\n{}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            );
         }
         drop(w);
     }

@@ -12,8 +12,6 @@ use sluice::{
     avro::{AvroCodec, RegistryConfig},
     kafka::{GroupProtocol, KafkaConfig},
     runtime::{self, RunOptions},
-    schemas,
-    sink::Stores,
     stats::Stats,
     window::WindowSpec,
 };
@@ -39,7 +37,7 @@ async fn setup(kafka: &Kafka) -> Setup {
             ("iot_sensor_data.late", 1),
         ])
         .await;
-    let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
+    let registry = sluice::registry::spawn_preloaded(&common::schemas())
         .await
         .unwrap();
     let config = RegistryConfig::new(&registry.url(), None).unwrap();
@@ -88,7 +86,7 @@ fn spawn_with(
     let opts = RunOptions {
         instance_id: instance.to_string(),
         group_protocol,
-        stores: Some(Stores::Postgres(pool)),
+        databases: common::postgres(pool),
         ..RunOptions::default()
     };
     let task = tokio::spawn(async move {

@@ -90,7 +90,7 @@ pub enum ClientError {
     BadUrl { url: String, reason: String },
     /// The user's: the registry refused the credentials (401) or this user (403).
     #[error(
-        "schema registry at {url} refused the credentials ({status}): check --registry-auth / SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO or the user:password in the URL"
+        "schema registry at {url} refused the credentials ({status}): check the registry credentials (user:password in the URL, or the basic-auth user info)"
     )]
     Unauthorized { url: String, status: u16 },
     /// The user's: --registry-ca names no readable PEM file of certificates.
@@ -304,5 +304,30 @@ impl RegistryClient {
             version,
             new_version: latest.is_none_or(|l| version > l),
         })
+    }
+}
+
+impl RegistryClient {
+    /// Registers each schema under its subject; one line per subject
+    /// saying what happened. An incompatible change is refused, naming the
+    /// subject and why.
+    pub async fn register_all(
+        &self,
+        files: &[crate::schemas::SchemaFile],
+    ) -> Result<Vec<String>, ClientError> {
+        let mut lines = Vec::new();
+        for file in files {
+            let done = self.register(&file.subject(), &file.text).await?;
+            let what = if done.new_version {
+                "registered"
+            } else {
+                "unchanged"
+            };
+            lines.push(format!(
+                "{}: {what}, id {}, version {}",
+                done.subject, done.id, done.version
+            ));
+        }
+        Ok(lines)
     }
 }

@@ -44,9 +44,7 @@ pub enum CodecError {
     RegistryUnavailable(String),
     /// The registry refused our credentials: the operator's to fix, never
     /// the record's fault, so it is retried rather than dead-lettered.
-    #[error(
-        "schema registry refused the credentials ({0}): check --registry-auth / SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"
-    )]
+    #[error("schema registry refused the credentials ({0}): check the registry credentials")]
     RegistryRefused(String),
     /// Bytes do not match the writer schema (corrupt or truncated body).
     #[error("corrupt Avro body for schema id {id}: {reason}")]
@@ -180,6 +178,9 @@ impl SinkSchema {
     }
 }
 
+/// Schemas given up front: id → schema, and topic → its values' id.
+type Local = (HashMap<u32, &'static Schema>, HashMap<String, u32>);
+
 /// Tells codecs apart, for the caches keyed by codec.
 static CODECS: AtomicU64 = AtomicU64::new(1);
 
@@ -188,6 +189,9 @@ pub struct AvroCodec {
     id: u64,
     decoder: AvroDecoder,
     encoder: AvroEncoder,
+    /// Schemas given up front instead of a registry (the test driver's):
+    /// id → schema, and topic → the id its values are written with.
+    local: Option<Local>,
     writers: RwLock<HashMap<u32, &'static Schema>>,
     sinks: RwLock<HashMap<String, Arc<Sink>>>,
     errors_flushed: Mutex<Instant>,
@@ -214,10 +218,48 @@ impl AvroCodec {
             id: CODECS.fetch_add(1, Ordering::Relaxed),
             decoder: AvroDecoder::new(settings()?),
             encoder: AvroEncoder::new(settings()?),
+            local: None,
             writers: RwLock::default(),
             sinks: RwLock::default(),
             errors_flushed: Mutex::new(Instant::now()),
         })
+    }
+
+    /// A codec without a registry: `schemas` (topic, schema text) are the
+    /// only ones, with ids 1, 2, … in order. For running topologies
+    /// without any service (the test driver).
+    pub fn in_memory(schemas: &[(String, String)]) -> Result<Self, CodecError> {
+        let registry = RegistryConfig::new("http://127.0.0.1:9", None)
+            .map_err(|e| CodecError::RegistryUnavailable(e.to_string()))?;
+        let mut codec = Self::new(&registry)?;
+        let mut by_id = HashMap::new();
+        let mut by_topic = HashMap::new();
+        for (i, (topic, text)) in schemas.iter().enumerate() {
+            let schema = Schema::parse_str(text).map_err(|e| CodecError::Encode {
+                subject: crate::schemas::value_subject(topic),
+                reason: e.to_string(),
+            })?;
+            let id = i as u32 + 1;
+            by_id.insert(id, leak(schema));
+            by_topic.insert(topic.clone(), id);
+        }
+        codec.local = Some((by_id, by_topic));
+        Ok(codec)
+    }
+
+    /// The id `topic`'s values are written with, for codecs without a registry.
+    pub fn local_id(&self, topic: &str) -> Option<u32> {
+        self.local.as_ref()?.1.get(topic).copied()
+    }
+
+    /// Makes `reader` ready for the writer schema of `bytes` (asking the
+    /// registry if need be), so that `decode_cached` answers for it.
+    pub async fn prepare_reader(&self, bytes: &[u8], reader: &Reader) -> Result<(), CodecError> {
+        let (id, _) = wire::split(bytes)?;
+        if reader.plan((self.id, id)).is_none() {
+            self.prepare(id, reader).await?;
+        }
+        Ok(())
     }
 
     /// The converter remembers failed look-ups; forget them now and then so a
@@ -261,6 +303,12 @@ impl AvroCodec {
             .get(&id)
         {
             return Ok(s);
+        }
+        if let Some((by_id, _)) = &self.local {
+            return by_id.get(&id).copied().ok_or(CodecError::UnknownSchema {
+                id,
+                reason: "no schema with this id was given".into(),
+            });
         }
         let fetched = self.decoder.get_schema(id).await.map_err(|e| {
             self.lookup_error(&e, |reason| CodecError::UnknownSchema { id, reason })
@@ -367,18 +415,29 @@ impl AvroCodec {
             return Ok(s.clone());
         }
         let subject = crate::schemas::value_subject(topic);
-        let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_string(), false);
-        let found = self
-            .encoder
-            .get_schema_and_id(&subject, strategy)
-            .await
-            .map_err(|e| {
-                self.lookup_error(&e, |reason| CodecError::Encode {
+        let (id, schema) = match &self.local {
+            Some((by_id, by_topic)) => {
+                let id = by_topic.get(topic).ok_or_else(|| CodecError::Encode {
                     subject: subject.clone(),
-                    reason,
-                })
-            })?;
-        let schema = leak(found.parsed.clone());
+                    reason: "no schema was given for this topic".into(),
+                })?;
+                (*id, by_id[id])
+            }
+            None => {
+                let strategy = SubjectNameStrategy::TopicNameStrategy(topic.to_string(), false);
+                let found = self
+                    .encoder
+                    .get_schema_and_id(&subject, strategy)
+                    .await
+                    .map_err(|e| {
+                        self.lookup_error(&e, |reason| CodecError::Encode {
+                            subject: subject.clone(),
+                            reason,
+                        })
+                    })?;
+                (found.id, leak(found.parsed.clone()))
+            }
+        };
         let writer =
             GenericDatumWriter::builder(schema)
                 .build()
@@ -387,7 +446,7 @@ impl AvroCodec {
                     reason: e.to_string(),
                 })?;
         let sink = Arc::new(Sink {
-            id: found.id,
+            id,
             writer,
             fast: fast::plan(schema),
         });

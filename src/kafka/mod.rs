@@ -1,7 +1,11 @@
 //! Kafka client settings, topic creation and the embedded mock cluster.
 
 pub mod access;
+pub mod deliveries;
 pub mod properties;
+pub mod txn;
+
+pub use txn::Txn;
 
 use std::time::Duration;
 
@@ -126,7 +130,7 @@ impl KafkaConfig {
         for key in CLASSIC_ONLY {
             if self.property(key).is_some() {
                 return Err(format!(
-                    "--kafka-config {key} is not allowed with the consumer group protocol: the broker decides it (group.consumer.session.timeout.ms, group.consumer.heartbeat.interval.ms, group.consumer.assignors); remove it or use --group-protocol classic"
+                    "the Kafka property {key} is not allowed with the consumer group protocol: the broker decides it (group.consumer.session.timeout.ms, group.consumer.heartbeat.interval.ms, group.consumer.assignors); remove it or use the classic protocol"
                 ));
             }
         }
@@ -188,6 +192,21 @@ impl KafkaConfig {
         if c.get("statistics.interval.ms").is_none() {
             c.set("statistics.interval.ms", "1000");
         }
+        c
+    }
+
+    /// A reader outside any group's assignment (it commits nothing): for
+    /// reading a changelog to its end, as committed.
+    pub fn reader(&self, group_id: &str) -> ClientConfig {
+        let mut c = self.base(&[
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("enable.partition.eof", "true"),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
+            ("fetch.error.backoff.ms", "20"),
+        ]);
+        c.set("group.id", group_id);
         c
     }
 
@@ -280,6 +299,8 @@ pub struct TopicSpec {
     pub partitions: i32,
     pub replication: i32,
     pub min_insync_replicas: Option<i32>,
+    /// Compacted (`cleanup.policy=compact`): a store's changelog.
+    pub compact: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,7 +318,40 @@ pub enum SetupError {
     Topic { topic: String, reason: String },
 }
 
-/// Creates the topics that do not exist yet; existing ones are left alone.
+/// The context of a consumer that reads partitions to their end: the end
+/// is news, not an error, so it is not logged as one; librdkafka's own
+/// logs and other client errors go to debug.
+pub struct QuietReader;
+
+impl rdkafka::ClientContext for QuietReader {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::debug!("librdkafka: {fac} {message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_))
+            && error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF)
+        {
+            tracing::debug!(%error, %reason, "Kafka client error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietReader {}
+
+/// The number of partitions of `topic`; `None` if it does not exist.
+pub fn partitions_of(kafka: &KafkaConfig, topic: &str) -> Result<Option<i32>, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::BaseConsumer = kafka.base(&[]).create()?;
+    let metadata = blocking(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len() as i32)
+        .filter(|n| *n > 0))
+}
+
 /// Deletes topics; those that do not exist are no error.
 pub async fn delete_topics(kafka: &KafkaConfig, topics: &[&str]) -> Result<(), SetupError> {
     let admin: AdminClient<DefaultClientContext> =
@@ -321,6 +375,7 @@ pub async fn delete_topics(kafka: &KafkaConfig, topics: &[&str]) -> Result<(), S
     Ok(())
 }
 
+/// Creates the topics that do not exist yet; existing ones are left alone.
 pub async fn create_topics(
     kafka: &KafkaConfig,
     specs: &[TopicSpec],
@@ -335,11 +390,14 @@ pub async fn create_topics(
         .iter()
         .zip(&min_isr)
         .map(|(s, isr)| {
-            let t = NewTopic::new(
+            let mut t = NewTopic::new(
                 &s.name,
                 s.partitions,
                 TopicReplication::Fixed(s.replication),
             );
+            if s.compact {
+                t = t.set("cleanup.policy", "compact");
+            }
             match isr {
                 Some(n) => t.set("min.insync.replicas", n),
                 None => t,

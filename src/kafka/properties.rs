@@ -154,7 +154,7 @@ fn unescape(s: &str) -> String {
 fn set_aside(key: &str) -> Option<&'static str> {
     if key.starts_with("schema.registry.") || key.starts_with("basic.auth.") {
         Some(
-            "a Schema Registry setting: use --registry-url / SCHEMA_REGISTRY_URL and --registry-auth / SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
+            "a Schema Registry setting: give the registry's URL and credentials to sluice's registry settings, not to the Kafka client",
         )
     } else if key.ends_with(".serializer") || key.ends_with(".deserializer") {
         Some("sluice's topologies choose their own (Avro, Confluent wire format)")

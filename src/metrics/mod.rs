@@ -5,7 +5,6 @@
 //! recorded per batch, commit and rebalance (and per sampled record).
 
 mod ready;
-mod simulator;
 mod topology;
 
 use std::{future::Future, sync::Arc};
@@ -18,7 +17,6 @@ use tokio::net::TcpListener;
 
 pub use crate::stats::Timings;
 pub use ready::{ReadyCheck, Refused, postgres_check, registry_check};
-pub use simulator::SimulatorState;
 
 use crate::stats::Stats;
 
@@ -29,7 +27,7 @@ pub enum MetricsError {
     #[error("cannot serve metrics: {0}")]
     Io(#[from] std::io::Error),
     /// Another process holds the address: the user's to change.
-    #[error("cannot serve metrics on {addr}: {source}; choose another --metrics-addr")]
+    #[error("cannot serve metrics on {addr}: {source}; choose another address for them")]
     Bind {
         addr: std::net::SocketAddr,
         source: std::io::Error,
@@ -75,11 +73,6 @@ impl Metrics {
         let topologies: Topologies = Arc::new(topologies);
         topology::register(&self.meter, &topologies);
         let _ = self.topologies.set(topologies);
-    }
-
-    /// Exports what a simulator produced and its latest values.
-    pub fn observe_simulator(&self, name: &str, state: Arc<SimulatorState>) {
-        simulator::register(&self.meter, name, state);
     }
 
     /// Something `/readyz` must reach (the registry, PostgreSQL).

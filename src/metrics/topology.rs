@@ -90,13 +90,30 @@ pub(super) fn register(meter: &Meter, topologies: &Topologies) {
         topologies,
         |s| (&s.source, s.records_in.load(Ordering::Relaxed)),
     );
-    per_topic(
-        meter,
-        "sluice.records.out",
-        "Records produced to the sink topic, counted once committed",
-        topologies,
-        |s| (&s.sink, s.records_out.load(Ordering::Relaxed)),
-    );
+    let t = topologies.clone();
+    meter
+        .u64_observable_counter("sluice.records.out")
+        .with_description(
+            "Records produced to each sink topic (rows, for a topology writing only tables), counted once committed",
+        )
+        .with_callback(move |obs| {
+            for (topology, s) in t.iter() {
+                let by_topic = s.outputs_by_topic();
+                let label = |topic: &str| {
+                    [
+                        KeyValue::new("topology", topology.clone()),
+                        KeyValue::new("topic", topic.to_string()),
+                    ]
+                };
+                if by_topic.is_empty() {
+                    obs.observe(s.records_out.load(Ordering::Relaxed), &label(&s.sink));
+                }
+                for (topic, n) in by_topic {
+                    obs.observe(n, &label(&topic));
+                }
+            }
+        })
+        .build();
     counter(
         meter,
         "sluice.commits",
@@ -163,7 +180,7 @@ pub(super) fn register(meter: &Meter, topologies: &Topologies) {
     let t = topologies.clone();
     meter
         .u64_observable_gauge("sluice.windows.open")
-        .with_description("Windows held open in memory (windowed topologies)")
+        .with_description("What stateful operators hold in memory: open windows, store keys")
         .with_callback(move |obs| {
             for (topology, s) in t.iter() {
                 obs.observe(

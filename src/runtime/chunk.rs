@@ -1,15 +1,14 @@
 //! Processed records on their way from the worker's loop to its sender
 //! thread: each input record's results and dead letter, in the order read,
-//! and — for a sink that writes letters of its own — the record's key,
-//! value and headers, copied into one buffer per chunk. Handed over a few
+//! and — where the task may write letters of its own (late records, a
+//! stateful operator's refusals) — the record's key, value and headers,
+//! copied into one buffer per chunk. Handed over a few
 //! hundred at a time, so that the channel costs little per record.
 
 use std::ops::Range;
 
-use crate::{
-    sink::{DeadLetter, Source, SourceHeaders, letters::RawHeader},
-    topology::Emitted,
-};
+use super::letters::{DeadLetter, RawHeader, Source, SourceHeaders};
+use crate::topology::Emitted;
 
 #[derive(Default)]
 pub struct Chunk {
@@ -106,15 +105,24 @@ impl Chunk {
         self.bytes.clear();
     }
 
-    /// The records in order.
-    pub fn iter<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = Held<'a>> {
-        self.records.iter().map(move |r| {
+    /// Hands each record in order to `f`, with its results to take
+    /// from, until `f` says stop (false).
+    pub fn each(&mut self, topic: &str, mut f: impl FnMut(usize, Held<'_>) -> bool) {
+        // Records' ranges are in order and disjoint, with gaps where
+        // records were forgotten.
+        let mut rest: &mut [Emitted] = &mut self.emitted;
+        let mut at = 0;
+        for (i, r) in self.records.iter().enumerate() {
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(r.start - at);
+            let (mine, tail) = tail.split_at_mut(r.end - r.start);
+            rest = tail;
+            at = r.end;
             let slice = |range: &Option<Range<usize>>| range.clone().map(|x| &self.bytes[x]);
             let (key, value, headers) = match &r.input {
                 Some(k) => (slice(&k.key), slice(&k.value), &k.headers[..]),
                 None => (None, None, &[][..]),
             };
-            Held {
+            let held = Held {
                 source: Source {
                     topic,
                     partition: r.partition,
@@ -125,9 +133,12 @@ impl Chunk {
                     headers: SourceHeaders::Copied(headers),
                 },
                 dead: r.dead.as_ref(),
-                emitted: &self.emitted[r.start..r.end],
+                emitted: mine,
+            };
+            if !f(i, held) {
+                return;
             }
-        })
+        }
     }
 
     /// Where each partition's first record in `records[from..]` is.
@@ -142,11 +153,11 @@ impl Chunk {
     }
 }
 
-/// One input record's results.
+/// One input record's results, to be taken.
 pub struct Held<'a> {
     pub source: Source<'a>,
     pub dead: Option<&'a DeadLetter>,
-    pub emitted: &'a [Emitted],
+    pub emitted: &'a mut [Emitted],
 }
 
 #[cfg(test)]
@@ -154,15 +165,28 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::topology::Output;
+    use crate::topology::{Output, Payload, Target};
 
     fn out(n: u8) -> Emitted {
-        Emitted::Record(Output {
-            topic: Arc::from("t"),
-            key: None,
-            value: vec![n],
-            timestamp_ms: 0,
-        })
+        Emitted {
+            to: Target::Sink(0),
+            payload: Payload::Record(Output {
+                topic: Arc::from("t"),
+                key: None,
+                value: vec![n],
+                timestamp_ms: 0,
+            }),
+        }
+    }
+
+    /// (partition, offset, results) of each record.
+    fn seen(p: &mut Chunk) -> Vec<(i32, i64, usize)> {
+        let mut v = Vec::new();
+        p.each("in", |_, h| {
+            v.push((h.source.partition, h.source.offset, h.emitted.len()));
+            true
+        });
+        v
     }
 
     fn read(partition: i32, offset: i64) -> Read<'static> {
@@ -183,7 +207,7 @@ mod tests {
         assert_eq!(p.len(), 3);
         assert_eq!(p.first_offsets(0), vec![(1, 10), (0, 5)]);
         assert_eq!(p.first_offsets(1), vec![(0, 5), (1, 11)]);
-        let emitted: Vec<usize> = p.iter("in").map(|h| h.emitted.len()).collect();
+        let emitted: Vec<usize> = seen(&mut p).into_iter().map(|s| s.2).collect();
         assert_eq!(emitted, vec![1, 2, 0]);
     }
 
@@ -195,19 +219,16 @@ mod tests {
         p.push(read(1, 11), &mut vec![out(3)], None);
         p.push(read(2, 7), &mut vec![out(4)], None);
         p.forget(|partition| partition == 1);
-        let kept: Vec<(i32, i64, usize)> = p
-            .iter("in")
-            .map(|h| (h.source.partition, h.source.offset, h.emitted.len()))
-            .collect();
-        assert_eq!(kept, vec![(0, 5, 1), (2, 7, 1)]);
-        let values: Vec<Vec<u8>> = p
-            .iter("in")
-            .flat_map(|h| h.emitted.iter())
-            .map(|e| match e {
-                Emitted::Record(o) => o.value.clone(),
-                Emitted::Reading(_) | Emitted::Row(_) => vec![],
-            })
-            .collect();
+        assert_eq!(seen(&mut p), vec![(0, 5, 1), (2, 7, 1)]);
+        let mut values: Vec<Vec<u8>> = Vec::new();
+        p.each("in", |_, h| {
+            for e in h.emitted.iter() {
+                if let Payload::Record(o) = &e.payload {
+                    values.push(o.value.clone());
+                }
+            }
+            true
+        });
         assert_eq!(values, vec![vec![2], vec![4]]);
         p.forget(|_| true);
         assert!(p.is_empty() && p.emitted.is_empty());
@@ -237,11 +258,16 @@ mod tests {
             &mut vec![],
             None,
         );
-        let held: Vec<Held<'_>> = p.iter("in").collect();
-        assert_eq!(held[0].source.key, Some(&b"k"[..]));
-        assert_eq!(held[0].source.value, None);
-        assert_eq!(held[0].source.headers.to_raw(), headers);
-        assert_eq!(held[1].source.value, Some(&b"value"[..]));
-        assert_eq!(held[1].source.key, None);
+        let mut held = Vec::new();
+        p.each("in", |_, h| {
+            held.push((
+                h.source.key.map(<[u8]>::to_vec),
+                h.source.value.map(<[u8]>::to_vec),
+                h.source.headers.to_raw(),
+            ));
+            true
+        });
+        assert_eq!(held[0], (Some(b"k".to_vec()), None, headers));
+        assert_eq!(held[1], (None, Some(b"value".to_vec()), vec![]));
     }
 }

@@ -1,11 +1,11 @@
-//! The worker's sender thread: it owns the sink and drives the commit
-//! protocol. The loop consumes and processes and hands results over in
-//! chunks; this thread writes them into the sink's open unit, commits it
-//! with the input positions by size and interval (and when the sink wants
-//! a commit of its own, such as windows closing by the clock), claims the
-//! partitions of a sink that keeps positions, and aborts on failure. On one
-//! thread, the sink's work and the loop's each waited for the other while a
-//! core stood idle.
+//! The worker's task thread: it owns the unit's participant (`task::Task`)
+//! and drives the commit protocol. The loop consumes and processes and
+//! hands results over in chunks; this thread writes them into the open
+//! unit, commits it with the input positions by size and interval (and
+//! when the task wants a commit of its own, such as windows closing by the
+//! clock), claims partitions where positions are kept or state restored,
+//! and aborts on failure. On one thread, the commit's work and the loop's
+//! each waited for the other while a core stood idle.
 //!
 //! A failed unit must be read again: this thread aborts it, tells the loop
 //! where each partition restarts, and drops every record of those
@@ -29,20 +29,20 @@ use rdkafka::{
 };
 
 use super::{
+    Group,
     backoff::Backoff,
     chunk::Chunk,
-    context::{MemberContext, assign},
+    context::assign,
+    participant::{Participant, Rewind},
     shared::{Shared, merge},
     tally::Tally,
+    unit::Unit,
 };
-use crate::{
-    sink::{Group, Rewind, Sink, Unit},
-    stats::{Stats, Timings},
-};
+use crate::stats::{Stats, Timings};
 
 pub enum Work {
     Chunk(Chunk),
-    /// Partitions assigned to a sink that keeps positions: claim them, then
+    /// Partitions assigned to a task that claims them: claim them, then
     /// assign them at the stored offsets.
     Claim {
         partitions: Vec<i32>,
@@ -60,14 +60,15 @@ pub enum Work {
     Stop,
 }
 
-type Member = Arc<StreamConsumer<MemberContext>>;
+/// The group member as the committer needs it: the group at commit, and
+/// the assignment it makes once claimed partitions are known.
+pub trait Member: Group + Send + Sync {
+    fn assign(&self, tpl: &TopicPartitionList, eager: bool) -> Result<(), KafkaError>;
+}
 
-/// The consumer as the sink sees it at commit.
-struct GroupOf<'a>(&'a Member);
-
-impl Group for GroupOf<'_> {
+impl<C: rdkafka::consumer::ConsumerContext + 'static> Group for StreamConsumer<C> {
     fn metadata(&self) -> Option<ConsumerGroupMetadata> {
-        self.0.group_metadata()
+        self.group_metadata()
     }
 
     fn commit_offsets(&self, offsets: &TopicPartitionList, sync: bool) -> Result<(), KafkaError> {
@@ -76,7 +77,13 @@ impl Group for GroupOf<'_> {
         } else {
             CommitMode::Async
         };
-        self.0.commit(offsets, mode)
+        self.commit(offsets, mode)
+    }
+}
+
+impl<C: rdkafka::consumer::ConsumerContext + 'static> Member for StreamConsumer<C> {
+    fn assign(&self, tpl: &TopicPartitionList, eager: bool) -> Result<(), KafkaError> {
+        assign(self, tpl, eager)
     }
 }
 
@@ -88,8 +95,8 @@ pub struct Settings {
 }
 
 pub struct Committer {
-    consumer: Member,
-    sink: Box<dyn Sink>,
+    consumer: Arc<dyn Member>,
+    task: Box<dyn Participant>,
     stats: Arc<Stats>,
     timings: Timings,
     settings: Settings,
@@ -117,8 +124,8 @@ pub struct Committer {
 
 impl Committer {
     pub fn new(
-        consumer: Member,
-        sink: Box<dyn Sink>,
+        consumer: Arc<dyn Member>,
+        task: Box<dyn Participant>,
         stats: Arc<Stats>,
         timings: Timings,
         settings: Settings,
@@ -126,7 +133,7 @@ impl Committer {
     ) -> Self {
         Self {
             consumer,
-            sink,
+            task,
             stats,
             timings,
             settings,
@@ -160,7 +167,7 @@ impl Committer {
     fn deadline(&mut self) -> Option<Instant> {
         let commit = self.started.map(|t| t + self.settings.commit_interval);
         let tick = self
-            .sink
+            .task
             .wants_commit()
             .then(|| Instant::now() + self.settings.commit_interval);
         [commit, tick, self.claim_at].into_iter().flatten().min()
@@ -202,48 +209,10 @@ impl Committer {
                 }
             };
             match next {
-                Ok(Work::Chunk(chunk)) => {
-                    self.take(&chunk);
-                    self.drained |= chunk.drained && self.started.is_some();
-                    // Freed where it was allocated, by the loop: every output
-                    // holds its topic's `Arc` and two buffers, and dropping
-                    // them here moved a reference count's cache line and the
-                    // allocator's free lists between the cores per record.
-                    let _ = used.try_send(chunk);
-                }
-                Ok(Work::Claim { partitions, eager }) => {
-                    let pending = self.claims.get_or_insert((Vec::new(), eager));
-                    pending.0.extend(partitions);
-                    pending.1 = eager;
-                    self.claim();
-                }
-                Ok(Work::Revoke {
-                    revoked,
-                    lost,
-                    done,
-                }) => {
-                    // Everything handed over before this is in the unit.
-                    if lost {
-                        self.drop_unit();
-                    } else {
-                        self.commit();
-                    }
-                    self.sink.release(&revoked);
-                    for p in &revoked {
-                        self.dropping.remove(p);
-                    }
-                    self.reclaims.retain(|p| !revoked.contains(p));
-                    if let Some((c, _)) = &mut self.claims {
-                        c.retain(|p| !revoked.contains(p));
-                    }
-                    // Their new owner reads them from the committed offsets.
-                    self.shared.forget_rewinds(&revoked);
-                    self.shared.forget_refusals(|p, _| revoked.contains(&p));
-                    let _ = done.send(());
-                }
-                Ok(Work::Rewound(generation)) => self.dropping.retain(|_, g| *g > generation),
+                Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(w) => self.handle(w, &used),
                 Err(RecvTimeoutError::Timeout) => {
-                    // A sink's own tick (windows closing by the clock) comes
+                    // The task's own tick (windows closing by the clock) comes
                     // once per commit interval.
                     if !self.unit.is_empty() || last_tick.elapsed() >= self.settings.commit_interval
                     {
@@ -251,7 +220,6 @@ impl Committer {
                         self.commit();
                     }
                 }
-                Ok(Work::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         // Nothing is read again after this: a failed last commit is left to
@@ -259,19 +227,67 @@ impl Committer {
         self.commit();
         // Leaving the group must not wait for an assign call that never comes.
         if let Some((partitions, eager)) = self.claims.take() {
-            let _ = assign(&*self.consumer, &self.tpl(&partitions, &[]), eager);
+            let _ = self.consumer.assign(&self.tpl(&partitions, &[]), eager);
+        }
+    }
+
+    /// One message from the loop (or the consumer's rebalance callback).
+    fn handle(&mut self, work: Work, used: &SyncSender<Chunk>) {
+        match work {
+            Work::Chunk(mut chunk) => {
+                self.take(&mut chunk);
+                self.drained |= chunk.drained && self.started.is_some();
+                // Freed where it was allocated, by the loop: every output
+                // holds its topic's `Arc` and two buffers, and dropping
+                // them here moved a reference count's cache line and the
+                // allocator's free lists between the cores per record.
+                let _ = used.try_send(chunk);
+            }
+            Work::Claim { partitions, eager } => {
+                let pending = self.claims.get_or_insert((Vec::new(), eager));
+                pending.0.extend(partitions);
+                pending.1 = eager;
+                self.claim();
+            }
+            Work::Revoke {
+                revoked,
+                lost,
+                done,
+            } => {
+                // Everything handed over before this is in the unit.
+                if lost {
+                    self.drop_unit();
+                } else {
+                    self.commit();
+                }
+                self.task.release(&revoked);
+                for p in &revoked {
+                    self.dropping.remove(p);
+                }
+                self.reclaims.retain(|p| !revoked.contains(p));
+                if let Some((c, _)) = &mut self.claims {
+                    c.retain(|p| !revoked.contains(p));
+                }
+                // Their new owner reads them from the committed offsets.
+                self.shared.forget_rewinds(&revoked);
+                self.shared.forget_refusals(|p, _| revoked.contains(&p));
+                let _ = done.send(());
+            }
+            Work::Rewound(generation) => self.dropping.retain(|_, g| *g > generation),
+            Work::Stop => {}
         }
     }
 
     /// Writes a chunk's results into the unit, committing whenever it is full.
-    fn take(&mut self, chunk: &Chunk) {
+    fn take(&mut self, chunk: &mut Chunk) {
         let topic = self.settings.source.clone();
-        for (i, held) in chunk.iter(&topic).enumerate() {
+        let mut failed = None;
+        chunk.each(&topic, |i, held| {
             let partition = held.source.partition;
             if self.dropping.contains_key(&partition) {
-                continue;
+                return true;
             }
-            match self.sink.write(&held.source, held.emitted, held.dead) {
+            match self.task.write(&held.source, held.emitted, held.dead) {
                 Ok(written) => {
                     self.unit.consumed(partition, held.source.offset);
                     self.started.get_or_insert_with(Instant::now);
@@ -279,12 +295,13 @@ impl Committer {
                     if written.late {
                         self.tally.late += 1;
                     }
-                    if let Some(d) = held.dead {
-                        self.tally.dead_letter(d.kind);
+                    if let Some(kind) = written.dead.or(held.dead.map(|d| d.kind)) {
+                        self.tally.dead_letter(kind);
                     }
                     if self.unit.records() >= self.settings.batch_size {
                         self.commit();
                     }
+                    true
                 }
                 Err(f) => {
                     let name = &self.settings.name;
@@ -294,22 +311,25 @@ impl Committer {
                     } else {
                         tracing::warn!(topology = %name, error = %f.error, "produce failed; aborting the batch");
                     }
-                    self.stats.aborts.fetch_add(1, Ordering::Relaxed);
-                    // This record and the rest of the chunk were not written.
-                    let rest = chunk.first_offsets(i);
-                    self.abort(rest);
-                    if !refused {
-                        std::thread::sleep(self.retry.next());
-                    }
-                    break;
+                    failed = Some((i, refused));
+                    false
                 }
+            }
+        });
+        if let Some((i, refused)) = failed {
+            self.stats.aborts.fetch_add(1, Ordering::Relaxed);
+            // This record and the rest of the chunk were not written.
+            let rest = chunk.first_offsets(i);
+            self.abort(rest);
+            if !refused {
+                std::thread::sleep(self.retry.next());
             }
         }
     }
 
     /// Commits the unit; on failure aborts it and has it read again.
     fn commit(&mut self) {
-        let wants = self.sink.wants_commit();
+        let wants = self.task.wants_commit();
         if self.unit.is_empty() && !wants {
             return;
         }
@@ -322,7 +342,7 @@ impl Committer {
             Vec::new()
         };
         self.stats.health.committing();
-        let committed = self.sink.commit(&self.unit, &GroupOf(&self.consumer));
+        let committed = self.task.commit(&self.unit, &*self.consumer);
         let timed = !self.unit.is_empty();
         match committed {
             Ok(None) => self.stats.health.committed(true),
@@ -341,7 +361,7 @@ impl Committer {
                 self.shared.forget_refusals(|partition, offset| {
                     next.iter().any(|&(p, n)| p == partition && offset < n)
                 });
-                if self.sink.keeps_positions() && !self.sink.owns_group_offsets() {
+                if self.task.keeps_positions() && !self.task.owns_group_offsets() {
                     self.tell_group();
                 }
                 tracing::debug!(topology = %self.settings.name, records, took = ?started.elapsed(), "committed");
@@ -357,12 +377,12 @@ impl Committer {
         }
     }
 
-    /// The sink keeps the real positions; these let Kafka's tools show lag.
+    /// A database keeps the real positions; these let Kafka's tools show lag.
     fn tell_group(&self) {
         let offsets = self.unit.offsets(&self.settings.source);
         if let Ok(tpl) = offsets
             && tpl.count() > 0
-            && let Err(e) = GroupOf(&self.consumer).commit_offsets(&tpl, false)
+            && let Err(e) = self.consumer.commit_offsets(&tpl, false)
         {
             tracing::debug!(topology = %self.settings.name, error = %e, "informational offset commit failed");
         }
@@ -372,7 +392,7 @@ impl Committer {
     /// handed over after the failure) on top of the unit's.
     fn abort(&mut self, more: Vec<(i32, i64)>) {
         self.tally.clear();
-        let rewind = self.sink.abort(&self.unit);
+        let rewind = self.task.abort(&self.unit);
         self.unit.clear();
         self.started = None;
         match rewind {
@@ -407,7 +427,7 @@ impl Committer {
         tracing::info!(topology = %self.settings.name, records = self.unit.records(), "partitions lost; aborting their uncommitted work");
         self.stats.aborts.fetch_add(1, Ordering::Relaxed);
         self.tally.clear();
-        let _ = self.sink.abort(&self.unit);
+        let _ = self.task.abort(&self.unit);
         self.unit.clear();
         self.started = None;
     }
@@ -425,19 +445,19 @@ impl Committer {
             return;
         }
         let started = Instant::now();
-        match self.sink.claim(&wanted) {
+        match self.task.claim(&wanted, &*self.consumer) {
             Ok(claims) => {
                 self.timings.rebalance(started.elapsed());
                 self.claim_at = None;
                 self.claim_retry = Backoff::new();
-                let at = |c: &crate::sink::Claim| (c.partition, c.next_offset);
+                let at = |c: &super::Claim| (c.partition, c.next_offset);
                 let positions: Vec<(i32, Option<i64>)> = claims.iter().map(at).collect();
                 for c in &claims {
                     tracing::info!(topology = %self.settings.name, partition = c.partition, offset = ?c.next_offset, epoch = c.epoch, "partition claimed");
                 }
                 if let Some((partitions, eager)) = self.claims.take() {
                     let tpl = self.tpl(&partitions, &positions);
-                    if let Err(e) = assign(&*self.consumer, &tpl, eager) {
+                    if let Err(e) = self.consumer.assign(&tpl, eager) {
                         tracing::warn!(topology = %self.settings.name, error = %e, "assign failed");
                     }
                 }
@@ -487,3 +507,7 @@ impl Committer {
         self.shared.wake.notify_one();
     }
 }
+
+#[cfg(test)]
+#[path = "committer_tests.rs"]
+mod tests;

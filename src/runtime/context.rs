@@ -38,6 +38,12 @@ pub struct MemberContext {
     /// holds of them, which their new owner reads again.
     revoked: Mutex<Vec<i32>>,
     revoked_due: AtomicBool,
+    /// Partitions revoked and not assigned again: a record of one that
+    /// was already fetched is not this member's to process (its new owner
+    /// reads it from the committed offset), and committing it here would
+    /// move the offset past what the new owner has processed.
+    disowned: Mutex<Vec<i32>>,
+    any_disowned: AtomicBool,
     pub stats: Arc<Stats>,
     pub timings: Timings,
 }
@@ -59,6 +65,8 @@ impl MemberContext {
             closing: AtomicBool::new(false),
             revoked: Mutex::default(),
             revoked_due: AtomicBool::new(false),
+            disowned: Mutex::default(),
+            any_disowned: AtomicBool::new(false),
             stats,
             timings,
         }
@@ -77,10 +85,36 @@ impl MemberContext {
         ))
     }
 
+    /// Whether `partition` was revoked and is not this member's again.
+    pub fn disowns(&self, partition: i32) -> bool {
+        // Checked per record: a plain load while none is.
+        self.any_disowned.load(Ordering::Acquire)
+            && self
+                .disowned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&partition)
+    }
+
+    fn own(&self, partitions: &[i32], owned: bool) {
+        let mut d = self.disowned.lock().unwrap_or_else(|p| p.into_inner());
+        if owned {
+            d.retain(|p| !partitions.contains(p));
+        } else {
+            for p in partitions {
+                if !d.contains(p) {
+                    d.push(*p);
+                }
+            }
+        }
+        self.any_disowned.store(!d.is_empty(), Ordering::Release);
+    }
+
     fn assigned(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList, eager: bool) {
         self.stats.health.assigned(&self.topology);
         self.stats.assigns.fetch_add(1, Ordering::Relaxed);
         let partitions: Vec<i32> = partitions(tpl, &self.source);
+        self.own(&partitions, true);
         if !self.deferred || partitions.is_empty() || self.closing.load(Ordering::Relaxed) {
             tracing::info!(topology = %self.topology, ?partitions, "partitions assigned");
             if let Err(e) = assign(consumer, tpl, eager) {
@@ -123,6 +157,7 @@ impl MemberContext {
         if blocking(|| self.work.send(revoke)).is_ok() {
             let _ = blocking(|| committed.recv());
         }
+        self.own(&revoked, false);
         self.revoked
             .lock()
             .unwrap_or_else(|p| p.into_inner())

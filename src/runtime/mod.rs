@@ -1,23 +1,40 @@
 //! Running topologies as consumer-group workers: per member, one loop that
-//! consumes and processes (`worker`) and one sender thread that drives the
-//! sink's commit protocol (`committer`), whatever the sink; the consumer's
-//! context handles rebalances (`context`). `Workers` runs every member of
-//! every topology of a process and starts one afresh after a fatal client
-//! error.
+//! consumes and runs the consuming side of the graph (`worker`), and one
+//! task thread that drives the commit protocol (`committer`) over the
+//! member's unit of work (`task`: stateful operators, sinks, letters, and
+//! the keeper of the input positions, `keeper`). The consumer's context
+//! handles rebalances (`context`). `Workers` runs every member of every
+//! topology of a process and starts one afresh after a fatal client error.
 
 mod backoff;
 mod chunk;
 mod committer;
 mod context;
+mod keeper;
+pub mod letters;
+mod open;
+mod participant;
 mod refused;
+mod restore;
+mod seek;
 mod shared;
 mod tally;
+mod task;
+mod unit;
 mod worker;
 
 use std::{sync::Arc, time::Duration};
 
 use tokio::{sync::watch, task::JoinSet};
 
+pub use keeper::{
+    Claim, CommitError, Committed, Group, KafkaKeeper, Keeper, Outbox, Position, Progress,
+};
+pub use letters::DeadLetter;
+pub use open::{OpenError, pieces};
+pub use participant::{Participant, Rewind, WriteError, Written};
+pub use task::{Parts, Task, TaskOperator, TaskSink};
+pub use unit::Unit;
 pub use worker::run_member;
 
 use backoff::Backoff;
@@ -25,9 +42,9 @@ use backoff::Backoff;
 use crate::{
     avro::AvroCodec,
     kafka::KafkaConfig,
-    sink::{SinkError, Stores, Topology},
+    sink::Databases,
     stats::{Stats, Timings},
-    topology::Guarantee,
+    topology::{Guarantee, Topology},
 };
 
 #[derive(Debug, Clone)]
@@ -53,8 +70,8 @@ pub struct RunOptions {
     /// num.stream.threads): each has its own consumer and producer, and the
     /// partitions spread over them as over separate processes.
     pub threads: usize,
-    /// Where windowed topologies keep their aggregates and offsets.
-    pub stores: Option<Stores>,
+    /// The databases topologies that write tables commit in, by name.
+    pub databases: Databases,
     /// Where duration histograms go (the metrics endpoint's meter).
     pub meter: Option<opentelemetry::metrics::Meter>,
 }
@@ -75,7 +92,7 @@ impl RunOptions {
     }
 
     /// The consumer group a topology's members join.
-    fn group_of(&self, d: &crate::topology::Description) -> String {
+    pub fn group_of(&self, d: &crate::topology::Description) -> String {
         self.group_id.clone().unwrap_or_else(|| d.group_id.clone())
     }
 
@@ -98,7 +115,7 @@ impl Default for RunOptions {
             group_protocol: crate::kafka::GroupProtocol::Classic,
             static_membership: false,
             threads: 1,
-            stores: None,
+            databases: Databases::new(),
             meter: None,
         }
     }
@@ -127,21 +144,21 @@ pub enum RuntimeError {
     Crashed(String),
     #[error("workers did not finish within the shutdown timeout of {0:?}")]
     ShutdownTimeout(Duration),
-    /// Configuration: a windowed topology needs a store.
+    /// Configuration: the topology writes to a database it was not given.
     #[error(
-        "topology {0} writes to PostgreSQL (window aggregates or rows): set DATABASE_URL (or --database-url), or choose other topologies with --topology"
+        "topology {topology} writes tables to database {database:?}, but none was given to run it with"
     )]
-    NoStore(String),
+    NoDatabase { topology: String, database: String },
     /// The Kafka client cannot go on (fenced, or a broker error it treats
     /// as final): a new one, starting from the committed positions, can.
     #[error("topology {topology}: the Kafka client stopped for good ({reason})")]
     Fatal { topology: String, reason: String },
-    /// The sink cannot be opened for good (a bad property or table).
+    /// The member's task cannot be opened for good (a bad property or table).
     #[error("topology {topology}: {source}")]
-    Sink {
+    Open {
         topology: String,
         #[source]
-        source: SinkError,
+        source: OpenError,
     },
 }
 
@@ -155,8 +172,13 @@ pub async fn run_topology(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
     let d = &topology.description;
-    if topology.sink.needs_store() && opts.stores.is_none() {
-        return Err(RuntimeError::NoStore(d.name.clone()));
+    if let Some(db) = topology.database()
+        && opts.databases.get(db).is_none()
+    {
+        return Err(RuntimeError::NoDatabase {
+            topology: d.name.clone(),
+            database: db.to_string(),
+        });
     }
     let timings = opts.timings(&d.name);
     run_member(topology, kafka, codec, opts, stats, timings, shutdown).await
@@ -171,7 +193,7 @@ pub fn access_needs(topology: &Topology, opts: &RunOptions) -> crate::kafka::acc
         // The source first, as the group check reads it.
         topics: d.topics(),
         group: opts.group_of(d),
-        transactional_id: topology.sink.transactional(opts.guarantee).then(|| {
+        transactional_id: topology.transactional(opts.guarantee).then(|| {
             crate::kafka::access::TransactionalId {
                 id: worker::transactional_id(d, &instance),
                 prefix: worker::transactional_id(d, ""),
@@ -209,7 +231,18 @@ impl Workers {
         let threads = opts.threads.max(1);
         for topology in topologies {
             let d = &topology.description;
-            let s = Arc::new(Stats::new(&d.source, d.sinks.first().map_or("", |s| s)));
+            // What its outputs are counted as where it writes no topic.
+            let sink = match (d.writes().first(), topology.tables().first()) {
+                (Some(topic), _) => topic.clone(),
+                (None, Some(crate::sink::Table::Windows(t))) => {
+                    format!("postgres:{}", t.table.as_str())
+                }
+                (None, Some(crate::sink::Table::Rows(t))) => {
+                    format!("postgres:{}", t.table.as_str())
+                }
+                (None, None) => String::new(),
+            };
+            let s = Arc::new(Stats::new(&d.source, &sink));
             stats.push((topology.description.name.clone(), s.clone()));
             for thread in 0..threads {
                 let mut opts = opts.clone();

@@ -9,10 +9,8 @@ use std::collections::HashMap;
 
 use rdkafka::{error::KafkaError, types::RDKafkaErrorCode};
 
-use crate::{
-    sink::{DeadLetter, WriteError},
-    topology::Emitted,
-};
+use super::{DeadLetter, WriteError};
+use crate::topology::Emitted;
 
 /// `sluice.error.kind` of a record whose result the producer refused.
 pub const KIND: &str = "refused_by_producer";
@@ -41,12 +39,15 @@ impl Refusal {
     /// Takes in a failure; false if it is no refusal, or one that nothing
     /// more can be left out of, so that the unit must be aborted and retried.
     pub fn absorb(&mut self, f: &WriteError) -> bool {
-        if !is_refusal(&f.error) {
+        if !f.error.kafka().is_some_and(is_refusal) {
             return false;
         }
         let reason = format!(
-            "the producer refused a record for {} ({}): raise message.max.bytes (--kafka-config) and the topic's max.message.bytes, or make the record smaller",
-            f.topic, f.error
+            "the producer refused a record for {} ({}): raise the producer's message.max.bytes and the topic's max.message.bytes, or make the record smaller",
+            f.topic,
+            f.error
+                .kafka()
+                .map_or_else(|| f.error.to_string(), ToString::to_string)
         );
         let slot = if f.of_dead_letter {
             &mut self.dead_letter
@@ -125,12 +126,20 @@ mod tests {
 
     use super::*;
 
-    fn too_large(of_dead_letter: bool) -> WriteError {
+    fn failed(e: KafkaError, of_dead_letter: bool) -> WriteError {
+        let topic = if of_dead_letter { "in.dlq" } else { "out" };
         WriteError {
-            error: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+            error: crate::sink::SinkError::new(topic, true, e),
             of_dead_letter,
-            topic: Arc::from(if of_dead_letter { "in.dlq" } else { "out" }),
+            topic: Arc::from(topic),
         }
+    }
+
+    fn too_large(of_dead_letter: bool) -> WriteError {
+        failed(
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+            of_dead_letter,
+        )
     }
 
     fn letter(kind: &'static str, reason: String) -> DeadLetter {
@@ -146,12 +155,15 @@ mod tests {
     }
 
     fn output() -> Emitted {
-        Emitted::Record(crate::topology::Output {
-            topic: Arc::from("out"),
-            key: None,
-            value: vec![0; 10],
-            timestamp_ms: 1,
-        })
+        Emitted {
+            to: crate::topology::Target::Sink(0),
+            payload: crate::topology::Payload::Record(crate::topology::Output {
+                topic: Arc::from("out"),
+                key: None,
+                value: vec![0; 10],
+                timestamp_ms: 1,
+            }),
+        }
     }
 
     #[test]
@@ -202,8 +214,10 @@ mod tests {
     #[test]
     fn other_failures_are_no_refusals() {
         let mut refusals = Refusals::default();
-        let mut f = too_large(false);
-        f.error = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
+        let f = failed(
+            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+            false,
+        );
         assert!(!refusals.absorb(0, 5, &f));
         assert!(refusals.0.is_empty());
         assert!(refusals.absorb(0, 6, &too_large(false)));

@@ -7,8 +7,8 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
+use super::WriteError;
 use super::refused::{Refusal, Refusals};
-use crate::sink::WriteError;
 
 /// What the loop and the sender thread share.
 #[derive(Default)]

@@ -1,9 +1,10 @@
 //! The worker loop, one per consumer-group member, for every topology:
-//! consume, run the processor (decode and the operators), dead-letter what
-//! fails, and hand the results to the sender thread (`committer`), which
-//! writes them into the sink and commits. Start-up with back-off, the retry
-//! of a record while the registry is down, rewinds after a failed commit,
-//! and a fresh start after a fatal client error are all here, once.
+//! consume, run the consuming side of the graph (decode and the stateless
+//! operators), dead-letter what fails, and hand the results to the task
+//! thread (`committer`), which runs the rest and commits. Start-up with
+//! back-off, the retry of a record while the registry is down, rewinds
+//! after a failed commit, and a fresh start after a fatal client error are
+//! all here, once.
 
 use std::{
     future::Future,
@@ -13,7 +14,7 @@ use std::{
 
 use futures::{FutureExt, StreamExt};
 use rdkafka::{
-    Message, Offset, Timestamp,
+    Message, Timestamp,
     consumer::{Consumer, StreamConsumer},
 };
 use tokio::time::sleep;
@@ -24,14 +25,16 @@ use super::{
     chunk::{Chunk, Read},
     committer::{Committer, Settings, Work},
     context::MemberContext,
+    letters::{self, Source, SourceHeaders, copy_headers},
+    open,
+    participant::Participant,
     shared::Shared,
 };
 use crate::{
     avro::AvroCodec,
     kafka::{KafkaConfig, blocking},
-    sink::{SinkEnv, Source, SourceHeaders, Topology, copy_headers, letters},
     stats::{Stats, Timings, fatal_error, timings::SAMPLE},
-    topology::Input,
+    topology::{Failure, Input, Topology, fetch_missing},
 };
 
 /// Records per chunk handed to the sender: enough that the channel costs
@@ -40,7 +43,7 @@ const CHUNK: usize = 256;
 
 /// A member's transactional id: its topology's group and its instance.
 pub(super) fn transactional_id(d: &crate::topology::Description, instance: &str) -> String {
-    format!("{}-{instance}", d.group_id)
+    format!("{}-{instance}", d.transactional_prefix)
 }
 
 /// Runs one member of a topology's group until `shutdown` resolves; then
@@ -62,34 +65,44 @@ pub async fn run_member(
     let instance = transactional_id(d, &opts.instance_id);
     let group = opts.group_of(d);
     tokio::pin!(shutdown);
-    let env = SinkEnv {
-        topology: &d.name,
-        source: &d.source,
-        group: &group,
-        dead_letter: &d.dead_letter,
-        late: d.late.as_deref(),
+    let env = open::Env {
         kafka,
-        guarantee: opts.guarantee,
-        transactional_id: &instance,
-        stores: opts.stores.as_ref(),
         codec: &codec,
+        opts,
+        group: &group,
+        transactional_id: &instance,
         stats: stats.clone(),
         timings: timings.clone(),
     };
     let mut backoff = Backoff::new();
-    let sink = loop {
-        match blocking(|| topology.sink.open(&env)) {
-            Ok(s) => break s,
+    let task = loop {
+        // Sinks that encode where the unit commits need their schemas first.
+        let mut schemas = Ok(());
+        for t in topology.sinks.iter().filter_map(|s| s.schema_topic()) {
+            if let Err(e) = codec.resolve_sink(t).await {
+                schemas = Err(e);
+                break;
+            }
+        }
+        let opened = match schemas {
+            Ok(()) => blocking(|| open::open(topology, &env)).map_err(|e| {
+                let retry = e.is_retryable();
+                (e.to_string(), retry, Some(e))
+            }),
+            Err(e) => Err((format!("schema registry: {e}"), e.is_retryable(), None)),
+        };
+        match opened {
+            Ok(t) => break t,
             // A bad property or table: no retry will fix that.
-            Err(e) if !e.is_retryable() => {
-                return Err(RuntimeError::Sink {
+            Err((_, false, Some(e))) => {
+                return Err(RuntimeError::Open {
                     topology: d.name.clone(),
                     source: e,
                 });
             }
-            Err(e) => {
+            Err((why, _, _)) => {
                 let wait = backoff.next();
-                tracing::warn!(topology = %d.name, error = %e, retry_in = ?wait, "cannot open the sink; is the broker reachable? retrying");
+                tracing::warn!(topology = %d.name, error = %why, retry_in = ?wait, "cannot open the worker's sinks and producer; retrying");
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),
                     _ = sleep(wait) => {}
@@ -97,6 +110,7 @@ pub async fn run_member(
             }
         }
     };
+    let sink: Box<dyn Participant> = Box::new(task);
     let keep_input = sink.needs_input();
     // Bounded memory: about one unit's worth of records in the channel.
     let (work, to_send) = mpsc::sync_channel((opts.batch_size / CHUNK).max(2));
@@ -137,7 +151,8 @@ pub async fn run_member(
     .map_err(|e| {
         RuntimeError::Crashed(format!("{}: cannot start the sender thread: {e}", d.name))
     })?;
-    tracing::info!(topology = %d.name, group = %group, sink = %d.sinks.join(", "), guarantee = %opts.guarantee, instance = %instance, "worker started");
+    let sinks: Vec<&str> = d.sinks.iter().map(|s| s.label.as_str()).collect();
+    tracing::info!(topology = %d.name, group = %group, sinks = %sinks.join(", "), guarantee = %opts.guarantee, instance = %instance, "worker started");
 
     let crashed = || RuntimeError::Crashed(format!("{}: the sender thread stopped", d.name));
     let hand = |chunk: &mut Chunk| -> Result<(), RuntimeError> {
@@ -206,7 +221,10 @@ pub async fn run_member(
                     // A unit failed with nothing more to read: seek back now.
                     _ = shared.rewind_wanted() => {
                         if let Some(rewind) = shared.take_rewind() {
-                            seek(&consumer, &d.source, &rewind.positions);
+                            if let Err(e) = seek(&consumer, &d.source, &rewind.positions) {
+                                fatal = Some(seek_failed(&d.name, e));
+                                break;
+                            }
                             blocking(|| work.send(Work::Rewound(rewind.generation)))
                                 .map_err(|_| crashed())?;
                         }
@@ -229,11 +247,18 @@ pub async fn run_member(
         };
         let (partition, offset) = (msg.partition(), msg.offset());
         forget_revoked(&consumer, &mut chunk);
+        if consumer.context().disowns(partition) {
+            // Fetched before its partition was revoked: its new owner reads it.
+            continue;
+        }
         if let Some(rewind) = shared.take_rewind() {
             // A unit failed: what was read of its partitions, this message
             // too, comes again after the seek; the sender drops the rest.
             hand(&mut chunk)?;
-            seek(&consumer, &d.source, &rewind.positions);
+            if let Err(e) = seek(&consumer, &d.source, &rewind.positions) {
+                fatal = Some(seek_failed(&d.name, e));
+                break;
+            }
             blocking(|| work.send(Work::Rewound(rewind.generation))).map_err(|_| crashed())?;
             if rewind.positions.iter().any(|(p, _)| *p == partition) {
                 continue;
@@ -267,14 +292,18 @@ pub async fn run_member(
         } else {
             loop {
                 emitted.clear();
-                let processed = match processor.process_cached(&codec, input, &mut emitted) {
-                    Some(done) => {
+                let processed = match processor.process(&codec, input, &mut emitted) {
+                    Err(Failure::Missing(missing)) => {
+                        // Asked for, then the record is handled again.
+                        stats.schema_misses.fetch_add(1, Ordering::Relaxed);
+                        match fetch_missing(&codec, processor, input, &missing).await {
+                            Ok(()) => continue,
+                            Err(f) => Err(f),
+                        }
+                    }
+                    done => {
                         stats.schema_hits.fetch_add(1, Ordering::Relaxed);
                         done
-                    }
-                    None => {
-                        stats.schema_misses.fetch_add(1, Ordering::Relaxed);
-                        processor.process(&codec, input, &mut emitted).await
                     }
                 };
                 match processed {
@@ -343,20 +372,23 @@ fn forget_revoked(consumer: &StreamConsumer<MemberContext>, chunk: &mut Chunk) {
     }
 }
 
-/// Seeks each partition back; a partition revoked meanwhile is left to its
-/// new owner, who starts from the committed offset.
-fn seek(consumer: &StreamConsumer<MemberContext>, topic: &str, positions: &[(i32, i64)]) {
-    for &(partition, offset) in positions {
-        let seek = blocking(|| {
-            consumer.seek(
-                topic,
-                partition,
-                Offset::Offset(offset),
-                Duration::from_secs(10),
-            )
-        });
-        if let Err(e) = seek {
-            tracing::info!(%topic, partition, offset, error = %e, "cannot seek back");
-        }
+/// Seeks each partition back (see `seek`): a partition still owned that
+/// cannot be seeked ends the member.
+fn seek(
+    consumer: &StreamConsumer<MemberContext>,
+    topic: &str,
+    positions: &[(i32, i64)],
+) -> Result<(), super::seek::SeekFailed> {
+    let member = super::seek::Member { consumer, topic };
+    blocking(|| super::seek::seek_back(&member, positions, std::thread::sleep))
+}
+
+/// The member cannot go on without committing past a gap: its successor
+/// starts afresh from the committed positions.
+fn seek_failed(topology: &str, e: super::seek::SeekFailed) -> RuntimeError {
+    tracing::warn!(topology, error = %e, "ending the member rather than commit past records never sent");
+    RuntimeError::Fatal {
+        topology: topology.to_string(),
+        reason: e.to_string(),
     }
 }

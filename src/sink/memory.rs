@@ -1,29 +1,32 @@
-//! Tables kept in this process, with the same merge rules, positions and
-//! all-or-nothing commits as PostgreSQL; for running without a database
-//! (the demo) and for showing the latest windows live. Row tables keep
-//! their newest rows only (`KEPT_ROWS`), and a count of all.
+//! A database in this process: window and row tables with the same merge
+//! rules, positions, claims and all-or-nothing commits as PostgreSQL; for
+//! running without one (the demo, the test driver) and for showing the
+//! latest windows live. Row tables keep their newest rows only
+//! (`KEPT_ROWS`), and a count of all.
 
 use std::{
+    any::Any,
     collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, Mutex},
 };
 
 use super::{
-    Claim, Group, SinkError, TableSpec,
-    kafka::Txn,
-    rows::{RowSpec, RowStore, SourcedRow},
+    Database, RowSpec, Sink, SinkError, TableSpec, UnitWriter,
+    rows::{SourcedRow, sourced},
     table::Value,
-    window::{ClosedRow, Position, Row, WindowTable},
+    window_table::{Batch, WindowRow},
+};
+use crate::{
+    operator::At,
+    runtime::{Claim, CommitError, Group, Keeper, Outbox, Position},
+    topology::{Payload, WindowKey},
+    window::Window,
 };
 
 /// The rows a row table keeps in memory.
 pub const KEPT_ROWS: usize = 1000;
-use crate::{
-    topology::WindowKey,
-    window::{Aggregate, Combined, Window},
-};
 
-/// One row of an in-memory table, with its table's column names.
+/// One row of an in-memory window table, with its table's column names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredRow {
     /// (column, value) per key column.
@@ -34,20 +37,27 @@ pub struct StoredRow {
     pub is_final: bool,
 }
 
-type Rows = BTreeMap<(WindowKey, Window), (Combined, bool)>;
+/// A window table's rows: stored columns, and whether final.
+type Rows = BTreeMap<(WindowKey, Window), (Vec<Value>, bool)>;
 
-/// A partition's stored position, as `sluice_offsets` keeps it.
+/// A partition's stored position: (resume offset or -1, watermark, epoch,
+/// processed up to or -1), as `sluice_offsets` keeps it.
 type Stored = (i64, i64, i64, i64);
 
 #[derive(Default)]
 struct Inner {
-    /// table → rows, and the table's spec.
     tables: HashMap<String, (Arc<TableSpec>, Rows)>,
     /// table → its newest rows, and how many it was given in all.
     rows: HashMap<String, (Arc<RowSpec>, VecDeque<SourcedRow>, u64)>,
-    /// (group, topic, partition) → (resume offset or -1, watermark, epoch,
-    /// processed up to or -1)
+    /// (group, topic, partition) → position
     offsets: HashMap<(String, String, i32), Stored>,
+}
+
+/// A unit's writes, staged by the sinks, applied at commit.
+#[derive(Default)]
+pub struct MemoryUnit {
+    windows: Vec<(String, Vec<WindowRow>)>,
+    rows: Vec<(String, Vec<SourcedRow>)>,
 }
 
 impl Inner {
@@ -71,25 +81,59 @@ impl Inner {
             .collect()
     }
 
-    /// Checks every epoch first (all or nothing), then stores the positions
-    /// once `write` has succeeded.
-    fn commit<T>(
+    /// Checks every epoch first, then applies the unit and the positions.
+    fn commit(
         &mut self,
         group: &str,
         topic: &str,
         positions: &[Position],
-        write: impl FnOnce(&mut Inner) -> T,
-    ) -> Result<T, SinkError> {
+        unit: MemoryUnit,
+    ) -> Result<(), CommitError> {
         let key = |p: &Position| (group.to_string(), topic.to_string(), p.partition);
         if let Some(lost) = positions
             .iter()
             .find(|p| self.offsets.get(&key(p)).map(|o| o.2) != Some(p.epoch))
         {
-            return Err(SinkError::Fenced {
+            return Err(CommitError::Fenced {
                 partition: lost.partition,
             });
         }
-        let written = write(self);
+        for (table, rows) in unit.windows {
+            let Some((spec, stored)) = self.tables.get_mut(&table) else {
+                continue;
+            };
+            for r in rows {
+                match r {
+                    WindowRow::Changed {
+                        key,
+                        window,
+                        values,
+                        is_final,
+                    } => match stored.get_mut(&(key.clone(), window)) {
+                        Some(e) => {
+                            spec.merge_into(&mut e.0, &values);
+                            e.1 |= is_final;
+                        }
+                        None => {
+                            stored.insert((key, window), (values, is_final));
+                        }
+                    },
+                    WindowRow::Closed { key, window } => {
+                        if let Some(e) = stored.get_mut(&(key, window)) {
+                            e.1 = true;
+                        }
+                    }
+                }
+            }
+        }
+        for (table, rows) in unit.rows {
+            if let Some((_, kept, total)) = self.rows.get_mut(&table) {
+                *total += rows.len() as u64;
+                kept.extend(rows);
+                let over = kept.len().saturating_sub(KEPT_ROWS);
+                kept.drain(..over);
+            }
+        }
         for p in positions {
             if let Some(o) = self.offsets.get_mut(&key(p)) {
                 o.0 = p.resume_offset;
@@ -97,10 +141,11 @@ impl Inner {
                 o.3 = o.3.max(p.next_offset);
             }
         }
-        Ok(written)
+        Ok(())
     }
 }
 
+/// Tables and positions in this process's memory.
 #[derive(Default)]
 pub struct MemoryTables {
     inner: Mutex<Inner>,
@@ -113,38 +158,6 @@ impl MemoryTables {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// One table as one consumer group reading one topic sees it.
-    pub fn scoped(self: &Arc<Self>, spec: Arc<TableSpec>, group: &str, topic: &str) -> Scoped {
-        let table = spec.table.as_str().to_string();
-        let finals_only = spec.finals_only();
-        self.lock()
-            .tables
-            .entry(table.clone())
-            .or_insert_with(|| (spec, Rows::new()));
-        Scoped {
-            finals_only,
-            windows: self.clone(),
-            table,
-            group: group.to_string(),
-            topic: topic.to_string(),
-        }
-    }
-
-    /// One row table as one consumer group reading one topic sees it.
-    pub fn rows(self: &Arc<Self>, spec: Arc<RowSpec>, group: &str, topic: &str) -> ScopedRows {
-        let table = spec.table.as_str().to_string();
-        self.lock()
-            .rows
-            .entry(table.clone())
-            .or_insert_with(|| (spec, VecDeque::new(), 0));
-        ScopedRows {
-            tables: self.clone(),
-            table,
-            group: group.to_string(),
-            topic: topic.to_string(),
-        }
     }
 
     /// Each row table: its name, its columns, the rows it was given, and
@@ -164,14 +177,22 @@ impl MemoryTables {
         tables
     }
 
-    /// The `n` rows of every table with the latest windows, newest first.
+    /// The `n` rows of every window table with the latest windows, newest first.
     pub fn latest(&self, n: usize) -> Vec<StoredRow> {
+        let mut rows = self.windows();
+        rows.sort_by(|a, b| (b.window.start_ms, &a.key).cmp(&(a.window.start_ms, &b.key)));
+        rows.truncate(n);
+        rows
+    }
+
+    /// Every row of every window table.
+    pub fn windows(&self) -> Vec<StoredRow> {
         let inner = self.lock();
-        let mut rows: Vec<StoredRow> = inner
+        inner
             .tables
             .values()
             .flat_map(|(spec, rows)| {
-                rows.iter().map(move |((key, w), (stats, f))| StoredRow {
+                rows.iter().map(move |((key, w), (values, f))| StoredRow {
                     key: spec
                         .keys
                         .iter()
@@ -179,14 +200,11 @@ impl MemoryTables {
                         .map(|(c, v)| (c.name.as_str().to_string(), v.to_string()))
                         .collect(),
                     window: *w,
-                    aggregates: spec.all_values(stats),
+                    aggregates: spec.all_values(values),
                     is_final: *f,
                 })
             })
-            .collect();
-        rows.sort_by(|a, b| (b.window.start_ms, &a.key).cmp(&(a.window.start_ms, &b.key)));
-        rows.truncate(n);
-        rows
+            .collect()
     }
 
     /// Rows marked final.
@@ -212,86 +230,195 @@ impl MemoryTables {
     }
 }
 
-pub struct Scoped {
-    windows: Arc<MemoryTables>,
-    finals_only: bool,
-    table: String,
-    group: String,
-    topic: String,
+/// The in-memory database handed to the runtime: its keepers and sinks
+/// share the tables.
+#[derive(Clone)]
+pub struct InMemory(pub Arc<MemoryTables>);
+
+impl InMemory {
+    pub fn new() -> Self {
+        InMemory(MemoryTables::new())
+    }
 }
 
-impl WindowTable for Scoped {
-    fn claim(&mut self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError> {
-        Ok(self
-            .windows
-            .lock()
-            .claim(&self.group, &self.topic, partitions))
+impl Default for InMemory {
+    fn default() -> Self {
+        Self::new()
     }
+}
 
-    fn commit(
-        &mut self,
-        rows: &[Row],
-        closed: &[ClosedRow],
-        positions: &[Position],
-        letters: &mut Txn,
-        _: &dyn Group,
-    ) -> Result<(), SinkError> {
-        letters.flush().map_err(SinkError::Letters)?;
-        let mut inner = self.windows.lock();
-        inner.commit(&self.group, &self.topic, positions, |inner| {
-            let table = &mut inner
-                .tables
-                .get_mut(&self.table)
-                .expect("scoped tables exist")
-                .1;
-            for r in rows {
-                let e = table
-                    .entry((r.key.clone(), r.window))
-                    .or_insert((Combined::default(), false));
-                e.0.merge(&r.partial);
-                e.1 |= r.is_final;
-            }
-            for (k, w) in closed {
-                if let Some(e) = table.get_mut(&(k.clone(), *w)) {
-                    e.1 = true;
-                }
-            }
+impl Database for InMemory {
+    fn keeper(&self, group: &str, topic: &str) -> Box<dyn Keeper> {
+        Box::new(MemoryKeeper {
+            tables: self.0.clone(),
+            group: group.to_string(),
+            topic: topic.to_string(),
+            unit: MemoryUnit::default(),
         })
     }
 
-    fn finals_only(&self) -> bool {
-        self.finals_only
+    fn window_table(&self, spec: Arc<TableSpec>) -> Result<Box<dyn Sink>, SinkError> {
+        let name = spec.table.as_str().to_string();
+        self.0
+            .lock()
+            .tables
+            .entry(name.clone())
+            .or_insert_with(|| (spec.clone(), Rows::new()));
+        Ok(Box::new(MemoryWindowSink {
+            spec,
+            name,
+            batch: Batch::default(),
+        }))
+    }
+
+    fn row_table(&self, spec: Arc<RowSpec>) -> Result<Box<dyn Sink>, SinkError> {
+        let name = spec.table.as_str().to_string();
+        self.0
+            .lock()
+            .rows
+            .entry(name.clone())
+            .or_insert_with(|| (spec, VecDeque::new(), 0));
+        Ok(Box::new(MemoryRowSink {
+            name,
+            rows: Vec::new(),
+        }))
+    }
+
+    fn describe(&self) -> String {
+        "this process's memory".into()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
-/// One row table as one consumer group reading one topic sees it.
-pub struct ScopedRows {
+struct MemoryKeeper {
     tables: Arc<MemoryTables>,
-    table: String,
     group: String,
     topic: String,
+    unit: MemoryUnit,
 }
 
-impl RowStore for ScopedRows {
-    fn claim(&mut self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError> {
+impl Keeper for MemoryKeeper {
+    fn claims(&self) -> bool {
+        true
+    }
+
+    fn claim(&mut self, partitions: &[i32], _: &dyn Group) -> Result<Vec<Claim>, CommitError> {
         Ok(self
             .tables
             .lock()
             .claim(&self.group, &self.topic, partitions))
     }
 
-    fn commit(&mut self, rows: &[SourcedRow], positions: &[Position]) -> Result<u64, SinkError> {
-        let mut inner = self.tables.lock();
-        inner.commit(&self.group, &self.topic, positions, |inner| {
-            let (_, kept, total) = inner
-                .rows
-                .get_mut(&self.table)
-                .expect("scoped tables exist");
-            kept.extend(rows.iter().cloned());
-            let over = kept.len().saturating_sub(KEPT_ROWS);
-            kept.drain(..over);
-            *total += rows.len() as u64;
-            rows.len() as u64
-        })
+    fn staged(&mut self) -> Option<&mut dyn Any> {
+        Some(&mut self.unit)
+    }
+
+    fn commit(
+        &mut self,
+        positions: &[Position],
+        out: &mut dyn Outbox,
+        _: &dyn Group,
+    ) -> Result<(), CommitError> {
+        out.flush().map_err(CommitError::Letters)?;
+        let unit = std::mem::take(&mut self.unit);
+        self.tables
+            .lock()
+            .commit(&self.group, &self.topic, positions, unit)
+    }
+
+    fn abort(&mut self, out: &mut dyn Outbox) {
+        self.unit = MemoryUnit::default();
+        out.abort();
+    }
+
+    fn owns_group_offsets(&self) -> bool {
+        false
+    }
+
+    fn domain(&self) -> &'static str {
+        "memory"
+    }
+}
+
+struct MemoryWindowSink {
+    spec: Arc<TableSpec>,
+    name: String,
+    batch: Batch,
+}
+
+impl Sink for MemoryWindowSink {
+    fn write(
+        &mut self,
+        payload: &mut Payload,
+        _: At,
+        _: &mut UnitWriter<'_>,
+    ) -> Result<(), SinkError> {
+        if let Some(row) = payload.take::<WindowRow>() {
+            self.batch.add(&self.spec, row);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, unit: &mut UnitWriter<'_>) -> Result<u64, SinkError> {
+        let rows = self.batch.take();
+        let n = rows
+            .iter()
+            .filter(|r| matches!(r, WindowRow::Changed { .. }))
+            .count() as u64;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let staged = unit.staged::<MemoryUnit>().ok_or_else(|| {
+            SinkError::config(&self.name, "the unit does not commit in memory".into())
+        })?;
+        staged.windows.push((self.name.clone(), rows));
+        Ok(n)
+    }
+
+    fn abort(&mut self) {
+        self.batch.clear();
+    }
+}
+
+struct MemoryRowSink {
+    name: String,
+    rows: Vec<SourcedRow>,
+}
+
+impl Sink for MemoryRowSink {
+    fn write(
+        &mut self,
+        payload: &mut Payload,
+        at: At,
+        _: &mut UnitWriter<'_>,
+    ) -> Result<(), SinkError> {
+        if let Some(row) = sourced(payload, at) {
+            self.rows.push(row);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, unit: &mut UnitWriter<'_>) -> Result<u64, SinkError> {
+        if self.rows.is_empty() {
+            return Ok(0);
+        }
+        let staged = unit.staged::<MemoryUnit>().ok_or_else(|| {
+            SinkError::config(&self.name, "the unit does not commit in memory".into())
+        })?;
+        let rows = std::mem::take(&mut self.rows);
+        let n = rows.len() as u64;
+        staged.rows.push((self.name.clone(), rows));
+        Ok(n)
+    }
+
+    fn abort(&mut self) {
+        self.rows.clear();
+    }
+
+    fn release(&mut self, partitions: &[i32]) {
+        self.rows.retain(|r| !partitions.contains(&r.partition));
     }
 }

@@ -6,7 +6,7 @@ use serde::{Serialize, ser::SerializeMap};
 use sqlx::{PgPool, Row as _};
 
 use super::{
-    SinkError, TableSpec,
+    TableSpec,
     rows::{INGESTED_AT, RowSpec, SOURCE_OFFSET, SOURCE_PARTITION},
     table::{SqlType, Value},
 };
@@ -64,8 +64,8 @@ pub enum QueryError {
         column: String,
         known: String,
     },
-    #[error(transparent)]
-    Sink(#[from] SinkError),
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] sqlx::Error),
 }
 
 /// Newest windows first.
@@ -119,7 +119,7 @@ pub async fn query(
     for (_, value) in &f.keys {
         q = q.bind(value);
     }
-    let rows = q.fetch_all(pool).await.map_err(SinkError::from)?;
+    let rows = q.fetch_all(pool).await?;
     let n_keys = spec.keys.len();
     rows.iter()
         .map(|row| {
@@ -149,7 +149,7 @@ pub async fn query(
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
-        .map_err(|e| QueryError::Sink(SinkError::from(e)))
+        .map_err(QueryError::Database)
 }
 
 /// Which rows of a row table to read.
@@ -258,7 +258,7 @@ pub async fn query_rows(
     for (_, value) in &f.equals {
         q = q.bind(value);
     }
-    let rows = q.fetch_all(pool).await.map_err(SinkError::from)?;
+    let rows = q.fetch_all(pool).await?;
     let n = spec.columns.len();
     rows.iter()
         .map(|row| {
@@ -280,5 +280,5 @@ pub async fn query_rows(
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
-        .map_err(|e| QueryError::Sink(SinkError::from(e)))
+        .map_err(QueryError::Database)
 }

@@ -1,28 +1,20 @@
-//! Every record as a row of a PostgreSQL table, exactly once: each commit
-//! inserts the unit's rows and stores the input positions in one SQL
-//! transaction (see `offsets`), so a crash before it loses nothing (the
-//! records are read again from the stored positions) and one after it
-//! stores nothing twice. A row is keyed by the record's source partition
-//! and offset, and stamped with `ingested_at`. Dead letters go out before
-//! the SQL commit, at least once. Without a database (`sluice demo`) the
-//! newest rows are kept in memory.
+//! Every record as a row of a table, exactly once: each commit inserts the
+//! unit's rows and stores the input positions in one transaction of the
+//! table's database, so a crash before it loses nothing (the records are
+//! read again from the stored positions) and one after it stores nothing
+//! twice. A row is keyed by the record's source partition and offset, and
+//! stamped with `ingested_at`. The sink itself is the database's
+//! (`postgres`, `memory`); this is its declaration.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Display,
-    sync::{Arc, atomic::Ordering},
-};
+use std::{fmt::Display, sync::Arc};
 
-use serde::de::DeserializeOwned;
-
-use super::{
-    Claim, DeadLetter, Group, Rewind, Sink, SinkEnv, SinkError, SinkSpec, SqlType, Stores,
-    TableName, Topology, Unit, WriteError, Written, kafka::Txn, rows_pg::PgRows, window::Position,
-};
+use super::{OpenSink, Sink, SinkEnv, SinkError, SqlType, TableName};
 use crate::{
-    stats::{Stats, Timings},
-    topology::{BuildError, Cell, Emitted, Ops, Stream},
+    operator::At,
+    topology::{Cell, Domain, Ended, FailureKind, Payload, SinkDesc, Stream, ops::Ops},
 };
+
+use crate::topology::refused;
 
 /// The columns every row table has after its own.
 pub const SOURCE_PARTITION: &str = "source_partition";
@@ -41,6 +33,8 @@ pub struct Column {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowSpec {
     pub table: TableName,
+    /// The database it lives in, by name (`DEFAULT_DATABASE` unless `in_database` says).
+    pub database: String,
     pub columns: Vec<Column>,
     /// (key column, time column), by position.
     pub index: Option<(usize, usize)>,
@@ -50,9 +44,16 @@ impl RowSpec {
     pub fn new(table: &str) -> Result<RowSpec, String> {
         Ok(RowSpec {
             table: TableName::parse(table)?,
+            database: super::DEFAULT_DATABASE.to_string(),
             columns: Vec::new(),
             index: None,
         })
+    }
+
+    /// Keeps the table in the database run under `name`.
+    pub fn in_database(mut self, name: &str) -> RowSpec {
+        self.database = name.to_string();
+        self
     }
 
     /// Adds a column that takes no nulls.
@@ -139,83 +140,65 @@ impl RowSpec {
     }
 }
 
-/// Finishes a stream with a row table.
+/// Ends a stream in a row table.
 pub trait ToTable<T> {
     /// Stores one row per record, made by `row`, in `table` (created from
-    /// it if missing), exactly once, and finishes the declaration. A row
+    /// it if missing) of the database the table names, exactly once: the
+    /// rows and the input positions commit in one transaction there. A row
     /// that does not fit the table sends its record to the dead-letter
-    /// topic with the reason.
-    fn to_table<F>(self, table: RowSpec, row: F) -> Result<Topology, BuildError>
+    /// topic with the reason; so does a record that makes more than one row
+    /// (a row is keyed by its record's partition and offset).
+    fn to_table<F>(self, table: RowSpec, row: F) -> Ended
     where
         F: Fn(&T) -> Vec<Cell> + Send + Sync + 'static;
 }
 
 impl<S, T, O> ToTable<T> for Stream<S, T, O>
 where
-    S: DeserializeOwned + Send + Sync + 'static,
-    T: Send + Sync + 'static,
+    S: 'static,
+    T: Send + 'static,
     O: Ops<S, T>,
 {
-    fn to_table<F>(self, table: RowSpec, row: F) -> Result<Topology, BuildError>
+    fn to_table<F>(self, table: RowSpec, row: F) -> Ended
     where
         F: Fn(&T) -> Vec<Cell> + Send + Sync + 'static,
     {
         let table = Arc::new(table);
+        let desc = SinkDesc {
+            label: format!("table {} (a row per record)", table.table.as_str()),
+            topics: Vec::new(),
+            domain: Domain::Database(table.database.clone()),
+            guarantee: String::new(),
+        };
         let shape = table.clone();
-        let declared = self.rows_of(&table.names().join(", "), move |t| {
-            let cells = row(t);
-            shape.fits(&cells).map(|()| cells)
-        })?;
-        Ok(Topology::new(declared, Arc::new(RowsSinkSpec { table })))
+        let operator = format!("row({})", table.names().join(", "));
+        self.into_sink(Arc::new(RowsSpec { table }), desc, move |item, _| {
+            let cells = row(&item.value);
+            shape
+                .fits(&cells)
+                .map_err(|e| refused(&operator, FailureKind::Validation, e))?;
+            Ok(Payload::Value(Box::new(cells)))
+        })
     }
 }
 
-/// The declaration of a row table sink.
-pub struct RowsSinkSpec {
+/// A row table's declaration.
+pub struct RowsSpec {
     pub table: Arc<RowSpec>,
 }
 
-impl SinkSpec for RowsSinkSpec {
-    fn describe(&self) -> String {
-        format!("postgres:{}", self.table.table.as_str())
+impl OpenSink for RowsSpec {
+    fn open(&self, env: &SinkEnv<'_>) -> Result<Box<dyn Sink>, SinkError> {
+        env.database(self.table.table.as_str())?
+            .row_table(self.table.clone())
     }
 
-    fn topics(&self) -> Vec<String> {
-        Vec::new()
-    }
-
-    fn guarantee(&self) -> &'static str {
-        "exactly-once (offsets in the same PostgreSQL transaction as the rows)"
-    }
-
-    fn needs_store(&self) -> bool {
+    fn one_per_record(&self) -> bool {
         true
     }
 
-    fn rows(&self) -> Option<Arc<RowSpec>> {
-        Some(self.table.clone())
-    }
-
-    fn open(&self, env: &SinkEnv<'_>) -> Result<Box<dyn Sink>, SinkError> {
-        let letters = Txn::new(env.kafka, None, env.topology, env.stats.clone())?;
-        let (stats, timings) = (env.stats.clone(), env.timings.clone());
-        let spec = self.table.clone();
-        Ok(match env.stores {
-            Some(Stores::Postgres(pool)) => {
-                let store = PgRows::new(pool.clone(), spec, env.group, env.source);
-                Box::new(RowsSink::new(store, letters, env.topology, stats, timings))
-            }
-            Some(Stores::Memory(m)) => {
-                let store = m.rows(spec, env.group, env.source);
-                Box::new(RowsSink::new(store, letters, env.topology, stats, timings))
-            }
-            None => {
-                return Err(SinkError::Config(format!(
-                    "topology {} writes rows to PostgreSQL: set DATABASE_URL (or --database-url)",
-                    env.topology
-                )));
-            }
-        })
+    fn table(&self) -> Option<super::Table> {
+        Some(super::Table::Rows(self.table.clone()))
     }
 }
 
@@ -227,151 +210,13 @@ pub struct SourcedRow {
     pub cells: Vec<Cell>,
 }
 
-/// Where a row sink stores its rows and keeps its positions. `commit` is
-/// all or nothing; it gives the rows it inserted (fewer than given when
-/// some were stored before, under positions since lost).
-pub trait RowStore: Send {
-    fn claim(&mut self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError>;
-    fn commit(&mut self, rows: &[SourcedRow], positions: &[Position]) -> Result<u64, SinkError>;
-}
-
-/// A claimed partition: its epoch, and the next offset to process (-1
-/// until the first record when nothing was ever committed).
-struct Part {
-    epoch: i64,
-    next: i64,
-}
-
-pub struct RowsSink<R> {
-    store: R,
-    parts: BTreeMap<i32, Part>,
-    rows: Vec<SourcedRow>,
-    letters: Txn,
-    topology: String,
-    stats: Arc<Stats>,
-    timings: Timings,
-}
-
-impl<R: RowStore> RowsSink<R> {
-    pub fn new(
-        store: R,
-        letters: Txn,
-        topology: &str,
-        stats: Arc<Stats>,
-        timings: Timings,
-    ) -> Self {
-        Self {
-            store,
-            parts: BTreeMap::new(),
-            rows: Vec::new(),
-            letters,
-            topology: topology.to_string(),
-            stats,
-            timings,
-        }
-    }
-
-    fn positions(&self) -> Vec<Position> {
-        self.parts
-            .iter()
-            .map(|(&partition, p)| Position {
-                partition,
-                next_offset: p.next,
-                resume_offset: p.next,
-                watermark_ms: i64::MIN,
-                epoch: p.epoch,
-            })
-            .collect()
-    }
-}
-
-impl<R: RowStore> Sink for RowsSink<R> {
-    fn keeps_positions(&self) -> bool {
-        true
-    }
-
-    fn claim(&mut self, partitions: &[i32]) -> Result<Vec<Claim>, SinkError> {
-        let claims = self.store.claim(partitions)?;
-        for c in &claims {
-            let part = Part {
-                epoch: c.epoch,
-                next: c.next_offset.unwrap_or(-1),
-            };
-            self.parts.insert(c.partition, part);
-        }
-        Ok(claims)
-    }
-
-    fn write(
-        &mut self,
-        source: &super::Source<'_>,
-        emitted: &[Emitted],
-        dead: Option<&DeadLetter>,
-    ) -> Result<Written, WriteError> {
-        // Not ours (yet, or any more): its owner reads it.
-        let Some(part) = self.parts.get_mut(&source.partition) else {
-            return Ok(Written::default());
-        };
-        part.next = source.offset + 1;
-        let mut outputs = 0;
-        for e in emitted {
-            if let Emitted::Row(cells) = e {
-                self.rows.push(SourcedRow {
-                    partition: source.partition,
-                    offset: source.offset,
-                    cells: cells.clone(),
-                });
-                outputs += 1;
-            }
-        }
-        if let Some(d) = dead
-            && let Err(e) = self.letters.send_letter(d)
-        {
-            // Not flushed, so the commit fails and the record is read again.
-            tracing::warn!(topology = %self.topology, error = %e, "cannot queue a dead letter");
-            self.letters.poison(e);
-        }
-        Ok(Written {
-            outputs,
-            late: false,
-        })
-    }
-
-    fn commit(&mut self, unit: &Unit, _: &dyn Group) -> Result<Option<u64>, SinkError> {
-        if unit.is_empty() {
-            return Ok(None);
-        }
-        crate::failpoint::hit("before-store-commit");
-        self.letters.flush().map_err(SinkError::Letters)?;
-        let write = std::time::Instant::now();
-        let committed = self.store.commit(&self.rows, &self.positions());
-        self.timings.postgres(write.elapsed());
-        let inserted = committed?;
-        crate::failpoint::hit("after-store-commit");
-        let given = self.rows.len() as u64;
-        if inserted < given {
-            tracing::warn!(topology = %self.topology, rows = given - inserted, "rows were stored already (their positions were reset or lost); kept the stored ones");
-        }
-        self.stats
-            .window_rows
-            .fetch_add(inserted, Ordering::Relaxed);
-        self.rows.clear();
-        Ok(Some(0))
-    }
-
-    fn abort(&mut self, _: &Unit) -> Rewind {
-        self.rows.clear();
-        self.letters.abort();
-        let parts = std::mem::take(&mut self.parts);
-        Rewind::Claim(parts.into_keys().collect())
-    }
-
-    fn release(&mut self, partitions: &[i32]) {
-        for p in partitions {
-            self.parts.remove(p);
-        }
-        self.rows.retain(|r| !partitions.contains(&r.partition));
-    }
+/// Takes a row payload as a `SourcedRow`.
+pub fn sourced(payload: &mut Payload, at: At) -> Option<SourcedRow> {
+    Some(SourcedRow {
+        partition: at.partition,
+        offset: at.offset,
+        cells: payload.take::<Vec<Cell>>()?,
+    })
 }
 
 /// A value for a row table from anything displayable (enums as text).

@@ -3,7 +3,7 @@
 //! PostgreSQL sink, the in-memory store and `windows query` build their SQL
 //! and their output from it, so a windowed topology declares its table once.
 
-use crate::window::{Columns, Combined, Stats, ValueType};
+use crate::window::{Columns, ValueType};
 
 /// A table identifier that is safe to quote into SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +101,8 @@ pub use crate::window::Value;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSpec {
     pub table: TableName,
+    /// The database it lives in, by name (`DEFAULT_DATABASE` unless `in_database` says).
+    pub database: String,
     pub keys: Vec<KeyColumn>,
     pub aggregates: Vec<AggregateColumn>,
 }
@@ -110,9 +112,16 @@ impl TableSpec {
     pub fn new(table: &str) -> Result<TableSpec, String> {
         Ok(TableSpec {
             table: TableName::parse(table)?,
+            database: super::DEFAULT_DATABASE.to_string(),
             keys: Vec::new(),
             aggregates: Vec::new(),
         })
+    }
+
+    /// Keeps the table in the database run under `name`.
+    pub fn in_database(mut self, name: &str) -> TableSpec {
+        self.database = name.to_string();
+        self
     }
 
     /// Adds a key column.
@@ -129,7 +138,8 @@ impl TableSpec {
         Ok(self)
     }
 
-    /// count, sum, min, max and avg of the values: what `window::Stats` keeps.
+    /// count, sum, min, max and avg: the columns of a `window::Stats`
+    /// aggregate (avg derived from sum and count).
     pub fn stats(mut self) -> TableSpec {
         let col = |name: &str, sql, merge| AggregateColumn {
             name: TableName(name.to_string()),
@@ -153,8 +163,8 @@ impl TableSpec {
         self
     }
 
-    /// Adds the columns of the user-defined aggregate `A` (declared on the
-    /// stream with `.with::<A>()`), after the others.
+    /// Adds the columns of aggregate `A` after the others, written whole
+    /// once the window is final (SQL cannot merge them).
     pub fn columns_of<A: Columns>(mut self) -> Result<TableSpec, String> {
         for (name, kind) in A::columns() {
             self.aggregates.push(AggregateColumn {
@@ -191,8 +201,14 @@ impl TableSpec {
             .filter(|a| !matches!(a.merge, Merge::Ratio { .. }))
     }
 
-    /// Checks the spec is whole: keys, aggregates the stats fill, unique names.
-    pub fn check(&self, key_values: usize) -> Result<(), String> {
+    /// Checks the spec is whole, for a key of `key_values` values and an
+    /// aggregate with `columns`: gives, per stored column, where in the
+    /// aggregate's values it is.
+    pub fn check(
+        &self,
+        key_values: usize,
+        columns: &[(&'static str, ValueType)],
+    ) -> Result<Vec<usize>, String> {
         if self.keys.is_empty() {
             return Err(format!("table {} has no key columns", self.table.as_str()));
         }
@@ -211,32 +227,56 @@ impl TableSpec {
         if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!("column {} appears twice", w[0]));
         }
-        for a in self.stored().filter(|a| a.merge != Merge::Final) {
-            if stats_value(&Stats::default(), a.name.as_str()).is_none() {
-                return Err(format!(
-                    "aggregate column {} is none of count, sum, min, max",
-                    a.name.as_str()
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// The values of `agg` for the stored aggregate columns, in order.
-    pub fn values(&self, agg: &Combined) -> Vec<Value> {
-        let mut user = agg.user_values().into_iter();
+        let offered: Vec<&str> = columns.iter().map(|c| c.0).collect();
         self.stored()
-            .map(|a| match a.merge {
-                Merge::Final => user.next().unwrap_or(Value::Float(f64::NAN)),
-                _ => stats_value(&agg.stats, a.name.as_str()).unwrap_or(Value::Float(f64::NAN)),
+            .map(|a| {
+                offered
+                    .iter()
+                    .position(|c| *c == a.name.as_str())
+                    .ok_or_else(|| {
+                        format!(
+                            "column {} of table {} is none of the aggregate's columns ({})",
+                            a.name.as_str(),
+                            self.table.as_str(),
+                            offered.join(", ")
+                        )
+                    })
             })
             .collect()
     }
 
-    /// Every aggregate column's value, derived ones included.
-    pub fn all_values(&self, agg: &Combined) -> Vec<(String, Value)> {
-        let stats = &agg.stats;
-        let mut user = agg.user_values().into_iter();
+    /// The stored columns' values, picked from an aggregate's by `check`'s positions.
+    pub fn pick(picks: &[usize], values: &[Value]) -> Vec<Value> {
+        picks
+            .iter()
+            .map(|&i| values.get(i).copied().unwrap_or(Value::Float(f64::NAN)))
+            .collect()
+    }
+
+    /// Merges `more` (a later partial of the same window) into `into`,
+    /// stored columns in order, by each column's rule.
+    pub fn merge_into(&self, into: &mut [Value], more: &[Value]) {
+        for ((a, x), y) in self.stored().zip(into.iter_mut()).zip(more) {
+            *x = match (&a.merge, *x, *y) {
+                (Merge::Add, Value::Int(p), Value::Int(q)) => Value::Int(p + q),
+                (Merge::Add, p, q) => Value::Float(p.as_f64() + q.as_f64()),
+                (Merge::Min, p, q) if q.as_f64() < p.as_f64() => q,
+                (Merge::Max, p, q) if q.as_f64() > p.as_f64() => q,
+                (Merge::Min | Merge::Max, p, _) => p,
+                (_, _, q) => q,
+            };
+        }
+    }
+
+    /// Every aggregate column's value, derived ones included, from the
+    /// stored ones (in `stored` order).
+    pub fn all_values(&self, stored: &[Value]) -> Vec<(String, Value)> {
+        let named: Vec<(&str, Value)> = self
+            .stored()
+            .map(|a| a.name.as_str())
+            .zip(stored.iter().copied())
+            .collect();
+        let get = |n: &str| named.iter().find(|(m, _)| *m == n).map(|(_, v)| *v);
         self.aggregates
             .iter()
             .map(|a| {
@@ -245,12 +285,11 @@ impl TableSpec {
                         numerator,
                         denominator,
                     } => {
-                        let n = stats_value(stats, numerator).map_or(f64::NAN, Value::as_f64);
-                        let d = stats_value(stats, denominator).map_or(f64::NAN, Value::as_f64);
+                        let n = get(numerator).map_or(f64::NAN, Value::as_f64);
+                        let d = get(denominator).map_or(f64::NAN, Value::as_f64);
                         Value::Float(n / d)
                     }
-                    Merge::Final => user.next().unwrap_or(Value::Float(f64::NAN)),
-                    _ => stats_value(stats, a.name.as_str()).unwrap_or(Value::Float(f64::NAN)),
+                    _ => get(a.name.as_str()).unwrap_or(Value::Float(f64::NAN)),
                 };
                 (a.name.as_str().to_string(), v)
             })
@@ -258,19 +297,10 @@ impl TableSpec {
     }
 }
 
-fn stats_value(s: &Stats, name: &str) -> Option<Value> {
-    Some(match name {
-        "count" => Value::Int(s.count as i64),
-        "sum" => Value::Float(s.sum),
-        "min" => Value::Float(s.min),
-        "max" => Value::Float(s.max),
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::window::Stats;
 
     #[test]
     fn table_names_are_checked_not_spliced() {
@@ -297,16 +327,28 @@ mod tests {
             .key("device_id", SqlType::Text)
             .unwrap()
             .stats();
-        assert!(spec.check(1).is_ok());
-        assert!(spec.check(2).unwrap_err().contains("1 key column"));
-        assert!(TableSpec::new("t").unwrap().stats().check(0).is_err());
+        let cols = Stats::columns();
+        assert_eq!(spec.check(1, &cols).unwrap(), vec![0, 1, 2, 3]);
+        assert!(spec.check(2, &cols).unwrap_err().contains("1 key column"));
+        assert!(
+            spec.check(1, &[("count", ValueType::Int)])
+                .unwrap_err()
+                .contains("column sum")
+        );
+        assert!(
+            TableSpec::new("t")
+                .unwrap()
+                .stats()
+                .check(0, &cols)
+                .is_err()
+        );
         assert!(
             TableSpec::new("t")
                 .unwrap()
                 .key("count", SqlType::Text)
                 .unwrap()
                 .stats()
-                .check(1)
+                .check(1, &cols)
                 .unwrap_err()
                 .contains("twice")
         );
@@ -319,9 +361,10 @@ mod tests {
         let mut s = Stats::default();
         crate::window::Aggregate::add(&mut s, &2.0);
         crate::window::Aggregate::add(&mut s, &4.0);
-        let s = Combined::from(s);
+        let picks = spec.check(1, &cols).unwrap();
+        let stored = TableSpec::pick(&picks, &s.values());
         assert_eq!(
-            spec.values(&s),
+            stored,
             vec![
                 Value::Int(2),
                 Value::Float(6.0),
@@ -330,8 +373,27 @@ mod tests {
             ]
         );
         assert_eq!(
-            spec.all_values(&s)[4],
+            spec.all_values(&stored)[4],
             ("avg".to_string(), Value::Float(3.0))
+        );
+        let mut merged = stored.clone();
+        spec.merge_into(
+            &mut merged,
+            &[
+                Value::Int(1),
+                Value::Float(1.0),
+                Value::Float(1.0),
+                Value::Float(1.0),
+            ],
+        );
+        assert_eq!(
+            merged,
+            vec![
+                Value::Int(3),
+                Value::Float(7.0),
+                Value::Float(1.0),
+                Value::Float(4.0)
+            ]
         );
     }
 }

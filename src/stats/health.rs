@@ -199,7 +199,23 @@ pub fn log_librdkafka(topology: &str, level: RDKafkaLogLevel, fac: &str, message
     }
 }
 
-/// A client error: transport failures at debug (see `Health`), others as errors.
+/// A producer's client error. A producer with nothing to send closes its
+/// idle connections and then reports every broker down; the member's
+/// consumer, always connected while it can be, is the one that says
+/// whether the brokers are reachable.
+pub fn log_producer_error(topology: &str, error: KafkaError, reason: &str) {
+    match error.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::Resolve,
+        ) => tracing::debug!(%topology, %error, %reason, "Kafka producer error"),
+        _ => tracing::error!(%topology, %error, %reason, "Kafka producer error"),
+    }
+}
+
+/// A member's client error: transport failures at debug (see `Health`),
+/// others as errors.
 pub fn log_client_error(health: &Health, topology: &str, error: KafkaError, reason: &str) {
     if health.client_error(topology, &error, reason) {
         tracing::debug!(%topology, %error, %reason, "Kafka client error");

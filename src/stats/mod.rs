@@ -14,7 +14,7 @@ use std::{
     },
 };
 
-pub use health::{Health, fatal_error, log_client_error, log_librdkafka};
+pub use health::{Health, fatal_error, log_client_error, log_librdkafka, log_producer_error};
 pub use timings::Timings;
 
 /// Live counters of one topology, read by the demo's status line and metrics.
@@ -43,6 +43,8 @@ pub struct Stats {
     /// Whether the worker can do its job (`/readyz`).
     pub health: Health,
     dlq_by_kind: Mutex<BTreeMap<&'static str, u64>>,
+    /// Records committed to each output topic.
+    out_by_topic: Mutex<BTreeMap<String, u64>>,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
@@ -69,6 +71,25 @@ impl Stats {
             .unwrap_or_else(|p| p.into_inner())
             .entry(kind)
             .or_default() += n;
+    }
+
+    /// `n` records committed to `topic`.
+    pub fn count_outputs(&self, topic: &str, n: u64) {
+        let mut m = self.out_by_topic.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(topic) {
+            Some(c) => *c += n,
+            None => {
+                m.insert(topic.to_string(), n);
+            }
+        }
+    }
+
+    /// Records committed per output topic.
+    pub fn outputs_by_topic(&self) -> BTreeMap<String, u64> {
+        self.out_by_topic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn dead_letters_by_kind(&self) -> BTreeMap<&'static str, u64> {

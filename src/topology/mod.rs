@@ -1,24 +1,45 @@
-//! Declaring what a topology does: a typed builder from a source topic
-//! through operators (and, for windowed topologies, a window and an
-//! aggregate), checked and type-erased into a `Declared` chain. Where the
-//! results go is the sink's part (`sink`), which finishes the declaration
-//! into a `Topology`; running it is the runtime's. Nothing here knows
-//! either.
+//! Declaring what a topology does: a typed graph from a source topic
+//! through operators — stateless ones fused into one function per segment,
+//! fan-outs, branches and merges, stateful operators that own stores — to
+//! one or more sinks. `build` checks the whole graph and gives a
+//! `Topology`; running it is the runtime's. Nothing here opens a client.
+//!
+//! ```ignore
+//! let t = topology("iot-events");
+//! let [alerts, windows] = t.source::<SensorReading>("iot_sensor_data").fan_out();
+//! alerts.flat_map("rules", alerts_of).to_topic("iot-alerts");
+//! windows.window(spec).aggregate("stats", key, Stats::default, fold).finals()
+//!     .map("record", record).to_topic("iot-window-aggregates");
+//! t.build()?
+//! ```
 
+mod build;
 pub mod clock;
+pub mod describe;
+mod graph;
+mod item;
 pub mod ops;
 mod processor;
+mod split;
 mod stream;
 mod windowed;
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
+pub use describe::{Description, Domain, NodeKind, SinkDesc, StoreDesc};
+pub use graph::{Ctx, Side};
+pub(crate) use graph::{Slot, push, slot};
+pub use item::{Cell, Emitted, Failure, Input, Item, Missing, Output, Payload, Target};
 pub use ops::Ops;
-pub use processor::{Cell, Emitted, Failure, Input, Output, Processor};
-pub use stream::{Item, Stream};
-pub use windowed::{
-    Aggregated, IntoKey, KeyValue, MakeAggregate, Reading, WindowKey, WindowedStream,
-};
+pub(crate) use processor::encode_for;
+pub use processor::{Processor, fetch_missing};
+pub use split::Split;
+pub(crate) use stream::refused;
+pub use stream::{Downstream, Ended, Stream};
+pub(crate) use windowed::item_of as windowed_item;
+pub use windowed::{IntoKey, KeyValue, WindowKey, Windowed, WindowedStream, WindowedTable};
+
+use crate::{operator::OperatorSpec, sink::OpenSink};
 
 /// Whose fault an operator failure is; both send the record to the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +59,7 @@ pub struct OpError {
     pub message: String,
 }
 
-/// Delivery guarantee of a topic sink.
+/// Delivery guarantee of the outputs that commit with the input offsets in Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guarantee {
     /// Outputs, dead letters and input offsets commit in one Kafka transaction.
@@ -69,63 +90,77 @@ impl fmt::Display for Guarantee {
     }
 }
 
-/// What a topology reads, does and writes, for listing and topic creation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Description {
-    pub name: String,
-    pub source: String,
-    pub operators: Vec<String>,
-    /// Where results go, as listed (`processed-user-login`,
-    /// `postgres:sensor_window_aggregates`).
-    pub sinks: Vec<String>,
-    /// The topics the sink writes.
-    pub writes: Vec<String>,
-    pub dead_letter: String,
-    /// Where records later than a window's grace go (windowed topologies).
-    pub late: Option<String>,
-    pub group_id: String,
-}
-
-impl Description {
-    /// Every topic this topology touches.
-    pub fn topics(&self) -> Vec<String> {
-        let mut t = vec![self.source.clone()];
-        t.extend(self.writes.iter().cloned());
-        t.push(self.dead_letter.clone());
-        t.extend(self.late.iter().cloned());
-        t
-    }
-}
-
-/// A checked chain with its types erased, waiting for its sink.
-#[derive(Clone)]
-pub struct Declared {
-    pub description: Description,
-    pub processor: std::sync::Arc<dyn Processor>,
-}
-
-impl fmt::Debug for Declared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.description.fmt(f)
-    }
-}
-
+/// A declaration that does not make a topology; the message says what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {
     #[error("topology name {0:?} must be non-empty and use only letters, digits, '.', '_' and '-'")]
     BadName(String),
     #[error("topology {topology}: topic name {topic:?} is not a valid Kafka topic name")]
     BadTopic { topology: String, topic: String },
-    #[error("topology {topology}: sink topic {topic} is also its source; that would loop forever")]
-    Loop { topology: String, topic: String },
     #[error(
-        "topology {topology}: no reader schema for topic {topic}; add schemas/{topic}.avsc or pass one"
+        "topology {topology}: it writes to {topic}, which is also its source; that would loop forever"
     )]
-    NoSchema { topology: String, topic: String },
+    Loop { topology: String, topic: String },
+    #[error("topology {topology}: the Avro schema for topic {topic} does not parse: {reason}")]
+    BadSchema {
+        topology: String,
+        topic: String,
+        reason: String,
+    },
+    #[error("topology {topology}: two different Avro schemas are declared for topic {topic}")]
+    SchemaClash { topology: String, topic: String },
     #[error("topology {topology}: bad window: {reason}")]
     BadWindow { topology: String, reason: String },
-    #[error("topology {topology}: bad table for its window aggregates: {reason}")]
+    #[error("topology {topology}: bad table: {reason}")]
     BadTable { topology: String, reason: String },
+    #[error("topology {topology}: split {split}: {reason}")]
+    BadSplit {
+        topology: String,
+        split: String,
+        reason: String,
+    },
+    #[error(
+        "topology {topology}: merged streams must both come before any stateful operator, or both after one"
+    )]
+    MergeSides { topology: String },
+    #[error("topology {0}: it has no source; start it with .source::<T>(topic)")]
+    NoSource(String),
+    #[error(
+        "topology {0}: it reads a second source; a topology reads one topic (declare another topology for the other)"
+    )]
+    TwoSources(String),
+    #[error("topology {0}: it has no sink; end a stream with .to_topic(...) or another sink")]
+    NoSink(String),
+    #[error(
+        "topology {topology}: stream(s) after {nodes} go nowhere; end each with a sink (or filter what you do not want)"
+    )]
+    Dangling { topology: String, nodes: String },
+    #[error(
+        "topology {topology}: its sinks write to databases {first:?} and {second:?}; one unit commits in one database, so split it into two topologies"
+    )]
+    TwoDatabases {
+        topology: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "topology {topology}: store {store} keeps a changelog in Kafka, but the topology commits in database {database:?}; its changes could not commit with the positions there. Write its results to Kafka, or keep the state in the database"
+    )]
+    ChangelogOutsideKafka {
+        topology: String,
+        store: String,
+        database: String,
+    },
+    #[error(
+        "topology {topology}: {operator} rebuilds its state by reading its input again, so it must be fed from the source directly, not after another stateful operator"
+    )]
+    RebuildAfterState { topology: String, operator: String },
+    #[error(
+        "topology {topology}: its windows share each partition's event time, so they must have the same out-of-order allowance and idle timeout"
+    )]
+    WindowClocks { topology: String },
+    #[error("topology {topology}: two stores are named {store}")]
+    StoreTwice { topology: String, store: String },
 }
 
 /// Kafka's rule: 1–249 characters of [a-zA-Z0-9._-], not "." or "..".
@@ -142,50 +177,154 @@ pub fn valid_topic(name: &str) -> bool {
 /// Starts a topology declaration.
 pub fn topology(name: &str) -> Builder {
     Builder {
-        name: name.to_string(),
-        group_id: None,
-        dead_letter: None,
+        graph: graph::Graph::new(name),
     }
 }
 
+/// A topology being declared. Its streams share it: declare sources and
+/// sinks through them, then `build`.
 pub struct Builder {
-    name: String,
-    group_id: Option<String>,
-    dead_letter: Option<String>,
+    graph: graph::Shared,
 }
 
 impl Builder {
     /// Consumer group id; defaults to `sluice-<name>`.
-    pub fn group_id(mut self, id: &str) -> Self {
-        self.group_id = Some(id.to_string());
+    pub fn group_id(self, id: &str) -> Self {
+        self.graph.borrow_mut().group_id = Some(id.to_string());
         self
     }
 
     /// Dead-letter topic; defaults to `<source>.dlq`.
-    pub fn dead_letter_topic(mut self, topic: &str) -> Self {
-        self.dead_letter = Some(topic.to_string());
+    pub fn dead_letter_topic(self, topic: &str) -> Self {
+        self.graph.borrow_mut().dead_letter = Some(topic.to_string());
         self
     }
 
-    /// Reads Avro values of `topic`, decoded with the reader schema from
-    /// `schemas/<topic>.avsc`.
-    pub fn source<T>(self, topic: &str) -> Stream<T, T, ops::Source>
+    /// Reads Avro values of `topic` into `T`, with `T`'s schema as the
+    /// reader schema (registered under `<topic>-value` at start).
+    pub fn source<T>(&self, topic: &str) -> Stream<T, T, ops::Source>
     where
-        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+        T: crate::avro::AvroSchema + serde::de::DeserializeOwned + Send + Sync + 'static,
     {
-        let reader = crate::schemas::for_topic(topic);
-        Stream::source(self, topic, reader)
+        self.source_with_schema(topic, T::SCHEMA)
     }
 
-    /// Reads Avro values of `topic`, decoded with the given reader schema.
-    pub fn source_with_schema<T>(
-        self,
-        topic: &str,
-        reader: apache_avro::Schema,
-    ) -> Stream<T, T, ops::Source>
+    /// Reads Avro values of `topic` with the given reader schema.
+    pub fn source_with_schema<T>(&self, topic: &str, schema: &str) -> Stream<T, T, ops::Source>
     where
         T: serde::de::DeserializeOwned + Send + Sync + 'static,
     {
-        Stream::source(self, topic, Some(reader))
+        let mut g = self.graph.borrow_mut();
+        let name = g.name.clone();
+        let parsed = match apache_avro::Schema::parse_str(schema) {
+            Ok(s) => s,
+            Err(e) => {
+                g.fail(BuildError::BadSchema {
+                    topology: name.clone(),
+                    topic: topic.to_string(),
+                    reason: e.to_string(),
+                });
+                apache_avro::Schema::Null
+            }
+        };
+        if g.source.is_some() {
+            g.fail(BuildError::TwoSources(name));
+        }
+        g.schema(topic, schema);
+        let root = graph::slot::<T>();
+        let key_needed = Arc::new(std::sync::OnceLock::new());
+        let processor = processor::SourceProcessor::new(
+            crate::avro::Reader::new(parsed),
+            root.clone(),
+            key_needed.clone(),
+        );
+        let node = g.node(
+            NodeKind::Source,
+            format!("source {topic}"),
+            Vec::new(),
+            Side::Loop,
+        );
+        if g.source.is_none() {
+            g.source = Some(graph::SourceDecl {
+                topic: topic.to_string(),
+                processor: Arc::new(processor),
+            });
+        }
+        drop(g);
+        let mut s = Stream::start(self.graph.clone(), root, node, Side::Loop);
+        s.key_needed = Some(key_needed);
+        s
     }
+
+    /// Checks the whole declaration and builds the topology.
+    pub fn build(self) -> Result<Topology, BuildError> {
+        build::build(self.graph)
+    }
+}
+
+/// A checked topology: what the runtime runs.
+#[derive(Clone)]
+pub struct Topology {
+    pub description: Description,
+    pub(crate) processor: Arc<dyn Processor>,
+    pub(crate) sinks: Vec<Arc<dyn OpenSink>>,
+    pub(crate) operators: Vec<Arc<dyn OperatorSpec>>,
+    /// (topic, Avro schema) registered as `<topic>-value` before it runs.
+    pub schemas: Vec<(String, String)>,
+}
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.description.fmt(f)
+    }
+}
+
+impl Topology {
+    /// The database its unit commits in, if not Kafka.
+    pub fn database(&self) -> Option<&str> {
+        match &self.description.commit {
+            Domain::Database(d) => Some(d),
+            Domain::Kafka => None,
+        }
+    }
+
+    /// Whether its members write in Kafka transactions (and so need a
+    /// transactional id) under `guarantee`.
+    pub fn transactional(&self, guarantee: Guarantee) -> bool {
+        self.description.commit == Domain::Kafka && guarantee == Guarantee::ExactlyOnce
+    }
+
+    /// The same topology in another consumer group (its changelogs follow).
+    pub fn in_group(mut self, group: &str) -> Topology {
+        self.description.group_id = group.to_string();
+        self
+    }
+
+    /// The schemas it registers, with the sink's and source's topics.
+    pub fn schemas(&self) -> &[(String, String)] {
+        &self.schemas
+    }
+
+    /// Its consuming side (decode and the stateless operators).
+    pub fn processor(&self) -> &Arc<dyn Processor> {
+        &self.processor
+    }
+
+    /// The same topology with another consuming side, which must address
+    /// the same sinks and operators (benchmarks wrap it, or replace it with
+    /// one that copies bytes).
+    pub fn with_processor(mut self, processor: Arc<dyn Processor>) -> Topology {
+        self.processor = processor;
+        self
+    }
+
+    /// The tables its sinks write.
+    pub fn tables(&self) -> Vec<crate::sink::Table> {
+        self.sinks.iter().filter_map(|s| s.table()).collect()
+    }
+}
+
+/// The changelog topic of a store: Kafka Streams' naming.
+pub fn changelog_topic(group: &str, store: &str) -> String {
+    format!("{group}-{store}-changelog")
 }

@@ -7,14 +7,14 @@
 
 use std::{fmt::Display, marker::PhantomData};
 
-use super::{FailureKind, Item, OpError};
+use super::{Failure, FailureKind, Item, OpError};
 
 /// A chain of operators turning one `S` record into zero or more `T` records.
 pub trait Ops<S, T>: Send + Sync + 'static {
     /// Runs the chain on `item`, handing each result to `out`.
-    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), OpError>
+    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), Failure>
     where
-        E: FnMut(Item<T>) -> Result<(), OpError> + ?Sized;
+        E: FnMut(Item<T>) -> Result<(), Failure> + ?Sized;
 }
 
 /// Marks the record type flowing into a stage, without owning one.
@@ -24,9 +24,9 @@ type Flowing<T> = PhantomData<fn(T) -> T>;
 pub struct Source;
 
 impl<S> Ops<S, S> for Source {
-    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), OpError>
+    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), Failure>
     where
-        E: FnMut(Item<S>) -> Result<(), OpError> + ?Sized,
+        E: FnMut(Item<S>) -> Result<(), Failure> + ?Sized,
     {
         out(item)
     }
@@ -43,9 +43,9 @@ where
     P: Ops<S, T>,
     F: Fn(&T) -> bool + Send + Sync + 'static,
 {
-    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), OpError>
+    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), Failure>
     where
-        E: FnMut(Item<T>) -> Result<(), OpError> + ?Sized,
+        E: FnMut(Item<T>) -> Result<(), Failure> + ?Sized,
     {
         self.prev.run(item, &mut |t: Item<T>| {
             if (self.keep)(&t.value) {
@@ -68,9 +68,9 @@ where
     P: Ops<S, T>,
     F: Fn(T) -> U + Send + Sync + 'static,
 {
-    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), OpError>
+    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), Failure>
     where
-        E: FnMut(Item<U>) -> Result<(), OpError> + ?Sized,
+        E: FnMut(Item<U>) -> Result<(), Failure> + ?Sized,
     {
         self.prev.run(item, &mut |t: Item<T>| {
             out(Item {
@@ -94,9 +94,9 @@ where
     F: Fn(T) -> I + Send + Sync + 'static,
     I: IntoIterator<Item = U>,
 {
-    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), OpError>
+    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), Failure>
     where
-        E: FnMut(Item<U>) -> Result<(), OpError> + ?Sized,
+        E: FnMut(Item<U>) -> Result<(), Failure> + ?Sized,
     {
         self.prev.run(item, &mut |t: Item<T>| {
             for value in (self.f)(t.value) {
@@ -123,9 +123,9 @@ where
     P: Ops<S, T>,
     F: Fn(T) -> Result<U, Er> + Send + Sync + 'static,
 {
-    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), OpError>
+    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), Failure>
     where
-        E: FnMut(Item<U>) -> Result<(), OpError> + ?Sized,
+        E: FnMut(Item<U>) -> Result<(), Failure> + ?Sized,
     {
         self.prev
             .run(item, &mut |t: Item<T>| match (self.f)(t.value) {
@@ -134,11 +134,11 @@ where
                     value,
                     timestamp_ms: t.timestamp_ms,
                 }),
-                Err(e) => Err(OpError {
+                Err(e) => Err(Failure::Operator(OpError {
                     operator: self.name.clone(),
                     kind: FailureKind::Operator,
                     message: e.to_string(),
-                }),
+                })),
             })
     }
 }
@@ -155,18 +155,18 @@ where
     P: Ops<S, T>,
     F: Fn(&T) -> Result<(), Er> + Send + Sync + 'static,
 {
-    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), OpError>
+    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), Failure>
     where
-        E: FnMut(Item<T>) -> Result<(), OpError> + ?Sized,
+        E: FnMut(Item<T>) -> Result<(), Failure> + ?Sized,
     {
         self.prev
             .run(item, &mut |t: Item<T>| match (self.rule)(&t.value) {
                 Ok(()) => out(t),
-                Err(e) => Err(OpError {
+                Err(e) => Err(Failure::Operator(OpError {
                     operator: self.name.clone(),
                     kind: FailureKind::Validation,
                     message: e.to_string(),
-                }),
+                })),
             })
     }
 }
@@ -182,9 +182,9 @@ where
     P: Ops<S, T>,
     F: Fn(&T) -> String + Send + Sync + 'static,
 {
-    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), OpError>
+    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), Failure>
     where
-        E: FnMut(Item<T>) -> Result<(), OpError> + ?Sized,
+        E: FnMut(Item<T>) -> Result<(), Failure> + ?Sized,
     {
         self.prev.run(item, &mut |mut t: Item<T>| {
             t.key = Some((self.key)(&t.value).into_bytes());
@@ -204,9 +204,9 @@ where
     P: Ops<S, T>,
     F: Fn(&T) -> i64 + Send + Sync + 'static,
 {
-    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), OpError>
+    fn run<E>(&self, item: Item<S>, out: &mut E) -> Result<(), Failure>
     where
-        E: FnMut(Item<T>) -> Result<(), OpError> + ?Sized,
+        E: FnMut(Item<T>) -> Result<(), Failure> + ?Sized,
     {
         self.prev.run(item, &mut |mut t: Item<T>| {
             t.timestamp_ms = (self.time_ms)(&t.value);

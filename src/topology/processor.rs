@@ -1,380 +1,131 @@
-//! The type-erased form of a declared topology that the runtime drives:
-//! bytes in, encoded outputs or a failure for the dead-letter topic out.
+//! The consuming side of a topology, type-erased for the runtime: bytes in,
+//! decoded with the source's reader schema, through the stateless part of
+//! the graph; out come encoded records, rows and values for stateful
+//! operators, or a failure for the dead-letter topic. All or nothing per
+//! input record. It never waits: a schema not cached yet is reported as
+//! `Missing`, and the runtime asks the registry and hands the record in again.
 
-use std::{
-    marker::PhantomData,
-    sync::{Arc, OnceLock},
+use std::sync::{Arc, OnceLock};
+
+use serde::de::DeserializeOwned;
+
+use super::{
+    Item,
+    graph::{Ctx, Slot, push},
+    item::{Emitted, Failure, Input, Missing},
 };
+use crate::avro::{AvroCodec, Reader};
 
-use async_trait::async_trait;
-use serde::{Serialize, de::DeserializeOwned};
-
-use super::{FailureKind, Item, OpError, ops::Ops};
-use crate::avro::{AvroCodec, CodecError, Reader, SinkSchema};
-
-/// A record as consumed.
-#[derive(Debug, Clone, Copy)]
-pub struct Input<'a> {
-    pub key: Option<&'a [u8]>,
-    pub value: Option<&'a [u8]>,
-    pub timestamp_ms: i64,
-}
-
-/// A record to produce.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    pub topic: Arc<str>,
-    pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
-    pub timestamp_ms: i64,
-}
-
-/// What one input record produced, for the topology's sink: records for a
-/// topic, readings for a window stage, or rows for a table.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Emitted {
-    Record(Output),
-    Reading(super::Reading),
-    Row(Vec<Cell>),
-}
-
-/// One column value of a row for a table sink.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
-    Text(String),
-    Int(i64),
-    Float(f64),
-    /// Milliseconds since the epoch, for a timestamp column.
-    TimeMs(i64),
-    Null,
-}
-
-impl std::fmt::Display for Cell {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Cell::Text(s) => f.write_str(s),
-            Cell::Int(i) => write!(f, "{i}"),
-            Cell::Float(x) => write!(f, "{x:.2}"),
-            Cell::TimeMs(ms) => match chrono::DateTime::from_timestamp_millis(*ms) {
-                Some(t) => write!(f, "{}", t.format("%H:%M:%S%.3f")),
-                None => write!(f, "{ms} ms"),
-            },
-            Cell::Null => f.write_str("null"),
-        }
-    }
-}
-
-/// Why a record did not make it through.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    #[error("cannot decode: {0}")]
-    Decode(CodecError),
-    #[error("{0}")]
-    Operator(OpError),
-    #[error("cannot encode: {0}")]
-    Encode(CodecError),
-}
-
-impl Failure {
-    /// Retrying may help (the registry is down): keep the record, back off.
-    /// Otherwise the record goes to the dead-letter topic.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Failure::Decode(e) | Failure::Encode(e) => e.is_retryable(),
-            Failure::Operator(_) => false,
-        }
-    }
-
-    /// The reason label for metrics and the `sluice.error.kind` header.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Failure::Decode(e) | Failure::Encode(e) => e.kind(),
-            Failure::Operator(OpError {
-                kind: FailureKind::Validation,
-                ..
-            }) => "validation",
-            Failure::Operator(_) => "operator",
-        }
-    }
-
-    /// The writer schema id, when one was read.
-    pub fn schema_id(&self) -> Option<u32> {
-        match self {
-            Failure::Decode(
-                CodecError::UnknownSchema { id, .. }
-                | CodecError::Corrupt { id, .. }
-                | CodecError::Incompatible { id, .. },
-            ) => Some(*id),
-            _ => None,
-        }
-    }
-}
-
-/// Decodes an input's value with the reader schema, waiting for the registry if needed.
-pub(super) async fn decode_value<S: DeserializeOwned>(
-    codec: &AvroCodec,
-    reader: &Reader,
-    input: Input<'_>,
-) -> Result<S, Failure> {
-    let bytes = input.value.unwrap_or_default();
-    let (_, value) = codec
-        .decode::<S>(bytes, reader)
-        .await
-        .map_err(Failure::Decode)?;
-    Ok(value)
-}
-
-/// A declared chain with its types erased: bytes in, what the sink takes
-/// out, or a failure for the dead-letter topic.
-#[async_trait]
+/// A topology's consuming side.
 pub trait Processor: Send + Sync + 'static {
-    /// Appends what one input record produced to `out`.
-    async fn process(
+    /// Appends what one input record produced to `out`; on an error
+    /// nothing is added.
+    fn process(
         &self,
         codec: &AvroCodec,
         input: Input<'_>,
         out: &mut Vec<Emitted>,
     ) -> Result<(), Failure>;
 
-    /// The same without waiting, when every schema involved is cached (the
-    /// steady state); `None` means "call `process`", and nothing was added.
-    fn process_cached(
-        &self,
-        _codec: &AvroCodec,
-        _input: Input<'_>,
-        _out: &mut Vec<Emitted>,
-    ) -> Option<Result<(), Failure>> {
-        None
+    /// The source's reader schema, to prepare for a writer schema the
+    /// codec has not met.
+    fn reader(&self) -> &Reader;
+}
+
+/// Asks the registry for what `missing` names, so the record can be
+/// handled again; the error is the record's failure if it cannot.
+pub async fn fetch_missing(
+    codec: &AvroCodec,
+    processor: &dyn Processor,
+    input: Input<'_>,
+    missing: &Missing,
+) -> Result<(), Failure> {
+    match missing {
+        Missing::Writer => codec
+            .prepare_reader(input.value.unwrap_or_default(), processor.reader())
+            .await
+            .map_err(Failure::Decode),
+        Missing::Sink(topic) => codec
+            .resolve_sink(topic)
+            .await
+            .map(|_| ())
+            .map_err(Failure::Encode),
     }
 }
 
-pub(super) struct TypedProcessor<S, T, O> {
+pub(super) struct SourceProcessor<S> {
     reader: Reader,
-    ops: O,
-    types: PhantomData<fn(S) -> T>,
-    sink: Arc<str>,
-    /// The sink's schema as the first codec resolved it.
-    sink_schema: OnceLock<SinkSchema>,
-    /// The chain sets its own keys: the input key is not copied in.
-    sets_key: bool,
+    root: Slot<S>,
+    /// False once the graph sets its own keys before reading them: the
+    /// input key is then not copied in.
+    key_needed: Arc<OnceLock<bool>>,
 }
 
-impl<S, T, O> TypedProcessor<S, T, O> {
-    pub(super) fn new(reader: apache_avro::Schema, ops: O, sink: &str) -> Self {
-        Self {
-            reader: Reader::new(reader),
-            ops,
-            types: PhantomData,
-            sink: sink.into(),
-            sink_schema: OnceLock::new(),
-            sets_key: false,
-        }
-    }
-
-    pub(super) fn with_key_set(self, sets_key: bool) -> Self {
-        Self { sets_key, ..self }
-    }
-
-    fn item(&self, input: Input<'_>, value: S) -> Item<S> {
-        Item {
-            key: if self.sets_key {
-                None
-            } else {
-                input.key.map(<[u8]>::to_vec)
-            },
-            value,
-            timestamp_ms: input.timestamp_ms,
-        }
-    }
-
-    /// `codec.encode_cached`, without its look-up by topic once resolved.
-    fn encode_cached(&self, codec: &AvroCodec, value: &T) -> Option<Result<Vec<u8>, CodecError>>
-    where
-        T: Serialize,
-    {
-        if let Some(s) = self.sink_schema.get()
-            && s.is_from(codec)
-        {
-            return Some(s.encode(value));
-        }
-        let schema = codec.sink_schema(&self.sink)?;
-        let encoded = schema.encode(value);
-        let _ = self.sink_schema.set(schema);
-        Some(encoded)
-    }
-}
-
-#[async_trait]
-impl<S, T, O> Processor for TypedProcessor<S, T, O>
-where
-    S: DeserializeOwned + Send + Sync + 'static,
-    T: Serialize + Send + Sync + 'static,
-    O: Ops<S, T>,
-{
-    fn process_cached(
-        &self,
-        codec: &AvroCodec,
-        input: Input<'_>,
-        out: &mut Vec<Emitted>,
-    ) -> Option<Result<(), Failure>> {
-        super::clock::start_record();
-        let bytes = input.value.unwrap_or_default();
-        let value = match codec.decode_cached::<S>(bytes, &self.reader)? {
-            Ok((_, v)) => v,
-            Err(e) => return Some(Err(Failure::Decode(e))),
-        };
-        let item = self.item(input, value);
-        let start = out.len();
-        let mut uncached = false;
-        let mut encode_error = None;
-        let chained = self.ops.run(item, &mut |t: Item<T>| {
-            match self.encode_cached(codec, &t.value) {
-                Some(Ok(value)) => out.push(Emitted::Record(Output {
-                    topic: self.sink.clone(),
-                    key: t.key,
-                    value,
-                    timestamp_ms: t.timestamp_ms,
-                })),
-                Some(Err(e)) => encode_error = encode_error.take().or(Some(e)),
-                None => uncached = true,
-            }
-            Ok(())
-        });
-        let failure = match (chained, encode_error) {
-            (Err(op), _) => Some(Failure::Operator(op)),
-            (Ok(()), Some(e)) => Some(Failure::Encode(e)),
-            (Ok(()), None) => None,
-        };
-        if uncached && failure.is_none() {
-            out.truncate(start);
-            return None;
-        }
-        match failure {
-            // All or nothing per input record.
-            Some(f) => {
-                out.truncate(start);
-                Some(Err(f))
-            }
-            None => Some(Ok(())),
-        }
-    }
-
-    async fn process(
-        &self,
-        codec: &AvroCodec,
-        input: Input<'_>,
-        out: &mut Vec<Emitted>,
-    ) -> Result<(), Failure> {
-        super::clock::start_record();
-        let value = decode_value::<S>(codec, &self.reader, input).await?;
-        let item = self.item(input, value);
-        let mut results: Vec<Item<T>> = Vec::with_capacity(1);
-        self.ops
-            .run(item, &mut |t: Item<T>| {
-                results.push(t);
-                Ok(())
-            })
-            .map_err(Failure::Operator)?;
-        let start = out.len();
-        for item in results {
-            let encoded = codec.encode(&self.sink, &item.value).await;
-            match encoded {
-                Ok(value) => out.push(Emitted::Record(Output {
-                    topic: self.sink.clone(),
-                    key: item.key,
-                    value,
-                    timestamp_ms: item.timestamp_ms,
-                })),
-                Err(e) => {
-                    // All or nothing per input record.
-                    out.truncate(start);
-                    return Err(Failure::Encode(e));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A chain whose last stage makes what the sink takes itself (readings,
-/// rows): decode, then the chain, all or nothing per input record.
-pub(super) struct ChainProcessor<S> {
-    reader: Reader,
-    chain: super::stream::Chain<S, Emitted>,
-    /// Refuse an input record that makes more than one result.
-    at_most_one: bool,
-}
-
-impl<S> ChainProcessor<S> {
-    pub(super) fn new(reader: Reader, chain: super::stream::Chain<S, Emitted>) -> Self {
+impl<S> SourceProcessor<S> {
+    pub(super) fn new(reader: Reader, root: Slot<S>, key_needed: Arc<OnceLock<bool>>) -> Self {
         Self {
             reader,
-            chain,
-            at_most_one: false,
-        }
-    }
-
-    pub(super) fn at_most_one(self) -> Self {
-        Self {
-            at_most_one: true,
-            ..self
+            root,
+            key_needed,
         }
     }
 }
 
-impl<S: DeserializeOwned + Send + Sync + 'static> ChainProcessor<S> {
-    fn run(&self, value: S, input: Input<'_>, out: &mut Vec<Emitted>) -> Result<(), Failure> {
-        let start = out.len();
-        let item = Item {
-            key: input.key.map(<[u8]>::to_vec),
-            value,
-            timestamp_ms: input.timestamp_ms,
-        };
-        (self.chain)(item, &mut |r| {
-            out.push(r.value);
-            Ok(())
-        })
-        .map_err(|e| {
-            out.truncate(start);
-            Failure::Operator(e)
-        })?;
-        let made = out.len() - start;
-        if self.at_most_one && made > 1 {
-            out.truncate(start);
-            return Err(Failure::Operator(super::OpError {
-                operator: "row".into(),
-                kind: super::FailureKind::Operator,
-                message: format!(
-                    "made {made} rows from one record; a row table takes at most one per input record (its key is the record's partition and offset)"
-                ),
-            }));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl<S: DeserializeOwned + Send + Sync + 'static> Processor for ChainProcessor<S> {
-    async fn process(
+impl<S: DeserializeOwned + Send + Sync + 'static> Processor for SourceProcessor<S> {
+    fn process(
         &self,
         codec: &AvroCodec,
         input: Input<'_>,
         out: &mut Vec<Emitted>,
     ) -> Result<(), Failure> {
-        let value = decode_value::<S>(codec, &self.reader, input).await?;
-        self.run(value, input, out)
+        super::clock::start_record();
+        let bytes = input.value.unwrap_or_default();
+        let value = match codec.decode_cached::<S>(bytes, &self.reader) {
+            Some(Ok((_, v))) => v,
+            Some(Err(e)) => return Err(Failure::Decode(e)),
+            None => return Err(Failure::Missing(Missing::Writer)),
+        };
+        let key = match self.key_needed.get() {
+            Some(false) => None,
+            _ => input.key.map(<[u8]>::to_vec),
+        };
+        let item = Item {
+            key,
+            value,
+            timestamp_ms: input.timestamp_ms,
+        };
+        let start = out.len();
+        let mut ctx = Ctx { codec, out };
+        let done = push(&self.root, item, &mut ctx);
+        if done.is_err() {
+            out.truncate(start);
+        }
+        done
     }
 
-    fn process_cached(
-        &self,
-        codec: &AvroCodec,
-        input: Input<'_>,
-        out: &mut Vec<Emitted>,
-    ) -> Option<Result<(), Failure>> {
-        let bytes = input.value.unwrap_or_default();
-        match codec.decode_cached::<S>(bytes, &self.reader)? {
-            Ok((_, v)) => Some(self.run(v, input, out)),
-            Err(e) => Some(Err(Failure::Decode(e))),
-        }
+    fn reader(&self) -> &Reader {
+        &self.reader
     }
+}
+
+/// Encodes `value` for `topic` with the schema cached in `cache` (the
+/// codec's look-up by topic is skipped once resolved); `Missing` until the
+/// registry gave it.
+pub(crate) fn encode_for<T: serde::Serialize>(
+    codec: &AvroCodec,
+    topic: &Arc<str>,
+    cache: &OnceLock<crate::avro::SinkSchema>,
+    value: &T,
+) -> Result<Vec<u8>, Failure> {
+    if let Some(s) = cache.get()
+        && s.is_from(codec)
+    {
+        return s.encode(value).map_err(Failure::Encode);
+    }
+    let Some(schema) = codec.sink_schema(topic) else {
+        return Err(Failure::Missing(Missing::Sink(topic.clone())));
+    };
+    let encoded = schema.encode(value).map_err(Failure::Encode);
+    let _ = cache.set(schema);
+    encoded
 }

@@ -1,59 +1,59 @@
 //! The typed stream builder. Operators compose into one nested type per
-//! topology (see `ops`), pushing items downstream without allocating per stage.
+//! segment (see `ops`), pushing items downstream without allocating per
+//! stage; a segment ends where the stream fans out, branches, merges,
+//! reaches a stateful operator or a sink, and compiles into one closure.
 
-use std::{fmt::Display, marker::PhantomData, sync::Arc};
-
-use serde::{Serialize, de::DeserializeOwned};
+use std::{any::Any, fmt::Display, marker::PhantomData, sync::Arc};
 
 use super::{
-    BuildError, Builder, Declared, Description, OpError,
+    Failure, Item, OpError,
+    describe::NodeKind,
+    graph::{Ctx, NodeId, Shared, Side, Slot, push, slot},
+    item::{Emitted, Payload, Target},
     ops::{EventTime, Filter, FlatMap, KeyBy, Map, Ops, Source, TryMap, Validate},
-    processor::TypedProcessor,
-    valid_topic,
 };
 
-/// A record flowing through the operators.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Item<T> {
-    pub key: Option<Vec<u8>>,
-    pub value: T,
-    /// Event time in milliseconds since the epoch (the record timestamp
-    /// unless an extractor says otherwise).
-    pub timestamp_ms: i64,
-}
-
-pub type Emit<'a, T> = &'a mut dyn FnMut(Item<T>) -> Result<(), OpError>;
-/// A chain with its types erased, where a processor must not depend on it.
-pub(crate) type Chain<S, T> =
-    Arc<dyn for<'a> Fn(Item<S>, Emit<'a, T>) -> Result<(), OpError> + Send + Sync>;
-
-/// A stream of `T` read from a source of `S`, through the operators `O`.
+/// A stream of `T`, made from the `S` items its segment receives by the
+/// operators `O`.
 pub struct Stream<S, T, O> {
-    pub(super) builder: Builder,
-    source: String,
-    reader: Option<apache_avro::Schema>,
-    pub(super) operators: Vec<String>,
-    /// A `key_by` replaces the input key, and no operator reads keys, so the
-    /// runtime need not copy the input key into the chain at all.
+    pub(super) graph: Shared,
+    /// Where this segment's compiled closure goes.
+    pub(super) slot: Slot<S>,
+    /// The last node described.
+    pub(super) tail: NodeId,
+    pub(super) side: Side,
+    /// For the source's segment: whether the input key is needed (no
+    /// `key_by` replaces it first), told to the processor once known.
+    pub(super) key_needed: Option<Arc<std::sync::OnceLock<bool>>>,
     pub(super) sets_key: bool,
     ops: O,
     types: PhantomData<fn(S) -> T>,
 }
 
-impl<S> Stream<S, S, Source>
-where
-    S: DeserializeOwned + Send + Sync + 'static,
-{
-    pub(super) fn source(
-        builder: Builder,
-        topic: &str,
-        reader: Option<apache_avro::Schema>,
-    ) -> Self {
+/// Where a stateful operator's results flow on (`OpCtx::emit`).
+pub struct Downstream<T>(pub(crate) Slot<T>);
+
+impl<T> Clone for Downstream<T> {
+    fn clone(&self) -> Self {
+        Downstream(self.0.clone())
+    }
+}
+
+/// A stream whose declaration is complete; `build` checks the whole
+/// topology it belongs to.
+pub struct Ended {
+    pub(super) graph: Shared,
+}
+
+impl<S: 'static> Stream<S, S, Source> {
+    pub(super) fn start(graph: Shared, slot: Slot<S>, tail: NodeId, side: Side) -> Self {
+        graph.borrow_mut().expect(tail, &slot);
         Stream {
-            builder,
-            source: topic.to_string(),
-            reader,
-            operators: Vec::new(),
+            graph,
+            slot,
+            tail,
+            side,
+            key_needed: None,
             sets_key: false,
             ops: Source,
             types: PhantomData,
@@ -62,14 +62,18 @@ where
 }
 
 impl<S: 'static, T: 'static, O: Ops<S, T>> Stream<S, T, O> {
-    fn then<U, O2>(self, description: String, stage: impl FnOnce(O) -> O2) -> Stream<S, U, O2> {
-        let mut operators = self.operators;
-        operators.push(description);
+    fn then<U, O2>(self, label: String, stage: impl FnOnce(O) -> O2) -> Stream<S, U, O2> {
+        let tail = {
+            let mut g = self.graph.borrow_mut();
+            let side = self.side;
+            g.node(NodeKind::Operator, label, vec![self.tail], side)
+        };
         Stream {
-            builder: self.builder,
-            source: self.source,
-            reader: self.reader,
-            operators,
+            graph: self.graph,
+            slot: self.slot,
+            tail,
+            side: self.side,
+            key_needed: self.key_needed,
             sets_key: self.sets_key,
             ops: stage(self.ops),
             types: PhantomData,
@@ -174,8 +178,9 @@ impl<S: 'static, T: 'static, O: Ops<S, T>> Stream<S, T, O> {
         })
     }
 
-    /// Runs the chain on one item; for tests and benchmarks of operators.
-    pub fn apply(&self, item: Item<S>) -> Result<Vec<Item<T>>, OpError> {
+    /// Runs the segment on one item, without the rest of the graph; for
+    /// tests and benchmarks of operators.
+    pub fn apply(&self, item: Item<S>) -> Result<Vec<Item<T>>, Failure> {
         let mut out = Vec::new();
         self.ops.run(item, &mut |t| {
             out.push(t);
@@ -183,125 +188,192 @@ impl<S: 'static, T: 'static, O: Ops<S, T>> Stream<S, T, O> {
         })?;
         Ok(out)
     }
-}
 
-impl<S: DeserializeOwned + Send + Sync + 'static, T: 'static, O: Ops<S, T>> Stream<S, T, O> {
-    /// Checks the graph ending in `sinks` (topics) and yields its
-    /// description, reader schema and operator chain.
-    pub(super) fn finish(
-        self,
-        sinks: &[&str],
-    ) -> Result<(Description, apache_avro::Schema, O, bool), BuildError> {
-        let name = self.builder.name.clone();
-        let name_ok = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !name_ok {
-            return Err(BuildError::BadName(name));
-        }
-        let dead_letter = self
-            .builder
-            .dead_letter
-            .clone()
-            .unwrap_or_else(|| format!("{}.dlq", self.source));
-        for t in [self.source.as_str(), dead_letter.as_str()]
-            .into_iter()
-            .chain(sinks.iter().copied())
-        {
-            if !valid_topic(t) {
-                return Err(BuildError::BadTopic {
-                    topology: name,
-                    topic: t.to_string(),
-                });
-            }
-        }
-        if let Some(looping) = sinks
-            .iter()
-            .copied()
-            .chain([dead_letter.as_str()])
-            .find(|t| *t == self.source)
-        {
-            return Err(BuildError::Loop {
-                topology: name,
-                topic: looping.to_string(),
-            });
-        }
-        let reader = self.reader.ok_or_else(|| BuildError::NoSchema {
-            topology: name.clone(),
-            topic: self.source.clone(),
-        })?;
-        let description = Description {
-            group_id: self
-                .builder
-                .group_id
-                .clone()
-                .unwrap_or_else(|| format!("sluice-{name}")),
-            name,
-            source: self.source,
-            operators: self.operators,
-            sinks: sinks.iter().map(|t| t.to_string()).collect(),
-            writes: sinks.iter().map(|t| t.to_string()).collect(),
-            dead_letter,
-            late: None,
-        };
-        Ok((description, reader, self.ops, self.sets_key))
-    }
-
-    /// The chain with each result made into a row by `row` (what a table
-    /// sink takes): one row at most per input record, since a row is keyed
-    /// by the record's partition and offset. A row `row` refuses is the
-    /// record's validation failure; `columns` names them, for the listing.
-    pub fn rows_of<Er: Display + 'static>(
-        mut self,
-        columns: &str,
-        row: impl Fn(&T) -> Result<Vec<super::Cell>, Er> + Send + Sync + 'static,
-    ) -> Result<Declared, BuildError>
+    /// Ends the segment: each result goes to `end`.
+    pub(crate) fn seal<E>(self, end: E) -> (Shared, NodeId, Side)
     where
-        T: Send + Sync,
+        E: Fn(Item<T>, &mut Ctx<'_>) -> Result<(), Failure> + Send + Sync + 'static,
     {
-        let operator = format!("row({columns})");
-        self.operators.push(operator.clone());
-        let (description, reader, ops, _) = self.finish(&[])?;
-        let chain: Chain<S, super::Emitted> = Arc::new(move |item, out| {
-            ops.run(item, &mut |t: Item<T>| {
-                let cells = row(&t.value).map_err(|e| OpError {
-                    operator: operator.clone(),
-                    kind: super::FailureKind::Validation,
-                    message: e.to_string(),
-                })?;
-                out(Item {
-                    key: t.key,
-                    value: super::Emitted::Row(cells),
-                    timestamp_ms: t.timestamp_ms,
-                })
-            })
+        if let Some(k) = &self.key_needed {
+            let _ = k.set(!self.sets_key);
+        }
+        let ops = self.ops;
+        let compiled: super::graph::Push<S> =
+            Arc::new(move |item, ctx| ops.run(item, &mut |t| end(t, ctx)));
+        let _ = self.slot.set(compiled);
+        (self.graph, self.tail, self.side)
+    }
+
+    /// Ends the segment in a new node of `kind` whose children start from
+    /// fresh streams of `T` on the same side.
+    fn seal_into(
+        self,
+        kind: NodeKind,
+        label: String,
+        end: impl Fn(Item<T>, &mut Ctx<'_>) -> Result<(), Failure> + Send + Sync + 'static,
+    ) -> (Shared, NodeId, Side) {
+        let (graph, tail, side) = self.seal(end);
+        let node = graph.borrow_mut().node(kind, label, vec![tail], side);
+        (graph, node, side)
+    }
+
+    /// Sends every record to each of `N` streams (a fan-out): each may go
+    /// on to its own operators and sinks, and all of them commit in one unit.
+    pub fn fan_out<const N: usize>(self) -> [Stream<T, T, Source>; N]
+    where
+        T: Clone + Send,
+    {
+        let slots: [Slot<T>; N] = std::array::from_fn(|_| slot());
+        let targets = slots.clone();
+        let (graph, node, side) =
+            self.seal_into(NodeKind::FanOut, format!("fan-out({N})"), move |t, ctx| {
+                if let Some((last, rest)) = targets.split_last() {
+                    for s in rest {
+                        push(s, t.clone(), ctx)?;
+                    }
+                    push(last, t, ctx)?;
+                }
+                Ok(())
+            });
+        slots.map(|s| Stream::start(graph.clone(), s, node, side))
+    }
+
+    /// Starts a split: records go to the first branch whose predicate they
+    /// meet (Kafka Streams' `split`), and are dropped if they meet none,
+    /// unless a default branch takes them.
+    pub fn split(self, name: &str) -> super::split::Split<S, T, O>
+    where
+        T: Send,
+    {
+        super::split::Split::new(self, name)
+    }
+
+    /// One stream of the records of both: they must be of the same type,
+    /// and be processed on the same side (both before any stateful
+    /// operator, or both after one).
+    pub fn merge<S2: 'static, O2: Ops<S2, T>>(
+        self,
+        other: Stream<S2, T, O2>,
+    ) -> Stream<T, T, Source> {
+        let merged: Slot<T> = slot();
+        if self.side != other.side {
+            let e = super::BuildError::MergeSides {
+                topology: self.graph.borrow().name.clone(),
+            };
+            self.graph.borrow_mut().fail(e);
+        }
+        let into = merged.clone();
+        let (graph, a, side) = self.seal(move |t, ctx| push(&into, t, ctx));
+        let into = merged.clone();
+        let (_, b, _) = other.seal(move |t, ctx| push(&into, t, ctx));
+        let node = graph
+            .borrow_mut()
+            .node(NodeKind::Merge, "merge".into(), vec![a, b], side);
+        Stream::start(graph, merged, node, side)
+    }
+
+    /// Ends the segment in a stateful operator (see `operator`), which
+    /// receives each result, boxed, where the unit commits; its own
+    /// results flow on from `output`.
+    pub(crate) fn into_operator<U: 'static>(
+        self,
+        spec: Arc<dyn crate::operator::OperatorSpec>,
+        label: String,
+        output: Slot<U>,
+    ) -> Stream<U, U, Source>
+    where
+        T: Send,
+    {
+        let fed_by_loop = self.side == Side::Loop;
+        let index = self.graph.borrow().operators.len() as u32;
+        let (graph, tail, _) = self.seal(move |t, ctx| {
+            ctx.out.push(Emitted {
+                to: Target::Operator(index),
+                payload: Payload::Value(Box::new(t) as Box<dyn Any + Send>),
+            });
+            Ok(())
         });
-        Ok(Declared {
-            description,
-            processor: Arc::new(
-                super::processor::ChainProcessor::new(crate::avro::Reader::new(reader), chain)
-                    .at_most_one(),
-            ),
-        })
+        let node = {
+            let mut g = graph.borrow_mut();
+            let node = g.node(NodeKind::Stateful, label, vec![tail], Side::Task);
+            g.operators.push(super::graph::OperatorDecl {
+                node,
+                spec,
+                fed_by_loop,
+            });
+            node
+        };
+        Stream::start(graph, output, node, Side::Task)
+    }
+
+    /// Ends the segment in a stateful operator of your own: `make` gets the
+    /// stream its results flow on through (`OpCtx::emit` into it) and gives
+    /// the operator's declaration (see `operator`).
+    pub fn process_with<U: 'static>(
+        self,
+        label: &str,
+        make: impl FnOnce(Downstream<U>) -> Arc<dyn crate::operator::OperatorSpec>,
+    ) -> Stream<U, U, Source>
+    where
+        T: Send,
+    {
+        let out = slot::<U>();
+        let spec = make(Downstream(out.clone()));
+        self.into_operator(spec, label.to_string(), out)
+    }
+
+    /// Ends the stream in a sink: `prepare` makes what the sink writes
+    /// from each record (on the side the record is processed on).
+    pub(crate) fn into_sink<P>(
+        self,
+        open: Arc<dyn crate::sink::OpenSink>,
+        desc: super::describe::SinkDesc,
+        prepare: P,
+    ) -> Ended
+    where
+        P: Fn(Item<T>, &mut Ctx<'_>) -> Result<Payload, Failure> + Send + Sync + 'static,
+    {
+        let index = self.graph.borrow().sinks.len() as u32;
+        let label = desc.label.clone();
+        let (graph, tail, side) = self.seal(move |t, ctx| {
+            let payload = prepare(t, ctx)?;
+            ctx.out.push(Emitted {
+                to: Target::Sink(index),
+                payload,
+            });
+            Ok(())
+        });
+        {
+            let mut g = graph.borrow_mut();
+            g.node(NodeKind::Sink, label, vec![tail], side);
+            g.sinks.push(super::graph::SinkDecl { open, desc });
+        }
+        Ended { graph }
+    }
+
+    /// The topology's name, for messages.
+    pub(crate) fn topology_name(&self) -> String {
+        self.graph.borrow().name.clone()
+    }
+
+    pub(crate) fn graph(&self) -> &Shared {
+        &self.graph
     }
 }
 
-impl<S, T, O> Stream<S, T, O>
-where
-    S: DeserializeOwned + Send + Sync + 'static,
-    T: Serialize + Send + Sync + 'static,
-    O: Ops<S, T>,
-{
-    /// The chain with its results encoded as Avro records for `topic`
-    /// (the latest schema of `<topic>-value`): what a topic sink takes.
-    pub fn records_for(self, topic: &str) -> Result<Declared, BuildError> {
-        let (description, reader, ops, sets_key) = self.finish(&[topic])?;
-        let processor = TypedProcessor::new(reader, ops, topic).with_key_set(sets_key);
-        Ok(Declared {
-            description,
-            processor: Arc::new(processor),
-        })
+/// An operator's refusal of one record, as a failure.
+pub(crate) fn refused(operator: &str, kind: super::FailureKind, message: String) -> Failure {
+    Failure::Operator(OpError {
+        operator: operator.to_string(),
+        kind,
+        message,
+    })
+}
+
+impl Ended {
+    /// Checks the topology this stream belongs to and builds it.
+    pub fn build(self) -> Result<super::Topology, super::BuildError> {
+        super::build::build(self.graph)
     }
 }
 

@@ -1,24 +1,22 @@
-//! Windowed aggregation declared on a stream: `window(spec)` then
-//! `aggregate(name, key, value)`. The chain emits one `Reading` per record —
-//! a key, a value and its event time — and the sink's window stage folds the
-//! readings into per-window aggregates.
+//! Windowed aggregation declared on a stream: `window(spec)`, then
+//! `aggregate(name, key, init, fold)` — any key and any aggregate type —
+//! then where the windows go: `finals()`, a stream of each window once,
+//! whole, when the partition's event time passes its end plus grace; or a
+//! window table (`to_postgres`, in `sink`), into which every commit merges
+//! what changed. The windows are a stateful operator (`operator::window`).
 
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
-
 use super::{
-    BuildError, Declared, Emitted, Item,
-    ops::Ops,
-    processor::ChainProcessor,
-    stream::{Chain, Stream},
+    BuildError, Item, Stream,
+    ops::{Ops, Source},
 };
 use crate::{
-    avro::Reader,
-    window::{Aggregate, Columns, Combined, ValueType, WindowError, WindowSpec},
+    operator::window::{Mode, WindowSpecOp},
+    window::{Fold, Window, WindowSpec},
 };
 
-/// One column of a window's key.
+/// One column of a window table's key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KeyValue {
     Text(String),
@@ -52,10 +50,10 @@ impl std::fmt::Display for KeyValue {
     }
 }
 
-/// A window's key: one value per key column of its table, in order.
+/// A window table's key: one value per key column, in order.
 pub type WindowKey = Vec<KeyValue>;
 
-/// What a key extractor may return: a value, or a tuple of up to four.
+/// A key that fills a window table's key columns: a value, or a tuple of up to four.
 pub trait IntoKey {
     /// How many key columns it fills.
     const COLUMNS: usize;
@@ -85,12 +83,12 @@ tuple_key!(2; A, B);
 tuple_key!(3; A, B, C);
 tuple_key!(4; A, B, C, D);
 
-/// One value to fold into the windows of its key.
+/// A window's result: its key, bounds and aggregate.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
-    pub key: WindowKey,
-    pub value: f64,
-    pub event_ms: i64,
+pub struct Windowed<K, A> {
+    pub key: K,
+    pub window: Window,
+    pub value: A,
 }
 
 /// A stream whose records are grouped into event-time windows.
@@ -99,19 +97,13 @@ pub struct WindowedStream<S, T, O> {
     spec: WindowSpec,
 }
 
-type Extract<T> = Arc<dyn Fn(&T) -> (WindowKey, f64) + Send + Sync>;
-
-/// A window's empty aggregate.
-pub type MakeAggregate = Arc<dyn Fn() -> Combined + Send + Sync>;
-
-/// A windowed aggregation, ready for its sink.
-pub struct Aggregated<S, T, O> {
-    windowed: WindowedStream<S, T, O>,
-    name: String,
-    key_columns: usize,
-    extract: Extract<T>,
-    make: MakeAggregate,
-    user_columns: Vec<(&'static str, ValueType)>,
+/// A windowed aggregation, waiting to be told where its windows go.
+pub struct WindowedTable<S, T, O, K, A> {
+    pub(crate) stream: Stream<S, T, O>,
+    pub(crate) spec: WindowSpec,
+    pub(crate) name: String,
+    pub(crate) key: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    pub(crate) fold: Fold<T, A>,
 }
 
 impl<S: 'static, T: 'static, O: Ops<S, T>> Stream<S, T, O> {
@@ -122,34 +114,22 @@ impl<S: 'static, T: 'static, O: Ops<S, T>> Stream<S, T, O> {
 }
 
 impl<S: 'static, T: 'static, O: Ops<S, T>> WindowedStream<S, T, O> {
-    /// Aggregates `value` per key and window; the sink's table says which
-    /// aggregates it keeps (count, sum, min, max and avg for `Stats`).
-    pub fn aggregate<K: IntoKey>(
+    /// Folds the records of each key and window into an `A`: it starts as
+    /// `init()`, and `fold` adds each record.
+    pub fn aggregate<K, A: 'static>(
         self,
         name: &str,
         key: impl Fn(&T) -> K + Send + Sync + 'static,
-        value: impl Fn(&T) -> f64 + Send + Sync + 'static,
-    ) -> Aggregated<S, T, O> {
-        Aggregated {
-            windowed: self,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        fold: impl Fn(&mut A, &T) + Send + Sync + 'static,
+    ) -> WindowedTable<S, T, O, K, A> {
+        WindowedTable {
+            stream: self.stream,
+            spec: self.spec,
             name: name.to_string(),
-            key_columns: K::COLUMNS,
-            extract: Arc::new(move |t| (key(t).into_key(), value(t))),
-            make: Arc::new(Combined::default),
-            user_columns: Vec::new(),
+            key: Arc::new(key),
+            fold: Fold::new(init, fold),
         }
-    }
-}
-
-impl<S, T, O> Aggregated<S, T, O> {
-    /// Keeps a user-defined aggregate `A` of the values beside count, sum,
-    /// min and max; its `Columns` become columns of the window table
-    /// (`TableSpec::columns_of::<A>()`) or what a topic's records are made
-    /// of (`Combined::user::<A>()`).
-    pub fn with<A: Aggregate<f64> + Columns + Sync>(mut self) -> Self {
-        self.make = Arc::new(Combined::of::<A>);
-        self.user_columns = A::columns();
-        self
     }
 }
 
@@ -162,74 +142,92 @@ fn describe(spec: &WindowSpec) -> String {
         }
         crate::window::WindowKind::Session { gap } => format!("session, gap {}", h(gap)),
     };
-    format!("window({kind}, grace {})", h(spec.grace))
+    format!("{kind}, grace {}", h(spec.grace))
 }
 
-/// A windowed chain, checked: what a window sink takes.
-pub struct DeclaredWindows {
-    pub declared: Declared,
-    pub spec: WindowSpec,
-    /// How many values the key extractor gives per reading.
-    pub key_columns: usize,
-    pub make: MakeAggregate,
-    /// The user-defined aggregate's columns (none without one).
-    pub user_columns: Vec<(&'static str, ValueType)>,
-}
-
-impl<S, T, O> Aggregated<S, T, O>
+impl<S, T, O, K, A> WindowedTable<S, T, O, K, A>
 where
-    S: DeserializeOwned + Send + Sync + 'static,
-    T: Send + Sync + 'static,
+    S: 'static,
+    T: Send + 'static,
     O: Ops<S, T>,
+    K: Clone + Eq + std::hash::Hash + Send + 'static,
+    A: Send + 'static,
 {
-    /// Checks the chain and the window; `aggregates` names what the sink
-    /// keeps, for the listing. Late records go to `<source>.late`.
-    pub fn readings(self, aggregates: &str) -> Result<DeclaredWindows, BuildError> {
-        let spec = self.windowed.spec;
-        let mut stream = self.windowed.stream;
-        let bad_window = |e: WindowError| BuildError::BadWindow {
-            topology: stream.builder.name.clone(),
-            reason: e.to_string(),
+    /// How two aggregates of one key combine: needed by session windows,
+    /// whose sessions join when a record bridges them.
+    pub fn merge(mut self, merge: impl Fn(&mut A, &A) + Send + Sync + 'static) -> Self {
+        self.fold = self.fold.with_merge(merge);
+        self
+    }
+
+    /// Checks the window; the label the operator is listed with.
+    pub(crate) fn check(&self) -> Option<BuildError> {
+        let bad = |reason: String| BuildError::BadWindow {
+            topology: self.stream.topology_name(),
+            reason,
         };
-        spec.kind.validate().map_err(bad_window)?;
-        stream.operators.push(describe(&spec));
-        let mut outputs = aggregates.to_string();
-        for (c, _) in &self.user_columns {
-            outputs.push_str(", ");
-            outputs.push_str(c);
+        if let Err(e) = self.spec.kind.validate() {
+            return Some(bad(e.to_string()));
         }
-        stream
-            .operators
-            .push(format!("aggregate({}: {outputs})", self.name));
-        let (description, reader, ops, _) = stream.finish(&[])?;
-        let description = super::Description {
-            late: Some(format!("{}.late", description.source)),
-            ..description
-        };
-        let extract = self.extract;
-        let chain: Chain<S, Emitted> = Arc::new(move |item, out| {
-            ops.run(item, &mut |t: Item<T>| {
-                let (key, value) = extract(&t.value);
-                out(Item {
-                    key: t.key,
-                    value: Emitted::Reading(Reading {
-                        key,
-                        value,
-                        event_ms: t.timestamp_ms,
-                    }),
-                    timestamp_ms: t.timestamp_ms,
-                })
-            })
+        if self.spec.is_session() && self.fold.merge.is_none() {
+            return Some(bad(
+                "session windows join when a record bridges two sessions: declare how their aggregates combine with .merge(...)".into(),
+            ));
+        }
+        None
+    }
+
+    /// Each window once, whole, when final: a stream of `Windowed` results
+    /// (timestamped at the window's last millisecond), to map and send to
+    /// any sink. Open windows live in memory; after a restart they are
+    /// rebuilt by reading their records again (the committed offset is
+    /// the first record still in an open window), so nothing is emitted twice.
+    pub fn finals(self) -> Stream<Windowed<K, A>, Windowed<K, A>, Source> {
+        let out = super::slot::<Windowed<K, A>>();
+        self.attach(Mode::Finals(out.clone()), out)
+    }
+
+    /// Each window's change since the last commit (its partial aggregate,
+    /// and whether it is final), for a table that merges them.
+    pub(crate) fn deltas(
+        self,
+    ) -> Stream<crate::operator::window::Delta<K, A>, crate::operator::window::Delta<K, A>, Source>
+    {
+        let out = super::slot();
+        self.attach(Mode::Deltas(out.clone()), out)
+    }
+
+    fn attach<U: 'static>(self, mode: Mode<K, A>, out: super::Slot<U>) -> Stream<U, U, Source> {
+        if let Some(e) = self.check() {
+            self.stream.graph().borrow_mut().fail(e);
+        }
+        let label = format!(
+            "window({}) → aggregate({}){}",
+            describe(&self.spec),
+            self.name,
+            match mode {
+                Mode::Finals(_) => " → finals",
+                Mode::Deltas(_) => "",
+            }
+        );
+        let spec = Arc::new(WindowSpecOp {
+            name: self.name,
+            spec: self.spec,
+            key: self.key,
+            fold: self.fold,
+            mode,
         });
-        Ok(DeclaredWindows {
-            declared: Declared {
-                description,
-                processor: Arc::new(ChainProcessor::new(Reader::new(reader), chain)),
-            },
-            spec,
-            key_columns: self.key_columns,
-            make: self.make,
-            user_columns: self.user_columns,
-        })
+        self.stream.into_operator(spec, label, out)
+    }
+}
+
+/// A window as an `Item`: its result, keyed by nothing (set a key with
+/// `key_by`), at the window's last millisecond.
+pub(crate) fn item_of<K, A>(w: Windowed<K, A>) -> Item<Windowed<K, A>> {
+    let at = w.window.end_ms - 1;
+    Item {
+        key: None,
+        value: w,
+        timestamp_ms: at,
     }
 }

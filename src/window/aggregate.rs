@@ -1,9 +1,10 @@
-//! Aggregates that fold values and merge partial results, so a batch's
-//! partial aggregate can be merged into what an earlier batch stored.
-//! `Combined` is what windows keep: `Stats`, and beside it, type-erased, a
-//! user-defined aggregate whose `Columns` reach the sinks.
+//! Aggregates: any type, started by `init`, folded value by value, merged
+//! where a store needs it (sessions that join). `Fold` holds a
+//! declaration's closures; `Aggregate` is the same as a trait, which
+//! `Stats` (count, sum, min, max) implements. `Columns` names an
+//! aggregate's values for a table's columns.
 
-use std::any::Any;
+use std::sync::Arc;
 
 /// A mergeable aggregate over values of type `V`.
 pub trait Aggregate<V>: Clone + Default + Send + 'static {
@@ -88,115 +89,102 @@ pub trait Columns {
     fn values(&self) -> Vec<Value>;
 }
 
-/// A user-defined aggregate with its type erased, so one window stage runs
-/// any of them.
-pub trait UserAggregate: Send + Sync {
-    fn add(&mut self, value: f64);
-    /// Merges another of the same type (others are ignored).
-    fn merge(&mut self, other: &dyn UserAggregate);
-    fn values(&self) -> Vec<Value>;
-    fn boxed(&self) -> Box<dyn UserAggregate>;
-    fn as_any(&self) -> &dyn Any;
-}
-
-impl<T: Aggregate<f64> + Columns + Sync> UserAggregate for T {
-    fn add(&mut self, value: f64) {
-        Aggregate::add(self, &value);
-    }
-
-    fn merge(&mut self, other: &dyn UserAggregate) {
-        if let Some(o) = other.as_any().downcast_ref::<T>() {
-            Aggregate::merge(self, o);
-        }
+impl Columns for Stats {
+    fn columns() -> Vec<(&'static str, ValueType)> {
+        vec![
+            ("count", ValueType::Int),
+            ("sum", ValueType::Float),
+            ("min", ValueType::Float),
+            ("max", ValueType::Float),
+        ]
     }
 
     fn values(&self) -> Vec<Value> {
-        Columns::values(self)
-    }
-
-    fn boxed(&self) -> Box<dyn UserAggregate> {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
+        vec![
+            Value::Int(i64::try_from(self.count).unwrap_or(i64::MAX)),
+            Value::Float(self.sum),
+            Value::Float(self.min),
+            Value::Float(self.max),
+        ]
     }
 }
 
-/// What a window keeps: `Stats`, and the topology's own aggregate if it
-/// declared one. The default (no user aggregate) is the identity of
-/// `merge`; windows start from `Combined::of`, their declaration's kind.
-#[derive(Default)]
-pub struct Combined {
-    pub stats: Stats,
-    user: Option<Box<dyn UserAggregate>>,
+/// Two aggregates side by side: their columns, the first's then the second's.
+impl<A: Columns, B: Columns> Columns for (A, B) {
+    fn columns() -> Vec<(&'static str, ValueType)> {
+        let mut c = A::columns();
+        c.extend(B::columns());
+        c
+    }
+
+    fn values(&self) -> Vec<Value> {
+        let mut v = self.0.values();
+        v.extend(self.1.values());
+        v
+    }
 }
 
-impl Clone for Combined {
+impl<V, A: Aggregate<V>, B: Aggregate<V>> Aggregate<V> for (A, B) {
+    fn add(&mut self, value: &V) {
+        self.0.add(value);
+        self.1.add(value);
+    }
+
+    fn merge(&mut self, other: &Self) {
+        self.0.merge(&other.0);
+        self.1.merge(&other.1);
+    }
+}
+
+type Init<A> = Arc<dyn Fn() -> A + Send + Sync>;
+type FoldFn<V, A> = Arc<dyn Fn(&mut A, &V) + Send + Sync>;
+type MergeFn<A> = Arc<dyn Fn(&mut A, &A) + Send + Sync>;
+
+/// A typed aggregate as declared: where it starts, how a value folds in,
+/// and (where a store needs it: merging sessions) how two combine.
+pub struct Fold<V, A> {
+    pub init: Init<A>,
+    pub fold: FoldFn<V, A>,
+    pub merge: Option<MergeFn<A>>,
+}
+
+impl<V, A> Clone for Fold<V, A> {
     fn clone(&self) -> Self {
-        Combined {
-            stats: self.stats,
-            user: self.user.as_ref().map(|u| u.boxed()),
+        Fold {
+            init: self.init.clone(),
+            fold: self.fold.clone(),
+            merge: self.merge.clone(),
         }
     }
 }
 
-impl std::fmt::Debug for Combined {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Combined")
-            .field("stats", &self.stats)
-            .field("user", &self.user.as_ref().map(|u| u.values()))
-            .finish()
-    }
-}
-
-impl PartialEq for Combined {
-    fn eq(&self, other: &Self) -> bool {
-        self.stats == other.stats && self.user_values() == other.user_values()
-    }
-}
-
-impl Combined {
-    /// An empty aggregate with a fresh `T` beside the stats.
-    pub fn of<T: Aggregate<f64> + Columns + Sync>() -> Combined {
-        Combined {
-            stats: Stats::default(),
-            user: Some(Box::new(T::default())),
+impl<V: 'static, A: 'static> Fold<V, A> {
+    pub fn new(
+        init: impl Fn() -> A + Send + Sync + 'static,
+        fold: impl Fn(&mut A, &V) + Send + Sync + 'static,
+    ) -> Self {
+        Fold {
+            init: Arc::new(init),
+            fold: Arc::new(fold),
+            merge: None,
         }
     }
 
-    /// The user-defined aggregate, if it is a `T`.
-    pub fn user<T: 'static>(&self) -> Option<&T> {
-        self.user.as_ref()?.as_any().downcast_ref()
-    }
-
-    /// The user-defined aggregate's values (none without one).
-    pub fn user_values(&self) -> Vec<Value> {
-        self.user.as_ref().map(|u| u.values()).unwrap_or_default()
-    }
-}
-
-impl From<Stats> for Combined {
-    fn from(stats: Stats) -> Self {
-        Combined { stats, user: None }
-    }
-}
-
-impl Aggregate<f64> for Combined {
-    fn add(&mut self, v: &f64) {
-        self.stats.add(v);
-        if let Some(u) = &mut self.user {
-            u.add(*v);
+    /// An `Aggregate`'s own init, add and merge.
+    pub fn of() -> Self
+    where
+        A: Aggregate<V>,
+    {
+        Fold {
+            init: Arc::new(A::default),
+            fold: Arc::new(|a: &mut A, v: &V| a.add(v)),
+            merge: Some(Arc::new(|a: &mut A, b: &A| a.merge(b))),
         }
     }
 
-    fn merge(&mut self, o: &Self) {
-        self.stats.merge(&o.stats);
-        match (&mut self.user, &o.user) {
-            (Some(u), Some(other)) => u.merge(other.as_ref()),
-            (None, Some(other)) => self.user = Some(other.boxed()),
-            _ => {}
-        }
+    pub fn with_merge(mut self, merge: impl Fn(&mut A, &A) + Send + Sync + 'static) -> Self {
+        self.merge = Some(Arc::new(merge));
+        self
     }
 }
 
@@ -227,22 +215,36 @@ mod tests {
     }
 
     #[test]
-    fn a_user_aggregate_folds_and_merges_beside_the_stats() {
-        let (mut a, mut b) = (Combined::of::<Distinct>(), Combined::of::<Distinct>());
+    fn aggregates_side_by_side_fold_merge_and_list_their_columns() {
+        let (mut a, mut b) = (
+            <(Stats, Distinct)>::default(),
+            <(Stats, Distinct)>::default(),
+        );
         for v in [1.0, 2.0, 2.0] {
             a.add(&v);
         }
         for v in [2.0, 3.0] {
             b.add(&v);
         }
-        let mut whole = Combined::default();
-        whole.merge(&a);
-        whole.merge(&b);
-        assert_eq!(whole.stats.count, 5);
-        assert_eq!(whole.user_values(), vec![Value::Int(3)]);
-        assert_eq!(whole.user::<Distinct>().map(|d| d.0.len()), Some(3));
-        assert!(whole.user::<Stats>().is_none());
-        assert_eq!(whole.clone(), whole);
-        assert!(Combined::default().user_values().is_empty());
+        a.merge(&b);
+        assert_eq!(a.0.count, 5);
+        assert_eq!(a.values()[4], Value::Int(3));
+        let names: Vec<_> = <(Stats, Distinct)>::columns()
+            .into_iter()
+            .map(|c| c.0)
+            .collect();
+        assert_eq!(names, ["count", "sum", "min", "max", "distinct_values"]);
+    }
+
+    #[test]
+    fn a_fold_of_closures_starts_folds_and_merges() {
+        let f: Fold<f64, Vec<f64>> =
+            Fold::new(Vec::new, |a, v| a.push(*v)).with_merge(|a, b| a.extend(b));
+        let mut x = (f.init)();
+        (f.fold)(&mut x, &1.5);
+        let mut y = (f.init)();
+        (f.fold)(&mut y, &2.5);
+        (f.merge.as_ref().unwrap())(&mut x, &y);
+        assert_eq!(x, vec![1.5, 2.5]);
     }
 }

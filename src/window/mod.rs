@@ -7,7 +7,7 @@ mod aggregate;
 mod state;
 mod watermark;
 
-pub use aggregate::{Aggregate, Columns, Combined, Stats, UserAggregate, Value, ValueType};
+pub use aggregate::{Aggregate, Columns, Fold, Stats, Value, ValueType};
 pub use state::{Closed, Late, Update, WindowState};
 pub use watermark::Watermarks;
 

@@ -2,15 +2,17 @@
 //! when the watermark passes a window's end plus grace, and late records.
 //! Session windows grow with each record and merge when one bridges two.
 
-use std::{collections::HashMap, hash::Hash, marker::PhantomData, sync::Arc};
+use std::{collections::HashMap, hash::Hash};
 
-use super::{Aggregate, Window, WindowSpec};
+use super::{Aggregate, Fold, Window, WindowSpec};
 
 /// A record that arrived after its window closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Late {
     pub window: Window,
     pub watermark_ms: i64,
+    /// The record's event time.
+    pub event_ms: i64,
 }
 
 /// What changed in a window since the last flush: merge it into the stored row.
@@ -42,28 +44,30 @@ pub struct WindowState<K, V, A> {
     open: HashMap<(K, Window), Open<A>>,
     /// Session windows only: each key's open sessions.
     sessions: HashMap<K, Vec<Window>>,
-    /// A window's empty aggregate (with the declaration's user aggregate).
-    make: Arc<dyn Fn() -> A + Send + Sync>,
-    _values: PhantomData<fn(V)>,
+    agg: Fold<V, A>,
 }
 
-impl<K, V, A> WindowState<K, V, A>
+impl<K, V: 'static, A: 'static> WindowState<K, V, A>
 where
     K: Eq + Hash + Clone,
-    A: Aggregate<V>,
 {
-    pub fn new(spec: WindowSpec) -> Self {
-        Self::with_factory(spec, Arc::new(A::default))
+    /// Windows of an `Aggregate`.
+    pub fn new(spec: WindowSpec) -> Self
+    where
+        A: Aggregate<V>,
+    {
+        Self::with_fold(spec, Fold::of())
     }
 
-    /// Windows that start from `make()` rather than the default aggregate.
-    pub fn with_factory(spec: WindowSpec, make: Arc<dyn Fn() -> A + Send + Sync>) -> Self {
+    /// Windows folding values with `agg` (sessions merge with its `merge`;
+    /// without one, a record that bridges two sessions folds into the
+    /// later one only, so declarations of sessions require it).
+    pub fn with_fold(spec: WindowSpec, agg: Fold<V, A>) -> Self {
         Self {
             spec,
             open: HashMap::new(),
             sessions: HashMap::new(),
-            make,
-            _values: PhantomData,
+            agg,
         }
     }
 
@@ -86,12 +90,13 @@ where
             return self.add_to_session(key, event_ms, value, watermark_ms, offset);
         }
         let mut late = Vec::new();
-        let make = &self.make;
+        let (init, fold) = (&self.agg.init, &self.agg.fold);
         for window in self.spec.kind.windows_for(event_ms) {
             if self.spec.closes_at(window) <= watermark_ms {
                 late.push(Late {
                     window,
                     watermark_ms,
+                    event_ms,
                 });
                 continue;
             }
@@ -99,11 +104,11 @@ where
                 .open
                 .entry((key.clone(), window))
                 .or_insert_with(|| Open {
-                    partial: make(),
+                    partial: init(),
                     dirty: false,
                     first_offset: offset,
                 });
-            entry.partial.add(value);
+            fold(&mut entry.partial, value);
             entry.dirty = true;
             entry.first_offset = entry.first_offset.min(offset);
         }
@@ -137,23 +142,27 @@ where
             return vec![Late {
                 window: merged,
                 watermark_ms,
+                event_ms,
             }];
         }
         let open = self.sessions.entry(key.clone()).or_default();
         open.retain(|w| !absorbed.contains(w));
         open.push(merged);
         let mut session = Open {
-            partial: (self.make)(),
+            partial: (self.agg.init)(),
             dirty: true,
             first_offset: offset,
         };
         for w in absorbed {
             if let Some(o) = self.open.remove(&(key.clone(), w)) {
-                session.partial.merge(&o.partial);
+                match &self.agg.merge {
+                    Some(merge) => merge(&mut session.partial, &o.partial),
+                    None => session.partial = o.partial,
+                }
                 session.first_offset = session.first_offset.min(o.first_offset);
             }
         }
-        session.partial.add(value);
+        (self.agg.fold)(&mut session.partial, value);
         self.open.insert((key.clone(), merged), session);
         Vec::new()
     }
@@ -179,7 +188,7 @@ where
         let mut updates = Vec::new();
         let mut closed = Vec::new();
         let sessions = &mut self.sessions;
-        let make = &self.make;
+        let make = &self.agg.init;
         self.open.retain(|(key, window), open| {
             let is_final = spec.closes_at(*window) <= watermark_ms;
             if is_final {
@@ -211,6 +220,7 @@ where
         let spec = self.spec;
         let mut finals = Vec::new();
         let sessions = &mut self.sessions;
+        let make = &self.agg.init;
         self.open.retain(|(key, window), open| {
             let is_final = spec.closes_at(*window) <= watermark_ms;
             if is_final {
@@ -218,7 +228,7 @@ where
                 finals.push(Update {
                     key: key.clone(),
                     window: *window,
-                    partial: std::mem::take(&mut open.partial),
+                    partial: std::mem::replace(&mut open.partial, make()),
                     is_final,
                 });
             }
@@ -230,5 +240,46 @@ where
     /// Windows still open, for memory bounds and metrics.
     pub fn open_windows(&self) -> usize {
         self.open.len()
+    }
+
+    /// The open window's aggregate of `key`, if any.
+    pub fn get(&self, key: &K, window: Window) -> Option<&A> {
+        self.open.get(&(key.clone(), window)).map(|o| &o.partial)
+    }
+
+    /// Sets an open window's aggregate (a window store's put; an operator
+    /// of your own may keep windows of its own making). It changes with
+    /// the next flush.
+    pub fn put(&mut self, key: K, window: Window, value: A) {
+        let first_offset = self
+            .open
+            .get(&(key.clone(), window))
+            .map_or(i64::MAX, |o| o.first_offset);
+        self.open.insert(
+            (key, window),
+            Open {
+                partial: value,
+                dirty: true,
+                first_offset,
+            },
+        );
+    }
+
+    /// Forgets an open window, giving its aggregate.
+    pub fn delete(&mut self, key: &K, window: Window) -> Option<A> {
+        Self::forget_session(&mut self.sessions, key, window);
+        self.open.remove(&(key.clone(), window)).map(|o| o.partial)
+    }
+
+    /// The open windows of `key` that start in [from_ms, to_ms), oldest first.
+    pub fn range(&self, key: &K, from_ms: i64, to_ms: i64) -> Vec<(Window, &A)> {
+        let mut out: Vec<(Window, &A)> = self
+            .open
+            .iter()
+            .filter(|((k, w), _)| k == key && w.start_ms >= from_ms && w.start_ms < to_ms)
+            .map(|((_, w), o)| (*w, &o.partial))
+            .collect();
+        out.sort_by_key(|(w, _)| *w);
+        out
     }
 }

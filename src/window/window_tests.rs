@@ -101,7 +101,8 @@ fn out_of_order_within_grace_is_accepted_and_beyond_is_late() {
         late,
         vec![Late {
             window: w(0, 60),
-            watermark_ms: 75 * S
+            watermark_ms: 75 * S,
+            event_ms: 58 * S,
         }]
     );
     let (updates, _) = state.flush(mark);
@@ -305,4 +306,29 @@ fn an_idle_partition_closes_its_sessions_by_the_wall_clock() {
 fn a_session_gap_must_be_positive() {
     let spec = WindowSpec::session(Duration::ZERO, secs(5));
     assert_eq!(spec.kind.validate(), Err(WindowError::ZeroGap));
+}
+
+#[test]
+fn the_window_store_gets_puts_deletes_and_ranges_by_key_and_time() {
+    let spec = WindowSpec::tumbling(secs(60), secs(10));
+    let mut state: WindowState<&str, f64, Stats> = WindowState::new(spec);
+    for t in [5, 65, 125] {
+        assert!(state.add(&"k", t * S, &1.0, 0).is_empty());
+    }
+    state.add(&"other", 5 * S, &9.0, 0);
+    assert_eq!(state.get(&"k", w(60, 120)).map(|s| s.count), Some(1));
+    let mut more = Stats::default();
+    more.add(&2.0);
+    more.add(&3.0);
+    state.put("k", w(60, 120), more);
+    assert_eq!(state.get(&"k", w(60, 120)).map(|s| s.sum), Some(5.0));
+    let starts: Vec<i64> = state
+        .range(&"k", 0, 120 * S)
+        .into_iter()
+        .map(|(w, _)| w.start_ms / S)
+        .collect();
+    assert_eq!(starts, [0, 60]);
+    assert_eq!(state.delete(&"k", w(0, 60)).map(|s| s.count), Some(1));
+    assert!(state.get(&"k", w(0, 60)).is_none());
+    assert_eq!(state.open_windows(), 3);
 }

@@ -28,11 +28,9 @@ use super::Figures;
 use crate::{simulate::logins::Generator, topologies::user_login};
 use sluice::{
     avro::{AvroCodec, RegistryClient},
-    kafka::{KafkaConfig, TopicSpec, create_topics, delete_topics},
+    kafka::{KafkaConfig, TopicSpec, create_topics, delete_topics, deliveries::serve_deliveries},
     runtime::{RunOptions, Workers},
-    schemas,
-    sink::{Topology, kafka::serve_deliveries},
-    topology::{Emitted, Failure, Guarantee, Input, Processor},
+    topology::{Emitted, Failure, Guarantee, Input, Processor, Topology},
 };
 
 pub struct Setup<'a> {
@@ -79,6 +77,7 @@ impl Setup<'_> {
                 partitions: self.partitions,
                 replication: 1,
                 min_insync_replicas: None,
+                compact: false,
             })
             .collect();
         create_topics(self.kafka, &specs).await?;
@@ -203,36 +202,29 @@ pub(super) struct Stamped {
 
 impl Stamped {
     /// `topology` with its processor stamped, and the stamp.
-    pub fn wrap(mut topology: Topology) -> (Topology, Arc<std::sync::OnceLock<Instant>>) {
+    pub fn wrap(topology: Topology) -> (Topology, Arc<std::sync::OnceLock<Instant>>) {
         let first = Arc::new(std::sync::OnceLock::new());
-        topology.processor = Arc::new(Stamped {
-            inner: topology.processor.clone(),
+        let stamped = Arc::new(Stamped {
+            inner: topology.processor().clone(),
             first: first.clone(),
         });
-        (topology, first)
+        (topology.with_processor(stamped), first)
     }
 }
 
-#[async_trait::async_trait]
 impl Processor for Stamped {
-    async fn process(
+    fn process(
         &self,
         codec: &AvroCodec,
         input: Input<'_>,
         out: &mut Vec<Emitted>,
     ) -> Result<(), Failure> {
         self.first.get_or_init(Instant::now);
-        self.inner.process(codec, input, out).await
+        self.inner.process(codec, input, out)
     }
 
-    fn process_cached(
-        &self,
-        codec: &AvroCodec,
-        input: Input<'_>,
-        out: &mut Vec<Emitted>,
-    ) -> Option<Result<(), Failure>> {
-        self.first.get_or_init(Instant::now);
-        self.inner.process_cached(codec, input, out)
+    fn reader(&self) -> &sluice::avro::Reader {
+        self.inner.reader()
     }
 }
 
@@ -529,14 +521,7 @@ pub async fn topology(s: &Setup<'_>) -> anyhow::Result<Measured> {
     super::windows::register(s, &input, user_login::SOURCE).await?;
     super::windows::register(s, &output, user_login::SINK).await?;
     let payloads = s.payloads(&input).await?;
-    let reader_schema =
-        schemas::for_topic(user_login::SOURCE).ok_or_else(|| anyhow::anyhow!("no schema"))?;
-    let topology = user_login::declare(
-        &format!("bench-{}", s.run_id),
-        &input,
-        &output,
-        reader_schema,
-    )?;
+    let topology = user_login::declare(&format!("bench-{}", s.run_id), &input, &output)?;
     let name = format!("user-login topology, {}", s.guarantee);
     let measured = run_workers(s, "sluice", topology, &name, (&input, &output), payloads).await;
     s.drop_topics(&[&input, &output, &dlq]).await;

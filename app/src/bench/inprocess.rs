@@ -13,7 +13,7 @@ use sluice::{
 
 /// Processes `records` pre-encoded valid logins on the current task (one core).
 pub async fn run(records: usize) -> anyhow::Result<Figures> {
-    let reg = registry::spawn_preloaded(&schemas::embedded()).await?;
+    let reg = registry::spawn_preloaded(&schemas::files(&crate::topologies::schemas())).await?;
     let config = RegistryConfig::new(&reg.url(), None)?;
     let codec = AvroCodec::new(&config)?;
     let topology = user_login::build()?;
@@ -27,7 +27,7 @@ pub async fn run(records: usize) -> anyhow::Result<Figures> {
                 .await?,
         );
     }
-    let processor = topology.processor;
+    let processor = topology.processor().clone();
     let mut out = Vec::with_capacity(4);
     let mut latencies = Vec::with_capacity(records);
     // The first 10 000 warm the schema caches and are not counted.
@@ -64,15 +64,20 @@ pub async fn run(records: usize) -> anyhow::Result<Figures> {
     Ok(figures)
 }
 
-/// What the worker does per record: the cached path, else the full one.
+/// What the worker does per record: process, asking the registry for a
+/// schema not cached yet.
 async fn step(
     processor: &dyn sluice::topology::Processor,
     codec: &AvroCodec,
     input: Input<'_>,
     out: &mut Vec<sluice::topology::Emitted>,
 ) -> Result<(), sluice::topology::Failure> {
-    match processor.process_cached(codec, input, out) {
-        Some(done) => done,
-        None => processor.process(codec, input, out).await,
+    loop {
+        match processor.process(codec, input, out) {
+            Err(sluice::topology::Failure::Missing(m)) => {
+                sluice::topology::fetch_missing(codec, processor, input, &m).await?
+            }
+            done => return done,
+        }
     }
 }

@@ -12,7 +12,7 @@ use super::{
     windows::{start_preloaded, wait_for},
 };
 use crate::topologies::{iot_readings, iot_windows};
-use sluice::sink::Stores;
+use sluice::sink::{DEFAULT_DATABASE, Databases, postgres::Postgres};
 
 pub async fn readings(s: &Setup<'_>, pool: PgPool) -> anyhow::Result<Figures> {
     let (input, _) = s.topics("readings");
@@ -36,8 +36,8 @@ async fn run(
     table: &str,
 ) -> anyhow::Result<Figures> {
     let topology = iot_readings::declare(name, input, table)?;
-    let stores = Some(Stores::Postgres(pool.clone()));
-    let (workers, _, started) = start_preloaded(s, input, topology, stores).await?;
+    let databases = Databases::new().with(DEFAULT_DATABASE, Postgres::new(pool.clone()));
+    let (workers, _, started) = start_preloaded(s, input, topology, databases).await?;
     // The sink creates the table when it starts; until then there is none.
     let (n, count) = (s.records, format!("SELECT count(*) FROM {table}"));
     wait_for(n, "stored", Duration::from_millis(20), || async {

@@ -5,51 +5,40 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
 use super::e2e::{Measured, Setup, run_workers};
 use crate::topologies::user_login;
 use sluice::{
-    avro::AvroCodec,
-    sink::{Topology, kafka::TopicSpec},
-    topology::{Declared, Description, Emitted, Failure, Input, Output, Processor},
+    avro::{AvroCodec, Reader},
+    topology::{Emitted, Failure, Input, Output, Payload, Processor, Target},
 };
 
+/// Copies each record's bytes to the topology's first sink (its topic).
 struct Identity {
     sink: Arc<str>,
+    reader: Reader,
 }
 
-impl Identity {
-    fn copy(&self, input: Input<'_>, out: &mut Vec<Emitted>) {
-        out.push(Emitted::Record(Output {
-            topic: self.sink.clone(),
-            key: input.key.map(<[u8]>::to_vec),
-            value: input.value.unwrap_or_default().to_vec(),
-            timestamp_ms: input.timestamp_ms,
-        }));
-    }
-}
-
-#[async_trait]
 impl Processor for Identity {
-    async fn process(
+    fn process(
         &self,
         _: &AvroCodec,
         input: Input<'_>,
         out: &mut Vec<Emitted>,
     ) -> Result<(), Failure> {
-        self.copy(input, out);
+        out.push(Emitted {
+            to: Target::Sink(0),
+            payload: Payload::Record(Output {
+                topic: self.sink.clone(),
+                key: input.key.map(<[u8]>::to_vec),
+                value: input.value.unwrap_or_default().to_vec(),
+                timestamp_ms: input.timestamp_ms,
+            }),
+        });
         Ok(())
     }
 
-    fn process_cached(
-        &self,
-        _: &AvroCodec,
-        input: Input<'_>,
-        out: &mut Vec<Emitted>,
-    ) -> Option<Result<(), Failure>> {
-        self.copy(input, out);
-        Some(Ok(()))
+    fn reader(&self) -> &Reader {
+        &self.reader
     }
 }
 
@@ -59,25 +48,12 @@ pub async fn runtime_only(s: &Setup<'_>) -> anyhow::Result<Measured> {
     s.create(&[&input, &output, &dlq]).await?;
     let payloads = s.payloads(user_login::SOURCE).await?;
     let name = format!("bench-{}-runtime", s.run_id);
-    let declared = Declared {
-        description: Description {
-            group_id: format!("sluice-{name}"),
-            name,
-            source: input.clone(),
-            operators: vec!["identity".to_string()],
-            sinks: Vec::new(),
-            writes: Vec::new(),
-            dead_letter: dlq.clone(),
-            late: None,
-        },
-        processor: Arc::new(Identity {
+    let reader = Reader::new(apache_avro::Schema::Bytes);
+    let topology =
+        user_login::declare(&name, &input, &output)?.with_processor(Arc::new(Identity {
             sink: output.as_str().into(),
-        }),
-    };
-    let sink = TopicSpec {
-        topic: output.clone(),
-    };
-    let topology = Topology::new(declared, Arc::new(sink));
+            reader,
+        }));
     let label = format!("sluice runtime, no decode, {}", s.guarantee);
     let measured = run_workers(s, "runtime", topology, &label, (&input, &output), payloads).await;
     s.drop_topics(&[&input, &output, &dlq]).await;

@@ -19,21 +19,23 @@ use super::{
 };
 use crate::topologies::{
     iot_alerts::{SensorReading, SensorType},
-    iot_window_aggregates, iot_windows,
+    iot_events, iot_windows,
 };
 use sluice::{
-    runtime::{RunOptions, Workers},
+    avro::AvroSchema,
+    runtime::{Progress, RunOptions, Workers},
     schemas,
-    sink::{Stores, window_topic::Progress},
+    sink::{DEFAULT_DATABASE, Databases, postgres::Postgres},
     stats::Stats,
+    topology::Topology,
     window::WindowSpec,
 };
 
 /// Registers the readings' schema for `topic` (the bench's own input).
 pub(super) async fn register(s: &Setup<'_>, topic: &str, schema_of: &str) -> anyhow::Result<()> {
-    let text = schemas::text_for(schema_of).unwrap_or_default();
+    let text = crate::topologies::schema_for(schema_of).unwrap_or_default();
     s.registry
-        .register(&schemas::value_subject(topic), text)
+        .register(&schemas::value_subject(topic), &text)
         .await?;
     Ok(())
 }
@@ -55,13 +57,13 @@ pub(super) async fn drop_scratch(pool: &PgPool, table: &str, topology: &str) {
 pub(super) async fn start_preloaded(
     s: &Setup<'_>,
     input: &str,
-    topology: sluice::sink::Topology,
-    stores: Option<Stores>,
+    topology: Topology,
+    databases: Databases,
 ) -> anyhow::Result<(Workers, Arc<Stats>, Instant)> {
     let payloads = payloads(s, input).await?;
     let opts = RunOptions {
         instance_id: format!("bench-{}", s.run_id),
-        stores,
+        databases,
         batch_size: s.batch_size,
         commit_interval: s.commit_interval,
         ..RunOptions::default()
@@ -179,8 +181,8 @@ async fn run(
 ) -> anyhow::Result<WindowFigures> {
     let spec = WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10));
     let topology = iot_windows::declare(name, input, table, spec)?;
-    let stores = Some(Stores::Postgres(pool.clone()));
-    let (workers, stats, started) = start_preloaded(s, input, topology, stores).await?;
+    let databases = Databases::new().with(DEFAULT_DATABASE, Postgres::new(pool.clone()));
+    let (workers, stats, started) = start_preloaded(s, input, topology, databases).await?;
     let (n, sum) = (
         s.records,
         format!("SELECT coalesce(sum(count), 0)::bigint FROM {table}"),
@@ -200,7 +202,7 @@ async fn run(
     Ok(figures)
 }
 
-/// `iot-window-aggregates`: the same readings into windows emitted once
+/// Final windows (`iot-events`' windows alone): the same readings into windows emitted once
 /// final to a topic, exactly-once. Timed until every reading is committed
 /// (its windows open, in the transaction's offsets); then, untimed, the
 /// windows close by idleness and their counts must add up to the readings.
@@ -209,7 +211,7 @@ pub async fn final_windows(s: &Setup<'_>) -> anyhow::Result<Figures> {
     let (dlq, late) = (format!("{input}.dlq"), format!("{input}.late"));
     s.create(&[&input, &output, &dlq, &late]).await?;
     register(s, &input, iot_windows::SOURCE).await?;
-    register(s, &output, iot_window_aggregates::SINK).await?;
+    register(s, &output, iot_events::WINDOWS).await?;
     let result = run_final(s, &input, &output).await;
     s.drop_topics(&[&input, &output, &dlq, &late]).await;
     result
@@ -221,8 +223,8 @@ async fn run_final(s: &Setup<'_>, input: &str, output: &str) -> anyhow::Result<F
         ..WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10))
     };
     let name = format!("bench-{}-final-windows", s.run_id);
-    let topology = iot_window_aggregates::declare(&name, input, output, spec)?;
-    let (workers, _, started) = start_preloaded(s, input, topology, None).await?;
+    let topology = iot_events::declare_windows(&name, input, output, spec)?;
+    let (workers, _, started) = start_preloaded(s, input, topology, Databases::new()).await?;
     // Committed means in the group's offsets: their metadata says how far
     // each partition was processed.
     let offsets: BaseConsumer = s.kafka.consumer(&format!("sluice-{name}")).create()?;
@@ -232,7 +234,7 @@ async fn run_final(s: &Setup<'_>, input: &str, output: &str) -> anyhow::Result<F
     })
     .await?;
     let figures = Figures::throughput(
-        "iot-window-aggregates to a topic, exactly-once",
+        "final windows to a topic, exactly-once",
         n as u64,
         started.elapsed(),
     );
@@ -274,10 +276,9 @@ async fn counted_in_windows(s: &Setup<'_>, topic: &str, want: u64) -> anyhow::Re
         .consumer(&format!("bench-{}-final-reader", s.run_id))
         .create()?;
     consumer.subscribe(&[topic])?;
-    let reader = sluice::avro::Reader::new(
-        schemas::for_topic(iot_window_aggregates::SINK)
-            .ok_or_else(|| anyhow::anyhow!("no schema for {}", iot_window_aggregates::SINK))?,
-    );
+    let reader = sluice::avro::Reader::new(apache_avro::Schema::parse_str(
+        iot_events::SensorWindowAggregate::SCHEMA,
+    )?);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut counted = 0u64;
     while counted < want {
@@ -287,10 +288,7 @@ async fn counted_in_windows(s: &Setup<'_>, topic: &str, want: u64) -> anyhow::Re
         let m = m?;
         let (_, w) = s
             .codec
-            .decode::<iot_window_aggregates::SensorWindowAggregate>(
-                m.payload().unwrap_or_default(),
-                &reader,
-            )
+            .decode::<iot_events::SensorWindowAggregate>(m.payload().unwrap_or_default(), &reader)
             .await?;
         counted += w.count as u64;
     }

@@ -40,7 +40,7 @@ pub struct BenchArgs {
     #[arg(long)]
     in_process_only: bool,
     /// Guarantee of the topic-to-topic run.
-    #[arg(long, value_parser = super::args::guarantee(), default_value = "exactly-once")]
+    #[arg(long, value_parser = sluice_cli::guarantee(), default_value = "exactly-once")]
     guarantee: sluice::topology::Guarantee,
     /// Rounds of the three topic-to-topic runs (with --compare, of every
     /// processor), each round on fresh topics; with more than one, medians
@@ -55,7 +55,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 50_000)]
     batch_size: usize,
     /// The workers' --commit-interval.
-    #[arg(long, value_parser = super::args::duration, default_value = "100ms")]
+    #[arg(long, value_parser = sluice_cli::duration, default_value = "100ms")]
     commit_interval: std::time::Duration,
     /// PostgreSQL for the runs into tables (iot-windows and iot-readings,
     /// each into a scratch table dropped afterwards); without it they are skipped.
@@ -126,7 +126,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
         (None, None) => unreachable!("a mock is made when no broker is given"),
     };
-    let reg = registry::spawn_preloaded(&schemas::embedded()).await?;
+    let reg = registry::spawn_preloaded(&schemas::files(&crate::topologies::schemas())).await?;
     let config = RegistryConfig::new(&reg.url(), None)?;
     let client = RegistryClient::new(config.clone())?;
     let kafka = KafkaConfig {

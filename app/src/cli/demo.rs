@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::args::duration;
 use crate::demo;
+use sluice_cli::duration;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -38,6 +38,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         database_url: args.database_url,
         window: demo::Options::demo_window(),
     };
-    demo::run(&opts, super::shutdown_signal(), &mut std::io::stdout()).await?;
+    demo::run(&opts, sluice_cli::shutdown_signal(), &mut std::io::stdout()).await?;
     Ok(())
 }

@@ -4,14 +4,18 @@
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
-use super::output::{self, Format, instant};
 use sluice::{
     db,
     sink::{
+        Table,
         query::{self, RowFilter, RowRecord},
         rows::{INGESTED_AT, RowSpec, SOURCE_OFFSET, SOURCE_PARTITION},
         table::TableName,
     },
+};
+use sluice_cli::{
+    Catalog,
+    output::{self, Format, instant},
 };
 
 #[derive(Debug, Subcommand)]
@@ -53,10 +57,10 @@ pub struct QueryArgs {
     database_url: String,
 }
 
-pub async fn run(cmd: ReadingsCommand) -> anyhow::Result<()> {
+pub async fn run(catalog: &Catalog, cmd: ReadingsCommand) -> anyhow::Result<()> {
     let ReadingsCommand::Query(args) = cmd;
-    let equals = output::filters(args.equals, args.device, args.sensor_type, args.limit)?;
-    let spec = table_of(&args.topology, args.table.as_deref())?;
+    let equals = super::windows::filters(args.equals, args.device, args.sensor_type, args.limit)?;
+    let spec = table_of(catalog, &args.topology, args.table.as_deref())?;
     let pool = db::connect(&args.database_url).await?;
     let filter = RowFilter {
         equals,
@@ -70,9 +74,13 @@ pub async fn run(cmd: ReadingsCommand) -> anyhow::Result<()> {
 }
 
 /// The row spec of a topology, under another table name if given.
-fn table_of(topology: &str, table: Option<&str>) -> anyhow::Result<RowSpec> {
-    let topologies = crate::topologies::select(&[topology.to_string()], &Default::default())?;
-    let Some(mut spec) = topologies[0].sink.rows().map(|s| (*s).clone()) else {
+fn table_of(catalog: &Catalog, topology: &str, table: Option<&str>) -> anyhow::Result<RowSpec> {
+    let topologies = catalog.select(&[topology.to_string()], &Default::default())?;
+    let found = topologies[0].tables().into_iter().find_map(|t| match t {
+        Table::Rows(s) => Some((*s).clone()),
+        Table::Windows(_) => None,
+    });
+    let Some(mut spec) = found else {
         anyhow::bail!(
             "topology {topology} writes no row table; name one that does with --topology (e.g. {})",
             crate::topologies::iot_readings::NAME

@@ -4,9 +4,14 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
-use super::args::{KafkaArgs, RegistryArgs};
-use crate::{simulate::logins, topologies::iot_alerts::SensorType};
-use sluice::avro::AvroCodec;
+use crate::{
+    simulate::logins,
+    topologies::iot_alerts::{SensorReading, SensorType},
+};
+use sluice::avro::{AvroCodec, AvroSchema, ClientError, RegistryClient, RegistryConfig};
+use sluice_cli::{KafkaArgs, RegistryArgs, shutdown_signal};
+
+use crate::simulate::metrics::SimulatorState;
 
 #[derive(Debug, Subcommand)]
 pub enum SimulateCommand {
@@ -23,7 +28,7 @@ pub enum SimulateCommand {
 #[derive(Debug, Args)]
 pub struct HostArgs {
     /// Time between samples.
-    #[arg(long, value_parser = super::args::duration, default_value = "5s")]
+    #[arg(long, value_parser = sluice_cli::duration, default_value = "5s")]
     interval: std::time::Duration,
     /// Device id of the readings (default: host-<hostname>).
     #[arg(long)]
@@ -44,7 +49,7 @@ pub struct IotArgs {
     devices: Option<usize>,
     /// Time between readings of each sensor [default: 1s; env also
     /// IOT_DATA_INTERVAL_SEC, in seconds].
-    #[arg(long, env = "SLUICE_IOT_INTERVAL", value_parser = super::args::duration)]
+    #[arg(long, env = "SLUICE_IOT_INTERVAL", value_parser = sluice_cli::duration)]
     interval: Option<std::time::Duration>,
     /// Share of readings, 0.0–1.0, that break an alert rule [default: 0.05;
     /// env also IOT_ANOMALY_PROBABILITY].
@@ -110,7 +115,13 @@ pub async fn run(cmd: SimulateCommand) -> anyhow::Result<()> {
         SimulateCommand::Iot(args) => return iot(args).await,
         SimulateCommand::Host(args) => return host(args).await,
     };
-    let codec = Arc::new(AvroCodec::new(&args.registry.config()?)?);
+    let registry = args.registry.config()?;
+    register::<crate::topologies::user_login::UserLogin>(
+        &registry,
+        crate::topologies::user_login::SOURCE,
+    )
+    .await?;
+    let codec = Arc::new(AvroCodec::new(&registry)?);
     let opts = logins::Options {
         rate: args.rate,
         count: args.count,
@@ -118,13 +129,7 @@ pub async fn run(cmd: SimulateCommand) -> anyhow::Result<()> {
         seed: args.seed,
         observed: observe("logins", args.metrics_addr).await?,
     };
-    let report = logins::run(
-        &args.kafka.config()?,
-        codec,
-        &opts,
-        super::shutdown_signal(),
-    )
-    .await?;
+    let report = logins::run(&args.kafka.config()?, codec, &opts, shutdown_signal()).await?;
     println!(
         "produced {} logins: {} valid, {} invalid, {} undecodable",
         report.total(),
@@ -190,7 +195,9 @@ fn iot_settings(
 
 async fn iot(args: IotArgs) -> anyhow::Result<()> {
     let (devices, interval, anomaly_probability, sensor_types) = iot_settings(&args)?;
-    let codec = Arc::new(AvroCodec::new(&args.registry.config()?)?);
+    let registry = args.registry.config()?;
+    register::<SensorReading>(&registry, crate::topologies::iot_alerts::SOURCE).await?;
+    let codec = Arc::new(AvroCodec::new(&registry)?);
     let opts = crate::simulate::iot::Options {
         devices,
         interval,
@@ -202,13 +209,8 @@ async fn iot(args: IotArgs) -> anyhow::Result<()> {
         rounds: None,
         observed: observe("iot", args.metrics_addr).await?,
     };
-    let r = crate::simulate::iot::run(
-        &args.kafka.config()?,
-        codec,
-        &opts,
-        super::shutdown_signal(),
-    )
-    .await?;
+    let r =
+        crate::simulate::iot::run(&args.kafka.config()?, codec, &opts, shutdown_signal()).await?;
     println!(
         "produced {} sensor readings ({} stamped minutes late)",
         r.total, r.late
@@ -220,20 +222,17 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
     if args.interval < std::time::Duration::from_millis(100) {
         anyhow::bail!("--interval must be at least 100ms: CPU usage needs time between samples");
     }
-    let codec = Arc::new(AvroCodec::new(&args.registry.config()?)?);
+    let registry = args.registry.config()?;
+    register::<SensorReading>(&registry, crate::topologies::iot_alerts::SOURCE).await?;
+    let codec = Arc::new(AvroCodec::new(&registry)?);
     let opts = crate::simulate::host::Options {
         interval: args.interval,
         device_id: args.device_id,
         rounds: None,
         observed: observe("host", args.metrics_addr).await?,
     };
-    let r = crate::simulate::host::run(
-        &args.kafka.config()?,
-        codec,
-        &opts,
-        super::shutdown_signal(),
-    )
-    .await?;
+    let r =
+        crate::simulate::host::run(&args.kafka.config()?, codec, &opts, shutdown_signal()).await?;
     println!("produced {} host readings", r.total);
     Ok(())
 }
@@ -242,12 +241,39 @@ async fn host(args: HostArgs) -> anyhow::Result<()> {
 async fn observe(
     name: &str,
     addr: Option<std::net::SocketAddr>,
-) -> anyhow::Result<Option<Arc<sluice::metrics::SimulatorState>>> {
+) -> anyhow::Result<Option<Arc<SimulatorState>>> {
     let Some(addr) = addr else { return Ok(None) };
-    let state = sluice::metrics::SimulatorState::new();
+    let state = SimulatorState::new();
     let metrics = sluice::metrics::Metrics::new()?;
-    metrics.observe_simulator(name, state.clone());
+    crate::simulate::metrics::register(&metrics.meter(), name, state.clone());
     // Served until the process exits.
     sluice::metrics::spawn(addr, Arc::new(metrics), std::future::pending()).await?;
     Ok(Some(state))
+}
+
+/// Registers the schema a simulator writes `topic` with, as Confluent's
+/// serializers do (auto.register.schemas), so that it may start before
+/// any worker; waits, saying so, while the registry is unreachable.
+async fn register<T: AvroSchema>(registry: &RegistryConfig, topic: &str) -> anyhow::Result<()> {
+    let client = RegistryClient::new(registry.clone())?;
+    let subject = sluice::schemas::value_subject(topic);
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        match client.register(&subject, T::SCHEMA).await {
+            Ok(r) => {
+                tracing::info!(subject = %r.subject, id = r.id, version = r.version, "schema registered");
+                return Ok(());
+            }
+            Err(e @ ClientError::Unavailable { .. }) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "schema registry unreachable; waiting for it before producing");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(e).context(format!(
+                    "registering the schema of {topic} (subject {subject})"
+                )));
+            }
+        }
+    }
 }

@@ -3,12 +3,15 @@
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
-use super::output::{self, Format, instant};
+use sluice_cli::{
+    Catalog,
+    output::{self, Format, instant},
+};
 
 use sluice::{
     db,
     sink::{
-        TableSpec,
+        Table, TableSpec,
         query::{self, Filter, QueryRow},
         table::{TableName, Value},
     },
@@ -57,10 +60,10 @@ pub struct QueryArgs {
     database_url: String,
 }
 
-pub async fn run(cmd: WindowsCommand) -> anyhow::Result<()> {
+pub async fn run(catalog: &Catalog, cmd: WindowsCommand) -> anyhow::Result<()> {
     let WindowsCommand::Query(args) = cmd;
-    let keys = output::filters(args.keys, args.device, args.sensor_type, args.limit)?;
-    let spec = table_of(&args.topology, args.table.as_deref())?;
+    let keys = filters(args.keys, args.device, args.sensor_type, args.limit)?;
+    let spec = table_of(catalog, &args.topology, args.table.as_deref())?;
     let pool = db::connect(&args.database_url).await?;
     let filter = Filter {
         keys,
@@ -75,9 +78,13 @@ pub async fn run(cmd: WindowsCommand) -> anyhow::Result<()> {
 }
 
 /// The table spec of a windowed topology, under another table name if given.
-fn table_of(topology: &str, table: Option<&str>) -> anyhow::Result<TableSpec> {
-    let topologies = crate::topologies::select(&[topology.to_string()], &Default::default())?;
-    let Some(mut spec) = topologies[0].sink.table().map(|s| (*s).clone()) else {
+fn table_of(catalog: &Catalog, topology: &str, table: Option<&str>) -> anyhow::Result<TableSpec> {
+    let topologies = catalog.select(&[topology.to_string()], &Default::default())?;
+    let found = topologies[0].tables().into_iter().find_map(|t| match t {
+        Table::Windows(s) => Some((*s).clone()),
+        Table::Rows(_) => None,
+    });
+    let Some(mut spec) = found else {
         anyhow::bail!(
             "topology {topology} writes no window table; name a windowed one with --topology"
         );
@@ -114,4 +121,22 @@ fn cells(r: &QueryRow) -> Vec<String> {
 pub fn render(spec: &TableSpec, rows: &[QueryRow], format: Format) -> anyhow::Result<String> {
     let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
     output::render(&header(spec), &body, rows, format, "(no windows match)")
+}
+
+/// The column filters with `--device` and `--sensor-type` added, once
+/// `--limit` is checked.
+pub fn filters(
+    mut equals: Vec<(String, String)>,
+    device: Option<String>,
+    sensor_type: Option<crate::topologies::iot_alerts::SensorType>,
+    limit: i64,
+) -> anyhow::Result<Vec<(String, String)>> {
+    equals = output::filters(equals, limit)?;
+    if let Some(d) = device {
+        equals.push(("device_id".into(), d));
+    }
+    if let Some(t) = sensor_type {
+        equals.push(("sensor_type".into(), t.as_str().to_string()));
+    }
+    Ok(equals)
 }

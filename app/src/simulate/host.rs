@@ -22,7 +22,7 @@ pub struct Options {
     pub device_id: Option<String>,
     pub rounds: Option<u64>,
     /// Counts what was produced and keeps the latest values, for /metrics.
-    pub observed: Option<Arc<sluice::metrics::SimulatorState>>,
+    pub observed: Option<Arc<super::metrics::SimulatorState>>,
 }
 
 /// Reads the host's figures; usage figures are deltas, so keep one around.

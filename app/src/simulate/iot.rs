@@ -25,7 +25,7 @@ pub struct Options {
     /// Stop after this many rounds (one reading per device and sensor each).
     pub rounds: Option<u64>,
     /// Counts what was produced and keeps the latest values, for /metrics.
-    pub observed: Option<Arc<sluice::metrics::SimulatorState>>,
+    pub observed: Option<Arc<super::metrics::SimulatorState>>,
 }
 
 impl Default for Options {
@@ -157,7 +157,7 @@ pub(super) async fn publish(
     producer: &FutureProducer,
     codec: &AvroCodec,
     readings: &[SensorReading],
-    observed: Option<&sluice::metrics::SimulatorState>,
+    observed: Option<&super::metrics::SimulatorState>,
 ) -> anyhow::Result<u64> {
     let mut deliveries = Vec::new();
     for reading in readings {

@@ -135,7 +135,7 @@ pub struct Options {
     pub bad_ratio: f64,
     pub seed: u64,
     /// Counts what was produced, for the simulator's /metrics.
-    pub observed: Option<std::sync::Arc<sluice::metrics::SimulatorState>>,
+    pub observed: Option<std::sync::Arc<super::metrics::SimulatorState>>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

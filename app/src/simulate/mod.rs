@@ -4,3 +4,4 @@
 pub mod host;
 pub mod iot;
 pub mod logins;
+pub mod metrics;

@@ -242,6 +242,7 @@ impl Kafka {
                 partitions: *partitions,
                 replication,
                 min_insync_replicas: None,
+                compact: false,
             })
             .collect();
         let deadline = Instant::now() + Duration::from_secs(60);

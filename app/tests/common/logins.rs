@@ -17,10 +17,7 @@ use rdkafka::{
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
 };
-use sluice::{
-    avro::{AvroCodec, Reader, RegistryConfig},
-    schemas,
-};
+use sluice::avro::{AvroCodec, Reader, RegistryConfig};
 use sluice_app::{
     simulate::logins::{Generator, Planned},
     topologies::user_login::ProcessedUserLogin,
@@ -67,7 +64,7 @@ pub struct Logins {
 impl Logins {
     /// The topology's topics on `kafka`, and the embedded registry.
     pub async fn new(kafka: Kafka, protocol: &'static str) -> Logins {
-        let registry = sluice::registry::spawn_preloaded(&schemas::embedded())
+        let registry = sluice::registry::spawn_preloaded(&super::schemas())
             .await
             .unwrap();
         Logins::with_registry(kafka, protocol, registry).await
@@ -235,7 +232,7 @@ impl Logins {
                 }
             }
         }
-        let reader = Reader::new(schemas::for_topic(OUTPUT).unwrap());
+        let reader = Reader::new(super::schema(OUTPUT));
 
         // Witness 1: a plain read_committed consumer.
         let mut out = valid.clone();

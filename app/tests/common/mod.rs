@@ -399,3 +399,26 @@ pub fn murmur2(data: &[u8]) -> i32 {
 pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
     (murmur2(key) & 0x7fff_ffff) % partitions
 }
+
+/// The shipped topologies' schemas, one per topic.
+pub fn schemas() -> Vec<sluice::schemas::SchemaFile> {
+    sluice::schemas::files(&sluice_app::topologies::schemas())
+}
+
+/// The schema of `topic`'s values, as the shipped topologies declare it.
+pub fn schema_text(topic: &str) -> String {
+    sluice_app::topologies::schema_for(topic).unwrap_or_else(|| panic!("no schema for {topic}"))
+}
+
+/// The same, parsed.
+pub fn schema(topic: &str) -> apache_avro::Schema {
+    apache_avro::Schema::parse_str(&schema_text(topic)).unwrap()
+}
+
+/// PostgreSQL as the database topologies with tables run with.
+pub fn postgres(pool: sqlx::PgPool) -> sluice::sink::Databases {
+    sluice::sink::Databases::new().with(
+        sluice::sink::DEFAULT_DATABASE,
+        sluice::sink::postgres::Postgres::new(pool),
+    )
+}

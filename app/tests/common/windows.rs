@@ -12,7 +12,7 @@ use sluice::{
 };
 use sluice_app::topologies::{
     iot_alerts::{SensorReading, SensorType},
-    iot_window_aggregates::{SINK, SensorWindowAggregate},
+    iot_events::{SensorWindowAggregate, WINDOWS as SINK},
 };
 use sqlx::PgPool;
 use tokio::{
@@ -309,7 +309,7 @@ pub async fn final_windows(
     codec: &AvroCodec,
     topic: &str,
 ) -> Vec<(Option<Vec<u8>>, SensorWindowAggregate)> {
-    let reader = sluice::avro::Reader::new(sluice::schemas::for_topic(SINK).unwrap());
+    let reader = sluice::avro::Reader::new(super::schema(SINK));
     let mut out = Vec::new();
     for r in super::read_committed_all(bootstrap, topic).await {
         let (_, w) = codec
@@ -387,7 +387,7 @@ impl WindowsFixture {
                 (output, 3),
             ])
             .await;
-        let registry = sluice::registry::spawn_preloaded(&sluice::schemas::embedded())
+        let registry = sluice::registry::spawn_preloaded(&super::schemas())
             .await
             .unwrap();
         let config = RegistryConfig::new(&registry.url(), None).unwrap();

@@ -65,7 +65,7 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
         let built = std::process::Command::new(&p.peer).arg("build").status()?;
         anyhow::ensure!(built.success(), "{} build failed", p.peer.display());
     }
-    let reg = registry::spawn_preloaded(&schemas::embedded()).await?;
+    let reg = registry::spawn_preloaded(&schemas::files(&crate::topologies::schemas())).await?;
     let config = RegistryConfig::new(&reg.url(), None)?;
     let client = RegistryClient::new(config.clone())?;
     let kafka = KafkaConfig {
@@ -164,9 +164,9 @@ async fn preloaded(
         Work::Logins => (format!("cmp-{}-logins", b.run_id), "user-login"),
         Work::Readings => (format!("cmp-{}-readings", b.run_id), "iot_sensor_data"),
     };
-    let text = schemas::text_for(schema_of).unwrap_or_default();
+    let text = crate::topologies::schema_for(schema_of).unwrap_or_default();
     b.client
-        .register(&schemas::value_subject(&topic), text)
+        .register(&schemas::value_subject(&topic), &text)
         .await?;
     eprintln!("encoding {records} {work:?}…");
     Stream::build(work, records, partitions, &b.codec, &topic).await

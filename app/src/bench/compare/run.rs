@@ -332,10 +332,10 @@ impl Bench<'_> {
             Work::Readings => ("iot_sensor_data", "iot-window-aggregates"),
         };
         for (topic, schema_of) in [(&t.input, source), (&t.output, sink)] {
-            let text = schemas::text_for(schema_of)
+            let text = crate::topologies::schema_for(schema_of)
                 .ok_or_else(|| anyhow::anyhow!("no schema for {schema_of}"))?;
             self.client
-                .register(&schemas::value_subject(topic), text)
+                .register(&schemas::value_subject(topic), &text)
                 .await?;
         }
         Ok(())

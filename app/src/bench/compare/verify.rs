@@ -15,7 +15,8 @@ use super::{
     run::{Bench, Processor, Topics, preload},
     stream::{Stream, Work, login_seq, sentinel},
 };
-use crate::topologies::iot_window_aggregates::SensorWindowAggregate;
+use crate::topologies::iot_events::SensorWindowAggregate;
+use sluice::avro::AvroSchema;
 
 pub async fn output(
     b: &Bench<'_>,
@@ -129,7 +130,7 @@ pub async fn output(
 }
 
 fn window(value: &[u8]) -> Option<SensorWindowAggregate> {
-    let schema = sluice::schemas::for_topic("iot-window-aggregates")?;
+    let schema = apache_avro::Schema::parse_str(SensorWindowAggregate::SCHEMA).ok()?;
     let v = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
         .build()
         .ok()?

@@ -15,13 +15,12 @@ use rdkafka::{
 
 use crate::{
     bench::e2e::enqueue,
-    topologies::{iot_window_aggregates, user_login},
+    topologies::{iot_events, user_login},
 };
 use sluice::{
     avro::{AvroCodec, RegistryConfig},
     kafka::KafkaConfig,
     runtime::{RunOptions, Workers},
-    schemas,
     window::WindowSpec,
 };
 
@@ -65,20 +64,15 @@ pub struct WorkerArgs {
 }
 
 pub async fn serve(args: WorkerArgs) -> anyhow::Result<()> {
-    let shutdown = crate::cli::shutdown_signal();
+    let shutdown = sluice_cli::shutdown_signal();
     let kafka = KafkaConfig {
         bootstrap: args.bootstrap.clone(),
         properties: args.kafka_config.clone(),
     };
     let topology = match args.kind {
         Kind::PassThrough => return passthrough(&args, &kafka, shutdown).await,
-        Kind::UserLogin => user_login::declare(
-            &args.name,
-            &args.input,
-            &args.output,
-            schemas::for_topic(user_login::SOURCE).ok_or_else(|| anyhow::anyhow!("no schema"))?,
-        )?,
-        Kind::IotWindows => iot_window_aggregates::declare(
+        Kind::UserLogin => user_login::declare(&args.name, &args.input, &args.output)?,
+        Kind::IotWindows => iot_events::declare_windows(
             &args.name,
             &args.input,
             &args.output,
@@ -99,7 +93,7 @@ pub async fn serve(args: WorkerArgs) -> anyhow::Result<()> {
         ..RunOptions::default()
     };
     let mut workers = Workers::spawn(vec![topology], &kafka, codec, &opts);
-    crate::memory::spawn_trimmer();
+    sluice_cli::memory::spawn_trimmer();
     metrics.observe_topologies(workers.stats.clone());
     let (stop_metrics, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = sluice::metrics::spawn(

@@ -1,0 +1,190 @@
+//! A stateful operator of the user's: a function of each record and a
+//! key-value store of its partition (`state::KeyValueStore`), which emits
+//! any number of records. The store's changes go to its changelog topic in
+//! the unit's transaction and come back on assignment (Kafka Streams'
+//! `process` with a changelogged store).
+//!
+//! ```ignore
+//! stream.stateful("totals", |order: Item<Order>, totals: &mut KeyValueStore<String, f64>, out| {
+//!     let total = totals.get(&order.value.customer).copied().unwrap_or(0.0) + order.value.amount;
+//!     totals.put(order.value.customer.clone(), total);
+//!     out.push(order.with(total));
+//!     Ok::<_, String>(())
+//! })
+//! ```
+
+use std::{any::Any, collections::BTreeMap, fmt::Display, sync::Arc};
+
+use rdkafka::error::KafkaError;
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{Assigned, At, OpCtx, Operator, OperatorEnv, OperatorError, OperatorSpec};
+use crate::{
+    runtime::Outbox,
+    state::KeyValueStore,
+    topology::{
+        Downstream, Failure, FailureKind, Item, OpError, StoreDesc, Stream, changelog_topic,
+        ops::Ops, ops::Source,
+    },
+};
+
+type Func<T, K, V, U> = Arc<
+    dyn Fn(Item<T>, &mut KeyValueStore<K, V>, &mut Vec<Item<U>>) -> Result<(), String>
+        + Send
+        + Sync,
+>;
+
+impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
+    /// Runs `f` on each record with the key-value store `store` of the
+    /// record's partition; what `f` pushes onto its last argument flows on.
+    /// An `Err` sends the input record to the dead-letter topic. The store
+    /// is kept in memory with a changelog topic (`<group>-<store>-changelog`,
+    /// written in the unit's transaction, read back on assignment).
+    pub fn stateful<K, V, U, E, F>(self, store: &str, f: F) -> Stream<U, U, Source>
+    where
+        K: Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
+        V: Serialize + DeserializeOwned + Send + 'static,
+        U: 'static,
+        E: Display,
+        F: Fn(Item<T>, &mut KeyValueStore<K, V>, &mut Vec<Item<U>>) -> Result<(), E>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let f: Func<T, K, V, U> = Arc::new(
+            move |item: Item<T>, s: &mut KeyValueStore<K, V>, o: &mut Vec<Item<U>>| {
+                f(item, s, o).map_err(|e| e.to_string())
+            },
+        );
+        let store = store.to_string();
+        self.process_with(&format!("stateful({store})"), move |out| {
+            Arc::new(StatefulSpec { store, f, out })
+        })
+    }
+}
+
+struct StatefulSpec<T, K: Ord, V, U> {
+    store: String,
+    f: Func<T, K, V, U>,
+    out: Downstream<U>,
+}
+
+impl<T, K, V, U> OperatorSpec for StatefulSpec<T, K, V, U>
+where
+    T: Send + 'static,
+    K: Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
+    V: Serialize + DeserializeOwned + Send + 'static,
+    U: 'static,
+{
+    fn stores(&self) -> Vec<StoreDesc> {
+        vec![StoreDesc {
+            name: self.store.clone(),
+            kept: "key-value, in memory".into(),
+            changelog: true,
+        }]
+    }
+
+    fn open(&self, env: &OperatorEnv<'_>) -> Box<dyn Operator> {
+        Box::new(StatefulOp {
+            store: self.store.clone(),
+            changelog: changelog_topic(env.group, &self.store),
+            f: self.f.clone(),
+            out: self.out.clone(),
+            parts: BTreeMap::new(),
+        })
+    }
+}
+
+/// The operator of one group member: a store per partition.
+pub struct StatefulOp<T, K: Ord, V, U> {
+    store: String,
+    changelog: String,
+    f: Func<T, K, V, U>,
+    out: Downstream<U>,
+    parts: BTreeMap<i32, KeyValueStore<K, V>>,
+}
+
+impl<T, K, V, U> Operator for StatefulOp<T, K, V, U>
+where
+    T: Send + 'static,
+    K: Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
+    V: Serialize + DeserializeOwned + Send + 'static,
+    U: 'static,
+{
+    fn assigned(&mut self, p: Assigned<'_>) -> Result<(), OperatorError> {
+        let partition = p.claim.partition;
+        let started = std::time::Instant::now();
+        let changes = p
+            .changelogs
+            .read(&self.changelog, partition)
+            .map_err(|source| OperatorError::Restore {
+                store: self.store.clone(),
+                source,
+            })?;
+        let store = KeyValueStore::restore(&changes).map_err(|e| OperatorError::Corrupt {
+            store: self.store.clone(),
+            reason: format!("{} partition {partition}: {e}", self.changelog),
+        })?;
+        tracing::info!(store = %self.store, partition, records = changes.len(), keys = store.len(), took = ?started.elapsed(), "store restored from its changelog");
+        self.parts.insert(partition, store);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        at: At,
+        item: Box<dyn Any + Send>,
+        ctx: &mut OpCtx<'_>,
+    ) -> Result<(), Failure> {
+        let Ok(item) = item.downcast::<Item<T>>() else {
+            return Ok(());
+        };
+        let store = self.parts.entry(at.partition).or_default();
+        let mut outs = Vec::new();
+        (self.f)(*item, store, &mut outs).map_err(|message| {
+            Failure::Operator(OpError {
+                operator: format!("stateful({})", self.store),
+                kind: FailureKind::Operator,
+                message,
+            })
+        })?;
+        for o in outs {
+            ctx.emit(&self.out, o)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, out: &mut dyn Outbox) -> Result<(), KafkaError> {
+        let now = crate::topology::clock::wall_clock_ms();
+        for (&partition, store) in &mut self.parts {
+            for c in store.flush() {
+                out.send_to(
+                    &self.changelog,
+                    partition,
+                    Some(&c.key),
+                    c.value.as_deref(),
+                    now,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        self.parts.clear();
+    }
+
+    fn release(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            self.parts.remove(p);
+        }
+    }
+
+    fn held(&self) -> u64 {
+        self.parts.values().map(|s| s.len() as u64).sum()
+    }
+
+    fn store(&self, name: &str) -> Option<&dyn Any> {
+        (name == self.store).then_some(&self.parts as &dyn Any)
+    }
+}

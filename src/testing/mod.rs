@@ -1,0 +1,490 @@
+//! Testing a topology without a broker or a registry (Kafka Streams'
+//! `TopologyTestDriver`): records piped in run through the same consuming
+//! side and the same task, sinks, operators and commits the runtime runs,
+//! against Kafka, a registry and a database kept in memory. Outputs, dead
+//! letters and late records are read back as a read_committed reader sees
+//! them; store contents and tables can be looked at; event time moves with
+//! the records piped, wall time with `advance_wall_clock`; `restart`
+//! drops everything uncommitted and starts a new member from what was
+//! committed, as a crash would.
+//!
+//! ```ignore
+//! let mut driver = TestDriver::new(my_topology()?)?;
+//! driver.pipe(Some("user-1"), &order, 1_000)?;
+//! let out: Vec<Item<Total>> = driver.read("order-totals")?;
+//! ```
+
+pub mod kafka;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use self::kafka::{Memory, MemoryGroup, MemoryOutbox, Record};
+use crate::{
+    avro::{AvroCodec, AvroSchema, CodecError, Reader},
+    runtime::{
+        CommitError, KafkaKeeper, Keeper, Participant, Parts, Rewind, Task, Unit, WriteError,
+        letters::{self, KIND, MESSAGE, Source, SourceHeaders},
+        pieces,
+    },
+    sink::{Database, SinkError, memory::InMemory},
+    state::KeyValueStore,
+    stats::{Stats, Timings},
+    topology::{Domain, Failure, Input, Item, Topology, fetch_missing},
+};
+
+/// Why the driver could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("schemas: {0}")]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("commit: {0}")]
+    Commit(#[from] CommitError),
+    #[error("writing a record's results: {}", .0.error)]
+    Write(WriteError),
+    #[error("partition {0} does not exist (the driver has {1})")]
+    NoPartition(i32, i32),
+}
+
+/// A record the driver's input topic holds.
+#[derive(Debug, Clone)]
+struct Piped {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    timestamp_ms: i64,
+}
+
+/// A dead letter or a late record, as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Letter {
+    /// `sluice.error.kind`: why.
+    pub kind: String,
+    /// `sluice.error.message`.
+    pub message: String,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Letter {
+    /// A header's value as text.
+    pub fn header(&self, key: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_deref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Runs one topology in memory.
+pub struct TestDriver {
+    topology: Topology,
+    codec: Arc<AvroCodec>,
+    kafka: Memory,
+    tables: InMemory,
+    task: Task,
+    wall_ms: Arc<AtomicI64>,
+    input: Vec<Vec<Piped>>,
+    /// Per partition, the next offset the member reads.
+    next: Vec<i64>,
+    unit: Unit,
+    /// Per topic, how many committed records were read already.
+    read: HashMap<String, usize>,
+    commit_each: bool,
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    futures::executor::block_on(f)
+}
+
+impl TestDriver {
+    /// A driver reading one partition.
+    pub fn new(topology: Topology) -> Result<Self, DriverError> {
+        Self::with_partitions(topology, 1)
+    }
+
+    /// A driver whose input topic has `partitions` partitions.
+    pub fn with_partitions(topology: Topology, partitions: i32) -> Result<Self, DriverError> {
+        let codec = Arc::new(AvroCodec::in_memory(&topology.schemas)?);
+        let kafka = Memory::default();
+        let tables = InMemory::new();
+        let wall_ms = Arc::new(AtomicI64::new(crate::topology::clock::wall_clock_ms()));
+        let task = open(&topology, &codec, &kafka, &tables, &wall_ms)?;
+        let n = partitions.max(1) as usize;
+        let mut driver = TestDriver {
+            topology,
+            codec,
+            kafka,
+            tables,
+            task,
+            wall_ms,
+            input: vec![Vec::new(); n],
+            next: vec![0; n],
+            unit: Unit::default(),
+            read: HashMap::new(),
+            commit_each: true,
+        };
+        driver.claim()?;
+        Ok(driver)
+    }
+
+    /// Whether each piped record is committed at once (the default), or
+    /// only on `commit`.
+    pub fn commit_each(mut self, yes: bool) -> Self {
+        self.commit_each = yes;
+        self
+    }
+
+    fn claim(&mut self) -> Result<(), DriverError> {
+        let all: Vec<i32> = (0..self.input.len() as i32).collect();
+        let claims = self.task.claim(&all, &MemoryGroup)?;
+        let committed = self.kafka.lock().offsets.clone();
+        for p in all {
+            let from_claim = claims
+                .iter()
+                .find(|c| c.partition == p)
+                .and_then(|c| c.next_offset);
+            let from_group = committed.get(&p).map(|(o, _)| *o);
+            self.next[p as usize] = from_claim.or(from_group).unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    /// The source's name.
+    pub fn source(&self) -> &str {
+        &self.topology.description.source
+    }
+
+    /// Pipes a value (encoded with the source's schema) into partition 0.
+    pub fn pipe<T: Serialize>(
+        &mut self,
+        key: Option<&str>,
+        value: &T,
+        timestamp_ms: i64,
+    ) -> Result<(), DriverError> {
+        self.pipe_to(0, key, value, timestamp_ms)
+    }
+
+    /// Pipes a value into `partition`.
+    pub fn pipe_to<T: Serialize>(
+        &mut self,
+        partition: i32,
+        key: Option<&str>,
+        value: &T,
+        timestamp_ms: i64,
+    ) -> Result<(), DriverError> {
+        let source = self.source().to_string();
+        let bytes = block_on(self.codec.encode(&source, value))?;
+        self.pipe_raw(
+            partition,
+            key.map(str::as_bytes),
+            Some(&bytes),
+            timestamp_ms,
+        )
+    }
+
+    /// Pipes raw bytes (bad input, say) into `partition`.
+    pub fn pipe_raw(
+        &mut self,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp_ms: i64,
+    ) -> Result<(), DriverError> {
+        let n = self.input.len() as i32;
+        let log = self
+            .input
+            .get_mut(partition as usize)
+            .ok_or(DriverError::NoPartition(partition, n))?;
+        log.push(Piped {
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+            timestamp_ms,
+        });
+        self.catch_up()?;
+        if self.commit_each {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Processes every piped record not read yet, in partition order.
+    fn catch_up(&mut self) -> Result<(), DriverError> {
+        for p in 0..self.input.len() {
+            while (self.next[p] as usize) < self.input[p].len() {
+                let offset = self.next[p];
+                self.next[p] += 1;
+                self.process(p as i32, offset)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, partition: i32, offset: i64) -> Result<(), DriverError> {
+        let r = self.input[partition as usize][offset as usize].clone();
+        let d = &self.topology.description;
+        let input = Input {
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            timestamp_ms: r.timestamp_ms,
+        };
+        let source = Source {
+            topic: &d.source,
+            partition,
+            offset,
+            timestamp_ms: r.timestamp_ms,
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            headers: SourceHeaders::Copied(&[]),
+        };
+        let processor = &*self.topology.processor;
+        let mut emitted = Vec::new();
+        let mut dead = None;
+        loop {
+            emitted.clear();
+            match processor.process(&self.codec, input, &mut emitted) {
+                Ok(()) => break,
+                Err(Failure::Missing(m)) => {
+                    if let Err(f) = block_on(fetch_missing(&self.codec, processor, input, &m)) {
+                        dead = Some(letters::dead_letter(
+                            &d.dead_letter.as_str().into(),
+                            &d.name,
+                            &source,
+                            &f,
+                        ));
+                        break;
+                    }
+                }
+                Err(f) => {
+                    dead = Some(letters::dead_letter(
+                        &d.dead_letter.as_str().into(),
+                        &d.name,
+                        &source,
+                        &f,
+                    ));
+                    break;
+                }
+            }
+        }
+        self.task
+            .write(&source, &mut emitted, dead.as_ref())
+            .map_err(DriverError::Write)?;
+        self.unit.consumed(partition, offset);
+        Ok(())
+    }
+
+    /// Commits what was processed: stateful operators emit what is due,
+    /// and the unit commits. An abort (never, in memory) reads again.
+    pub fn commit(&mut self) -> Result<(), DriverError> {
+        match self.task.commit(&self.unit, &MemoryGroup) {
+            Ok(_) => {
+                self.unit.clear();
+                Ok(())
+            }
+            Err(e) => {
+                let rewind = self.task.abort(&self.unit);
+                self.unit.clear();
+                if let Rewind::To(positions) = rewind {
+                    for (p, o) in positions {
+                        self.next[p as usize] = o;
+                    }
+                } else {
+                    self.claim()?;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Moves wall-clock time on (idle partitions' event time follows it)
+    /// and commits, as the runtime does on its clock tick.
+    pub fn advance_wall_clock(&mut self, by: Duration) -> Result<(), DriverError> {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.wall_ms.fetch_add(ms, Ordering::Relaxed);
+        self.commit()
+    }
+
+    /// Drops everything not committed and starts a new member from what
+    /// was (state restored from changelogs, or rebuilt by reading again).
+    pub fn restart(&mut self) -> Result<(), DriverError> {
+        self.unit.clear();
+        self.task = open(
+            &self.topology,
+            &self.codec,
+            &self.kafka,
+            &self.tables,
+            &self.wall_ms,
+        )?;
+        self.claim()?;
+        self.catch_up()?;
+        if self.commit_each {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The committed records of `topic` not read yet.
+    pub fn read_raw(&mut self, topic: &str) -> Vec<Record> {
+        let k = self.kafka.lock();
+        let all = k.topics.get(topic).map(Vec::as_slice).unwrap_or_default();
+        let seen = self.read.entry(topic.to_string()).or_default();
+        let new = all[(*seen).min(all.len())..].to_vec();
+        *seen = all.len();
+        new
+    }
+
+    /// The committed records of `topic` not read yet, decoded as `T`.
+    pub fn read<T: AvroSchema + DeserializeOwned>(
+        &mut self,
+        topic: &str,
+    ) -> Result<Vec<Item<T>>, DriverError> {
+        let schema =
+            apache_avro::Schema::parse_str(T::SCHEMA).map_err(|e| CodecError::Corrupt {
+                id: 0,
+                reason: e.to_string(),
+            })?;
+        let reader = Reader::new(schema);
+        let mut out = Vec::new();
+        for r in self.read_raw(topic) {
+            let bytes = r.value.unwrap_or_default();
+            let (_, value) = block_on(self.codec.decode::<T>(&bytes, &reader))?;
+            out.push(Item {
+                key: r.key,
+                value,
+                timestamp_ms: r.timestamp_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    fn letters(&mut self, topic: &str) -> Vec<Letter> {
+        self.read_raw(topic)
+            .into_iter()
+            .map(|r| {
+                let text = |k: &str| {
+                    r.headers
+                        .iter()
+                        .rev()
+                        .find(|(h, _)| h == k)
+                        .and_then(|(_, v)| v.as_deref())
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default()
+                };
+                Letter {
+                    kind: text(KIND),
+                    message: text(MESSAGE),
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    headers: r.headers.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Dead letters committed since the last call.
+    pub fn dead_letters(&mut self) -> Vec<Letter> {
+        let topic = self.topology.description.dead_letter.clone();
+        self.letters(&topic)
+    }
+
+    /// Records too late for their windows, committed since the last call.
+    pub fn late_records(&mut self) -> Vec<Letter> {
+        match self.topology.description.late.clone() {
+            Some(topic) => self.letters(&topic),
+            None => Vec::new(),
+        }
+    }
+
+    /// A key-value store's contents, every partition's together.
+    pub fn store<K, V>(&self, name: &str) -> BTreeMap<K, V>
+    where
+        K: Ord + Clone + 'static,
+        V: Clone + 'static,
+    {
+        let mut out = BTreeMap::new();
+        if let Some(parts) = self
+            .task
+            .store(name)
+            .and_then(|s| s.downcast_ref::<BTreeMap<i32, KeyValueStore<K, V>>>())
+        {
+            for store in parts.values() {
+                for (k, v) in store.iter() {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The tables of database sinks, kept in memory.
+    pub fn tables(&self) -> &crate::sink::memory::MemoryTables {
+        &self.tables.0
+    }
+
+    /// Transactions committed and aborted so far.
+    pub fn transactions(&self) -> (u64, u64) {
+        let k = self.kafka.lock();
+        (k.commits, k.aborts)
+    }
+}
+
+fn open(
+    topology: &Topology,
+    codec: &Arc<AvroCodec>,
+    kafka: &Memory,
+    tables: &InMemory,
+    wall_ms: &Arc<AtomicI64>,
+) -> Result<Task, DriverError> {
+    let d = &topology.description;
+    // As a worker does before it starts: what is encoded where the unit
+    // commits needs its schema at hand.
+    for topic in topology.sinks.iter().filter_map(|s| s.schema_topic()) {
+        block_on(codec.resolve_sink(topic))?;
+    }
+    let db: Arc<dyn Database> = Arc::new(tables.clone());
+    let database = match d.commit {
+        Domain::Database(_) => Some(&db),
+        Domain::Kafka => None,
+    };
+    let keeper: Box<dyn Keeper> = match database {
+        Some(db) => db.keeper(&d.group_id, &d.source),
+        None => {
+            let stateful = !topology.operators.is_empty();
+            let committed = stateful.then(|| Box::new(kafka.clone()) as Box<_>);
+            Box::new(KafkaKeeper::with(&d.source, committed))
+        }
+    };
+    let (sinks, operators, clock) = pieces(topology, &d.group_id, database, codec)?;
+    let wall = wall_ms.clone();
+    Ok(Task::new(Parts {
+        topology: d.name.clone(),
+        source: d.source.clone(),
+        dead_letter: d.dead_letter.as_str().into(),
+        late: d.late.as_deref().map(Into::into),
+        codec: codec.clone(),
+        keeper,
+        out: Box::new(MemoryOutbox::new(kafka.clone())),
+        sinks,
+        operators,
+        clock,
+        changelogs: Box::new(kafka.clone()),
+        wall_ms: Arc::new(move || wall.load(Ordering::Relaxed)),
+        stats: Arc::new(Stats::default()),
+        timings: Timings::disabled(),
+    }))
+}
+
+#[cfg(test)]
+mod tests;
