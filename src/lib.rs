@@ -9,6 +9,7 @@
 //! the `sluice-topologies` crate. See README.md.
 
 pub mod avro;
+pub mod commit;
 pub mod config;
 pub mod db;
 mod failpoint;
@@ -16,6 +17,7 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod operator;
+pub mod record;
 pub mod registry;
 pub mod runtime;
 pub mod schemas;

@@ -256,7 +256,7 @@ pub async fn run(
     let settings = sluice_cli::Settings {
         window: opts.window,
     };
-    let catalog = crate::cli::catalog();
+    let catalog = crate::catalog();
     // Groups of this run only: offsets a previous demo stored in the same
     // database belong to a mock cluster that is gone.
     let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -448,7 +448,7 @@ pub async fn run(
     let w = &summary.iot_windows;
     writeln!(
         out,
-        "      windows: readings processed {}, late {} (simulated {}), window rows written {}",
+        "      windows: readings processed {}, late {} ({} stamped minutes back, the rest out of order past the grace), window rows written {}",
         w.records_in, w.late, sensor_report.late, w.window_rows
     )?;
     let r = &summary.iot_readings;

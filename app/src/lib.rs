@@ -8,3 +8,12 @@ pub mod demo;
 pub mod simulate;
 
 pub use sluice_topologies as topologies;
+
+/// The shipped topologies, by name, as the command line builds them.
+pub fn catalog() -> sluice_cli::Catalog {
+    topologies::ALL
+        .iter()
+        .fold(sluice_cli::Catalog::new(), |c, &(name, build)| {
+            c.topology(name, build)
+        })
+}

@@ -4,5 +4,5 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    sluice_cli::main_with::<sluice_app::cli::AppCommand>(sluice_app::cli::catalog())
+    sluice_cli::main_with::<sluice_app::cli::AppCommand>(sluice_app::catalog())
 }

@@ -1,27 +1,10 @@
 //! The topologies a binary runs, by name: what `sluice run --topology`,
 //! `sluice topologies` and `sluice topics create` choose from.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use sluice::{
-    topology::{BuildError, Topology},
-    window::WindowSpec,
-};
-
-/// What a topology may take from the command line when it is built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    /// The windows of windowed topologies (`--window-size`, `--window-grace`, …).
-    pub window: WindowSpec,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            window: WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10)),
-        }
-    }
-}
+pub use sluice::topology::Settings;
+use sluice::topology::{BuildError, Topology};
 
 type Build = Arc<dyn Fn(&Settings) -> Result<Topology, BuildError> + Send + Sync>;
 

@@ -1,4 +1,4 @@
-//! The unit's producer (`runtime::Outbox`): exactly-once puts a unit's
+//! The unit's producer (`commit::Outbox`): exactly-once puts a unit's
 //! records and its input offsets in one Kafka transaction; at-least-once
 //! waits for every record to be acknowledged, then commits the offsets to
 //! the group. It only sends; the runtime decides when to commit.
@@ -15,8 +15,8 @@ use rdkafka::{
 
 use super::deliveries::{Deliveries, abort_serving_reports, serve_deliveries};
 use crate::{
+    commit::{DeadLetter, Group, Outbox},
     kafka::{KafkaConfig, blocking},
-    runtime::{DeadLetter, Group, Outbox},
     topology::Output,
 };
 

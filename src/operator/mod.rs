@@ -25,7 +25,7 @@ pub use crate::window::Watermarks as EventClock;
 
 use crate::{
     avro::AvroCodec,
-    runtime::{Claim, Outbox},
+    commit::{Claim, Outbox},
     state::Changelogs,
     topology::{Ctx, Downstream, Emitted, Failure, Item, Slot, StoreDesc, push},
     window::Late,

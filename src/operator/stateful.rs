@@ -20,7 +20,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{Assigned, At, OpCtx, Operator, OperatorEnv, OperatorError, OperatorSpec};
 use crate::{
-    runtime::Outbox,
+    commit::Outbox,
     state::KeyValueStore,
     topology::{
         Downstream, Failure, FailureKind, Item, OpError, StoreDesc, Stream, changelog_topic,

@@ -11,7 +11,6 @@ mod chunk;
 mod committer;
 mod context;
 mod keeper;
-pub mod letters;
 mod open;
 mod participant;
 mod refused;
@@ -27,10 +26,9 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::{sync::watch, task::JoinSet};
 
-pub use keeper::{
-    Claim, CommitError, Committed, Group, KafkaKeeper, Keeper, Outbox, Position, Progress,
-};
-pub use letters::DeadLetter;
+pub use keeper::{Committed, KafkaKeeper, Progress};
+
+pub use crate::commit::{Claim, CommitError, DeadLetter, Group, Keeper, Outbox, Position, letters};
 pub use open::{OpenError, pieces};
 pub use participant::{Participant, Rewind, WriteError, Written};
 pub use task::{Parts, Task, TaskOperator, TaskSink};

@@ -362,7 +362,8 @@ impl Participant for Task {
                 o.op.assigned(Assigned {
                     claim: c,
                     changelogs: &mut *self.p.changelogs,
-                })?;
+                })
+                .map_err(|e| CommitError::Restore(Box::new(e)))?;
             }
             if let Some(clock) = &mut self.p.clock {
                 clock.restore(c.partition, c.watermark_ms, wall_ms);

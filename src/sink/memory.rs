@@ -17,8 +17,8 @@ use super::{
     window_table::{Batch, WindowRow},
 };
 use crate::{
+    commit::{Claim, CommitError, Group, Keeper, Outbox, Position},
     operator::At,
-    runtime::{Claim, CommitError, Group, Keeper, Outbox, Position},
     topology::{Payload, WindowKey},
     window::Window,
 };

@@ -34,8 +34,8 @@ pub use window_table::ToPostgres;
 
 use crate::{
     avro::AvroCodec,
+    commit::{Keeper, Outbox},
     operator::At,
-    runtime::{Keeper, Outbox},
     topology::Payload,
 };
 

@@ -13,9 +13,8 @@ use std::{
 };
 
 use super::{
-    BuildError, Item,
+    BuildError, Emitted, Failure, Item,
     describe::{NodeDesc, NodeKind, SinkDesc},
-    item::{Emitted, Failure},
 };
 use crate::{avro::AvroCodec, operator::OperatorSpec, sink::OpenSink};
 

@@ -17,22 +17,25 @@ mod build;
 pub mod clock;
 pub mod describe;
 mod graph;
-mod item;
 pub mod ops;
 mod processor;
+mod settings;
 mod split;
 mod stream;
 mod windowed;
 
 use std::{fmt, sync::Arc};
 
+pub use crate::record::{
+    Cell, Emitted, Failure, FailureKind, Input, Item, Missing, OpError, Output, Payload, Target,
+};
 pub use describe::{Description, Domain, NodeKind, SinkDesc, StoreDesc};
 pub use graph::{Ctx, Side};
 pub(crate) use graph::{Slot, push, slot};
-pub use item::{Cell, Emitted, Failure, Input, Item, Missing, Output, Payload, Target};
 pub use ops::Ops;
 pub(crate) use processor::encode_for;
 pub use processor::{Processor, fetch_missing};
+pub use settings::Settings;
 pub use split::Split;
 pub(crate) use stream::refused;
 pub use stream::{Downstream, Ended, Stream};
@@ -40,24 +43,6 @@ pub(crate) use windowed::item_of as windowed_item;
 pub use windowed::{IntoKey, KeyValue, WindowKey, Windowed, WindowedStream, WindowedTable};
 
 use crate::{operator::OperatorSpec, sink::OpenSink};
-
-/// Whose fault an operator failure is; both send the record to the dead-letter topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The record broke a validation rule.
-    Validation,
-    /// A user operator returned an error for this record.
-    Operator,
-}
-
-/// An operator's refusal of one record.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{operator}: {message}")]
-pub struct OpError {
-    pub operator: String,
-    pub kind: FailureKind,
-    pub message: String,
-}
 
 /// Delivery guarantee of the outputs that commit with the input offsets in Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

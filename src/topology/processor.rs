@@ -10,9 +10,8 @@ use std::sync::{Arc, OnceLock};
 use serde::de::DeserializeOwned;
 
 use super::{
-    Item,
+    Emitted, Failure, Input, Item, Missing,
     graph::{Ctx, Slot, push},
-    item::{Emitted, Failure, Input, Missing},
 };
 use crate::avro::{AvroCodec, Reader};
 

@@ -6,10 +6,9 @@
 use std::{any::Any, fmt::Display, marker::PhantomData, sync::Arc};
 
 use super::{
-    Failure, Item, OpError,
+    Emitted, Failure, Item, OpError, Payload, Target,
     describe::NodeKind,
     graph::{Ctx, NodeId, Shared, Side, Slot, push, slot},
-    item::{Emitted, Payload, Target},
     ops::{EventTime, Filter, FlatMap, KeyBy, Map, Ops, Source, TryMap, Validate},
 };
 

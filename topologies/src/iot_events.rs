@@ -53,16 +53,7 @@ pub fn declare(
         .flat_map("alert rules", |r: SensorReading| iot_alerts::alert(&r))
         .key_by("device_id", |a| a.device_id.clone())
         .to_topic(alerts);
-    for_windows
-        .event_time("timestamp", |r| r.timestamp)
-        .window(window)
-        .aggregate(
-            "value by device and sensor type",
-            |r| (r.device_id.clone(), r.sensor_type.as_str().to_string()),
-            Stats::default,
-            |s, r| s.add(&r.value),
-        )
-        .merge(Aggregate::merge)
+    iot_windows::by_sensor(for_windows, window)
         .finals()
         .map("record", aggregate)
         .key_by("device_id", |a| a.device_id.clone())

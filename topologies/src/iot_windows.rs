@@ -45,7 +45,16 @@ pub fn windowed(
     window: WindowSpec,
 ) -> WindowedTable<SensorReading, SensorReading, impl Ops<SensorReading, SensorReading>, Key, Stats>
 {
-    checked(t, source)
+    by_sensor(checked(t, source), window)
+}
+
+/// `readings` in event-time windows of count, sum, min and max per device
+/// and sensor type.
+pub fn by_sensor<S: Send + 'static, O: Ops<S, SensorReading>>(
+    readings: Stream<S, SensorReading, O>,
+    window: WindowSpec,
+) -> WindowedTable<S, SensorReading, impl Ops<S, SensorReading>, Key, Stats> {
+    readings
         .event_time("timestamp", |r| r.timestamp)
         .window(window)
         .aggregate(

@@ -9,24 +9,8 @@ pub mod iot_readings;
 pub mod iot_windows;
 pub mod user_login;
 
-use std::time::Duration;
-
 use sluice::prelude::*;
-
-/// What a deployment may tune in the shipped topologies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    /// Windows of the windowed topologies.
-    pub window: WindowSpec,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            window: WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10)),
-        }
-    }
-}
+pub use sluice::topology::Settings;
 
 type Build = fn(&Settings) -> Result<Topology, BuildError>;
 

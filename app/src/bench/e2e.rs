@@ -56,6 +56,17 @@ pub struct Setup<'a> {
 }
 
 impl Setup<'_> {
+    /// Registers, for the bench's own `topic`, the schema of the shipped
+    /// topic `schema_of`.
+    pub(super) async fn register(&self, topic: &str, schema_of: &str) -> anyhow::Result<()> {
+        let text = crate::topologies::schema_for(schema_of)
+            .ok_or_else(|| anyhow::anyhow!("no shipped topology has a schema for {schema_of}"))?;
+        self.registry
+            .register(&sluice::schemas::value_subject(topic), &text)
+            .await?;
+        Ok(())
+    }
+
     pub(super) fn topics(&self, variant: &str) -> (String, String) {
         (
             format!("bench-{}-{variant}-in", self.run_id),
@@ -518,8 +529,8 @@ pub async fn topology(s: &Setup<'_>) -> anyhow::Result<Measured> {
     let (input, output) = s.topics("sluice");
     let dlq = format!("{input}.dlq");
     s.create(&[&input, &output, &dlq]).await?;
-    super::windows::register(s, &input, user_login::SOURCE).await?;
-    super::windows::register(s, &output, user_login::SINK).await?;
+    s.register(&input, user_login::SOURCE).await?;
+    s.register(&output, user_login::SINK).await?;
     let payloads = s.payloads(&input).await?;
     let topology = user_login::declare(&format!("bench-{}", s.run_id), &input, &output)?;
     let name = format!("user-login topology, {}", s.guarantee);

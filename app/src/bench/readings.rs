@@ -18,7 +18,7 @@ pub async fn readings(s: &Setup<'_>, pool: PgPool) -> anyhow::Result<Figures> {
     let (input, _) = s.topics("readings");
     let dlq = format!("{input}.dlq");
     s.create(&[&input, &dlq]).await?;
-    super::windows::register(s, &input, iot_windows::SOURCE).await?;
+    s.register(&input, iot_windows::SOURCE).await?;
     let table = format!("bench_readings_{}", s.run_id);
     let name = format!("bench-{}-readings", s.run_id);
     let result = run(s, &pool, &name, &input, &table).await;

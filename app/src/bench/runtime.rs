@@ -46,6 +46,8 @@ pub async fn runtime_only(s: &Setup<'_>) -> anyhow::Result<Measured> {
     let (input, output) = s.topics("runtime");
     let dlq = format!("{input}.dlq");
     s.create(&[&input, &output, &dlq]).await?;
+    // The sink opens with its topic's latest schema, as a topology's does.
+    s.register(&output, user_login::SINK).await?;
     let payloads = s.payloads(user_login::SOURCE).await?;
     let name = format!("bench-{}-runtime", s.run_id);
     let reader = Reader::new(apache_avro::Schema::Bytes);

@@ -24,21 +24,11 @@ use crate::topologies::{
 use sluice::{
     avro::AvroSchema,
     runtime::{Progress, RunOptions, Workers},
-    schemas,
     sink::{DEFAULT_DATABASE, Databases, postgres::Postgres},
     stats::Stats,
     topology::Topology,
     window::WindowSpec,
 };
-
-/// Registers the readings' schema for `topic` (the bench's own input).
-pub(super) async fn register(s: &Setup<'_>, topic: &str, schema_of: &str) -> anyhow::Result<()> {
-    let text = crate::topologies::schema_for(schema_of).unwrap_or_default();
-    s.registry
-        .register(&schemas::value_subject(topic), &text)
-        .await?;
-    Ok(())
-}
 
 /// Leaves nothing of a run behind in the database: its table, its positions.
 pub(super) async fn drop_scratch(pool: &PgPool, table: &str, topology: &str) {
@@ -157,7 +147,7 @@ pub async fn windows(s: &Setup<'_>, pool: PgPool) -> anyhow::Result<WindowFigure
     let (input, _) = s.topics("windows");
     let (dlq, late) = (format!("{input}.dlq"), format!("{input}.late"));
     s.create(&[&input, &dlq, &late]).await?;
-    register(s, &input, iot_windows::SOURCE).await?;
+    s.register(&input, iot_windows::SOURCE).await?;
     let table = format!("bench_windows_{}", s.run_id);
     sqlx::query(&format!(
         "CREATE TABLE {table} (LIKE sensor_window_aggregates INCLUDING ALL)"
@@ -210,8 +200,8 @@ pub async fn final_windows(s: &Setup<'_>) -> anyhow::Result<Figures> {
     let (input, output) = s.topics("final-windows");
     let (dlq, late) = (format!("{input}.dlq"), format!("{input}.late"));
     s.create(&[&input, &output, &dlq, &late]).await?;
-    register(s, &input, iot_windows::SOURCE).await?;
-    register(s, &output, iot_events::WINDOWS).await?;
+    s.register(&input, iot_windows::SOURCE).await?;
+    s.register(&output, iot_events::WINDOWS).await?;
     let result = run_final(s, &input, &output).await;
     s.drop_topics(&[&input, &output, &dlq, &late]).await;
     result

@@ -51,16 +51,6 @@ impl Extra for AppCommand {
     }
 }
 
-/// The shipped topologies, by name, as the command line builds them.
-pub fn catalog() -> Catalog {
-    use sluice_topologies::{iot_events, iot_readings, iot_windows, user_login};
-    Catalog::new()
-        .topology(user_login::NAME, |_| user_login::build())
-        .topology(iot_windows::NAME, |s| iot_windows::build(s.window))
-        .topology(iot_events::NAME, |s| iot_events::build(s.window))
-        .topology(iot_readings::NAME, |_| iot_readings::build())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,7 +66,7 @@ mod tests {
 
     #[test]
     fn every_shipped_topology_is_in_the_catalog() {
-        let names = catalog().names().join(",");
+        let names = crate::catalog().names().join(",");
         for n in sluice_topologies::names() {
             assert!(names.contains(n), "{n} missing from {names}");
         }

@@ -7,11 +7,8 @@ use std::collections::BTreeMap;
 use rdkafka::message::{Message, OwnedMessage};
 use serde_json::{Value, json};
 
-use super::{read::header, view};
+use super::{NO_REASON, REPLAYED_FROM, read::header, view};
 use sluice::{avro::AvroCodec, runtime::letters};
-
-/// Letters without `sluice.error.kind` (not written by sluice).
-pub const NO_REASON: &str = "(no sluice.error.kind)";
 
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -67,7 +64,7 @@ impl Summary {
                 letter["value_base64"] = b64.into();
                 letter["value_error"] = json!({ "kind": kind, "message": message });
             }
-            if let Some(from) = header(m, super::replay::REPLAYED_FROM) {
+            if let Some(from) = header(m, REPLAYED_FROM) {
                 letter["replayed_from"] = from.into();
             }
             kept.push(letter);

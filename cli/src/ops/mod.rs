@@ -9,6 +9,12 @@ pub mod read;
 pub mod replay;
 pub mod view;
 
+/// Letters without `sluice.error.kind` (not written by sluice).
+pub const NO_REASON: &str = "(no sluice.error.kind)";
+
+/// `topic/partition/offset` of the letter a record was copied from.
+pub const REPLAYED_FROM: &str = "sluice.replayed.from";
+
 /// Why a tool could not do its job; all but `Kafka` are the user's to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {

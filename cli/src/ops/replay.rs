@@ -21,14 +21,11 @@ use rdkafka::{
 };
 
 use super::{
-    OpsError,
+    NO_REASON, OpsError, REPLAYED_FROM,
     read::{ReadOptions, Reader, Start, header},
     view,
 };
 use sluice::{kafka::KafkaConfig, runtime::letters};
-
-/// `topic/partition/offset` of the letter a record was copied from.
-pub const REPLAYED_FROM: &str = "sluice.replayed.from";
 
 const CALL: Duration = Duration::from_secs(30);
 
@@ -162,7 +159,7 @@ fn choose(m: &OwnedMessage, opts: &ReplayOptions, report: &mut Report) -> Option
     if !opts.include_replayed && header(m, REPLAYED_FROM).is_some() {
         return pass("failed again after a replay (--include-replayed copies it)".into());
     }
-    let reason = header(m, letters::KIND).unwrap_or(super::inspect::NO_REASON);
+    let reason = header(m, letters::KIND).unwrap_or(NO_REASON);
     if !opts.reasons.is_empty() && !opts.reasons.iter().any(|r| r == reason) {
         return pass(format!("reason {reason}"));
     }

@@ -14,7 +14,7 @@ use sqlx::{PgPool, Postgres as Pg, QueryBuilder};
 
 use self::offsets::{PgOffsets, ensure_table};
 use super::{Database, RowSpec, Sink, SinkError, TableSpec};
-use crate::runtime::{Claim, CommitError, Group, Keeper, Outbox, Position};
+use crate::commit::{Claim, CommitError, Group, Keeper, Outbox, Position};
 
 /// What went wrong in PostgreSQL.
 #[derive(Debug, thiserror::Error)]

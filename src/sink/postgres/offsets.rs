@@ -7,7 +7,7 @@
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::PgError;
-use crate::runtime::{Claim, Position};
+use crate::commit::{Claim, Position};
 
 /// The positions of one consumer group reading one topic.
 #[derive(Debug, Clone)]

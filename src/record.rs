@@ -5,8 +5,25 @@
 
 use std::{any::Any, sync::Arc};
 
-use super::{FailureKind, OpError};
 use crate::avro::CodecError;
+
+/// Whose fault an operator failure is; both send the record to the dead-letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The record broke a validation rule.
+    Validation,
+    /// A user operator returned an error for this record.
+    Operator,
+}
+
+/// An operator's refusal of one record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{operator}: {message}")]
+pub struct OpError {
+    pub operator: String,
+    pub kind: FailureKind,
+    pub message: String,
+}
 
 /// A record flowing through the operators.
 #[derive(Debug, Clone, PartialEq)]

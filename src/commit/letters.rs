@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rdkafka::message::BorrowedHeaders;
 
-use crate::{topology::Failure, window::Late};
+use crate::{record::Failure, window::Late};
 
 /// Where an input record was read, and what it carried (for its letters).
 #[derive(Clone, Copy)]
