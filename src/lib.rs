@@ -11,6 +11,7 @@
 pub mod avro;
 pub mod commit;
 pub mod config;
+pub mod console;
 pub mod db;
 mod failpoint;
 pub mod kafka;

@@ -10,6 +10,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use crate::{
     avro::{AvroCodec, ClientError, CodecError, RegistryClient, RegistryConfig},
+    console::{self, Console},
     kafka::{self, Created, KafkaConfig, SetupError, TopicSpec},
     metrics::{Metrics, MetricsError, Refused},
     runtime::{RunOptions, RuntimeError, Workers},
@@ -53,6 +54,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// How long a graceful stop waits for in-flight work to commit.
     pub shutdown_timeout: Duration,
+    /// Links the console shows (name, URL): the brokers' dashboard, say.
+    pub console_links: Vec<(String, String)>,
 }
 
 impl Config {
@@ -66,6 +69,7 @@ impl Config {
             internal_topics: TopicSettings::default(),
             database_url: None,
             shutdown_timeout: Duration::from_secs(30),
+            console_links: Vec::new(),
         }
     }
 }
@@ -174,14 +178,26 @@ pub async fn serve(
     metrics.require(refused.check());
     config.run.meter = Some(metrics.meter());
     let metrics = Arc::new(metrics);
+    let console = Console::new(console::Sources {
+        kafka: kafka.clone(),
+        codec: codec.clone(),
+        databases: config.run.databases.clone(),
+        instance: config.run.instance_id.clone(),
+        metrics: metrics.clone(),
+        links: config.console_links.clone(),
+        protocol: config.run.group_protocol.to_string(),
+    });
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_task = match config.metrics_addr {
-        Some(addr) => Some(
-            crate::metrics::spawn(addr, metrics.clone(), async {
-                let _ = metrics_stopped.await;
-            })
-            .await?,
-        ),
+        Some(addr) => {
+            let (bound, task) =
+                crate::metrics::spawn_with(addr, metrics.clone(), console.router(), async {
+                    let _ = metrics_stopped.await;
+                })
+                .await?;
+            tracing::info!("the console: http://{}/", console_addr(bound));
+            Some(task)
+        }
         None => None,
     };
     let stop_serving = || async {
@@ -199,8 +215,10 @@ pub async fn serve(
         stop_serving().await;
         return Ok(());
     }
+    let watched = topologies.clone();
     let mut workers = Workers::spawn(topologies, &kafka, codec, &config.run);
     metrics.observe_topologies(workers.stats.clone());
+    console.watch(&watched, &workers.stats);
     tokio::select! {
         _ = &mut shutdown => {}
         e = workers.failure() => {
@@ -225,6 +243,14 @@ pub async fn serve(
     tracing::info!("all workers committed and left their groups");
     stop_serving().await;
     Ok(())
+}
+
+/// Where a browser reaches a server bound to `addr` (0.0.0.0 is this host).
+pub fn console_addr(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        ip if ip.is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), addr.port()),
+        _ => addr,
+    }
 }
 
 /// Every topology's schemas, each topic once.

@@ -4,6 +4,7 @@
 use std::{
     future::Future,
     io::Write,
+    net::SocketAddr,
     sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -24,7 +25,9 @@ use crate::{
 };
 use sluice::{
     avro::{AvroCodec, AvroSchema, Reader, RegistryConfig},
+    console::{Console, Sources},
     kafka::KafkaConfig,
+    metrics::{Metrics, MetricsError},
     registry::{self},
     runtime::{RunOptions, Workers},
     sink::{
@@ -46,6 +49,9 @@ pub struct Options {
     /// PostgreSQL for the window aggregates; in memory without it.
     pub database_url: Option<String>,
     pub window: WindowSpec,
+    /// Where to serve the console and /metrics; `None`: 127.0.0.1:8080, or
+    /// a free port when that is taken.
+    pub console: Option<SocketAddr>,
 }
 
 impl Options {
@@ -329,12 +335,33 @@ pub async fn run(
              (set DATABASE_URL=postgres://… to write them to PostgreSQL)"
         )?,
     }
+    let metrics = Arc::new(Metrics::new()?);
     let run_opts = RunOptions {
         instance_id: "demo".into(),
-        databases,
+        databases: databases.clone(),
+        meter: Some(metrics.meter()),
         ..RunOptions::default()
     };
+    let console = Console::new(Sources {
+        kafka: kafka.clone(),
+        codec: codec.clone(),
+        databases,
+        instance: run_opts.instance_id.clone(),
+        metrics: metrics.clone(),
+        links: Vec::new(),
+        protocol: run_opts.group_protocol.to_string(),
+    });
+    let (stop_console, console_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (at, console_task) =
+        serve_console(opts.console, &console, metrics.clone(), console_stopped).await?;
+    writeln!(
+        out,
+        "the console: http://{at}/ (open it in a browser; /metrics beside it)"
+    )?;
+    let watched = all.clone();
     let workers = Workers::spawn(all, &kafka, codec.clone(), &run_opts);
+    metrics.observe_topologies(workers.stats.clone());
+    console.watch(&watched, &workers.stats);
     let (stop_sim, sim_stopped) = watch::channel(false);
     let sim_opts = logins::Options {
         rate: opts.rate,
@@ -422,6 +449,8 @@ pub async fn run(
     tap_task.abort();
     // Its consumer must be closed before the mock cluster goes away.
     let _ = tap_task.await;
+    let _ = stop_console.send(());
+    let _ = console_task.await;
     reg.stop().await?;
     let u = &summary.user_login;
     writeln!(
@@ -462,4 +491,38 @@ pub async fn run(
     )?;
     drop(mock);
     Ok(summary)
+}
+
+/// Serves the console and /metrics until `stop`: at `wanted`, or at
+/// 127.0.0.1:8080, or at a free port of loopback when 8080 is taken.
+async fn serve_console(
+    wanted: Option<SocketAddr>,
+    console: &Arc<Console>,
+    metrics: Arc<Metrics>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<(
+    SocketAddr,
+    tokio::task::JoinHandle<Result<(), MetricsError>>,
+)> {
+    let listener = match wanted {
+        Some(addr) => tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot serve the console on {addr}: {e}; choose another --console-addr"
+            )
+        })?,
+        None => match tokio::net::TcpListener::bind(("127.0.0.1", 8080)).await {
+            Ok(l) => l,
+            Err(_) => tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?,
+        },
+    };
+    let at = listener.local_addr()?;
+    let task = tokio::spawn(sluice::metrics::serve_with(
+        listener,
+        metrics,
+        console.router(),
+        async move {
+            let _ = stop.await;
+        },
+    ));
+    Ok((at, task))
 }

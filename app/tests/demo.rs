@@ -16,6 +16,7 @@ async fn the_demo_accounts_for_every_record() {
         duration: Some(Duration::from_secs(13)),
         database_url: None,
         window: demo::Options::demo_window(),
+        console: Some("127.0.0.1:0".parse().unwrap()),
     };
     let mut out = Vec::new();
     let s = demo::run(&opts, std::future::pending(), &mut out)
@@ -36,6 +37,7 @@ async fn the_demo_accounts_for_every_record() {
     assert_eq!(w.records_in, s.readings, "{text}");
     assert!(w.window_rows > 0 && w.dead_letters == 0, "{text}");
     assert!(text.contains("kept in memory"), "{text}");
+    assert!(text.contains("the console: http://127.0.0.1:"), "{text}");
     assert!(text.contains("latest windows"), "{text}");
     let r = &s.iot_readings;
     assert_eq!(r.records_in, s.readings, "{text}");

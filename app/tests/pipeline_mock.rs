@@ -399,29 +399,11 @@ async fn metrics_and_health_are_served() {
     assert_eq!(get("/readyz").await.0, 200);
 
     // A real Prometheus scrapes the worker and answers queries with its series.
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    let target = base.trim_start_matches("http://");
-    std::fs::write(
-        &config,
-        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sluice\n    static_configs:\n      - targets: ['{target}']\n"),
-    )
-    .unwrap();
-    let prom_port = free_port();
-    let _prometheus = Proc(
-        std::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("prometheus not found: `apt-get install prometheus` (.ci/run installs it)"),
+    let prometheus = common::prometheus("sluice", base.trim_start_matches("http://"));
+    let query = format!(
+        "{}/api/v1/query?query=sluice_records_in_total",
+        prometheus.url
     );
-    let query = format!("http://127.0.0.1:{prom_port}/api/v1/query?query=sluice_records_in_total");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let answer = match http.get(&query).send().await {

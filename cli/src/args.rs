@@ -199,3 +199,25 @@ pub fn group_protocol() -> impl clap::builder::TypedValueParser<Value = sluice::
     clap::builder::PossibleValuesParser::new(["classic", "consumer"])
         .map(|s| s.parse().expect("a listed value"))
 }
+
+/// `NAME=URL`, a link for the console: the URL must be http or https.
+pub fn link() -> impl clap::builder::TypedValueParser<Value = (String, String)> {
+    |s: &str| -> Result<(String, String), String> {
+        let (name, url) = s
+            .split_once('=')
+            .filter(|(n, _)| !n.trim().is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "{s:?} is not NAME=URL, e.g. Brokers=http://localhost:3000/d/sluice-brokers"
+                )
+            })?;
+        let parsed =
+            url::Url::parse(url.trim()).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!(
+                "{url:?}: the console links only to http or https addresses"
+            ));
+        }
+        Ok((name.trim().to_string(), url.trim().to_string()))
+    }
+}

@@ -106,9 +106,14 @@ pub struct RunArgs {
     /// On SIGTERM/Ctrl-C, how long to wait for in-flight work to commit.
     #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", value_parser = duration, default_value = "30s")]
     shutdown_timeout: Duration,
-    /// Where to serve /metrics (Prometheus), /healthz and /readyz.
+    /// Where to serve the console (/), /metrics (Prometheus), /healthz and /readyz.
     #[arg(long, env = "SLUICE_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     metrics_addr: std::net::SocketAddr,
+    /// A link the console shows beside its figures, NAME=URL (repeatable;
+    /// in the environment, comma-separated): e.g. the brokers' dashboard
+    /// where Prometheus scrapes them.
+    #[arg(long = "console-link", env = "SLUICE_CONSOLE_LINKS", value_delimiter = ',', value_parser = super::args::link())]
+    console_links: Vec<(String, String)>,
     /// Create missing topics before starting.
     #[arg(long)]
     create_topics: bool,
@@ -166,6 +171,7 @@ pub async fn run(catalog: &Catalog, args: RunArgs) -> anyhow::Result<()> {
         ..RunOptions::default()
     };
     config.metrics_addr = Some(args.metrics_addr);
+    config.console_links = args.console_links;
     config.create_topics = args.create_topics.then(|| args.topics.settings());
     config.internal_topics = args.topics.settings();
     config.database_url = args.database_url;

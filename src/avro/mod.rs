@@ -4,6 +4,7 @@
 pub mod client;
 pub mod codec;
 pub mod fast;
+pub mod view;
 pub mod wire;
 
 pub use client::{ClientError, RegistryClient, RegistryConfig};

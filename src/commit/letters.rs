@@ -79,6 +79,8 @@ pub struct DeadLetter {
     /// The original record's headers, sent first.
     pub original: Vec<RawHeader>,
     pub headers: Vec<(&'static str, String)>,
+    /// The operator that refused the record, when one did (for metrics).
+    pub operator: Option<Arc<str>>,
 }
 
 /// A record a processor refused (undecodable, invalid, an operator's error).
@@ -97,6 +99,9 @@ pub fn dead_letter(
     );
     if let Some(id) = failure.schema_id() {
         letter.headers.push((SCHEMA_ID, id.to_string()));
+    }
+    if let Failure::Operator(e) = failure {
+        letter.operator = Some(Arc::from(e.operator.as_str()));
     }
     letter
 }
@@ -152,5 +157,6 @@ pub fn rejected(
         timestamp_ms: source.timestamp_ms,
         original: source.headers.to_raw(),
         headers,
+        operator: None,
     }
 }

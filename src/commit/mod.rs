@@ -140,6 +140,15 @@ pub trait Keeper: Send {
         group: &dyn Group,
     ) -> Result<(), CommitError>;
 
+    /// Whether, after an abort, reading resumes where this keeper says
+    /// (the partitions are claimed again) rather than at the unit's first
+    /// records: a commit that failed may have committed all the same (a
+    /// timed-out `commit_transaction` that the coordinator completed), and
+    /// only the keeper knows.
+    fn rereads_after_abort(&self) -> bool {
+        false
+    }
+
     /// Drops the unit: what was staged, and what was sent.
     fn abort(&mut self, out: &mut dyn Outbox);
 

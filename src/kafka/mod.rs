@@ -180,6 +180,11 @@ impl KafkaConfig {
         {
             c.set("group.instance.id", id);
         }
+        if let Some(id) = &membership.client_id
+            && c.get("client.id").is_none()
+        {
+            c.set("client.id", id);
+        }
         c
     }
 
@@ -291,6 +296,9 @@ pub struct Membership {
     pub protocol: GroupProtocol,
     /// `group.instance.id` (static membership), when the member has a stable name.
     pub instance: Option<String>,
+    /// `client.id`: the member's name as the group lists it (the console's
+    /// owner column, Kafka's tools), unless the user set one.
+    pub client_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

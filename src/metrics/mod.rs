@@ -128,11 +128,28 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), MetricsError> {
+    serve_with(listener, metrics, Router::new(), shutdown).await
+}
+
+/// Serves `/metrics`, `/healthz`, `/readyz` and `more` (the console) until `shutdown`.
+pub async fn serve_with(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    more: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), MetricsError> {
     let app = Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(metrics);
+        .with_state(metrics)
+        .merge(more)
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: try /, /metrics, /healthz or /readyz\n",
+            )
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
@@ -145,9 +162,29 @@ pub async fn spawn(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<Result<(), MetricsError>>, MetricsError> {
+    Ok(spawn_with(addr, metrics, Router::new(), shutdown).await?.1)
+}
+
+/// `spawn`, serving `more` too; gives the address it serves at.
+pub async fn spawn_with(
+    addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    more: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<
+    (
+        std::net::SocketAddr,
+        tokio::task::JoinHandle<Result<(), MetricsError>>,
+    ),
+    MetricsError,
+> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| MetricsError::Bind { addr, source })?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
-    Ok(tokio::spawn(serve(listener, metrics, shutdown)))
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    Ok((
+        bound,
+        tokio::spawn(serve_with(listener, metrics, more, shutdown)),
+    ))
 }

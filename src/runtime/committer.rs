@@ -298,6 +298,13 @@ impl Committer {
                     if let Some(kind) = written.dead.or(held.dead.map(|d| d.kind)) {
                         self.tally.dead_letter(kind);
                     }
+                    if let Some(op) = written
+                        .refused_by
+                        .as_ref()
+                        .or(held.dead.and_then(|d| d.operator.as_ref()))
+                    {
+                        self.tally.refused_by(op);
+                    }
                     if self.unit.records() >= self.settings.batch_size {
                         self.commit();
                     }
@@ -349,6 +356,9 @@ impl Committer {
             Ok(Some(rows)) => {
                 if timed {
                     self.timings.commit(started.elapsed());
+                    self.stats
+                        .recent_commits
+                        .record(started.elapsed().as_secs_f64() * 1000.0);
                 }
                 if let Some(b) = self.started {
                     self.timings.batch(b.elapsed());
@@ -404,8 +414,16 @@ impl Committer {
                 );
                 self.rewind(positions);
             }
-            Rewind::Claim(partitions) => {
-                // Nothing of them is taken until the store says where they resume.
+            Rewind::Claim(mut partitions) => {
+                // Nothing of them is taken until the store says where they
+                // resume, the ones handed over after the failure included.
+                partitions.extend(
+                    more.iter()
+                        .map(|&(p, _)| p)
+                        .filter(|p| !self.dropping.contains_key(p)),
+                );
+                partitions.sort_unstable();
+                partitions.dedup();
                 self.generation += 1;
                 for &p in &partitions {
                     self.dropping.insert(p, self.generation);

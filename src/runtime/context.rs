@@ -115,6 +115,7 @@ impl MemberContext {
         self.stats.assigns.fetch_add(1, Ordering::Relaxed);
         let partitions: Vec<i32> = partitions(tpl, &self.source);
         self.own(&partitions, true);
+        self.stats.own(&partitions, true);
         if !self.deferred || partitions.is_empty() || self.closing.load(Ordering::Relaxed) {
             tracing::info!(topology = %self.topology, ?partitions, "partitions assigned");
             if let Err(e) = assign(consumer, tpl, eager) {
@@ -158,6 +159,7 @@ impl MemberContext {
             let _ = blocking(|| committed.recv());
         }
         self.own(&revoked, false);
+        self.stats.own(&revoked, false);
         self.revoked
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::{
     Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
-    error::KafkaResult,
+    error::{KafkaError, KafkaResult},
 };
 
 use crate::{
@@ -69,11 +69,14 @@ impl Committed for BaseConsumer {
 /// Positions as the group's committed offsets, in the unit's transaction.
 pub struct KafkaKeeper {
     source: String,
-    /// Reads the group's committed offsets on claims. Only topologies
-    /// with state claim.
+    /// Reads the group's committed offsets (stable ones: a pending
+    /// transactional commit is waited for) on claims.
     committed: Option<Box<dyn Committed>>,
-    /// Whether the metadata carries progress (event time, processed-up-to).
-    progress: bool,
+    /// How to make that reader when it is first needed.
+    reader: Option<(KafkaConfig, String)>,
+    /// Partitions are claimed on assignment, and the metadata carries
+    /// progress (event time, processed-up-to): topologies with state.
+    stateful: bool,
 }
 
 impl KafkaKeeper {
@@ -85,48 +88,67 @@ impl KafkaKeeper {
         source: &str,
         stateful: bool,
     ) -> KafkaResult<Self> {
-        let committed = match stateful {
-            true => {
-                let reader: BaseConsumer = kafka.consumer(group).create()?;
-                Some(Box::new(reader) as Box<dyn Committed>)
-            }
-            false => None,
-        };
-        Ok(Self::with(source, committed))
+        let mut keeper = Self::with(source, None, stateful);
+        keeper.reader = Some((kafka.clone(), group.to_string()));
+        if stateful {
+            keeper.reader()?;
+        }
+        Ok(keeper)
     }
 
-    /// Over offsets read by `committed` (claims, progress) or none.
-    pub fn with(source: &str, committed: Option<Box<dyn Committed>>) -> Self {
+    /// Over offsets read by `committed`.
+    pub fn with(source: &str, committed: Option<Box<dyn Committed>>, stateful: bool) -> Self {
         KafkaKeeper {
             source: source.to_string(),
-            progress: committed.is_some(),
             committed,
+            reader: None,
+            stateful,
         }
+    }
+
+    fn reader(&mut self) -> KafkaResult<&dyn Committed> {
+        if self.committed.is_none()
+            && let Some((kafka, group)) = &self.reader
+        {
+            let reader: BaseConsumer = kafka.consumer(group).create()?;
+            self.committed = Some(Box::new(reader));
+        }
+        self.committed.as_deref().ok_or(KafkaError::ClientCreation(
+            "no reader of the group's committed offsets".into(),
+        ))
     }
 }
 
 impl Keeper for KafkaKeeper {
     fn claims(&self) -> bool {
-        self.committed.is_some()
+        self.stateful
+    }
+
+    fn rereads_after_abort(&self) -> bool {
+        true
     }
 
     fn claim(&mut self, partitions: &[i32], _: &dyn Group) -> Result<Vec<Claim>, CommitError> {
-        let Some(reader) = &self.committed else {
-            return Ok(partitions.iter().map(|&p| Claim::fresh(p)).collect());
-        };
+        let source = self.source.clone();
+        let progress = self.stateful;
+        let reader = self.reader()?;
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
-            tpl.add_partition(&self.source, p);
+            tpl.add_partition(&source, p);
         }
         let committed = reader.committed(tpl)?;
         let mut claims = Vec::new();
-        for e in committed.elements_for_topic(&self.source) {
-            let progress = Progress::parse(e.metadata());
+        for e in committed.elements_for_topic(&source) {
+            let progress = progress.then(|| Progress::parse(e.metadata())).flatten();
             let next_offset = match e.offset() {
                 Offset::Offset(o) => Some(o),
                 _ => None,
             };
-            if next_offset.is_some() && progress.is_none() && !e.metadata().is_empty() {
+            if self.stateful
+                && next_offset.is_some()
+                && progress.is_none()
+                && !e.metadata().is_empty()
+            {
                 tracing::warn!(
                     partition = e.partition(),
                     metadata = e.metadata(),
@@ -155,7 +177,7 @@ impl Keeper for KafkaKeeper {
         let mut tpl = TopicPartitionList::new();
         for p in positions.iter().filter(|p| p.next_offset >= 0) {
             tpl.add_partition_offset(&self.source, p.partition, Offset::Offset(p.resume_offset))?;
-            if self.progress
+            if self.stateful
                 && let Some(mut e) = tpl.find_partition(&self.source, p.partition)
             {
                 let progress = Progress {

@@ -86,6 +86,7 @@ impl RunOptions {
         crate::kafka::Membership {
             protocol: self.group_protocol,
             instance: stable.then(|| instance.to_string()),
+            client_id: Some(instance.to_string()),
         }
     }
 

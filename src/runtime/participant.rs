@@ -14,7 +14,7 @@ use super::{
 use crate::{sink::SinkError, topology::Emitted};
 
 /// What taking one input record's results added to the unit.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Written {
     /// Records for topics (counted once the unit commits).
     pub outputs: u64,
@@ -23,6 +23,8 @@ pub struct Written {
     /// The record became a dead letter here (its reason), rather than
     /// on the consuming side.
     pub dead: Option<&'static str>,
+    /// The operator that refused it, when one did.
+    pub refused_by: Option<Arc<str>>,
 }
 
 /// After an abort: where to read again.

@@ -151,6 +151,7 @@ mod tests {
             timestamp_ms: 1,
             original: vec![("trace".into(), Some(vec![0, 255]))],
             headers: vec![("sluice.error.kind", kind.to_string()), ("m", reason)],
+            operator: None,
         }
     }
 

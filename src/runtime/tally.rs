@@ -13,6 +13,8 @@ pub struct Tally {
     pub late: u64,
     /// Dead letters by reason; a handful of reasons, so a short list.
     dead: Vec<(&'static str, u64)>,
+    /// Of them, refused by an operator, by its name.
+    refused: Vec<(std::sync::Arc<str>, u64)>,
 }
 
 impl Tally {
@@ -23,12 +25,22 @@ impl Tally {
         }
     }
 
+    pub fn refused_by(&mut self, operator: &std::sync::Arc<str>) {
+        match self.refused.iter_mut().find(|(o, _)| o == operator) {
+            Some((_, n)) => *n += 1,
+            None => self.refused.push((operator.clone(), 1)),
+        }
+    }
+
     /// The unit committed: its counts go to `stats`, and this starts over.
     pub fn committed(&mut self, stats: &Stats) {
         stats.records_out.fetch_add(self.outputs, Ordering::Relaxed);
         stats.late.fetch_add(self.late, Ordering::Relaxed);
         for &(kind, n) in &self.dead {
             stats.count_dead_letters(kind, n);
+        }
+        for (op, n) in &self.refused {
+            stats.count_refused(op, *n);
         }
         self.clear();
     }
@@ -38,6 +50,7 @@ impl Tally {
         self.outputs = 0;
         self.late = 0;
         self.dead.clear();
+        self.refused.clear();
     }
 }
 

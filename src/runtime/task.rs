@@ -87,6 +87,9 @@ pub struct Task {
     sent: BTreeMap<Arc<str>, u64>,
     /// Of them, records sent at punctuation (not counted per input record).
     punctuated: u64,
+    /// Records each sink and each stateful operator took in this unit.
+    sink_counts: Vec<u64>,
+    op_counts: Vec<u64>,
 }
 
 /// What routing one record's (or a punctuation's) results came to.
@@ -98,6 +101,8 @@ enum Routed {
 impl Task {
     pub fn new(parts: Parts) -> Task {
         Task {
+            sink_counts: vec![0; parts.sinks.len()],
+            op_counts: vec![0; parts.operators.len()],
             p: parts,
             parts: BTreeMap::new(),
             queue: Vec::new(),
@@ -144,6 +149,9 @@ impl Task {
                     if replay && !op.rebuilds {
                         i += 1;
                         continue;
+                    }
+                    if !replay && let Some(n) = self.op_counts.get_mut(o as usize) {
+                        *n += 1;
                     }
                     let mut made = Vec::new();
                     let mut none = EventClock::new(0, i64::MAX);
@@ -192,6 +200,9 @@ impl Task {
                 })?;
             if !sink.database {
                 records += 1;
+            }
+            if let Some(n) = self.sink_counts.get_mut(s as usize) {
+                *n += 1;
             }
             if let Some(t) = topic {
                 *self.sent.entry(t).or_default() += 1;
@@ -289,6 +300,9 @@ impl Task {
                             None => CommitError::Database(Box::new(w.error)),
                         })?;
                     self.p.stats.count_dead_letters(letter.kind, 1);
+                    if let Some(op) = &letter.operator {
+                        self.p.stats.count_refused(op, 1);
+                    }
                 }
             }
         }
@@ -426,6 +440,7 @@ impl Participant for Task {
                 let letter = letters::dead_letter(&dlq, &self.p.topology, source, &f);
                 self.send_letter(&letter)?;
                 written.dead = Some(letter.kind);
+                written.refused_by = letter.operator.clone();
             }
             None => {
                 written.outputs = self.write_pending(at)?;
@@ -484,6 +499,9 @@ impl Participant for Task {
         for (topic, n) in std::mem::take(&mut self.sent) {
             self.p.stats.count_outputs(&topic, n);
         }
+        self.p.stats.count_nodes(&self.sink_counts, &self.op_counts);
+        self.sink_counts.fill(0);
+        self.op_counts.fill(0);
         let punctuated = std::mem::take(&mut self.punctuated);
         let held: u64 = self.p.operators.iter().map(|o| o.op.held()).sum();
         self.p
@@ -510,6 +528,8 @@ impl Participant for Task {
         self.written = false;
         self.sent.clear();
         self.punctuated = 0;
+        self.sink_counts.fill(0);
+        self.op_counts.fill(0);
         self.p.keeper.abort(&mut *self.p.out);
         if self.claims() {
             let parts = std::mem::take(&mut self.parts);
@@ -519,6 +539,8 @@ impl Participant for Task {
                 }
             }
             Rewind::Claim(parts.into_keys().collect())
+        } else if self.p.keeper.rereads_after_abort() {
+            Rewind::Claim(unit.first_offsets().into_iter().map(|(p, _)| p).collect())
         } else {
             Rewind::To(unit.first_offsets())
         }

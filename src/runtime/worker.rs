@@ -327,7 +327,9 @@ pub async fn run_member(
             letters::rejected(&dlq_topic, &d.name, &source, kind, reason)
         });
         if n_in.is_multiple_of(SAMPLE) {
-            timings.latency_ms(crate::topology::clock::processing_time_ms() - timestamp_ms);
+            let ms = crate::topology::clock::processing_time_ms() - timestamp_ms;
+            timings.latency_ms(ms);
+            stats.recent_latency.record(ms.max(0) as f64);
         }
         let read = Read {
             partition,

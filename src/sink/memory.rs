@@ -187,11 +187,21 @@ impl MemoryTables {
 
     /// Every row of every window table.
     pub fn windows(&self) -> Vec<StoredRow> {
+        self.windows_where(|_| true)
+    }
+
+    /// Every row of window table `table`.
+    pub fn windows_in(&self, table: &str) -> Vec<StoredRow> {
+        self.windows_where(|t| t == table)
+    }
+
+    fn windows_where(&self, table: impl Fn(&str) -> bool) -> Vec<StoredRow> {
         let inner = self.lock();
         inner
             .tables
-            .values()
-            .flat_map(|(spec, rows)| {
+            .iter()
+            .filter(|(name, _)| table(name))
+            .flat_map(|(_, (spec, rows))| {
                 rows.iter().map(move |((key, w), (values, f))| StoredRow {
                     key: spec
                         .keys
@@ -286,6 +296,10 @@ impl Database for InMemory {
 
     fn describe(&self) -> String {
         "this process's memory".into()
+    }
+
+    fn peek(&self) -> Option<&dyn super::peek::Peek> {
+        Some(self)
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -18,6 +18,7 @@
 //! (`window_table`), a row per record (`rows`).
 
 pub mod memory;
+pub mod peek;
 pub mod postgres;
 pub mod query;
 pub mod rows;
@@ -199,6 +200,11 @@ pub trait Database: Send + Sync + 'static {
 
     /// For `/readyz`: whether it answers.
     fn ready_check(&self) -> Option<Arc<dyn crate::metrics::ReadyCheck>> {
+        None
+    }
+
+    /// What the console shows of its tables.
+    fn peek(&self) -> Option<&dyn peek::Peek> {
         None
     }
 

@@ -4,6 +4,7 @@
 //! only meet here.
 
 mod health;
+pub mod recent;
 pub mod timings;
 
 use std::{
@@ -15,6 +16,7 @@ use std::{
 };
 
 pub use health::{Health, fatal_error, log_client_error, log_librdkafka, log_producer_error};
+pub use recent::{Quantiles, Recent};
 pub use timings::Timings;
 
 /// Live counters of one topology, read by the demo's status line and metrics.
@@ -46,6 +48,17 @@ pub struct Stats {
     /// Records committed to each output topic.
     out_by_topic: Mutex<BTreeMap<String, u64>>,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Records each sink and each stateful operator took (by their index
+    /// in the topology), counted once committed.
+    sink_records: Mutex<Vec<u64>>,
+    operator_records: Mutex<Vec<u64>>,
+    /// Dead letters by the operator that refused the record.
+    refused_by: Mutex<BTreeMap<String, u64>>,
+    /// The source partitions this process's members own.
+    owned: Mutex<std::collections::BTreeSet<i32>>,
+    /// Processing latency (ms) of the sampled records, and commit durations (ms).
+    pub recent_latency: Recent,
+    pub recent_commits: Recent,
 }
 
 impl Stats {
@@ -118,7 +131,77 @@ impl Stats {
         self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Source partitions assigned to (`true`) or revoked from a member here.
+    pub fn own(&self, partitions: &[i32], owned: bool) {
+        let mut o = self.owned.lock().unwrap_or_else(|p| p.into_inner());
+        for p in partitions {
+            if owned {
+                o.insert(*p);
+            } else {
+                o.remove(p);
+            }
+        }
+    }
+
+    pub fn owned(&self) -> Vec<i32> {
+        let o = self.owned.lock().unwrap_or_else(|p| p.into_inner());
+        o.iter().copied().collect()
+    }
+
+    /// Adds committed counts per sink and per stateful operator.
+    pub fn count_nodes(&self, sinks: &[u64], operators: &[u64]) {
+        add_all(&self.sink_records, sinks);
+        add_all(&self.operator_records, operators);
+    }
+
+    /// Records taken by each sink, by its index.
+    pub fn sink_records(&self) -> Vec<u64> {
+        self.sink_records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records taken by each stateful operator, by its index.
+    pub fn operator_records(&self) -> Vec<u64> {
+        self.operator_records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// `n` records refused by `operator` (committed as dead letters).
+    pub fn count_refused(&self, operator: &str, n: u64) {
+        let mut m = self.refused_by.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(operator) {
+            Some(c) => *c += n,
+            None => {
+                m.insert(operator.to_string(), n);
+            }
+        }
+    }
+
+    pub fn refused_by_operator(&self) -> BTreeMap<String, u64> {
+        self.refused_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn total_lag(&self) -> i64 {
         self.lag().values().sum()
+    }
+}
+
+fn add_all(counts: &Mutex<Vec<u64>>, add: &[u64]) {
+    if add.iter().all(|&n| n == 0) {
+        return;
+    }
+    let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+    if c.len() < add.len() {
+        c.resize(add.len(), 0);
+    }
+    for (c, n) in c.iter_mut().zip(add) {
+        *c += n;
     }
 }

@@ -462,8 +462,8 @@ fn open(
         Some(db) => db.keeper(&d.group_id, &d.source),
         None => {
             let stateful = !topology.operators.is_empty();
-            let committed = stateful.then(|| Box::new(kafka.clone()) as Box<_>);
-            Box::new(KafkaKeeper::with(&d.source, committed))
+            let committed = Some(Box::new(kafka.clone()) as Box<_>);
+            Box::new(KafkaKeeper::with(&d.source, committed, stateful))
         }
     };
     let (sinks, operators, clock) = pieces(topology, &d.group_id, database, codec)?;

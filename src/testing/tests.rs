@@ -13,6 +13,29 @@ fn rows(table: &str) -> RowSpec {
         .unwrap()
 }
 
+/// A commit that fails after it took effect (a timed-out commit of a
+/// transaction the coordinator completed) is read again from where the
+/// group's committed offsets say, not from the unit's first record: the
+/// outputs stay once each.
+#[test]
+fn a_commit_that_failed_but_committed_is_not_read_again() {
+    let t = topology("ambiguous");
+    t.source::<i64>("in")
+        .map("double", |v| v * 2)
+        .to_topic("out");
+    let mut driver = TestDriver::new(t.build().unwrap())
+        .unwrap()
+        .commit_each(false);
+    driver.pipe(None, &1i64, 1).unwrap();
+    driver.pipe(None, &2i64, 2).unwrap();
+    driver.kafka.lock().ambiguous_commits = 1;
+    assert!(driver.commit().is_err(), "the commit reports its failure");
+    driver.pipe(None, &3i64, 3).unwrap();
+    driver.commit().unwrap();
+    let out: Vec<Item<i64>> = driver.read("out").unwrap();
+    assert_eq!(out.iter().map(|i| i.value).collect::<Vec<_>>(), [2, 4, 6]);
+}
+
 /// A table and a topic from one topology: the unit commits in the
 /// database, so the topic gets at least once, and the listing says so.
 #[test]

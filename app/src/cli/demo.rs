@@ -23,6 +23,10 @@ pub struct DemoArgs {
     /// it they are kept in memory and shown live.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Where to serve the console (and /metrics) [default: 127.0.0.1:8080,
+    /// or a free port when that is taken].
+    #[arg(long)]
+    console_addr: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -37,6 +41,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         duration: args.duration,
         database_url: args.database_url,
         window: demo::Options::demo_window(),
+        console: args.console_addr,
     };
     demo::run(&opts, sluice_cli::shutdown_signal(), &mut std::io::stdout()).await?;
     Ok(())

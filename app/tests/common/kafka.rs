@@ -86,7 +86,7 @@ impl Kafka {
     /// `acl` grants them.
     pub fn secure(users: &[(&str, &str)]) -> Kafka {
         let users: Vec<String> = users.iter().map(|(u, p)| format!("{u}={p}")).collect();
-        Kafka::launch_with(1, &[], None, &users)
+        Kafka::launch_with(1, &[], None, &users, false)
     }
 
     /// Kafka's own ACL tool over the PLAINTEXT listener, e.g.
@@ -109,10 +109,30 @@ impl Kafka {
     }
 
     fn launch(nodes: usize, props: &[&str], port: Option<u16>) -> Kafka {
-        Kafka::launch_with(nodes, props, port, &[])
+        Kafka::launch_with(nodes, props, port, &[], false)
     }
 
-    fn launch_with(nodes: usize, props: &[&str], port: Option<u16>, secure: &[String]) -> Kafka {
+    /// One node running Prometheus's JMX exporter agent (`exporters`).
+    pub fn with_jmx_exporter() -> Kafka {
+        Kafka::launch_with(1, &[], None, &[], true)
+    }
+
+    /// The JMX exporters' addresses, one per node (with `with_jmx_exporter`).
+    pub fn exporters(&self) -> Vec<String> {
+        let env = std::fs::read_to_string(self.dir.join("jmx.env")).unwrap_or_default();
+        env.trim()
+            .strip_prefix("JMX_EXPORTERS=")
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    fn launch_with(
+        nodes: usize,
+        props: &[&str],
+        port: Option<u16>,
+        secure: &[String],
+        jmx: bool,
+    ) -> Kafka {
         // Free ports are picked before the brokers bind them, so tests
         // starting clusters at once can pick the same one: a second try
         // picks others.
@@ -129,6 +149,9 @@ impl Kafka {
                 .stdin(Stdio::null());
             if let Some(p) = port {
                 cmd.args(["--port", &p.to_string()]);
+            }
+            if jmx {
+                cmd.arg("--jmx-exporter");
             }
             if !secure.is_empty() {
                 cmd.arg("--secure");

@@ -2,6 +2,7 @@
 //! registries on ephemeral ports, a small HTTP client and the sluice binary.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod kafka;
 pub mod logins;
 pub mod postgres_tls;
@@ -199,6 +200,44 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A real Prometheus scraping `target` as `job` every second; killed
+/// when dropped.
+pub struct Prometheus {
+    /// Its HTTP API, `http://127.0.0.1:PORT`.
+    pub url: String,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+pub fn prometheus(job: &str, target: &str) -> Prometheus {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"),
+    )
+    .unwrap();
+    let port = free_port();
+    let proc = Proc(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus not found: `apt-get install prometheus` (.ci/run installs it)"),
+    );
+    Prometheus {
+        url: format!("http://127.0.0.1:{port}"),
+        _proc: proc,
+        _dir: dir,
     }
 }
 

@@ -7,7 +7,10 @@
 pub mod inspect;
 pub mod read;
 pub mod replay;
-pub mod view;
+
+/// Records as JSON, values decoded through the registry (the library's,
+/// which the console shares).
+pub use sluice::avro::view;
 
 /// Letters without `sluice.error.kind` (not written by sluice).
 pub const NO_REASON: &str = "(no sluice.error.kind)";

@@ -130,6 +130,10 @@ impl Database for Postgres {
         Some(crate::metrics::postgres_check(self.pool.clone()))
     }
 
+    fn peek(&self) -> Option<&dyn crate::sink::peek::Peek> {
+        Some(self)
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

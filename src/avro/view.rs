@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use serde_json::{Map, Value, json};
 
-use sluice::avro::AvroCodec;
+use super::AvroCodec;
 
 /// Bytes as a string when they are UTF-8, else `{"base64": …}`.
 pub fn text_or_base64(bytes: &[u8]) -> Value {
