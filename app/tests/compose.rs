@@ -31,6 +31,8 @@ fn exported() -> BTreeSet<String> {
     timings.latency_ms(5);
     timings.batch(Duration::from_millis(3));
     timings.commit(Duration::from_millis(2));
+    timings.e2e_ms(7);
+    timings.commit_parts(&sluice::commit::CommitParts::default());
     timings.postgres(Duration::from_millis(2));
     timings.rebalance(Duration::from_millis(20));
     let mut names = BTreeSet::new();

@@ -11,7 +11,7 @@
 
 pub mod letters;
 
-use std::any::Any;
+use std::{any::Any, time::Duration};
 
 use rdkafka::{
     TopicPartitionList,
@@ -97,6 +97,23 @@ pub trait Outbox: Send {
     fn abort(&mut self);
     /// Makes the next flush or commit fail: a record could not be queued.
     fn poison(&mut self, e: KafkaError);
+    /// The parts of the last commit, when it was a transaction.
+    fn commit_parts(&self) -> Option<CommitParts> {
+        None
+    }
+}
+
+/// How long the parts of the last transactional commit took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitParts {
+    /// `begin_transaction`, before the unit's first record.
+    pub begin: Duration,
+    /// Waiting until every record sent is acknowledged.
+    pub flush: Duration,
+    /// `send_offsets_to_transaction`.
+    pub send_offsets: Duration,
+    /// `commit_transaction`: the markers written.
+    pub commit: Duration,
 }
 
 /// Why a unit did not commit, or partitions could not be claimed.

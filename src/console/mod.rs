@@ -271,6 +271,7 @@ async fn overview(State(c): State<Arc<Console>>) -> Json<Value> {
                 "aborts": w.stats.aborts.load(std::sync::atomic::Ordering::Relaxed),
                 "latency_ms": w.stats.recent_latency.quantiles(Instant::now(), minute),
                 "commit_ms": w.stats.recent_commits.quantiles(Instant::now(), minute),
+                "e2e_ms": w.stats.recent_e2e.quantiles(Instant::now(), minute),
                 "history": history.of(&d.name),
             })
         })

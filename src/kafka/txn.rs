@@ -3,7 +3,7 @@
 //! waits for every record to be acknowledged, then commits the offsets to
 //! the group. It only sends; the runtime decides when to commit.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::{
     TopicPartitionList,
@@ -15,7 +15,7 @@ use rdkafka::{
 
 use super::deliveries::{Deliveries, abort_serving_reports, serve_deliveries};
 use crate::{
-    commit::{DeadLetter, Group, Outbox},
+    commit::{CommitParts, DeadLetter, Group, Outbox},
     kafka::{KafkaConfig, blocking},
     topology::Output,
 };
@@ -34,6 +34,9 @@ pub struct Txn {
     /// The producer failed for good and could not be replaced yet: it is
     /// replaced before anything else is sent.
     broken: bool,
+    /// How long the open transaction's begin took, and the last commit's parts.
+    began: Duration,
+    parts: Option<CommitParts>,
 }
 
 impl Txn {
@@ -53,6 +56,8 @@ impl Txn {
             open: false,
             sent: 0,
             broken: false,
+            began: Duration::ZERO,
+            parts: None,
         })
     }
 
@@ -94,7 +99,9 @@ impl Txn {
             blocking(|| self.replace())?;
         }
         if self.transactional_id.is_some() && !self.open {
+            let started = Instant::now();
             self.producer.begin_transaction()?;
+            self.began = started.elapsed();
             self.open = true;
         }
         Ok(())
@@ -234,10 +241,19 @@ impl Txn {
             let meta = group
                 .metadata()
                 .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::InvalidGroupId))?;
+            let started = Instant::now();
             self.drain_deliveries()?;
+            let flushed = Instant::now();
             self.producer
                 .send_offsets_to_transaction(offsets, &meta, TXN_TIMEOUT)?;
+            let sent = Instant::now();
             self.producer.commit_transaction(TXN_TIMEOUT)?;
+            self.parts = Some(CommitParts {
+                begin: self.began,
+                flush: flushed - started,
+                send_offsets: sent - flushed,
+                commit: sent.elapsed(),
+            });
             self.open = false;
         } else {
             self.flush()?;
@@ -301,5 +317,9 @@ impl Outbox for Txn {
 
     fn poison(&mut self, e: KafkaError) {
         Txn::poison(self, e)
+    }
+
+    fn commit_parts(&self) -> Option<CommitParts> {
+        self.parts
     }
 }

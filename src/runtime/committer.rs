@@ -38,7 +38,7 @@ use super::{
     tally::Tally,
     unit::Unit,
 };
-use crate::stats::{Stats, Timings};
+use crate::stats::{Stats, Timings, timings::SAMPLE};
 
 pub enum Work {
     Chunk(Chunk),
@@ -120,6 +120,9 @@ pub struct Committer {
     /// The loop had nothing more to read when it handed the last chunk
     /// over: commit once every chunk already queued has been taken.
     drained: bool,
+    /// Timestamps of one record in `SAMPLE` of the unit: their end-to-end
+    /// latency is known when the unit commits.
+    sampled: Vec<i64>,
 }
 
 impl Committer {
@@ -149,6 +152,7 @@ impl Committer {
             claim_retry: Backoff::new(),
             tally: Tally::default(),
             drained: false,
+            sampled: Vec::new(),
         }
     }
 
@@ -290,6 +294,10 @@ impl Committer {
             match self.task.write(&held.source, held.emitted, held.dead) {
                 Ok(written) => {
                     self.unit.consumed(partition, held.source.offset);
+                    // The first of each unit too, or a trickle never samples.
+                    if self.unit.records() as u64 % SAMPLE == 1 {
+                        self.sampled.push(held.source.timestamp_ms);
+                    }
                     self.started.get_or_insert_with(Instant::now);
                     self.tally.outputs += written.outputs;
                     if written.late {
@@ -365,6 +373,11 @@ impl Committer {
                 }
                 self.stats.health.committed(true);
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                let now_ms = crate::topology::clock::processing_time_ms();
+                for ts in self.sampled.drain(..) {
+                    self.timings.e2e_ms(now_ms - ts);
+                    self.stats.recent_e2e.record((now_ms - ts).max(0) as f64);
+                }
                 self.tally.outputs += rows;
                 self.tally.committed(&self.stats);
                 self.retry = Backoff::new();
@@ -402,6 +415,7 @@ impl Committer {
     /// handed over after the failure) on top of the unit's.
     fn abort(&mut self, more: Vec<(i32, i64)>) {
         self.tally.clear();
+        self.sampled.clear();
         let rewind = self.task.abort(&self.unit);
         self.unit.clear();
         self.started = None;
@@ -445,6 +459,7 @@ impl Committer {
         tracing::info!(topology = %self.settings.name, records = self.unit.records(), "partitions lost; aborting their uncommitted work");
         self.stats.aborts.fetch_add(1, Ordering::Relaxed);
         self.tally.clear();
+        self.sampled.clear();
         let _ = self.task.abort(&self.unit);
         self.unit.clear();
         self.started = None;

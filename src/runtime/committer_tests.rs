@@ -140,6 +140,7 @@ struct Rig {
     stored: Arc<Mutex<BTreeMap<i32, i64>>>,
     member: Arc<FakeMember>,
     shared: Arc<Shared>,
+    stats: Arc<Stats>,
     used: SyncSender<Chunk>,
     _reused: Receiver<Chunk>,
 }
@@ -162,10 +163,11 @@ fn rig(keeps: bool, failing_commits: Vec<CommitError>, failing_claims: usize) ->
         batch_size: 1_000_000,
         commit_interval: Duration::from_secs(3600),
     };
+    let stats = Arc::new(Stats::default());
     let committer = Committer::new(
         member.clone(),
         Box::new(fake),
-        Arc::new(Stats::default()),
+        stats.clone(),
         Timings::disabled(),
         settings,
         shared.clone(),
@@ -177,6 +179,7 @@ fn rig(keeps: bool, failing_commits: Vec<CommitError>, failing_claims: usize) ->
         stored,
         member,
         shared,
+        stats,
         used,
         _reused: reused,
     }
@@ -215,6 +218,28 @@ fn kafka_down() -> CommitError {
     CommitError::Kafka(KafkaError::Flush(
         rdkafka::types::RDKafkaErrorCode::BrokerNotAvailable,
     ))
+}
+
+/// End-to-end latency is known for a unit's sampled records once it
+/// commits; an aborted unit's samples are dropped (read again, sampled again).
+#[test]
+fn sampled_records_get_their_latency_when_the_unit_commits() {
+    let mut r = rig(false, vec![kafka_down()], 0);
+    let records: Vec<(i32, i64)> = (0..20).map(|o| (0, o)).collect();
+    let span = Duration::from_secs(3600);
+    r.send(&records);
+    r.committer.commit();
+    assert_eq!(r.stats.recent_e2e.quantiles(Instant::now(), span), None);
+    let rewind = r.shared.take_rewind().expect("a rewind");
+    r.committer
+        .handle(Work::Rewound(rewind.generation), &r.used);
+    r.send(&records);
+    r.committer.commit();
+    let q = r.stats.recent_e2e.quantiles(Instant::now(), span).unwrap();
+    assert_eq!(
+        q.count, 2,
+        "the first record of the unit and one in 16 after it"
+    );
 }
 
 #[test]

@@ -489,6 +489,9 @@ impl Participant for Task {
         }
         let started = Instant::now();
         self.p.keeper.commit(&positions, &mut *self.p.out, group)?;
+        if let Some(parts) = self.p.out.commit_parts() {
+            self.p.timings.commit_parts(&parts);
+        }
         if self.p.keeper.domain() == "postgres" {
             self.p.timings.postgres(started.elapsed());
         }

@@ -59,6 +59,8 @@ pub struct Stats {
     /// Processing latency (ms) of the sampled records, and commit durations (ms).
     pub recent_latency: Recent,
     pub recent_commits: Recent,
+    /// End-to-end latency (ms) of the sampled records: timestamp to commit.
+    pub recent_e2e: Recent,
 }
 
 impl Stats {

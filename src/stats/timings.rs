@@ -1,6 +1,8 @@
-//! Duration histograms a worker records: processing latency (event time to
-//! output, one record in `SAMPLE`), batch and commit durations, PostgreSQL
-//! writes and rebalances.
+//! Duration histograms a worker records: processing latency (record
+//! timestamp to output queued) and end-to-end latency (record timestamp to
+//! the commit that made its outputs visible, as Kafka Streams' KIP-613
+//! metrics), one record in `SAMPLE`; batch and commit durations, the parts
+//! of a transactional commit, PostgreSQL writes and rebalances.
 
 use std::time::Duration;
 
@@ -22,6 +24,8 @@ const BOUNDS: [f64; 16] = [
 pub struct Timings {
     attrs: [KeyValue; 1],
     latency: Histogram<f64>,
+    e2e: Histogram<f64>,
+    commit_part: Histogram<f64>,
     batch: Histogram<f64>,
     commit: Histogram<f64>,
     postgres: Histogram<f64>,
@@ -51,6 +55,16 @@ impl Timings {
                 meter,
                 "sluice.processing.latency",
                 "Event time (record timestamp) to output queued, for one record in 16",
+            ),
+            e2e: histogram(
+                meter,
+                "sluice.e2e.latency",
+                "Record timestamp to the commit that made its outputs visible, for one record in 16",
+            ),
+            commit_part: histogram(
+                meter,
+                "sluice.commit.part.duration",
+                "One part of a transactional commit (part: begin, flush, send_offsets, commit)",
             ),
             batch: histogram(
                 meter,
@@ -86,6 +100,26 @@ impl Timings {
 
     pub fn latency_ms(&self, ms: i64) {
         self.latency.record(ms.max(0) as f64 / 1000.0, &self.attrs);
+    }
+
+    pub fn e2e_ms(&self, ms: i64) {
+        self.e2e.record(ms.max(0) as f64 / 1000.0, &self.attrs);
+    }
+
+    /// The parts of a transactional commit, each under its `part` label.
+    pub fn commit_parts(&self, p: &crate::commit::CommitParts) {
+        let topology = self.attrs[0].clone();
+        for (part, d) in [
+            ("begin", p.begin),
+            ("flush", p.flush),
+            ("send_offsets", p.send_offsets),
+            ("commit", p.commit),
+        ] {
+            self.commit_part.record(
+                d.as_secs_f64(),
+                &[topology.clone(), KeyValue::new("part", part)],
+            );
+        }
     }
 
     pub fn batch(&self, d: Duration) {

@@ -136,7 +136,7 @@ impl Setup<'_> {
 
     /// Preloads the input, and subscribes a reader to the output that has
     /// joined its group by the time this returns.
-    async fn prepare(
+    pub(super) async fn prepare(
         &self,
         variant: &str,
         input: &str,
@@ -162,7 +162,7 @@ impl Setup<'_> {
 }
 
 /// A preloaded input and a reader waiting on the output.
-struct Prepared {
+pub(super) struct Prepared {
     input: String,
     payloads: Arc<Vec<(String, Vec<u8>)>>,
     reader: StreamConsumer,
@@ -396,7 +396,7 @@ const LIMIT: Duration = Duration::from_secs(600);
 
 /// Times the processor from its first record to the last one read back,
 /// then offers the latency run's records at the set rate.
-async fn measure(
+pub(super) async fn measure(
     s: &Setup<'_>,
     name: &str,
     prepared: Prepared,
@@ -485,7 +485,7 @@ pub async fn passthrough(s: &Setup<'_>) -> anyhow::Result<Measured> {
 }
 
 /// Records the copiers took, and when the first was.
-type Taken = (AtomicU64, std::sync::OnceLock<Instant>);
+pub(super) type Taken = (AtomicU64, std::sync::OnceLock<Instant>);
 
 /// One copier of the pass-through: consume, produce the same bytes, count.
 async fn copy(

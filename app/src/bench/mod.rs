@@ -4,6 +4,7 @@
 pub mod compare;
 pub mod cpu;
 pub mod e2e;
+pub mod floor;
 pub mod inprocess;
 pub mod readings;
 pub mod rounds;
@@ -71,6 +72,25 @@ impl fmt::Display for Figures {
     }
 }
 
+/// The topology's latency p50 and p99 as multiples of others' (a run's
+/// figures where it had a latency run).
+pub fn latency_ratios(of: Option<&Figures>, to: &[(&str, Option<&Figures>)]) -> Option<String> {
+    let (p50, p99) = of?.latency?;
+    let parts: Vec<String> = to
+        .iter()
+        .filter_map(|(name, f)| {
+            let (b50, b99) = (*f)?.latency?;
+            let x = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-6);
+            Some(format!(
+                "{name}: p50 ×{:.2}, p99 ×{:.2}",
+                x(p50, b50),
+                x(p99, b99)
+            ))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| format!("sluice's topology against {}", parts.join("; ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +104,25 @@ mod tests {
             Some((Duration::from_millis(51), Duration::from_millis(100)))
         );
         assert_eq!(f.rate(), 50.0);
+    }
+
+    #[test]
+    fn latency_ratios_name_each_baseline() {
+        let f = |p50, p99| Figures {
+            name: "x".into(),
+            records: 1,
+            elapsed: Duration::from_secs(1),
+            latency: Some((Duration::from_millis(p50), Duration::from_millis(p99))),
+        };
+        let (sluice, floor) = (f(20, 100), f(10, 25));
+        let line = latency_ratios(
+            Some(&sluice),
+            &[("the floor", Some(&floor)), ("none", None)],
+        );
+        assert_eq!(
+            line.as_deref(),
+            Some("sluice's topology against the floor: p50 ×2.00, p99 ×4.00")
+        );
+        assert_eq!(latency_ratios(None, &[("the floor", Some(&floor))]), None);
     }
 }

@@ -1,12 +1,14 @@
-//! Rounds of the three topic-to-topic runs, and their medians.
+//! Rounds of the four topic-to-topic runs, and their medians.
 
 use std::fmt;
 
-use super::{e2e, runtime};
+use super::{e2e, floor, runtime};
 
-/// One round: the ceiling, sluice's runtime alone, and the topology.
+/// One round: the ceiling, the exactly-once floor, sluice's runtime alone,
+/// and the topology.
 pub struct Round {
     pub ceiling: e2e::Measured,
+    pub floor: e2e::Measured,
     pub runtime: e2e::Measured,
     pub topology: e2e::Measured,
 }
@@ -37,20 +39,23 @@ impl Round {
 #[derive(Clone, Copy)]
 enum Run {
     PassThrough,
+    Floor,
     Runtime,
     Topology,
 }
 
-/// Runs the three, printing each result; round `n` starts `n` places further
+/// Runs the four, printing each result; round `n` starts `n` places further
 /// along, so that no run always comes first, or after the same one, on a
 /// broker that holds every earlier run's records in memory.
 pub async fn round(setup: &e2e::Setup<'_>, n: u32) -> anyhow::Result<Round> {
-    let mut order = [Run::PassThrough, Run::Runtime, Run::Topology];
-    order.rotate_left(n as usize % 3);
-    let (mut ceiling, mut runtime, mut topology) = (None, None, None);
+    let mut order = [Run::PassThrough, Run::Floor, Run::Runtime, Run::Topology];
+    let runs = order.len();
+    order.rotate_left(n as usize % runs);
+    let (mut ceiling, mut floor, mut runtime, mut topology) = (None, None, None, None);
     for run in order {
         let measured = match run {
             Run::PassThrough => e2e::passthrough(setup).await?,
+            Run::Floor => floor::txn_copier(setup).await?,
             Run::Runtime => runtime::runtime_only(setup).await?,
             Run::Topology => e2e::topology(setup).await?,
         };
@@ -60,13 +65,15 @@ pub async fn round(setup: &e2e::Setup<'_>, n: u32) -> anyhow::Result<Round> {
         }
         *match run {
             Run::PassThrough => &mut ceiling,
+            Run::Floor => &mut floor,
             Run::Runtime => &mut runtime,
             Run::Topology => &mut topology,
         } = Some(measured);
     }
-    match (ceiling, runtime, topology) {
-        (Some(ceiling), Some(runtime), Some(topology)) => Ok(Round {
+    match (ceiling, floor, runtime, topology) {
+        (Some(ceiling), Some(floor), Some(runtime), Some(topology)) => Ok(Round {
             ceiling,
+            floor,
             runtime,
             topology,
         }),
@@ -168,6 +175,7 @@ mod tests {
     fn shares_by_rate_and_by_cpu() {
         let round = |topology_us| Round {
             ceiling: run(1000, Some(3.0)),
+            floor: run(950, Some(3.1)),
             runtime: run(900, Some(3.0)),
             topology: run(750, topology_us),
         };

@@ -190,10 +190,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{summary}");
     }
     let first = &rounds[0];
-    let latencies: Vec<_> = [&first.ceiling, &first.runtime, &first.topology]
-        .iter()
-        .filter_map(|m| m.latency.as_ref())
-        .collect();
+    let latencies: Vec<_> = [
+        &first.ceiling,
+        &first.floor,
+        &first.runtime,
+        &first.topology,
+    ]
+    .iter()
+    .filter_map(|m| m.latency.as_ref())
+    .collect();
     if !latencies.is_empty() {
         println!(
             "latency: {} records offered at {} records/s, production to read back:",
@@ -201,6 +206,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         for l in latencies {
             println!("{l}");
+        }
+        if let Some(ratios) = bench::latency_ratios(
+            first.topology.latency.as_ref(),
+            &[
+                ("the exactly-once floor", first.floor.latency.as_ref()),
+                ("the pass-through", first.ceiling.latency.as_ref()),
+            ],
+        ) {
+            println!("{ratios}");
         }
     }
     if mock.is_some() {

@@ -94,12 +94,13 @@ function topologyCard(t) {
     ['in', c.in, t.rates.in], ['out', c.out, t.rates.out], ['dead letters', c.dead_letters, t.rates.dead_letters],
     ['late', c.late, t.rates.late], ['lag', c.lag], ['commits', c.commits], ['aborts', t.aborts],
   ].map(([k, v, r]) => `<span data-counter="${k}" data-value="${v}">${k} <b>${num(v)}</b>${r != null ? ' (' + num(r) + '/s)' : ''}</span>`).join('')
-    + `<span data-counter="latency" title="from each sampled record's timestamp to its processing">record time → processed p50/p99, last minute <b>${ms(t.latency_ms)}</b></span>`
+    + `<span data-counter="e2e" title="from each sampled record's timestamp to the commit that made its outputs visible">end to end (record time → committed) p50/p99, last minute <b>${ms(t.e2e_ms)}</b></span>`
+    + `<span data-counter="latency" title="from each sampled record's timestamp to its processing">record time → processed <b>${ms(t.latency_ms)}</b></span>`
     + `<span data-counter="commit">commit p50/p99 <b>${ms(t.commit_ms)}</b></span>`;
   const h = t.history;
   const per = (k) => h.map((s, i) => i ? Math.max(0, (s[k] - h[i - 1][k]) * 1000 / Math.max(1, s.t - h[i - 1].t)) : null);
   const xs = h.map(s => s.t / 1000);
-  chart($('.rates-chart', card), t.name + '/rates', 'records/s', ['in', 'out', 'dead letters'], [xs, per('in'), per('out'), per('dead_letters')]);
+  chart($('.rates-chart', card), t.name + '/rates', 'records/s', ['in', 'out', 'dead letters', 'late'], [xs, per('in'), per('out'), per('dead_letters'), per('late')]);
   const reasons = [...new Set(h.flatMap(s => Object.keys(s.by_reason)))].sort();
   const box = $('.reasons-chart', card);
   box.dataset.reasons = reasons.join(',');

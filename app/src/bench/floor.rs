@@ -1,0 +1,136 @@
+//! The exactly-once floor: a minimal transactional copier with sluice's
+//! librdkafka settings and no decoding — consume, produce the same bytes in
+//! a transaction, send the offsets, commit when the input drains (or at the
+//! commit interval under load). What exactly-once can reach on this broker,
+//! beside the non-transactional pass-through.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    error::KafkaError,
+    producer::{BaseProducer, BaseRecord, Producer},
+    types::RDKafkaErrorCode,
+};
+
+use super::e2e::{Measured, Setup, Taken, measure};
+use crate::topologies::user_login;
+
+const TXN: Duration = Duration::from_secs(30);
+
+pub async fn txn_copier(s: &Setup<'_>) -> anyhow::Result<Measured> {
+    let (input, output) = s.topics("floor");
+    s.create(&[&input, &output]).await?;
+    let payloads = s.payloads(user_login::SOURCE).await?;
+    let prepared = s.prepare("floor", &input, &output, payloads).await?;
+    let taken: Arc<Taken> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = s.threads.clamp(1, s.partitions.max(1) as usize);
+    let group = format!("bench-{}-floor", s.run_id);
+    let mut copiers = Vec::new();
+    for i in 0..threads {
+        let consumer: BaseConsumer = s.kafka.consumer(&group).create()?;
+        consumer.subscribe(&[&input])?;
+        let id = format!("{group}-{i}");
+        let producer: BaseProducer = s.kafka.producer(Some(&id)).create()?;
+        let (out, taken, stop, every) = (
+            output.clone(),
+            taken.clone(),
+            stop.clone(),
+            s.commit_interval,
+        );
+        copiers.push(tokio::task::spawn_blocking(move || {
+            copy(&consumer, &producer, &out, &taken, &stop, every)
+        }));
+    }
+    let measured = measure(
+        s,
+        "exactly-once floor (transactional copier, no decode)",
+        prepared,
+        (&taken.0, &taken.1),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for c in copiers {
+        c.await??;
+    }
+    s.drop_topics(&[&input, &output]).await;
+    measured
+}
+
+/// One copier until `stop`: a transaction per drained input or `every`.
+fn copy(
+    consumer: &BaseConsumer,
+    producer: &BaseProducer,
+    out: &str,
+    taken: &Taken,
+    stop: &AtomicBool,
+    every: Duration,
+) -> anyhow::Result<()> {
+    producer.init_transactions(TXN)?;
+    let mut offsets = TopicPartitionList::new();
+    let mut open: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let polled = consumer.poll(Duration::from_millis(1));
+        producer.poll(Duration::ZERO);
+        let drained = match polled {
+            None => true,
+            Some(m) => {
+                let m = m?;
+                if open.is_none() {
+                    producer.begin_transaction()?;
+                    open = Some(Instant::now());
+                }
+                if taken.0.fetch_add(1, Ordering::Relaxed) == 0 {
+                    let _ = taken.1.set(Instant::now());
+                }
+                let ts = m.timestamp().to_millis().unwrap_or(0);
+                let mut record = BaseRecord::<[u8], [u8]>::to(out).timestamp(ts);
+                if let Some(k) = m.key() {
+                    record = record.key(k);
+                }
+                if let Some(p) = m.payload() {
+                    record = record.payload(p);
+                }
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                            producer.poll(Duration::from_millis(1));
+                            record = r;
+                        }
+                        Err((e, _)) => return Err(e.into()),
+                    }
+                }
+                let next = Offset::Offset(m.offset() + 1);
+                match offsets.find_partition(m.topic(), m.partition()) {
+                    Some(mut e) => e.set_offset(next)?,
+                    None => offsets.add_partition_offset(m.topic(), m.partition(), next)?,
+                }
+                false
+            }
+        };
+        if let Some(began) = open
+            && (drained || began.elapsed() >= every)
+        {
+            let meta = consumer
+                .group_metadata()
+                .ok_or_else(|| anyhow::anyhow!("the copier has no group metadata"))?;
+            producer.send_offsets_to_transaction(&offsets, &meta, TXN)?;
+            producer.commit_transaction(TXN)?;
+            offsets = TopicPartitionList::new();
+            open = None;
+        }
+    }
+    if open.is_some() {
+        producer.abort_transaction(TXN)?;
+    }
+    Ok(())
+}
