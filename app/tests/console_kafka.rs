@@ -293,8 +293,11 @@ async fn console_in_a_browser(protocol: &'static str) {
         .expect("a window chart");
     let key = attr(chart, "data-key").unwrap();
     let (device, sensor) = key.split_once(" / ").unwrap();
+    // The page charts the table's newest windows, as its query orders them.
     let stored: Vec<(f64,)> = sqlx::query_as(&format!(
-        "SELECT avg FROM {WINDOWS} WHERE device_id = $1 AND sensor_type = $2 ORDER BY window_start"
+        "SELECT avg FROM (SELECT * FROM {WINDOWS} ORDER BY window_start DESC, device_id, sensor_type LIMIT {})
+           AS newest WHERE device_id = $1 AND sensor_type = $2 ORDER BY window_start",
+        sluice::console::WINDOWS_SHOWN
     ))
     .bind(device)
     .bind(sensor)

@@ -178,6 +178,9 @@ async fn sampling(console: Weak<Console>) {
     }
 }
 
+/// The newest windows of a table the page charts (all keys together).
+pub const WINDOWS_SHOWN: usize = 400;
+
 fn now_ms() -> i64 {
     crate::topology::clock::processing_time_ms()
 }
@@ -388,7 +391,9 @@ async fn tables(State(c): State<Arc<Console>>) -> Json<Value> {
                     v["kind"] = json!("windows");
                     let keys: Vec<&str> = s.keys.iter().map(|k| k.name.as_str()).collect();
                     v["keys"] = json!(keys);
-                    peek.newest_windows(s, 400).await.map(|r| json!(r))
+                    peek.newest_windows(s, WINDOWS_SHOWN)
+                        .await
+                        .map(|r| json!(r))
                 }
                 Table::Rows(s) => {
                     v["kind"] = json!("rows");
