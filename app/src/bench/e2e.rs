@@ -509,19 +509,24 @@ async fn copy(
             // As the worker's loop: give the thread back now and then.
             tokio::task::yield_now().await;
         }
-        let ts = match m.timestamp() {
-            Timestamp::CreateTime(t) => t,
-            _ => now_ms(),
-        };
-        let mut record = BaseRecord::<[u8], [u8]>::to(&out_topic).timestamp(ts);
-        if let Some(k) = m.key() {
-            record = record.key(k);
-        }
-        if let Some(p) = m.payload() {
-            record = record.payload(p);
-        }
-        send(&producer, record);
+        send(&producer, copy_of(&m, &out_topic));
     }
+}
+
+/// `m`'s key, value and creation time, for `topic`: what the copiers send.
+pub(super) fn copy_of<'a>(m: &'a impl Message, topic: &'a str) -> BaseRecord<'a, [u8], [u8]> {
+    let ts = match m.timestamp() {
+        Timestamp::CreateTime(t) => t,
+        _ => now_ms(),
+    };
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic).timestamp(ts);
+    if let Some(k) = m.key() {
+        record = record.key(k);
+    }
+    if let Some(p) = m.payload() {
+        record = record.payload(p);
+    }
+    record
 }
 
 /// The user-login topology, exactly-once, on its own topics.

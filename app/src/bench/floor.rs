@@ -16,11 +16,11 @@ use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
     error::KafkaError,
-    producer::{BaseProducer, BaseRecord, Producer},
+    producer::{BaseProducer, Producer},
     types::RDKafkaErrorCode,
 };
 
-use super::e2e::{Measured, Setup, Taken, measure};
+use super::e2e::{Measured, Setup, Taken, copy_of, measure};
 use crate::topologies::user_login;
 
 const TXN: Duration = Duration::from_secs(30);
@@ -91,14 +91,7 @@ fn copy(
                 if taken.0.fetch_add(1, Ordering::Relaxed) == 0 {
                     let _ = taken.1.set(Instant::now());
                 }
-                let ts = m.timestamp().to_millis().unwrap_or(0);
-                let mut record = BaseRecord::<[u8], [u8]>::to(out).timestamp(ts);
-                if let Some(k) = m.key() {
-                    record = record.key(k);
-                }
-                if let Some(p) = m.payload() {
-                    record = record.payload(p);
-                }
+                let mut record = copy_of(&m, out);
                 loop {
                     match producer.send(record) {
                         Ok(()) => break,
