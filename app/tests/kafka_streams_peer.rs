@@ -1,9 +1,10 @@
-//! The Kafka Streams peer of the comparison (`bench/peers/kafka-streams`)
-//! does the same work as sluice: on Apache Kafka, the same logins (valid,
-//! invalid, undecodable, and the awkward forms of UUIDs, IP addresses and
-//! device types) give the same normalised records, keys and dead-letter
-//! reasons; the same readings give the same final windows. So the
-//! benchmark compares like with like.
+//! The peers of the comparison (`bench/peers/kafka-streams`,
+//! `bench/peers/quix-streams`) do the same work as sluice: on Apache
+//! Kafka, the same logins (valid, invalid, undecodable, and the awkward
+//! forms of UUIDs, IP addresses and device types) give the same
+//! normalised records, keys and dead-letter reasons; the same readings
+//! give the same final windows (Kafka Streams). So the benchmark compares
+//! like with like.
 
 mod common;
 
@@ -32,11 +33,13 @@ use sluice_app::{
     },
 };
 
-fn peer() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/peers/kafka-streams/run")
+/// A peer's launcher: `kafka-streams` or `quix-streams`.
+fn launcher(peer: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../bench/peers/{peer}/run"))
 }
 
 struct Setup {
+    peer: PathBuf,
     cluster: Kafka,
     kafka: KafkaConfig,
     registry: sluice::registry::Running,
@@ -45,16 +48,19 @@ struct Setup {
 }
 
 impl Setup {
-    async fn start() -> Setup {
+    /// A broker, a registry and the `peer`, built.
+    async fn start(peer: &str) -> Setup {
         sluice::logging::init(sluice::logging::LogFormat::Human, "off");
-        let built = Command::new(peer()).arg("build").status().unwrap();
-        assert!(built.success(), "the Kafka Streams peer builds (mvn)");
+        let peer = launcher(peer);
+        let built = Command::new(&peer).arg("build").status().unwrap();
+        assert!(built.success(), "{} build", peer.display());
         let cluster = Kafka::start();
         let registry = sluice::registry::spawn_preloaded(&common::schemas())
             .await
             .unwrap();
         let config = RegistryConfig::new(&registry.url(), None).unwrap();
         Setup {
+            peer,
             kafka: cluster.config(),
             cluster,
             client: RegistryClient::new(config.clone()).unwrap(),
@@ -74,7 +80,7 @@ impl Setup {
     /// The peer on `input`, writing `output` and `dlq`.
     fn peer(&self, topology: &str, input: &str, output: &str, dlq: &str) -> Proc {
         let state = tempfile::tempdir().unwrap().keep();
-        let child = Command::new(peer())
+        let child = Command::new(&self.peer)
             .arg(topology)
             .args(["--bootstrap", &self.cluster.bootstrap])
             .args(["--registry", &self.registry.url()])
@@ -157,9 +163,21 @@ fn awkward(base: &UserLogin, now: i64) -> Vec<(UserLogin, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_streams_and_sluice_give_the_same_output() {
-    let s = Setup::start().await;
-    let (input, ours, theirs) = ("logins-in", "logins-sluice", "logins-ks");
-    let (our_dlq, their_dlq) = ("logins-in.dlq", "logins-in.ks-dlq");
+    let s = Setup::start("kafka-streams").await;
+    same_logins(&s, "Kafka Streams").await;
+    same_windows(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quix_streams_and_sluice_give_the_same_logins() {
+    let s = Setup::start("quix-streams").await;
+    same_logins(&s, "Quix Streams").await;
+}
+
+/// The peer and sluice on the same logins: the same outputs and letters.
+async fn same_logins(s: &Setup, peer: &str) {
+    let (input, ours, theirs) = ("logins-in", "logins-sluice", "logins-peer");
+    let (our_dlq, their_dlq) = ("logins-in.dlq", "logins-in.peer-dlq");
     s.cluster
         .create_topics(&[
             (input, 4),
@@ -220,11 +238,7 @@ async fn kafka_streams_and_sluice_give_the_same_output() {
         read_topic(b, their_dlq, refused, wait)
     );
     assert_eq!(ours_out.len(), valid, "sluice: every valid login once");
-    assert_eq!(
-        theirs_out.len(),
-        valid,
-        "Kafka Streams: every valid login once"
-    );
+    assert_eq!(theirs_out.len(), valid, "{peer}: every valid login once");
     let (a, k) = (
         logins(&s.codec, &ours_out).await,
         logins(&s.codec, &theirs_out).await,
@@ -238,8 +252,6 @@ async fn kafka_streams_and_sluice_give_the_same_output() {
         "the same dead letters with the same reasons"
     );
     workers.stop(Duration::from_secs(30)).await.unwrap();
-
-    same_windows(&s).await;
 }
 
 /// Final windows of the same readings, each once, equal to the offline ones.

@@ -125,6 +125,8 @@ pub fn main(catalog: Catalog) -> std::process::ExitCode {
 
 /// `main`, with the commands of `E` besides.
 pub fn main_with<E: Extra>(catalog: Catalog) -> std::process::ExitCode {
+    // Before any thread allocates.
+    memory::limit_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -99,6 +99,12 @@ impl KafkaConfig {
         for (k, v) in &self.properties {
             c.set(k, v);
         }
+        // rdkafka passes on only the levels the `log` crate would show,
+        // and sluice logs through `tracing`: without this, the `debug`
+        // property a user sets to see librdkafka's debug lines shows none.
+        if self.property("debug").is_some() {
+            c.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+        }
         c
     }
 

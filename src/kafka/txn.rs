@@ -2,6 +2,19 @@
 //! records and its input offsets in one Kafka transaction; at-least-once
 //! waits for every record to be acknowledged, then commits the offsets to
 //! the group. It only sends; the runtime decides when to commit.
+//!
+//! Exactly-once alternates two transactional producers, one transaction
+//! each in turn. After a commit returns, the coordinator still writes the
+//! transaction's markers; a producer that starts its next transaction
+//! meanwhile has its AddPartitionsToTxn refused (CONCURRENT_TRANSACTIONS)
+//! and librdkafka retries it after a fixed 20 ms, whatever
+//! `retry.backoff.ms` says: every unit that came right after a commit
+//! waited those 20 ms, most of the median latency at a steady rate. The
+//! other producer's last transaction completed a unit ago. Order holds:
+//! a unit's records are all acknowledged before its commit, so the next
+//! unit's come after them in every partition, and its offsets after
+//! them in the group's log. Only one transaction is open at a time; both
+//! ids are fenced at start.
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +41,9 @@ pub struct Txn {
     kafka: KafkaConfig,
     topology: String,
     transactional_id: Option<String>,
-    producer: TxnProducer,
+    /// Two transactional producers taking turns (see above), or one.
+    producers: Vec<TxnProducer>,
+    current: usize,
     open: bool,
     sent: u64,
     /// The producer failed for good and could not be replaced yet: it is
@@ -47,18 +62,36 @@ impl Txn {
         transactional_id: Option<&str>,
         topology: &str,
     ) -> KafkaResult<Self> {
-        let producer = Self::producer(kafka, transactional_id, Deliveries::new(topology))?;
+        let producers = Self::ids(transactional_id)
+            .iter()
+            .map(|id| Self::producer(kafka, id.as_deref(), Deliveries::new(topology)))
+            .collect::<KafkaResult<Vec<_>>>()?;
         Ok(Self {
             kafka: kafka.clone(),
             topology: topology.to_string(),
             transactional_id: transactional_id.map(str::to_string),
-            producer,
+            producers,
+            current: 0,
             open: false,
             sent: 0,
             broken: false,
             began: Duration::ZERO,
             parts: None,
         })
+    }
+
+    /// The producers' transactional ids: the given one and a second
+    /// (same prefix, for ACLs), or none.
+    fn ids(transactional_id: Option<&str>) -> Vec<Option<String>> {
+        match transactional_id {
+            Some(id) => vec![Some(id.to_string()), Some(format!("{id}-b"))],
+            None => vec![None],
+        }
+    }
+
+    /// The producer of the current (or next) transaction.
+    fn now(&self) -> &TxnProducer {
+        &self.producers[self.current]
     }
 
     fn producer(
@@ -86,8 +119,9 @@ impl Txn {
     /// id anew); an error while the brokers cannot do that yet.
     fn replace(&mut self) -> KafkaResult<()> {
         let context = Deliveries::new(&self.topology);
-        let producer = Self::producer(&self.kafka, self.transactional_id.as_deref(), context)?;
-        self.producer = producer;
+        let id = Self::ids(self.transactional_id.as_deref()).swap_remove(self.current);
+        let producer = Self::producer(&self.kafka, id.as_deref(), context)?;
+        self.producers[self.current] = producer;
         self.broken = false;
         self.open = false;
         tracing::info!(topology = %self.topology, "producer replaced");
@@ -100,7 +134,7 @@ impl Txn {
         }
         if self.transactional_id.is_some() && !self.open {
             let started = Instant::now();
-            self.producer.begin_transaction()?;
+            self.now().begin_transaction()?;
             self.began = started.elapsed();
             self.open = true;
         }
@@ -174,26 +208,23 @@ impl Txn {
             record = record.headers(h);
         }
         loop {
-            match self.producer.send(record) {
+            match self.now().send(record) {
                 Ok(()) => {
                     // Serving delivery reports now and then keeps the queue
                     // short; every record would cost more than it saves.
                     self.sent += 1;
                     if self.sent.is_multiple_of(256) {
-                        self.producer.poll(Duration::ZERO);
+                        self.now().poll(Duration::ZERO);
                     }
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     // Bounded memory: wait for the queue to drain a little.
                     record = r;
-                    let queued = self.producer.in_flight_count();
+                    let producer = self.now();
+                    let queued = producer.in_flight_count();
                     let deadline = std::time::Instant::now() + Duration::from_millis(10);
-                    serve_deliveries(
-                        &self.producer,
-                        || self.producer.in_flight_count() < queued,
-                        deadline,
-                    );
+                    serve_deliveries(producer, || producer.in_flight_count() < queued, deadline);
                 }
                 Err((e, _)) => return Err(e),
             }
@@ -205,8 +236,8 @@ impl Txn {
     /// this returns as soon as the last report arrives.
     fn drain_deliveries(&self) -> KafkaResult<()> {
         let deadline = std::time::Instant::now() + TXN_TIMEOUT;
-        let idle = || self.producer.in_flight_count() == 0;
-        if serve_deliveries(&self.producer, idle, deadline) {
+        let idle = || self.now().in_flight_count() == 0;
+        if serve_deliveries(self.now(), idle, deadline) {
             Ok(())
         } else {
             Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut))
@@ -217,7 +248,7 @@ impl Txn {
     /// producers outside a transaction whose offsets are stored elsewhere.
     pub fn flush(&mut self) -> KafkaResult<()> {
         blocking(|| self.drain_deliveries())?;
-        match self.producer.context().take_failure() {
+        match self.now().context().take_failure() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -225,7 +256,7 @@ impl Txn {
 
     /// Makes the next flush fail: a record could not even be queued.
     pub fn poison(&self, e: KafkaError) {
-        self.producer.context().fail(e);
+        self.now().context().fail(e);
     }
 
     /// Whether a transaction is open (records sent since the last commit).
@@ -244,10 +275,10 @@ impl Txn {
             let started = Instant::now();
             self.drain_deliveries()?;
             let flushed = Instant::now();
-            self.producer
+            self.now()
                 .send_offsets_to_transaction(offsets, &meta, TXN_TIMEOUT)?;
             let sent = Instant::now();
-            self.producer.commit_transaction(TXN_TIMEOUT)?;
+            self.now().commit_transaction(TXN_TIMEOUT)?;
             self.parts = Some(CommitParts {
                 begin: self.began,
                 flush: flushed - started,
@@ -255,6 +286,7 @@ impl Txn {
                 commit: sent.elapsed(),
             });
             self.open = false;
+            self.current = (self.current + 1) % self.producers.len();
         } else {
             self.flush()?;
             group.commit_offsets(offsets, true)?;
@@ -266,7 +298,7 @@ impl Txn {
     /// deliveries). A producer in a fatal state is replaced.
     pub fn abort(&mut self) {
         if self.open {
-            let aborted = blocking(|| abort_serving_reports(&self.producer, TXN_TIMEOUT));
+            let aborted = blocking(|| abort_serving_reports(self.now(), TXN_TIMEOUT));
             self.open = false;
             if let Err(e) = aborted {
                 tracing::warn!(topology = %self.topology, error = %e, "abort failed; replacing the producer");
@@ -279,7 +311,7 @@ impl Txn {
             // Replaced before the next record is sent, then.
             tracing::warn!(topology = %self.topology, error = %e, "cannot replace the producer yet; will again before the next send");
         }
-        self.producer.context().take_failure();
+        self.now().context().take_failure();
     }
 }
 

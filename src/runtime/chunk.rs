@@ -8,6 +8,7 @@
 use std::ops::Range;
 
 use super::letters::{DeadLetter, RawHeader, Source, SourceHeaders};
+use super::trace::Sample;
 use crate::topology::Emitted;
 
 #[derive(Default)]
@@ -19,6 +20,8 @@ pub struct Chunk {
     /// Handed over because nothing more was ready to read: the sender may
     /// commit at once instead of waiting for the interval.
     pub drained: bool,
+    /// The sampled records' steps so far (see `trace`).
+    pub traced: Vec<Sample>,
 }
 
 /// One input record: `emitted[start..end]` and perhaps a dead letter.
@@ -91,6 +94,7 @@ impl Chunk {
     /// committed, they are read again by their new owner.
     pub fn forget(&mut self, revoked: impl Fn(i32) -> bool) {
         self.records.retain(|r| !revoked(r.partition));
+        self.traced.retain(|s| !revoked(s.partition));
         if self.records.is_empty() {
             self.emitted.clear();
             self.bytes.clear();
@@ -100,6 +104,7 @@ impl Chunk {
     /// Drops the records, keeping the capacity.
     pub fn clear(&mut self) {
         self.drained = false;
+        self.traced.clear();
         self.records.clear();
         self.emitted.clear();
         self.bytes.clear();

@@ -36,6 +36,7 @@ use super::{
     participant::{Participant, Rewind},
     shared::{Shared, merge},
     tally::Tally,
+    trace::{self, Sample, Trace},
     unit::Unit,
 };
 use crate::stats::{Stats, Timings, timings::SAMPLE};
@@ -92,6 +93,7 @@ pub struct Settings {
     pub source: String,
     pub batch_size: usize,
     pub commit_interval: Duration,
+    pub trace: Option<Arc<Trace>>,
 }
 
 pub struct Committer {
@@ -123,6 +125,8 @@ pub struct Committer {
     /// Timestamps of one record in `SAMPLE` of the unit: their end-to-end
     /// latency is known when the unit commits.
     sampled: Vec<i64>,
+    /// The unit's traced records, written and waiting for the commit.
+    traced: Vec<Sample>,
 }
 
 impl Committer {
@@ -153,6 +157,7 @@ impl Committer {
             tally: Tally::default(),
             drained: false,
             sampled: Vec::new(),
+            traced: Vec::new(),
         }
     }
 
@@ -286,6 +291,8 @@ impl Committer {
     fn take(&mut self, chunk: &mut Chunk) {
         let topic = self.settings.source.clone();
         let mut failed = None;
+        let mut traced = std::mem::take(&mut chunk.traced);
+        let mut next_traced = 0;
         chunk.each(&topic, |i, held| {
             let partition = held.source.partition;
             if self.dropping.contains_key(&partition) {
@@ -294,6 +301,13 @@ impl Committer {
             match self.task.write(&held.source, held.emitted, held.dead) {
                 Ok(written) => {
                     self.unit.consumed(partition, held.source.offset);
+                    if let Some(s) = traced.get_mut(next_traced)
+                        && (s.partition, s.offset) == (partition, held.source.offset)
+                    {
+                        s.written_us = trace::now_us();
+                        self.traced.push(*s);
+                        next_traced += 1;
+                    }
                     // The first of each unit too, or a trickle never samples.
                     if self.unit.records() as u64 % SAMPLE == 1 {
                         self.sampled.push(held.source.timestamp_ms);
@@ -331,6 +345,8 @@ impl Committer {
                 }
             }
         });
+        traced.clear();
+        chunk.traced = traced;
         if let Some((i, refused)) = failed {
             self.stats.aborts.fetch_add(1, Ordering::Relaxed);
             // This record and the rest of the chunk were not written.
@@ -349,6 +365,7 @@ impl Committer {
             return;
         }
         let started = Instant::now();
+        let begun_us = self.settings.trace.as_ref().map(|_| trace::now_us());
         let records = self.unit.records();
         // Only needed to forget refusals once their records are committed.
         let next = if self.shared.any_refused.load(Ordering::Acquire) {
@@ -374,6 +391,9 @@ impl Committer {
                 self.stats.health.committed(true);
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 let now_ms = crate::topology::clock::processing_time_ms();
+                if let (Some(t), Some(begun_us)) = (&self.settings.trace, begun_us) {
+                    t.committed(&mut self.traced, begun_us, self.task.commit_parts());
+                }
                 for ts in self.sampled.drain(..) {
                     self.timings.e2e_ms(now_ms - ts);
                     self.stats.recent_e2e.record((now_ms - ts).max(0) as f64);
@@ -416,6 +436,7 @@ impl Committer {
     fn abort(&mut self, more: Vec<(i32, i64)>) {
         self.tally.clear();
         self.sampled.clear();
+        self.traced.clear();
         let rewind = self.task.abort(&self.unit);
         self.unit.clear();
         self.started = None;
@@ -460,6 +481,7 @@ impl Committer {
         self.stats.aborts.fetch_add(1, Ordering::Relaxed);
         self.tally.clear();
         self.sampled.clear();
+        self.traced.clear();
         let _ = self.task.abort(&self.unit);
         self.unit.clear();
         self.started = None;

@@ -162,6 +162,7 @@ fn rig(keeps: bool, failing_commits: Vec<CommitError>, failing_claims: usize) ->
         source: "in".into(),
         batch_size: 1_000_000,
         commit_interval: Duration::from_secs(3600),
+        trace: None,
     };
     let stats = Arc::new(Stats::default());
     let committer = Committer::new(
@@ -218,6 +219,45 @@ fn kafka_down() -> CommitError {
     CommitError::Kafka(KafkaError::Flush(
         rdkafka::types::RDKafkaErrorCode::BrokerNotAvailable,
     ))
+}
+
+/// Traced records get their last steps, in order, when their unit
+/// commits; an aborted unit's are dropped (read again, traced again).
+#[test]
+fn traced_records_get_their_steps_when_the_unit_commits() {
+    let mut r = rig(false, vec![kafka_down()], 0);
+    let trace = Arc::new(Trace::new(1));
+    r.committer.settings.trace = Some(trace.clone());
+    let records = [(0, 0), (0, 1), (0, 2), (0, 3)];
+    let traced = || {
+        let mut c = chunk(&records);
+        for offset in [1, 3] {
+            c.traced.push(Sample {
+                partition: 0,
+                offset,
+                fetched_us: 1,
+                processed_us: 2,
+                handed_us: 3,
+                ..Sample::default()
+            });
+        }
+        Work::Chunk(c)
+    };
+    r.committer.handle(traced(), &r.used);
+    r.committer.commit();
+    assert!(trace.taken().is_empty(), "the aborted unit's samples");
+    let rewind = r.shared.take_rewind().expect("a rewind");
+    r.committer
+        .handle(Work::Rewound(rewind.generation), &r.used);
+    r.committer.handle(traced(), &r.used);
+    r.committer.commit();
+    let taken = trace.taken();
+    assert_eq!(taken.iter().map(|s| s.offset).collect::<Vec<_>>(), [1, 3]);
+    for s in &taken {
+        let steps = s.steps();
+        assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
+        assert!(s.written_us > s.handed_us, "{s:?}");
+    }
 }
 
 /// End-to-end latency is known for a unit's sampled records once it

@@ -19,6 +19,7 @@ mod seek;
 mod shared;
 mod tally;
 mod task;
+pub mod trace;
 mod unit;
 mod worker;
 
@@ -72,6 +73,8 @@ pub struct RunOptions {
     pub databases: Databases,
     /// Where duration histograms go (the metrics endpoint's meter).
     pub meter: Option<opentelemetry::metrics::Meter>,
+    /// Samples where records' latency goes (the benchmark's breakdown).
+    pub trace: Option<Arc<trace::Trace>>,
 }
 
 impl RunOptions {
@@ -116,6 +119,7 @@ impl Default for RunOptions {
             threads: 1,
             databases: Databases::new(),
             meter: None,
+            trace: None,
         }
     }
 }

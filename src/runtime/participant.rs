@@ -92,4 +92,9 @@ pub trait Participant: Send {
     fn wants_commit(&mut self) -> bool {
         false
     }
+
+    /// How long the parts of the last Kafka commit took, where known.
+    fn commit_parts(&self) -> Option<crate::commit::CommitParts> {
+        None
+    }
 }

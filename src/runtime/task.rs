@@ -567,4 +567,8 @@ impl Participant for Task {
     fn wants_commit(&mut self) -> bool {
         self.p.operators.iter().any(|o| o.op.ticking())
     }
+
+    fn commit_parts(&self) -> Option<crate::commit::CommitParts> {
+        self.p.out.commit_parts()
+    }
 }

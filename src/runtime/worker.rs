@@ -29,6 +29,7 @@ use super::{
     open,
     participant::Participant,
     shared::Shared,
+    trace,
 };
 use crate::{
     avro::AvroCodec,
@@ -138,6 +139,7 @@ pub async fn run_member(
         source: d.source.clone(),
         batch_size: opts.batch_size,
         commit_interval: opts.commit_interval,
+        trace: opts.trace.clone(),
     };
     let sender = Committer::new(
         consumer.clone(),
@@ -164,6 +166,12 @@ pub async fn run_member(
             }
             None => Chunk::default(),
         };
+        if !chunk.traced.is_empty() {
+            let now = trace::now_us();
+            for s in &mut chunk.traced {
+                s.handed_us = now;
+            }
+        }
         let full = std::mem::replace(chunk, fresh);
         match work.try_send(Work::Chunk(full)) {
             Ok(()) => Ok(()),
@@ -265,6 +273,8 @@ pub async fn run_member(
             }
         }
         let n_in = stats.record_in();
+        let traced = opts.trace.as_ref().filter(|t| t.samples(n_in));
+        let fetched_us = traced.map(|_| trace::now_us());
         let timestamp_ms = match msg.timestamp() {
             Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
             Timestamp::NotAvailable => chrono::Utc::now().timestamp_millis(),
@@ -330,6 +340,16 @@ pub async fn run_member(
             let ms = crate::topology::clock::processing_time_ms() - timestamp_ms;
             timings.latency_ms(ms);
             stats.recent_latency.record(ms.max(0) as f64);
+        }
+        if let Some(fetched_us) = fetched_us {
+            chunk.traced.push(trace::Sample {
+                partition,
+                offset,
+                record_ms: timestamp_ms,
+                fetched_us,
+                processed_us: trace::now_us(),
+                ..Default::default()
+            });
         }
         let read = Read {
             partition,

@@ -289,9 +289,9 @@ pub(super) fn send(producer: &Plain, record: BaseRecord<'_, [u8], [u8]>) {
 }
 
 /// Queues a record, serving delivery reports while librdkafka's queue is full.
-pub(super) fn enqueue<C: ProducerContext<DeliveryOpaque = ()>>(
+pub(super) fn enqueue<C: ProducerContext>(
     producer: &BaseProducer<C>,
-    mut record: BaseRecord<'_, [u8], [u8]>,
+    mut record: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
 ) {
     while let Err((_, r)) = producer.send(record) {
         record = r;
@@ -355,11 +355,16 @@ pub(super) fn connected_producer(kafka: &KafkaConfig, topic: &str) -> anyhow::Re
 /// Holds the offered load at `rate`: sleeps until record `i` is due, so
 /// that latency is the pipeline's, not a backlog's.
 pub(super) fn pace(producer: &Plain, started: Instant, i: usize, rate: u64) {
+    pace_with(|| producer.poll(Duration::ZERO), started, i, rate)
+}
+
+/// As [`pace`], serving the producer with `poll` before a sleep.
+pub(super) fn pace_with(poll: impl Fn(), started: Instant, i: usize, rate: u64) {
     let due = Duration::from_secs_f64(i as f64 / rate as f64);
     if let Some(ahead) = due.checked_sub(started.elapsed())
         && ahead > Duration::from_millis(1)
     {
-        producer.poll(Duration::ZERO);
+        poll();
         std::thread::sleep(ahead);
     }
 }

@@ -62,8 +62,9 @@ pub struct BenchArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Instead of the runs above: on the broker of --bootstrap, one after
-    /// another on the same preloaded records, the pass-through, sluice and
-    /// Kafka Streams (bench/peers/kafka-streams), each in a process of its
+    /// another on the same preloaded records, the pass-through, sluice,
+    /// Kafka Streams (bench/peers/kafka-streams) and Quix Streams
+    /// (bench/peers/quix-streams, user-login only), each in a process of its
     /// own, for user-login and the iot windows; one table of records/s, CPU
     /// per record, latency at --rate, resident memory and time to first output.
     #[arg(long)]
@@ -71,11 +72,15 @@ pub struct BenchArgs {
     /// With --compare: the Kafka Streams peer's launcher.
     #[arg(long, default_value = "bench/peers/kafka-streams/run")]
     peer: std::path::PathBuf,
+    /// With --compare: the Quix Streams peer's launcher (it installs its
+    /// pinned packages from PyPI into a virtualenv beside it on first use).
+    #[arg(long, default_value = "bench/peers/quix-streams/run")]
+    quix_peer: std::path::PathBuf,
     /// With --compare: Apache Kafka's jars, for its perf tools (dev/kafka/fetch puts them there).
     #[arg(long, default_value = "dev/kafka/libs")]
     kafka_libs: std::path::PathBuf,
     /// With --compare: which processors to run (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = ["pass-through", "sluice", "kafka-streams"], requires = "compare")]
+    #[arg(long, value_delimiter = ',', value_parser = ["pass-through", "floor", "sluice", "kafka-streams", "quix-streams"], requires = "compare")]
     processors: Vec<String>,
     /// With --compare: also records/s with 1, 2 and 4 threads on 8 partitions.
     #[arg(long, requires = "compare")]
@@ -102,6 +107,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             batch_size: args.batch_size.max(1),
             commit_interval: args.commit_interval,
             peer: args.peer,
+            quix: args.quix_peer,
             kafka_libs: args.kafka_libs,
             scaling: args.scaling,
             processors: args.processors,

@@ -5,6 +5,7 @@
 //! to first output; then the iot windows the same way; and, with
 //! `--scaling`, records/s by threads on 8 partitions.
 
+mod breakdown;
 mod child;
 mod perf;
 mod run;
@@ -32,9 +33,10 @@ pub struct Params {
     pub batch_size: usize,
     pub commit_interval: Duration,
     pub peer: PathBuf,
+    pub quix: PathBuf,
     pub kafka_libs: PathBuf,
     pub scaling: bool,
-    /// pass-through, sluice, kafka-streams; empty for all.
+    /// pass-through, sluice, kafka-streams, quix-streams; empty for all.
     pub processors: Vec<String>,
     pub rounds: u32,
 }
@@ -43,27 +45,31 @@ impl Params {
     fn runs(&self, who: Processor) -> bool {
         let name = match who {
             Processor::PassThrough => "pass-through",
+            Processor::Floor => "floor",
             Processor::Sluice => "sluice",
             Processor::KafkaStreams => "kafka-streams",
+            Processor::QuixStreams(_) => "quix-streams",
         };
         self.processors.is_empty() || self.processors.iter().any(|p| p == name)
     }
 }
 
 pub async fn run(p: Params) -> anyhow::Result<()> {
-    let peer = p.runs(Processor::KafkaStreams);
-    anyhow::ensure!(
-        !peer || p.peer.exists(),
-        "the Kafka Streams peer is not at {} (run from the repository's root, or pass --peer)",
-        p.peer.display()
-    );
-    if peer {
-        eprintln!(
-            "building the Kafka Streams peer ({} build)…",
-            p.peer.display()
+    for (who, launcher, name) in [
+        (Processor::KafkaStreams, &p.peer, "Kafka Streams"),
+        (Processor::QuixStreams(true), &p.quix, "Quix Streams"),
+    ] {
+        if !p.runs(who) {
+            continue;
+        }
+        anyhow::ensure!(
+            launcher.exists(),
+            "the {name} peer is not at {} (run from the repository's root, or pass its path)",
+            launcher.display()
         );
-        let built = std::process::Command::new(&p.peer).arg("build").status()?;
-        anyhow::ensure!(built.success(), "{} build failed", p.peer.display());
+        eprintln!("building the {name} peer ({} build)…", launcher.display());
+        let built = std::process::Command::new(launcher).arg("build").status()?;
+        anyhow::ensure!(built.success(), "{} build failed", launcher.display());
     }
     let reg = registry::spawn_preloaded(&schemas::files(&crate::topologies::schemas())).await?;
     let config = RegistryConfig::new(&reg.url(), None)?;
@@ -85,6 +91,7 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
         latency_records: p.latency_records,
         run_id: format!("{run_id}r{round}"),
         peer: p.peer.clone(),
+        quix: p.quix.clone(),
         scratch: scratch.clone(),
         batch_size: p.batch_size,
         commit_interval: p.commit_interval,
@@ -97,14 +104,21 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
     let logins = preloaded(&b, Work::Logins, p.records, p.partitions).await?;
     let readings = preloaded(&b, Work::Readings, p.records, p.partitions).await?;
     let limit = broker_limit(&b, &p, &logins).await;
+    // The topology's own cost, on one core without a broker: with the
+    // pass-through's, what the parts of sluice's run cost alone.
+    let in_process = crate::bench::inprocess::run(1_000_000).await?;
+    let in_process_us = 1e6 / in_process.rate();
     let mut rows = Vec::new();
     for round in 0..p.rounds {
         let b = bench(p.partitions, p.rate, round);
         let runs = [
             (Work::Logins, Processor::PassThrough, 1),
             (Work::Logins, Processor::PassThrough, 2),
+            (Work::Logins, Processor::Floor, 1),
             (Work::Logins, Processor::Sluice, 1),
             (Work::Logins, Processor::KafkaStreams, 1),
+            (Work::Logins, Processor::QuixStreams(true), 1),
+            (Work::Logins, Processor::QuixStreams(false), 1),
             (Work::Readings, Processor::Sluice, 1),
             (Work::Readings, Processor::KafkaStreams, 1),
         ];
@@ -139,6 +153,18 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
         }
     }
     print_summary(&medians, limit.as_ref());
+    print_parts(&medians, in_process_us);
+    for r in medians.iter().filter(|r| r.breakdown.is_some()) {
+        if let Some(b) = &r.breakdown {
+            println!();
+            println!(
+                "where {}'s latency goes at {}/s (one offered record in 16, traced through the worker):",
+                r.name, p.rate
+            );
+            println!();
+            println!("{b}");
+        }
+    }
     if p.scaling {
         scaling(&bench(8, 0, 0), &p).await?;
     }
@@ -291,6 +317,24 @@ fn print_table(rows: &[Row]) {
     }
 }
 
+/// sluice's CPU per record against what its parts cost alone: the
+/// pass-through's (one thread) and the topology's in-process.
+fn print_parts(rows: &[Row], in_process_us: f64) {
+    let cpu = |who: Processor| {
+        rows.iter()
+            .find(|r| r.name == who.label(Work::Logins) && r.threads == 1)
+            .and_then(|r| r.cpu_us)
+    };
+    if let (Some(sluice), Some(pt)) = (cpu(Processor::Sluice), cpu(Processor::PassThrough)) {
+        let parts = pt + in_process_us;
+        println!(
+            "CPU per record: sluice user-login {sluice:.2} µs, its parts alone {parts:.2} µs \
+             (pass-through {pt:.2} + the topology in-process {in_process_us:.2}): {:+.0} %",
+            (sluice / parts - 1.0) * 100.0
+        );
+    }
+}
+
 fn print_summary(rows: &[Row], limit: Option<&perf::Limit>) {
     let rate = |name: &str| {
         rows.iter()
@@ -310,6 +354,8 @@ fn print_summary(rows: &[Row], limit: Option<&perf::Limit>) {
     let ceiling = rate(Processor::PassThrough.label(Work::Logins));
     let login = rate(Processor::Sluice.label(Work::Logins));
     let ks_login = rate(Processor::KafkaStreams.label(Work::Logins));
+    let quix = rate(Processor::QuixStreams(true).label(Work::Logins));
+    let quix_alo = rate(Processor::QuixStreams(false).label(Work::Logins));
     let iot = rate(Processor::Sluice.label(Work::Readings));
     let ks_iot = rate(Processor::KafkaStreams.label(Work::Readings));
     if let (Some(s), Some(c)) = (login, ceiling) {
@@ -323,6 +369,36 @@ fn print_summary(rows: &[Row], limit: Option<&perf::Limit>) {
             "sluice user-login at {:.2}× Kafka Streams' records/s",
             s / k
         );
+    }
+    for (peer, guarantee) in [(quix, "exactly-once"), (quix_alo, "at-least-once")] {
+        if let (Some(s), Some(q)) = (login, peer) {
+            println!(
+                "sluice user-login at {:.2}× Quix Streams' records/s ({guarantee})",
+                s / q
+            );
+        }
+    }
+    let sluice = rows
+        .iter()
+        .find(|r| r.name == Processor::Sluice.label(Work::Logins) && r.threads == 1);
+    if let Some([s50, s99, _]) = sluice.and_then(|s| s.latency) {
+        let x = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-3);
+        let against: Vec<String> = rows
+            .iter()
+            .filter(|r| r.name != Processor::Sluice.label(Work::Logins) && r.threads == 1)
+            .filter_map(|r| {
+                let [b50, b99, _] = r.latency?;
+                Some(format!(
+                    "{}: p50 ×{:.2}, p99 ×{:.2}",
+                    r.name,
+                    x(s50, b50),
+                    x(s99, b99)
+                ))
+            })
+            .collect();
+        if !against.is_empty() {
+            println!("sluice user-login's latency against {}", against.join("; "));
+        }
     }
     if let (Some(s), Some(k)) = (iot, ks_iot) {
         println!(

@@ -3,6 +3,7 @@
 //! the check that the output is exactly the input's, once.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     process::Command,
     sync::{
@@ -21,11 +22,12 @@ use rdkafka::{
 };
 
 use super::{
+    breakdown::{Breakdown, paced},
     child::{Watched, cpu_between, median_rss, now_ms},
     stream::{Rec, Stream, Work, sentinel},
     verify,
 };
-use crate::bench::e2e::{connected_producer, finish, pace, plain_producer, send};
+use crate::bench::e2e::{finish, plain_producer, send};
 use sluice::{
     avro::{AvroCodec, RegistryClient},
     kafka::{KafkaConfig, delete_topics},
@@ -35,26 +37,36 @@ use sluice::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Processor {
     PassThrough,
+    /// The exactly-once floor: a transactional copier, no decode.
+    Floor,
     Sluice,
     KafkaStreams,
+    /// Quix Streams, exactly-once (true) or at-least-once; user-login only.
+    QuixStreams(bool),
 }
 
 impl Processor {
     pub fn label(self, work: Work) -> &'static str {
         match (self, work) {
             (Processor::PassThrough, _) => "pass-through (librdkafka)",
+            (Processor::Floor, _) => "exactly-once floor (transactional copier)",
             (Processor::Sluice, Work::Logins) => "sluice user-login",
             (Processor::Sluice, Work::Readings) => "sluice iot windows",
             (Processor::KafkaStreams, Work::Logins) => "Kafka Streams user-login",
             (Processor::KafkaStreams, Work::Readings) => "Kafka Streams iot windows",
+            (Processor::QuixStreams(true), _) => "Quix Streams user-login",
+            (Processor::QuixStreams(false), _) => "Quix Streams user-login, at-least-once",
         }
     }
 
     fn short(self) -> &'static str {
         match self {
             Processor::PassThrough => "pt",
+            Processor::Floor => "fl",
             Processor::Sluice => "sl",
             Processor::KafkaStreams => "ks",
+            Processor::QuixStreams(true) => "qx",
+            Processor::QuixStreams(false) => "qa",
         }
     }
 }
@@ -71,6 +83,8 @@ pub struct Bench<'a> {
     pub run_id: String,
     /// `bench/peers/kafka-streams/run`.
     pub peer: PathBuf,
+    /// `bench/peers/quix-streams/run`.
+    pub quix: PathBuf,
     /// Where the processes' logs and Kafka Streams' state go.
     pub scratch: PathBuf,
     pub batch_size: usize,
@@ -94,6 +108,14 @@ pub struct Row {
     /// Records of aborted transactions on the output (read again and
     /// committed after): members joining one after another rebalance.
     pub aborted: usize,
+    /// sluice's: where the latency pass's time went.
+    pub breakdown: Option<Breakdown>,
+}
+
+/// The latency pass's records: where each landed, when each was read back.
+struct Offered {
+    located: HashMap<(i32, i64), usize>,
+    read_ms: Vec<i64>,
 }
 
 pub struct Topics {
@@ -133,6 +155,10 @@ impl Bench<'_> {
         let measured = self
             .measure(work, stream, who, &topics, &reader, &mut child)
             .await;
+        let (measured, offered) = match measured {
+            Ok((row, offered)) => (Ok(row), offered),
+            Err(e) => (Err(e), None),
+        };
         let peak_rss = child.peak_rss();
         let verified = match &measured {
             Ok(_) => verify::output(self, work, stream, who, &topics, &mut child).await,
@@ -145,6 +171,12 @@ impl Bench<'_> {
         self.drop_topics(&topics, &app_id).await;
         let mut row = measured?;
         row.aborted = verified?;
+        if let Some(o) = offered
+            && who == Processor::Sluice
+        {
+            let samples = Breakdown::read(&self.trace_file(app_id.as_str()))?;
+            row.breakdown = Breakdown::of(&samples, &o.located, &o.read_ms);
+        }
         // One member has nothing to rebalance with: an abort there is a fault.
         anyhow::ensure!(
             row.aborted == 0 || threads > 1,
@@ -167,7 +199,7 @@ impl Bench<'_> {
         topics: &Topics,
         reader: &StreamConsumer,
         child: &mut Watched,
-    ) -> anyhow::Result<Row> {
+    ) -> anyhow::Result<(Row, Option<Offered>)> {
         let p = stream.partitions.len();
         // Outputs that must be read before the run is done: every login;
         // windows come out only when later readings close them.
@@ -229,16 +261,19 @@ impl Bench<'_> {
             steady_rss: median_rss(&samples, from, to),
             first_output,
             aborted: 0,
+            breakdown: None,
         };
+        let mut offered = None;
         if work == Work::Logins && self.rate > 0 && self.latency_records > 0 {
             // Let the broker settle after the burst (segment rolls, the
             // JVM's collections) so that latency is the pipeline's at rest.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let (lat, from, to) = self.latency(stream, topics, reader).await?;
+            let (lat, from, to, o) = self.latency(stream, topics, reader).await?;
             row.latency = Some(lat);
+            offered = Some(o);
             row.steady_rss = median_rss(&child.samples(), from, to);
         }
-        Ok(row)
+        Ok((row, offered))
     }
 
     /// Fresh logins offered at the set rate, each timed from its send to
@@ -248,7 +283,7 @@ impl Bench<'_> {
         stream: &Stream,
         topics: &Topics,
         reader: &StreamConsumer,
-    ) -> anyhow::Result<([Duration; 3], i64, i64)> {
+    ) -> anyhow::Result<([Duration; 3], i64, i64, Offered)> {
         let m = self.latency_records;
         let first = stream.records;
         let records = super::stream::fresh_logins(&self.codec, &topics.input, first, m).await?;
@@ -263,6 +298,7 @@ impl Bench<'_> {
         let feeder =
             tokio::task::spawn_blocking(move || paced(&kafka, &input, &records, rate, &at));
         let mut lat = Vec::with_capacity(m);
+        let mut read_ms = vec![0; m];
         let deadline = Instant::now() + LIMIT;
         while lat.len() < m {
             anyhow::ensure!(
@@ -282,16 +318,18 @@ impl Bench<'_> {
                 && seq >= first
                 && let Some(at) = sent.get(seq - first)
             {
+                read_ms[seq - first] = now;
                 lat.push(Duration::from_millis(
                     (now - at.load(Ordering::Acquire)).max(0) as u64,
                 ));
             }
         }
-        feeder.await??;
+        let located = feeder.await??;
         let to = now_ms();
         lat.sort_unstable();
         let q = |f: f64| lat[((lat.len() as f64 * f) as usize).min(lat.len() - 1)];
-        Ok(([q(0.50), q(0.99), q(0.999)], from, to))
+        let offered = Offered { located, read_ms };
+        Ok(([q(0.50), q(0.99), q(0.999)], from, to, offered))
     }
 
     async fn create(&self, t: &Topics) -> anyhow::Result<()> {
@@ -394,10 +432,30 @@ impl Bench<'_> {
                 common(&mut c);
                 c
             }
-            Processor::Sluice | Processor::PassThrough => {
+            Processor::QuixStreams(exactly_once) => {
+                let mut c = Command::new(&self.quix);
+                c.args(["user-login", "--bootstrap", &self.kafka.bootstrap]);
+                c.args(["--registry", &self.registry_url]);
+                c.args(["--dlq", &t.dlq, "--application-id", app_id]);
+                c.arg("--state-dir").arg(self.scratch.join(app_id));
+                c.args([
+                    "--guarantee",
+                    if exactly_once {
+                        "exactly-once"
+                    } else {
+                        "at-least-once"
+                    },
+                ]);
+                c.arg("--commit-interval")
+                    .arg(self.commit_interval.as_secs_f64().to_string());
+                common(&mut c);
+                c
+            }
+            Processor::Sluice | Processor::PassThrough | Processor::Floor => {
                 let mut c = Command::new(std::env::current_exe()?);
                 let kind = match (who, work) {
                     (Processor::PassThrough, _) => "pass-through",
+                    (Processor::Floor, _) => "floor",
                     (_, Work::Logins) => "user-login",
                     (_, Work::Readings) => "iot-windows",
                 };
@@ -410,11 +468,18 @@ impl Bench<'_> {
                 for (k, v) in &self.kafka.properties {
                     c.arg("--kafka-config").arg(format!("{k}={v}"));
                 }
+                if who == Processor::Sluice && work == Work::Logins {
+                    c.arg("--trace").arg(self.trace_file(app_id));
+                }
                 common(&mut c);
                 c
             }
         };
         Watched::spawn(who.label(work), command, &log)
+    }
+
+    fn trace_file(&self, app_id: &str) -> PathBuf {
+        self.scratch.join(format!("{app_id}.trace"))
     }
 
     async fn drop_topics(&self, t: &Topics, app_id: &str) {
@@ -481,31 +546,6 @@ pub(super) fn preload(
                 );
             }
         }
-    }
-    finish(&producer)
-}
-
-/// Sends `records` at `rate` per second, noting when each went.
-fn paced(
-    kafka: &KafkaConfig,
-    topic: &str,
-    records: &[Rec],
-    rate: u64,
-    sent: &[AtomicI64],
-) -> anyhow::Result<()> {
-    let producer = connected_producer(kafka, topic)?;
-    let started = Instant::now();
-    for (i, (key, value, _)) in records.iter().enumerate() {
-        pace(&producer, started, i, rate);
-        let now = now_ms();
-        sent[i].store(now, Ordering::Release);
-        send(
-            &producer,
-            BaseRecord::to(topic)
-                .key(key.as_slice())
-                .payload(value.as_slice())
-                .timestamp(now),
-        );
     }
     finish(&producer)
 }

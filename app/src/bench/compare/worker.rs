@@ -3,24 +3,30 @@
 //! the benchmark's topics, run by the same runtime (and metrics server) as
 //! `sluice run`, or the pass-through ceiling. Runs until SIGTERM.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use rdkafka::{
     Message, Offset, Timestamp, TopicPartitionList,
-    consumer::{Consumer, StreamConsumer},
+    consumer::{BaseConsumer, Consumer, StreamConsumer},
     producer::{BaseProducer, BaseRecord},
 };
 
 use crate::{
-    bench::e2e::enqueue,
+    bench::e2e::{Taken, enqueue},
     topologies::{iot_events, user_login},
 };
 use sluice::{
     avro::{AvroCodec, RegistryConfig},
     kafka::KafkaConfig,
-    runtime::{RunOptions, Workers},
+    runtime::{RunOptions, Workers, trace::Trace},
     window::WindowSpec,
 };
 
@@ -32,6 +38,8 @@ pub enum Kind {
     IotWindows,
     /// Bytes copied from input to output: the ceiling.
     PassThrough,
+    /// Bytes copied in transactions with the input offsets: the exactly-once floor.
+    Floor,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +69,12 @@ pub struct WorkerArgs {
     pub commit_interval: Duration,
     #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = sluice::kafka::parse_property)]
     pub kafka_config: Vec<(String, String)>,
+    /// Where to write, on exit, the steps of one record in --trace-every
+    /// (a line per record: partition, offset, timestamp, then µs times).
+    #[arg(long)]
+    pub trace: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 16)]
+    pub trace_every: u64,
 }
 
 pub async fn serve(args: WorkerArgs) -> anyhow::Result<()> {
@@ -71,6 +85,7 @@ pub async fn serve(args: WorkerArgs) -> anyhow::Result<()> {
     };
     let topology = match args.kind {
         Kind::PassThrough => return passthrough(&args, &kafka, shutdown).await,
+        Kind::Floor => return floor(&args, &kafka, shutdown).await,
         Kind::UserLogin => user_login::declare(&args.name, &args.input, &args.output)?,
         Kind::IotWindows => iot_events::declare_windows(
             &args.name,
@@ -84,7 +99,12 @@ pub async fn serve(args: WorkerArgs) -> anyhow::Result<()> {
         None,
     )?)?);
     let metrics = sluice::metrics::Metrics::new()?;
+    let trace = args
+        .trace
+        .as_ref()
+        .map(|_| Arc::new(Trace::new(args.trace_every)));
     let opts = RunOptions {
+        trace: trace.clone(),
         instance_id: args.name.clone(),
         batch_size: args.batch_size.max(1),
         commit_interval: args.commit_interval,
@@ -109,8 +129,37 @@ pub async fn serve(args: WorkerArgs) -> anyhow::Result<()> {
         e = workers.failure() => return Err(e.into()),
     }
     workers.stop(Duration::from_secs(30)).await?;
+    if let (Some(path), Some(trace)) = (&args.trace, trace) {
+        let lines: Vec<String> = trace.taken().iter().map(|s| s.line()).collect();
+        std::fs::write(path, lines.join("\n"))?;
+    }
     let _ = stop_metrics.send(());
     let _ = server.await;
+    Ok(())
+}
+
+/// Transactional copiers in the group (see `bench::floor`), until shutdown.
+async fn floor(
+    args: &WorkerArgs,
+    kafka: &KafkaConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut copiers = Vec::new();
+    for i in 0..args.threads.max(1) {
+        let consumer: BaseConsumer = kafka.consumer(&args.name).create()?;
+        consumer.subscribe(&[&args.input])?;
+        let producers = crate::bench::floor::producers(kafka, &format!("{}-{i}", args.name))?;
+        let (out, stop, every) = (args.output.clone(), stop.clone(), args.commit_interval);
+        copiers.push(tokio::task::spawn_blocking(move || {
+            crate::bench::floor::copy(&consumer, &producers, &out, &Taken::default(), &stop, every)
+        }));
+    }
+    shutdown.await;
+    stop.store(true, Ordering::Relaxed);
+    for c in copiers {
+        c.await??;
+    }
     Ok(())
 }
 
