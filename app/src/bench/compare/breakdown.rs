@@ -217,7 +217,10 @@ mod tests {
         assert_eq!(ms(b.steps[7].1), 5);
         assert_eq!(ms(b.steps[8].1), 112);
         let sum: i64 = b.steps[..8].iter().map(|s| ms(s.2)).sum();
-        assert!(sum >= 112, "the steps' worst add up to at least the whole: {sum}");
+        assert!(
+            sum >= 112,
+            "the steps' worst add up to at least the whole: {sum}"
+        );
         assert!(Breakdown::of(&samples, &located, &[0, 0]).is_none());
     }
 }
