@@ -273,8 +273,7 @@ pub async fn run_member(
             }
         }
         let n_in = stats.record_in();
-        let traced = opts.trace.as_ref().filter(|t| t.samples(n_in));
-        let fetched_us = traced.map(|_| trace::now_us());
+        let fetched_us = (opts.trace.as_ref()).and_then(|t| t.samples(n_in).then(trace::now_us));
         let timestamp_ms = match msg.timestamp() {
             Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => t,
             Timestamp::NotAvailable => chrono::Utc::now().timestamp_millis(),

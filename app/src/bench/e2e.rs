@@ -125,6 +125,21 @@ impl Setup<'_> {
         Ok(Arc::new(out))
     }
 
+    /// A copier's input and output topics, made, the input preloaded with
+    /// logins and a reader waiting on the output (`variant` names the
+    /// topics, `reader` the reader's group).
+    pub(super) async fn copier_topics(
+        &self,
+        variant: &str,
+        reader: &str,
+    ) -> anyhow::Result<(String, String, Prepared)> {
+        let (input, output) = self.topics(variant);
+        self.create(&[&input, &output]).await?;
+        let payloads = self.payloads(user_login::SOURCE).await?;
+        let prepared = self.prepare(reader, &input, &output, payloads).await?;
+        Ok((input, output, prepared))
+    }
+
     /// Records offered at `rate` after the throughput run; none without a rate.
     fn offered(&self) -> usize {
         if self.rate > 0 {
@@ -446,10 +461,7 @@ pub(super) async fn measure(
 /// Copies bytes from one topic to another: the most a consume → produce loop
 /// on this broker can do, with no decoding and no transactions.
 pub async fn passthrough(s: &Setup<'_>) -> anyhow::Result<Measured> {
-    let (input, output) = s.topics("passthrough");
-    s.create(&[&input, &output]).await?;
-    let payloads = s.payloads(user_login::SOURCE).await?;
-    let prepared = s.prepare("pt", &input, &output, payloads).await?;
+    let (input, output, prepared) = s.copier_topics("passthrough", "pt").await?;
     let taken: Arc<Taken> = Arc::default();
     let mut copiers = tokio::task::JoinSet::new();
     let threads = s.threads.clamp(1, s.partitions.max(1) as usize);

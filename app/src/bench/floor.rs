@@ -24,16 +24,12 @@ use rdkafka::{
 };
 
 use super::e2e::{Measured, Setup, Taken, copy_of, measure};
-use crate::topologies::user_login;
 use sluice::kafka::{KafkaConfig, deliveries::serve_deliveries};
 
 const TXN: Duration = Duration::from_secs(30);
 
 pub async fn txn_copier(s: &Setup<'_>) -> anyhow::Result<Measured> {
-    let (input, output) = s.topics("floor");
-    s.create(&[&input, &output]).await?;
-    let payloads = s.payloads(user_login::SOURCE).await?;
-    let prepared = s.prepare("floor", &input, &output, payloads).await?;
+    let (input, output, prepared) = s.copier_topics("floor", "floor").await?;
     let taken: Arc<Taken> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let threads = s.threads.clamp(1, s.partitions.max(1) as usize);
@@ -69,7 +65,6 @@ pub async fn txn_copier(s: &Setup<'_>) -> anyhow::Result<Measured> {
     measured
 }
 
-/// One copier until `stop`: a transaction per drained input or `every`.
 /// Two transactional producers, `id` and `id-b`, reporting failures only.
 pub(crate) fn producers(kafka: &KafkaConfig, id: &str) -> anyhow::Result<[BaseProducer; 2]> {
     let make = |id: &str| -> anyhow::Result<BaseProducer> {
@@ -80,6 +75,7 @@ pub(crate) fn producers(kafka: &KafkaConfig, id: &str) -> anyhow::Result<[BasePr
     Ok([make(id)?, make(&format!("{id}-b"))?])
 }
 
+/// One copier until `stop`: a transaction per drained input or `every`.
 pub(crate) fn copy(
     consumer: &BaseConsumer,
     producers: &[BaseProducer; 2],

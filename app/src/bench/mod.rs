@@ -31,16 +31,11 @@ impl Figures {
     /// From per-record latencies (any order).
     pub fn from_latencies(name: &str, elapsed: Duration, mut lat: Vec<Duration>) -> Figures {
         lat.sort_unstable();
-        let pick = |q: f64| {
-            lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or_default()
-        };
         Figures {
             name: name.to_string(),
             records: lat.len() as u64,
             elapsed,
-            latency: Some((pick(0.50), pick(0.99))),
+            latency: Some((quantile(&lat, 0.50), quantile(&lat, 0.99))),
         }
     }
 
@@ -70,6 +65,12 @@ impl fmt::Display for Figures {
             None => Ok(()),
         }
     }
+}
+
+/// The `q` quantile (0–1) of `sorted`, ascending; the default when empty.
+pub fn quantile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
+    let i = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(i).copied().unwrap_or_default()
 }
 
 /// The topology's latency p50 and p99 as multiples of others' (a run's

@@ -17,7 +17,10 @@ use rdkafka::{
 };
 
 use super::{child::now_ms, stream::Rec};
-use crate::bench::e2e::{enqueue, pace_with};
+use crate::bench::{
+    e2e::{enqueue, pace_with},
+    quantile,
+};
 use sluice::{kafka::KafkaConfig, runtime::trace::Sample};
 
 /// Where each offered record landed: partition and offset by its index.
@@ -148,11 +151,7 @@ impl Breakdown {
             .zip(steps)
             .map(|(name, mut v)| {
                 v.sort_unstable();
-                let q = |f: f64| {
-                    Duration::from_micros(
-                        v[((v.len() as f64 * f) as usize).min(v.len() - 1)] as u64,
-                    )
-                };
+                let q = |f: f64| Duration::from_micros(quantile(&v, f) as u64);
                 (name, q(0.50), q(0.99))
             })
             .collect();

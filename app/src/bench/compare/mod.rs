@@ -154,16 +154,17 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
     }
     print_summary(&medians, limit.as_ref());
     print_parts(&medians, in_process_us);
-    for r in medians.iter().filter(|r| r.breakdown.is_some()) {
-        if let Some(b) = &r.breakdown {
-            println!();
-            println!(
-                "where {}'s latency goes at {}/s (one offered record in 16, traced through the worker):",
-                r.name, p.rate
-            );
-            println!();
-            println!("{b}");
-        }
+    for (r, b) in medians
+        .iter()
+        .filter_map(|r| Some((r, r.breakdown.as_ref()?)))
+    {
+        println!();
+        println!(
+            "where {}'s latency goes at {}/s (one offered record in 16, traced through the worker):",
+            r.name, p.rate
+        );
+        println!();
+        println!("{b}");
     }
     if p.scaling {
         scaling(&bench(8, 0, 0), &p).await?;

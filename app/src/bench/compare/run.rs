@@ -327,7 +327,7 @@ impl Bench<'_> {
         let located = feeder.await??;
         let to = now_ms();
         lat.sort_unstable();
-        let q = |f: f64| lat[((lat.len() as f64 * f) as usize).min(lat.len() - 1)];
+        let q = |f: f64| crate::bench::quantile(&lat, f);
         let offered = Offered { located, read_ms };
         Ok(([q(0.50), q(0.99), q(0.999)], from, to, offered))
     }
