@@ -432,7 +432,8 @@ async fn metrics_and_health_are_served() {
 }
 
 /// `--threads 2`: two group members in one process, each with its own
-/// consumer and transactional producer, and together exactly the input.
+/// consumer and its own two transactional producers, and together exactly
+/// the input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn threads_in_one_process_split_the_partitions() {
     let mock = MockCluster::new(1).unwrap();
@@ -448,14 +449,18 @@ async fn threads_in_one_process_split_the_partitions() {
         s.codec.clone(),
         &opts,
     );
-    let planned = produce(&s, 4000, 0.1, 15).await;
+    let mut planned = produce(&s, 2000, 0.1, 15).await;
+    check_outputs(&s, &planned).await;
+    // A second wave after the first committed: every member has committed
+    // units on both of its transactional producers, which take turns.
+    planned.extend(produce(&s, 2000, 0.1, 16).await);
     check_outputs(&s, &planned).await;
     let stats = workers.stats[0].1.clone();
     assert_eq!(
         stats.records_in.load(std::sync::atomic::Ordering::Relaxed),
         4000
     );
-    // Each member writes through its own transactional producer.
+    // Each member writes through transactional producers of its own.
     let mut raw = common::raw::RawReader::connect(&s.kafka.bootstrap).await;
     let mut producers = std::collections::BTreeSet::new();
     for partition in 0..4 {
@@ -463,7 +468,11 @@ async fn threads_in_one_process_split_the_partitions() {
             producers.insert(r.producer_id);
         }
     }
-    assert_eq!(producers.len(), 2, "one producer per member: {producers:?}");
+    assert_eq!(
+        producers.len(),
+        4,
+        "two producers per member, none shared: {producers:?}"
+    );
     workers.stop(Duration::from_secs(30)).await.unwrap();
 }
 
