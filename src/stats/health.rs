@@ -8,6 +8,7 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
+use super::repeats::{Repeats, Verdict};
 use rdkafka::{Statistics, config::RDKafkaLogLevel, error::KafkaError, types::RDKafkaErrorCode};
 
 /// A commit that takes longer than this (the brokers are slow or gone)
@@ -182,19 +183,36 @@ pub fn fatal_error<C: rdkafka::ClientContext>(
 
 /// librdkafka's own log lines, with its per-connection failure reports
 /// (facility FAIL) moved to debug, as `Health` reports an outage once, and
-/// its transaction failures (TXNERR), which the sender reports.
+/// its transaction failures (TXNERR), which the sender reports. A line
+/// shown within the last minute is counted and shown again after it with
+/// the count (`repeats`): librdkafka logs some retries every millisecond.
 pub fn log_librdkafka(topology: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
     use RDKafkaLogLevel::*;
+    static REPEATS: std::sync::LazyLock<Repeats> = std::sync::LazyLock::new(Repeats::default);
+    let verdict = match level {
+        _ if fac == "FAIL" || fac == "TXNERR" => Verdict::Quiet,
+        Info | Debug => Verdict::Show { suppressed: 0 },
+        _ => REPEATS.check(
+            &format!("{topology} {fac} {message}"),
+            std::time::Instant::now(),
+        ),
+    };
+    let again = match verdict {
+        Verdict::Quiet => {
+            tracing::debug!(%topology, "librdkafka: {fac} {message}");
+            return;
+        }
+        Verdict::Show { suppressed: 0 } => String::new(),
+        Verdict::Show { suppressed } => {
+            format!(" (and {suppressed} times more since it was last shown)")
+        }
+    };
     match level {
-        // A failed transaction is reported by the sender's own line.
-        _ if fac == "FAIL" || fac == "TXNERR" => {
-            tracing::debug!(%topology, "librdkafka: {fac} {message}")
-        }
         Emerg | Alert | Critical | Error => {
-            tracing::error!(%topology, "librdkafka: {fac} {message}")
+            tracing::error!(%topology, "librdkafka: {fac} {message}{again}")
         }
-        Warning => tracing::warn!(%topology, "librdkafka: {fac} {message}"),
-        Notice | Info => tracing::info!(%topology, "librdkafka: {fac} {message}"),
+        Warning => tracing::warn!(%topology, "librdkafka: {fac} {message}{again}"),
+        Notice | Info => tracing::info!(%topology, "librdkafka: {fac} {message}{again}"),
         Debug => tracing::debug!(%topology, "librdkafka: {fac} {message}"),
     }
 }

@@ -5,6 +5,7 @@
 
 mod health;
 pub mod recent;
+mod repeats;
 pub mod timings;
 
 use std::{
