@@ -26,6 +26,7 @@ pub mod service;
 pub mod sink;
 pub mod state;
 pub mod stats;
+pub mod table;
 pub mod testing;
 pub mod topology;
 pub mod window;

@@ -14,6 +14,8 @@ pub enum FailureKind {
     Validation,
     /// A user operator returned an error for this record.
     Operator,
+    /// An inner join found no table row for this record.
+    JoinMiss,
 }
 
 /// An operator's refusal of one record.
@@ -199,6 +201,10 @@ impl Failure {
                 kind: FailureKind::Validation,
                 ..
             }) => "validation",
+            Failure::Operator(OpError {
+                kind: FailureKind::JoinMiss,
+                ..
+            }) => "join_miss",
             Failure::Operator(_) => "operator",
             Failure::Missing(_) => "registry_unavailable",
         }

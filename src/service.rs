@@ -306,12 +306,14 @@ pub async fn create_topics(
         let changelogs = topology.description.changelogs();
         for name in topology.description.topics() {
             if !specs.iter().any(|s| s.name == name) && !changelogs.contains(&name) {
+                // A table's topic keeps each key's latest row.
+                let compact = topology.description.tables.contains(&name);
                 specs.push(TopicSpec {
                     name,
                     partitions: settings.partitions,
                     replication: settings.replication,
                     min_insync_replicas: settings.min_insync_replicas,
-                    compact: false,
+                    compact,
                 });
             }
         }

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::{
     simulate::{iot, logins},
     topologies::{
+        iot_enriched::{self, EnrichedReading},
         iot_events, iot_readings, iot_windows,
         user_login::{self, ProcessedUserLogin},
     },
@@ -102,12 +103,17 @@ pub struct Summary {
     pub iot_events: Counts,
     pub iot_windows: Counts,
     pub iot_readings: Counts,
+    pub iot_enriched: Counts,
     /// Readings the simulator stamped later than any grace period.
     pub late_readings: u64,
 }
 
-/// Keeps the latest committed output so the status line can show one.
-async fn tap(bootstrap: String, codec: Arc<AvroCodec>, latest: Arc<Mutex<Option<String>>>) {
+/// The latest committed output of each sampled topic, for the status lines.
+type Samples = Mutex<std::collections::BTreeMap<&'static str, String>>;
+
+/// Keeps the latest committed login and enriched reading so the status
+/// lines can show one of each.
+async fn tap(bootstrap: String, codec: Arc<AvroCodec>, latest: Arc<Samples>) {
     let consumer: Result<StreamConsumer, _> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("group.id", "sluice-demo-tap")
@@ -115,28 +121,58 @@ async fn tap(bootstrap: String, codec: Arc<AvroCodec>, latest: Arc<Mutex<Option<
         .set("isolation.level", "read_committed")
         .create();
     let Ok(consumer) = consumer else { return };
-    if consumer.subscribe(&[user_login::SINK]).is_err() {
+    if consumer
+        .subscribe(&[user_login::SINK, iot_enriched::SINK])
+        .is_err()
+    {
         return;
     }
-    let Ok(schema) = apache_avro::Schema::parse_str(ProcessedUserLogin::SCHEMA) else {
+    let reader = |schema: &str| apache_avro::Schema::parse_str(schema).ok().map(Reader::new);
+    let (Some(logins), Some(enriched)) = (
+        reader(ProcessedUserLogin::SCHEMA),
+        reader(EnrichedReading::SCHEMA),
+    ) else {
         return;
     };
-    let reader = Reader::new(schema);
     while let Ok(m) = consumer.recv().await {
-        if let Ok((_, p)) = codec
-            .decode::<ProcessedUserLogin>(m.payload().unwrap_or_default(), &reader)
-            .await
-        {
-            let line = format!(
-                "user {} on {} {} from {} ({}), processed at {}",
-                &p.user_id[..8],
-                p.device_type,
-                p.app_version,
-                p.ip,
-                p.locale,
-                p.processed_timestamp
-            );
-            *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(line);
+        let bytes = m.payload().unwrap_or_default();
+        let (topic, line) = if m.topic() == user_login::SINK {
+            let line = codec.decode::<ProcessedUserLogin>(bytes, &logins).await;
+            (
+                user_login::SINK,
+                line.ok().map(|(_, p)| {
+                    format!(
+                        "user {} on {} {} from {} ({}), processed at {}",
+                        &p.user_id[..8],
+                        p.device_type,
+                        p.app_version,
+                        p.ip,
+                        p.locale,
+                        p.processed_timestamp
+                    )
+                }),
+            )
+        } else {
+            let line = codec.decode::<EnrichedReading>(bytes, &enriched).await;
+            (
+                iot_enriched::SINK,
+                line.ok().map(|(_, r)| {
+                    format!(
+                        "{} {} {:.2} {} at site {}",
+                        r.device_id,
+                        r.sensor_type.as_str(),
+                        r.value,
+                        r.unit,
+                        r.site.as_deref().unwrap_or("(none known then)")
+                    )
+                }),
+            )
+        };
+        if let Some(line) = line {
+            latest
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(topic, line);
         }
     }
 }
@@ -145,7 +181,7 @@ fn status(
     out: &mut impl Write,
     started: Instant,
     stats: &[(String, Arc<Stats>)],
-    sample: &Mutex<Option<String>>,
+    sample: &Samples,
     memory: Option<&MemoryTables>,
 ) {
     for (name, s) in stats {
@@ -189,8 +225,8 @@ fn status(
             s.commits.load(Ordering::Relaxed),
         );
     }
-    if let Some(line) = sample.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
-        let _ = writeln!(out, "        sample: {line}");
+    for (topic, line) in sample.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = writeln!(out, "        {topic}: {line}");
     }
     if let Some(m) = memory {
         for (table, columns, total, newest) in m.row_tables(1) {
@@ -381,6 +417,7 @@ pub async fn run(
         interval: Duration::from_millis(250),
         out_of_order: 0.05,
         late: 0.01,
+        move_probability: 0.05,
         ..iot::Options::default()
     };
     let (iot_kafka, iot_codec, mut stopped) = (kafka.clone(), codec.clone(), sim_stopped);
@@ -390,7 +427,7 @@ pub async fn run(
         })
         .await
     });
-    let sample = Arc::new(Mutex::new(None));
+    let sample = Arc::new(Samples::default());
     let tap_task = tokio::spawn(tap(kafka.bootstrap.clone(), codec.clone(), sample.clone()));
 
     let started = Instant::now();
@@ -428,7 +465,8 @@ pub async fn run(
     while (counts(user_login::NAME).records_in < produced.total()
         || counts(iot_events::NAME).records_in < readings
         || counts(iot_windows::NAME).records_in < readings
-        || counts(iot_readings::NAME).records_in < readings)
+        || counts(iot_readings::NAME).records_in < readings
+        || counts(iot_enriched::NAME).records_in < readings)
         && Instant::now() < drain_until
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -444,6 +482,7 @@ pub async fn run(
         iot_events: counts(iot_events::NAME),
         iot_windows: counts(iot_windows::NAME),
         iot_readings: counts(iot_readings::NAME),
+        iot_enriched: counts(iot_enriched::NAME),
         late_readings: sensor_report.late,
     };
     tap_task.abort();
@@ -488,6 +527,15 @@ pub async fn run(
         r.window_rows,
         iot_readings::TABLE,
         r.dead_letters
+    )?;
+    let n = &summary.iot_enriched;
+    writeln!(
+        out,
+        "      readings enriched with their device's site then: processed {}, written {} ({}), dead-lettered {}",
+        n.records_in,
+        n.to(iot_enriched::SINK),
+        iot_enriched::SINK,
+        n.dead_letters
     )?;
     drop(mock);
     Ok(summary)

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use sluice_app::{demo, topologies::iot_events};
+use sluice_app::{
+    demo,
+    topologies::{iot_enriched, iot_events},
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_demo_accounts_for_every_record() {
@@ -64,5 +67,13 @@ async fn the_demo_accounts_for_every_record() {
         text.contains("user-login: in") && text.contains("iot-events: in"),
         "{text}"
     );
-    assert!(text.contains("sample: user"), "{text}");
+    assert!(text.contains("processed-user-login: user"), "{text}");
+    // Every reading enriched once, each with its device's site (rows are
+    // valid from before the first reading).
+    let n = &s.iot_enriched;
+    assert_eq!(n.records_in, s.readings, "{text}");
+    assert_eq!(n.to(iot_enriched::SINK), s.readings, "{text}");
+    assert_eq!(n.dead_letters, 0, "{text}");
+    assert!(text.contains("iot-enriched-readings: device-"), "{text}");
+    assert!(!text.contains("none known then"), "{text}");
 }

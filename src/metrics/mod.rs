@@ -5,6 +5,7 @@
 //! recorded per batch, commit and rebalance (and per sampled record).
 
 mod ready;
+mod tables;
 mod topology;
 
 use std::{future::Future, sync::Arc};
@@ -72,6 +73,7 @@ impl Metrics {
     pub fn observe_topologies(&self, topologies: Vec<(String, Arc<Stats>)>) {
         let topologies: Topologies = Arc::new(topologies);
         topology::register(&self.meter, &topologies);
+        tables::register(&self.meter, &topologies);
         let _ = self.topologies.set(topologies);
     }
 
@@ -95,7 +97,7 @@ impl Metrics {
         if let Some(t) = self.topologies.get() {
             let unready: Vec<String> = t
                 .iter()
-                .filter_map(|(n, s)| s.health.not_ready().map(|why| format!("{n}: {why}")))
+                .filter_map(|(n, s)| s.not_ready().map(|why| format!("{n}: {why}")))
                 .collect();
             if !unready.is_empty() {
                 return Err(unready.join("; "));

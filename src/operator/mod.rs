@@ -49,6 +49,9 @@ pub struct OpCtx<'a> {
     pub wall_ms: i64,
     /// Set by an operator when the current record missed its windows.
     pub late: &'a mut Vec<Late>,
+    /// The current record was fetched no later than this (joins wait for
+    /// their tables to hold what their topics had then).
+    pub fetched: std::time::Instant,
 }
 
 impl OpCtx<'_> {
@@ -70,6 +73,8 @@ impl OpCtx<'_> {
 pub struct OperatorEnv<'a> {
     pub topology: &'a str,
     pub group: &'a str,
+    /// The tables the process reads, for joins.
+    pub tables: &'a crate::table::Tables,
 }
 
 /// Why an operator could not be opened or restored.

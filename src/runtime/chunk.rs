@@ -22,6 +22,8 @@ pub struct Chunk {
     pub drained: bool,
     /// The sampled records' steps so far (see `trace`).
     pub traced: Vec<Sample>,
+    /// When it was handed over: its records were fetched before.
+    pub handed: Option<std::time::Instant>,
 }
 
 /// One input record: `emitted[start..end]` and perhaps a dead letter.
@@ -104,6 +106,7 @@ impl Chunk {
     /// Drops the records, keeping the capacity.
     pub fn clear(&mut self) {
         self.drained = false;
+        self.handed = None;
         self.traced.clear();
         self.records.clear();
         self.emitted.clear();

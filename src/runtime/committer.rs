@@ -293,6 +293,8 @@ impl Committer {
         let mut failed = None;
         let mut traced = std::mem::take(&mut chunk.traced);
         let mut next_traced = 0;
+        self.task
+            .fetched_by(chunk.handed.unwrap_or_else(std::time::Instant::now));
         chunk.each(&topic, |i, held| {
             let partition = held.source.partition;
             if self.dropping.contains_key(&partition) {

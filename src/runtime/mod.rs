@@ -75,6 +75,9 @@ pub struct RunOptions {
     pub meter: Option<opentelemetry::metrics::Meter>,
     /// Samples where records' latency goes (the benchmark's breakdown).
     pub trace: Option<Arc<trace::Trace>>,
+    /// Tables already read by the process (`Workers` starts them once for
+    /// all its members); a member reads any other for itself.
+    pub tables: crate::table::Tables,
 }
 
 impl RunOptions {
@@ -120,6 +123,7 @@ impl Default for RunOptions {
             databases: Databases::new(),
             meter: None,
             trace: None,
+            tables: crate::table::Tables::default(),
         }
     }
 }
@@ -218,6 +222,8 @@ fn member_instance(instance: &str, thread: usize, threads: usize) -> String {
 pub struct Workers {
     pub stats: Vec<(String, Arc<Stats>)>,
     stop: watch::Sender<bool>,
+    /// Tables stop after the workers, whose joins may wait for them.
+    _tables_stop: watch::Sender<bool>,
     tasks: JoinSet<Result<(), RuntimeError>>,
 }
 
@@ -229,6 +235,13 @@ impl Workers {
         opts: &RunOptions,
     ) -> Workers {
         let (stop, stopped) = watch::channel(false);
+        let (tables_stop, tables_stopped) = watch::channel(false);
+        let mut opts = opts.clone();
+        for t in &topologies {
+            opts.tables
+                .start(&t.read_tables, kafka, &codec, &tables_stopped);
+        }
+        let opts = &opts;
         let mut tasks = JoinSet::new();
         let mut stats = Vec::new();
         let threads = opts.threads.max(1);
@@ -282,7 +295,12 @@ impl Workers {
                 });
             }
         }
-        Workers { stats, stop, tasks }
+        Workers {
+            stats,
+            stop,
+            _tables_stop: tables_stop,
+            tasks,
+        }
     }
 
     /// Resolves when a worker ends on its own, which only an error makes it do.

@@ -53,6 +53,7 @@ pub(super) struct Env<'a> {
     pub transactional_id: &'a str,
     pub stats: Arc<Stats>,
     pub timings: Timings,
+    pub tables: &'a crate::table::Tables,
 }
 
 pub(super) fn open(topology: &Topology, env: &Env<'_>) -> Result<Task, OpenError> {
@@ -84,7 +85,7 @@ pub(super) fn open(topology: &Topology, env: &Env<'_>) -> Result<Task, OpenError
         .transactional(env.opts.guarantee)
         .then_some(env.transactional_id);
     let out = Box::new(Txn::new(env.kafka, id, &d.name)?);
-    let (sinks, operators, clock) = pieces(topology, env.group, database, env.codec)?;
+    let (sinks, operators, clock) = pieces(topology, env.group, database, env.codec, env.tables)?;
     Ok(Task::new(Parts {
         topology: d.name.clone(),
         source: d.source.clone(),
@@ -113,6 +114,7 @@ pub fn pieces(
     group: &str,
     database: Option<&Arc<dyn crate::sink::Database>>,
     codec: &Arc<AvroCodec>,
+    tables: &crate::table::Tables,
 ) -> Result<Pieces, SinkError> {
     let d = &topology.description;
     let sink_env = SinkEnv {
@@ -137,6 +139,7 @@ pub fn pieces(
     let op_env = OperatorEnv {
         topology: &d.name,
         group,
+        tables,
     };
     let operators = topology
         .operators

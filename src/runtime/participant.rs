@@ -69,6 +69,9 @@ pub trait Participant: Send {
         Ok(partitions.iter().map(|&p| Claim::fresh(p)).collect())
     }
 
+    /// The records written next were fetched no later than `at`.
+    fn fetched_by(&mut self, _at: std::time::Instant) {}
+
     /// Takes one input record's results (and dead letter) into the unit.
     fn write(
         &mut self,

@@ -90,6 +90,8 @@ pub struct Task {
     /// Records each sink and each stateful operator took in this unit.
     sink_counts: Vec<u64>,
     op_counts: Vec<u64>,
+    /// The records being written were fetched no later than this.
+    fetched: Instant,
 }
 
 /// What routing one record's (or a punctuation's) results came to.
@@ -111,6 +113,7 @@ impl Task {
             written: false,
             sent: BTreeMap::new(),
             punctuated: 0,
+            fetched: Instant::now(),
         }
     }
 
@@ -161,6 +164,7 @@ impl Task {
                         clock: self.p.clock.as_mut().unwrap_or(&mut none),
                         wall_ms,
                         late: &mut self.late,
+                        fetched: self.fetched,
                     };
                     if let Err(f) = op.op.process(at, item, &mut ctx) {
                         self.queue.clear();
@@ -259,6 +263,7 @@ impl Task {
                 clock: self.p.clock.as_mut().unwrap_or(&mut none),
                 wall_ms,
                 late: &mut late,
+                fetched: self.fetched,
             };
             let punctuated = self.p.operators[o].op.punctuate(&mut ctx);
             self.queue.extend(made);
@@ -392,6 +397,10 @@ impl Participant for Task {
             );
         }
         Ok(claims)
+    }
+
+    fn fetched_by(&mut self, at: Instant) {
+        self.fetched = at;
     }
 
     fn write(

@@ -66,6 +66,16 @@ pub async fn run_member(
     let instance = transactional_id(d, &opts.instance_id);
     let group = opts.group_of(d);
     tokio::pin!(shutdown);
+    // Tables the process did not start are read for this member alone,
+    // until it ends (after its task thread).
+    let mut tables = opts.tables.clone();
+    let (_tables_stop, tables_stopped) = tokio::sync::watch::channel(false);
+    tables.start(&topology.read_tables, kafka, &codec, &tables_stopped);
+    for t in &topology.read_tables {
+        if let Some(r) = tables.get(t.topic()) {
+            stats.add_table(r.stats.clone());
+        }
+    }
     let env = open::Env {
         kafka,
         codec: &codec,
@@ -74,6 +84,7 @@ pub async fn run_member(
         transactional_id: &instance,
         stats: stats.clone(),
         timings: timings.clone(),
+        tables: &tables,
     };
     let mut backoff = Backoff::new();
     let task = loop {
@@ -172,6 +183,7 @@ pub async fn run_member(
                 s.handed_us = now;
             }
         }
+        chunk.handed = Some(std::time::Instant::now());
         let full = std::mem::replace(chunk, fresh);
         match work.try_send(Work::Chunk(full)) {
             Ok(()) => Ok(()),

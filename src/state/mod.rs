@@ -10,10 +10,14 @@
 //! - the window store (`window::WindowState`: get, put, delete, range by
 //!   key and time) is rebuilt by reading input again, or is a database
 //!   table itself (see `operator::window`).
+//! - `VersionedTable`: each key's rows over time, read from a table's
+//!   topic (not a changelog of ours) and looked up by event time.
 
 pub mod kv;
+pub mod versioned;
 
 pub use kv::KeyValueStore;
+pub use versioned::{Lookup, VersionedTable};
 
 use rdkafka::error::KafkaError;
 

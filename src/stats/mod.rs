@@ -6,6 +6,7 @@
 mod health;
 pub mod recent;
 mod repeats;
+pub mod tables;
 pub mod timings;
 
 use std::{
@@ -18,6 +19,7 @@ use std::{
 
 pub use health::{Health, fatal_error, log_client_error, log_librdkafka, log_producer_error};
 pub use recent::{Quantiles, Recent};
+pub use tables::TableStats;
 pub use timings::Timings;
 
 /// Live counters of one topology, read by the demo's status line and metrics.
@@ -62,6 +64,8 @@ pub struct Stats {
     pub recent_commits: Recent,
     /// End-to-end latency (ms) of the sampled records: timestamp to commit.
     pub recent_e2e: Recent,
+    /// The tables its joins read.
+    pub tables: Mutex<Vec<std::sync::Arc<TableStats>>>,
 }
 
 impl Stats {
@@ -71,6 +75,23 @@ impl Stats {
             source: source.to_string(),
             sink: sink.to_string(),
             ..Stats::default()
+        }
+    }
+
+    /// Why the topology cannot do its job now (`/readyz`): its worker's
+    /// health, then a table its joins wait for.
+    pub fn not_ready(&self) -> Option<String> {
+        self.health.not_ready().or_else(|| {
+            let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+            tables.iter().find_map(|t| t.restoring())
+        })
+    }
+
+    /// The tables its joins read, once (a worker started afresh adds them again).
+    pub fn add_table(&self, table: std::sync::Arc<TableStats>) {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if !tables.iter().any(|t| t.name == table.name) {
+            tables.push(table);
         }
     }
 

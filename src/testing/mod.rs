@@ -54,6 +54,8 @@ pub enum DriverError {
     Write(WriteError),
     #[error("partition {0} does not exist (the driver has {1})")]
     NoPartition(i32, i32),
+    #[error("the topology reads no table {0} with values of that type")]
+    NoTable(String),
 }
 
 /// A record the driver's input topic holds.
@@ -94,6 +96,8 @@ pub struct TestDriver {
     codec: Arc<AvroCodec>,
     kafka: Memory,
     tables: InMemory,
+    /// The tables its joins read, filled by `table_row`.
+    read_tables: crate::table::Tables,
     task: Task,
     wall_ms: Arc<AtomicI64>,
     input: Vec<Vec<Piped>>,
@@ -120,14 +124,19 @@ impl TestDriver {
         let codec = Arc::new(AvroCodec::in_memory(&topology.schemas)?);
         let kafka = Memory::default();
         let tables = InMemory::new();
+        let mut read_tables = crate::table::Tables::default();
+        for t in &topology.read_tables {
+            read_tables.add(t.in_memory());
+        }
         let wall_ms = Arc::new(AtomicI64::new(crate::topology::clock::wall_clock_ms()));
-        let task = open(&topology, &codec, &kafka, &tables, &wall_ms)?;
+        let task = open(&topology, &codec, &kafka, &tables, &read_tables, &wall_ms)?;
         let n = partitions.max(1) as usize;
         let mut driver = TestDriver {
             topology,
             codec,
             kafka,
             tables,
+            read_tables,
             task,
             wall_ms,
             input: vec![Vec::new(); n],
@@ -316,6 +325,24 @@ impl TestDriver {
         self.commit()
     }
 
+    /// A record of table `topic`: `key`'s row from `at_ms` on (`None`
+    /// deletes it). The driver's tables hold every row at once.
+    pub fn table_row<V: Send + Sync + 'static>(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        at_ms: i64,
+        value: Option<V>,
+    ) -> Result<(), DriverError> {
+        let live = self
+            .read_tables
+            .get(topic)
+            .and_then(|r| r.live.clone().downcast::<crate::table::LiveTable<V>>().ok())
+            .ok_or_else(|| DriverError::NoTable(topic.to_string()))?;
+        live.apply([(key.into(), at_ms, value)]);
+        Ok(())
+    }
+
     /// Drops everything not committed and starts a new member from what
     /// was (state restored from changelogs, or rebuilt by reading again).
     pub fn restart(&mut self) -> Result<(), DriverError> {
@@ -325,6 +352,7 @@ impl TestDriver {
             &self.codec,
             &self.kafka,
             &self.tables,
+            &self.read_tables,
             &self.wall_ms,
         )?;
         self.claim()?;
@@ -445,6 +473,7 @@ fn open(
     codec: &Arc<AvroCodec>,
     kafka: &Memory,
     tables: &InMemory,
+    read_tables: &crate::table::Tables,
     wall_ms: &Arc<AtomicI64>,
 ) -> Result<Task, DriverError> {
     let d = &topology.description;
@@ -466,7 +495,7 @@ fn open(
             Box::new(KafkaKeeper::with(&d.source, committed, stateful))
         }
     };
-    let (sinks, operators, clock) = pieces(topology, &d.group_id, database, codec)?;
+    let (sinks, operators, clock) = pieces(topology, &d.group_id, database, codec, read_tables)?;
     let wall = wall_ms.clone();
     Ok(Task::new(Parts {
         topology: d.name.clone(),

@@ -134,6 +134,7 @@ pub(super) fn build(graph: Shared) -> Result<Topology, BuildError> {
         nodes: g.nodes.clone(),
         sinks,
         stores,
+        tables: g.tables.iter().map(|t| t.topic().to_string()).collect(),
         commit,
     };
     for t in description.topics() {
@@ -163,5 +164,6 @@ pub(super) fn build(graph: Shared) -> Result<Topology, BuildError> {
         sinks: g.sinks.iter().map(|s| s.open.clone()).collect(),
         operators: g.operators.iter().map(|o| o.spec.clone()).collect(),
         schemas: g.schemas.clone(),
+        read_tables: g.tables.clone(),
     })
 }

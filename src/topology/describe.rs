@@ -85,6 +85,8 @@ pub struct Description {
     pub nodes: Vec<NodeDesc>,
     pub sinks: Vec<SinkDesc>,
     pub stores: Vec<StoreDesc>,
+    /// The topics it reads as tables (every partition, outside its group).
+    pub tables: Vec<String>,
     /// Where the unit commits: the input positions and what is written with them.
     pub commit: Domain,
 }
@@ -117,6 +119,7 @@ impl Description {
         t.push(self.dead_letter.clone());
         t.extend(self.late.iter().cloned());
         t.extend(self.changelogs());
+        t.extend(self.tables.iter().cloned());
         t
     }
 
@@ -204,6 +207,9 @@ impl fmt::Display for Description {
                 )?;
             }
             writeln!(f)?;
+        }
+        for t in &self.tables {
+            writeln!(f, "  table:       {t} (every partition, by event time)")?;
         }
         writeln!(f, "  dead letter: {}", self.dead_letter)?;
         if let Some(late) = &self.late {

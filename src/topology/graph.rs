@@ -92,6 +92,8 @@ pub(crate) struct Graph {
     pub errors: Vec<BuildError>,
     /// (topic, Avro schema) to register as `<topic>-value` before running.
     pub schemas: Vec<(String, String)>,
+    /// The tables its joins read.
+    pub tables: Vec<Arc<dyn crate::table::TableSource>>,
 }
 
 pub(crate) type Shared = Rc<RefCell<Graph>>;
@@ -109,6 +111,7 @@ impl Graph {
             open: Vec::new(),
             errors: Vec::new(),
             schemas: Vec::new(),
+            tables: Vec::new(),
         }))
     }
 

@@ -241,6 +241,61 @@ impl Builder {
         s
     }
 
+    /// A table over the compacted topic `topic` that every member reads
+    /// whole (Kafka Streams' `GlobalKTable`): Avro values into `V` (`V`'s
+    /// schema registered under `<topic>-value`), keys as the topic has
+    /// them, a record without a value deleting its key's row. Joins look
+    /// rows up by event time within `table::DEFAULT_RETENTION` (24 h) of
+    /// the newest record; `global_table_with` sets another.
+    pub fn global_table<V>(&self, topic: &str) -> crate::table::Table<V>
+    where
+        V: crate::avro::AvroSchema + serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        self.global_table_with(topic, V::SCHEMA, crate::table::DEFAULT_RETENTION)
+    }
+
+    /// A global table with the given reader schema and history retention.
+    pub fn global_table_with<V>(
+        &self,
+        topic: &str,
+        schema: &str,
+        retention: std::time::Duration,
+    ) -> crate::table::Table<V>
+    where
+        V: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        let mut g = self.graph.borrow_mut();
+        let parsed = match apache_avro::Schema::parse_str(schema) {
+            Ok(s) => s,
+            Err(e) => {
+                let topology = g.name.clone();
+                g.fail(BuildError::BadSchema {
+                    topology,
+                    topic: topic.to_string(),
+                    reason: e.to_string(),
+                });
+                apache_avro::Schema::Null
+            }
+        };
+        if !valid_topic(topic) {
+            let topology = g.name.clone();
+            g.fail(BuildError::BadTopic {
+                topology,
+                topic: topic.to_string(),
+            });
+        }
+        g.schema(topic, schema);
+        let decl = Arc::new(crate::table::TableDecl::<V>::new(
+            topic,
+            crate::avro::Reader::new(parsed),
+            retention,
+        ));
+        if !g.tables.iter().any(|t| t.topic() == topic) {
+            g.tables.push(decl.clone());
+        }
+        crate::table::Table::new(decl)
+    }
+
     /// Checks the whole declaration and builds the topology.
     pub fn build(self) -> Result<Topology, BuildError> {
         build::build(self.graph)
@@ -256,6 +311,8 @@ pub struct Topology {
     pub(crate) operators: Vec<Arc<dyn OperatorSpec>>,
     /// (topic, Avro schema) registered as `<topic>-value` before it runs.
     pub schemas: Vec<(String, String)>,
+    /// The tables its joins read, started by the runtime before its members.
+    pub(crate) read_tables: Vec<Arc<dyn crate::table::TableSource>>,
 }
 
 impl fmt::Debug for Topology {

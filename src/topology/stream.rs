@@ -308,6 +308,14 @@ impl<S: 'static, T: 'static, O: Ops<S, T>> Stream<S, T, O> {
     /// Ends the segment in a stateful operator of your own: `make` gets the
     /// stream its results flow on through (`OpCtx::emit` into it) and gives
     /// the operator's declaration (see `operator`).
+    /// Notes a table the graph reads (a join's).
+    pub(crate) fn graph_tables(&self, table: Arc<dyn crate::table::TableSource>) {
+        let mut g = self.graph.borrow_mut();
+        if !g.tables.iter().any(|t| t.topic() == table.topic()) {
+            g.tables.push(table);
+        }
+    }
+
     pub fn process_with<U: 'static>(
         self,
         label: &str,

@@ -1,9 +1,10 @@
 //! The topologies that ship with sluice, declared exactly as a user's own
 //! crate declares its topologies: `user-login`, `iot-windows`,
-//! `iot-readings` and `iot-events`. A new topology is one file here plus
+//! `iot-readings`, `iot-events` and `iot-enriched`. A new topology is one file here plus
 //! one line in `ALL`.
 
 pub mod iot_alerts;
+pub mod iot_enriched;
 pub mod iot_events;
 pub mod iot_readings;
 pub mod iot_windows;
@@ -20,6 +21,7 @@ pub const ALL: &[(&str, Build)] = &[
     (iot_windows::NAME, |s| iot_windows::build(s.window)),
     (iot_events::NAME, |s| iot_events::build(s.window)),
     (iot_readings::NAME, |_| iot_readings::build()),
+    (iot_enriched::NAME, |_| iot_enriched::build()),
 ];
 
 pub fn names() -> Vec<&'static str> {

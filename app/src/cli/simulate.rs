@@ -65,6 +65,10 @@ pub struct IotArgs {
     /// Share of readings stamped 2–5 min in the past (later than the grace period).
     #[arg(long, default_value_t = 0.0, value_parser = ratio)]
     late: f64,
+    /// Share of rounds, 0.0–1.0, in which one device moves to another site
+    /// (a new row in iot-devices, stamped when it moved).
+    #[arg(long, env = "SLUICE_IOT_MOVE_PROBABILITY", default_value_t = 0.02, value_parser = ratio)]
+    move_probability: f64,
     /// Random seed, for reproducible runs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -197,6 +201,11 @@ async fn iot(args: IotArgs) -> anyhow::Result<()> {
     let (devices, interval, anomaly_probability, sensor_types) = iot_settings(&args)?;
     let registry = args.registry.config()?;
     register::<SensorReading>(&registry, crate::topologies::iot_alerts::SOURCE).await?;
+    register::<crate::topologies::iot_enriched::DeviceInfo>(
+        &registry,
+        crate::topologies::iot_enriched::DEVICES,
+    )
+    .await?;
     let codec = Arc::new(AvroCodec::new(&registry)?);
     let opts = crate::simulate::iot::Options {
         devices,
@@ -205,6 +214,7 @@ async fn iot(args: IotArgs) -> anyhow::Result<()> {
         anomaly_probability,
         out_of_order: args.out_of_order,
         late: args.late,
+        move_probability: args.move_probability,
         seed: args.seed,
         rounds: None,
         observed: observe("iot", args.metrics_addr).await?,

@@ -1,13 +1,19 @@
 //! `sluice simulate iot`: devices whose sensors random-walk around plausible
 //! values in their units, with occasional anomalies, and optionally records
-//! out of order or late to exercise event-time windows.
+//! out of order or late to exercise event-time windows. Each device's
+//! `DeviceInfo` goes to `iot-devices` at start, and now and then a device
+//! moves to another site: its new row is acknowledged before any reading
+//! stamped after the move is sent, so a join by event time sees it.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-use crate::topologies::iot_alerts::{SOURCE, SensorReading, SensorType};
+use crate::topologies::{
+    iot_alerts::{SOURCE, SensorReading, SensorType},
+    iot_enriched::{DEVICES, DeviceInfo},
+};
 use sluice::{avro::AvroCodec, kafka::KafkaConfig};
 
 #[derive(Debug, Clone)]
@@ -21,6 +27,8 @@ pub struct Options {
     pub out_of_order: f64,
     /// Share of readings stamped minutes in the past (later than any grace).
     pub late: f64,
+    /// Share of rounds in which one device moves to another site.
+    pub move_probability: f64,
     pub seed: u64,
     /// Stop after this many rounds (one reading per device and sensor each).
     pub rounds: Option<u64>,
@@ -37,6 +45,7 @@ impl Default for Options {
             anomaly_probability: 0.05,
             out_of_order: 0.0,
             late: 0.0,
+            move_probability: 0.0,
             seed: 1,
             rounds: None,
             observed: None,
@@ -78,7 +87,18 @@ pub struct Generator {
     levels: Vec<Vec<f64>>,
     /// Readings stamped minutes in the past so far.
     pub late: u64,
+    /// Each device's site (an index into `SITES`).
+    sites: Vec<usize>,
+    /// Moves draw from their own sequence: readings stay as the seed makes them.
+    moves: StdRng,
 }
+
+/// Where devices are.
+pub const SITES: [&str; 4] = ["plant-a", "plant-b", "plant-c", "warehouse"];
+
+/// How long before start the devices' first rows are valid: readings
+/// stamped minutes late still find their device.
+const DESCRIBED_BEFORE_MS: i64 = 10 * 60 * 1000;
 
 impl Generator {
     pub fn new(opts: Options) -> Generator {
@@ -94,12 +114,45 @@ impl Generator {
                     .collect()
             })
             .collect();
+        let sites = (0..opts.devices).map(|d| d % SITES.len()).collect();
         Generator {
+            moves: StdRng::seed_from_u64(opts.seed ^ 0x5eed),
             rng,
             opts,
             levels,
             late: 0,
+            sites,
         }
+    }
+
+    fn info(&self, d: usize) -> DeviceInfo {
+        DeviceInfo {
+            device_id: Self::device_id(d),
+            site: SITES[self.sites[d]].to_string(),
+            model: Some(format!("sim-{}", d % 3 + 1)),
+            temperature_max: None,
+            humidity_max: None,
+        }
+    }
+
+    /// Every device's row, valid from a while before `now_ms`.
+    pub fn devices(&self, now_ms: i64) -> Vec<(DeviceInfo, i64)> {
+        (0..self.opts.devices)
+            .map(|d| (self.info(d), now_ms - DESCRIBED_BEFORE_MS))
+            .collect()
+    }
+
+    /// Perhaps one device moved at `now_ms`: its new row.
+    pub fn maybe_move(&mut self, now_ms: i64) -> Option<(DeviceInfo, i64)> {
+        if self.opts.move_probability <= 0.0 || self.opts.devices == 0 {
+            return None;
+        }
+        if !self.moves.random_bool(self.opts.move_probability.min(1.0)) {
+            return None;
+        }
+        let d = self.moves.random_range(0..self.opts.devices);
+        self.sites[d] = (self.sites[d] + self.moves.random_range(1..SITES.len())) % SITES.len();
+        Some((self.info(d), now_ms))
     }
 
     pub fn device_id(i: usize) -> String {
@@ -151,6 +204,28 @@ pub struct Report {
     pub late: u64,
 }
 
+/// Produces devices' rows to `iot-devices`, keyed by device id, stamped
+/// from when they hold, and waits until all are acknowledged.
+pub async fn publish_devices(
+    producer: &FutureProducer,
+    codec: &AvroCodec,
+    devices: &[(DeviceInfo, i64)],
+) -> anyhow::Result<()> {
+    let mut deliveries = Vec::new();
+    for (info, from_ms) in devices {
+        let bytes = codec.encode(DEVICES, info).await?;
+        let record = FutureRecord::to(DEVICES)
+            .key(&info.device_id)
+            .payload(&bytes)
+            .timestamp(*from_ms);
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
+    }
+    for d in deliveries {
+        d.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
 /// Produces readings to `iot_sensor_data`, keyed by device with their event
 /// time as timestamp, and waits until all are acknowledged.
 pub(super) async fn publish(
@@ -193,13 +268,30 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut produced = 0;
     let mut rounds = 0;
+    let start = chrono::Utc::now().timestamp_millis();
+    // Readings are worth sending without the devices' rows (iot-windows
+    // needs none); a topic that is not there is said once.
+    let describe =
+        sluice::kafka::blocking(|| sluice::kafka::partitions_of(kafka, DEVICES))?.is_some();
+    if describe {
+        publish_devices(&producer, &codec, &generator.devices(start)).await?;
+    } else {
+        tracing::warn!(
+            topic = DEVICES,
+            "the devices topic does not exist: sending readings without devices' rows (create it compacted, or run `sluice run`, to enrich readings)"
+        );
+    }
     while opts.rounds.is_none_or(|r| rounds < r) {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => {}
         }
         rounds += 1;
-        let round = generator.round(chrono::Utc::now().timestamp_millis());
+        let now = chrono::Utc::now().timestamp_millis();
+        if let Some(moved) = generator.maybe_move(now).filter(|_| describe) {
+            publish_devices(&producer, &codec, &[moved]).await?;
+        }
+        let round = generator.round(now);
         produced += publish(&producer, &codec, &round, opts.observed.as_deref()).await?;
     }
     sluice::kafka::blocking(|| producer.flush(Duration::from_secs(30)))?;
@@ -235,6 +327,41 @@ mod tests {
         let share = alerts as f64 / total as f64;
         // ~10 % anomalies on four sensors, ~2 % motion on the fifth.
         assert!((0.05..0.15).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn devices_are_described_and_move_to_another_site_now_and_then() {
+        let mut g = Generator::new(Options {
+            devices: 5,
+            move_probability: 0.5,
+            ..Options::default()
+        });
+        let start = g.devices(1_000_000);
+        assert_eq!(start.len(), 5);
+        assert!(
+            start
+                .iter()
+                .all(|(_, at)| *at == 1_000_000 - DESCRIBED_BEFORE_MS)
+        );
+        let mut site: std::collections::HashMap<String, String> = start
+            .into_iter()
+            .map(|(d, _)| (d.device_id, d.site))
+            .collect();
+        let mut moves = 0;
+        for round in 0..100 {
+            if let Some((info, at)) = g.maybe_move(2_000_000 + round) {
+                moves += 1;
+                assert_eq!(at, 2_000_000 + round);
+                assert!(SITES.contains(&info.site.as_str()));
+                let old = site
+                    .insert(info.device_id.clone(), info.site.clone())
+                    .unwrap();
+                assert_ne!(old, info.site, "a move goes to another site");
+            }
+        }
+        assert!((25..75).contains(&moves), "{moves}");
+        let quiet = Generator::new(Options::default()).maybe_move(1);
+        assert_eq!(quiet, None, "no moves unless asked");
     }
 
     #[test]

@@ -1,0 +1,265 @@
+//! `iot-enriched` on Apache Kafka: readings left-joined with the devices
+//! table by event time. A device moved mid-stream gives readings before the
+//! move the old site and after it the new; a deleted device and one never
+//! described give none. A move produced while the worker runs is seen by
+//! the next reading produced after it (the table is read to the end it had
+//! when the reading was fetched), and a restarted worker reads the table
+//! again before it joins.
+
+mod common;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use common::{kafka::Kafka, read_topic};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sluice::{
+    avro::{AvroCodec, AvroSchema, Reader, RegistryConfig},
+    kafka::KafkaConfig,
+    runtime::{self, RunOptions},
+    stats::Stats,
+};
+use sluice_app::topologies::{
+    iot_alerts::{SensorReading, SensorType},
+    iot_enriched::{self, DEVICES, DeviceInfo, EnrichedReading, SINK, SOURCE},
+};
+use tokio::sync::oneshot;
+
+struct Setup {
+    _registry: sluice::registry::Running,
+    codec: Arc<AvroCodec>,
+    kafka: KafkaConfig,
+    producer: FutureProducer,
+}
+
+impl Setup {
+    async fn new(kafka: &Kafka) -> Setup {
+        sluice::logging::init(sluice::logging::LogFormat::Human, "off");
+        kafka
+            .create_topics(&[
+                (SOURCE, 4),
+                (DEVICES, 2),
+                (SINK, 4),
+                ("iot_sensor_data.dlq", 1),
+            ])
+            .await;
+        let registry = sluice::registry::spawn_preloaded(&common::schemas())
+            .await
+            .unwrap();
+        let config = RegistryConfig::new(&registry.url(), None).unwrap();
+        let kafka = kafka.config();
+        let producer = kafka.producer(None).create().unwrap();
+        Setup {
+            _registry: registry,
+            codec: Arc::new(AvroCodec::new(&config).unwrap()),
+            kafka,
+            producer,
+        }
+    }
+
+    /// Produces to `topic` and waits for the broker's acknowledgement.
+    async fn send(&self, topic: &str, key: &str, value: Option<Vec<u8>>, at_ms: i64) {
+        let mut record = FutureRecord::<str, Vec<u8>>::to(topic)
+            .key(key)
+            .timestamp(at_ms);
+        if let Some(v) = &value {
+            record = record.payload(v);
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+
+    async fn device(&self, id: &str, site: Option<&str>, from_ms: i64) {
+        let value = match site {
+            Some(site) => {
+                let info = DeviceInfo {
+                    device_id: id.into(),
+                    site: site.into(),
+                    model: None,
+                    temperature_max: None,
+                    humidity_max: None,
+                };
+                Some(self.codec.encode(DEVICES, &info).await.unwrap())
+            }
+            None => None,
+        };
+        self.send(DEVICES, id, value, from_ms).await;
+    }
+
+    /// `n` rows of other devices at once: a table reader that did not wait
+    /// for the end of its topic would still be reading them when a reading
+    /// produced after them is joined.
+    async fn filler(&self, n: usize, at_ms: i64) {
+        let info = DeviceInfo {
+            device_id: "filler".into(),
+            site: "nowhere".into(),
+            model: Some("x".repeat(200)),
+            temperature_max: None,
+            humidity_max: None,
+        };
+        let bytes = self.codec.encode(DEVICES, &info).await.unwrap();
+        let keys: Vec<String> = (0..n).map(|i| format!("filler-{i}")).collect();
+        let sends = keys.iter().map(|k| {
+            self.producer.send(
+                FutureRecord::to(DEVICES)
+                    .key(k)
+                    .payload(&bytes)
+                    .timestamp(at_ms),
+                Duration::from_secs(60),
+            )
+        });
+        for sent in futures::future::join_all(sends).await {
+            sent.map_err(|(e, _)| e).unwrap();
+        }
+    }
+
+    async fn reading(&self, device: &str, at_ms: i64) {
+        let r = SensorReading {
+            device_id: device.into(),
+            sensor_type: SensorType::Temperature,
+            value: 20.0,
+            unit: "°C".into(),
+            timestamp: at_ms,
+        };
+        let bytes = self.codec.encode(SOURCE, &r).await.unwrap();
+        self.send(SOURCE, device, Some(bytes), at_ms).await;
+    }
+
+    fn spawn(&self, instance: &str) -> Worker {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let stats = Arc::new(Stats::default());
+        let (kafka, codec, st) = (self.kafka.clone(), self.codec.clone(), stats.clone());
+        let opts = RunOptions {
+            instance_id: instance.to_string(),
+            ..RunOptions::default()
+        };
+        let task = tokio::spawn(async move {
+            let topology = iot_enriched::build().unwrap();
+            runtime::run_topology(&topology, &kafka, codec, &opts, st, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Worker { stop, task, stats }
+    }
+
+    /// The enriched readings committed so far: (device, time) → site.
+    async fn enriched(&self, want: usize) -> Sites {
+        let reads = read_topic(&self.kafka.bootstrap, SINK, want, Duration::from_secs(90)).await;
+        let reader = Reader::new(apache_avro::Schema::parse_str(EnrichedReading::SCHEMA).unwrap());
+        let mut out = BTreeMap::new();
+        for r in reads {
+            let (_, e) = self
+                .codec
+                .decode::<EnrichedReading>(&r.value, &reader)
+                .await
+                .unwrap();
+            assert_eq!(
+                r.key.as_deref(),
+                Some(e.device_id.as_bytes()),
+                "keyed by device"
+            );
+            let twice = out.insert((e.device_id, e.timestamp), e.site);
+            assert!(twice.is_none(), "a reading enriched twice");
+        }
+        out
+    }
+}
+
+struct Worker {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    stats: Arc<Stats>,
+}
+
+impl Worker {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("worker stops within 30 s")
+            .unwrap();
+    }
+}
+
+const S: i64 = 1000;
+
+type Sites = BTreeMap<(String, i64), Option<String>>;
+
+/// The enriched readings are those wanted; the message lists the differences.
+fn same(got: &Sites, want: &Sites, what: &str) {
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k:?}: want {v:?}, got {:?}", got.get(k)))
+        .chain(
+            got.keys()
+                .filter(|k| !want.contains_key(*k))
+                .map(|k| format!("{k:?}: not sent")),
+        )
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: {} wrong of {}:\n{}",
+        wrong.len(),
+        want.len(),
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readings_carry_the_site_valid_at_their_time() {
+    let kafka = Kafka::start();
+    let s = Setup::new(&kafka).await;
+    let t0 = chrono::Utc::now().timestamp_millis() - 3600 * S;
+
+    // The table's history, then the readings of that hour (a backlog).
+    s.device("d1", Some("plant-a"), t0).await;
+    s.device("d2", Some("plant-b"), t0).await;
+    s.device("d2", None, t0 + 50 * S).await;
+    s.device("d1", Some("plant-c"), t0 + 100 * S).await;
+    let mut want = BTreeMap::new();
+    for i in 0..150 {
+        let at = t0 + i * S + 500;
+        for d in ["d1", "d2", "d3"] {
+            s.reading(d, at).await;
+        }
+        let d1 = if i < 100 { "plant-a" } else { "plant-c" };
+        want.insert(("d1".to_string(), at), Some(d1.to_string()));
+        want.insert(
+            ("d2".to_string(), at),
+            (i < 50).then(|| "plant-b".to_string()),
+        );
+        want.insert(("d3".to_string(), at), None);
+    }
+    let worker = s.spawn("join-1");
+    same(&s.enriched(want.len()).await, &want, "the backlog");
+
+    // Live: a move acknowledged before a reading is seen by that reading,
+    // even behind a burst of other rows the table must read first.
+    let t1 = chrono::Utc::now().timestamp_millis();
+    for (i, site) in ["warehouse", "plant-b", "plant-a"].into_iter().enumerate() {
+        let at = t1 + i as i64 * S;
+        s.filler(20_000, at).await;
+        s.device("d1", Some(site), at).await;
+        s.reading("d1", at).await;
+        want.insert(("d1".to_string(), at), Some(site.to_string()));
+    }
+    same(&s.enriched(want.len()).await, &want, "live moves");
+    let table = worker.stats.tables.lock().unwrap()[0].clone();
+    assert!(table.restoring().is_none());
+    worker.stop().await;
+
+    // A restart reads the table again before it joins.
+    let worker = s.spawn("join-2");
+    let t2 = chrono::Utc::now().timestamp_millis();
+    s.reading("d1", t2).await;
+    s.reading("d2", t2).await;
+    want.insert(("d1".to_string(), t2), Some("plant-a".to_string()));
+    want.insert(("d2".to_string(), t2), None);
+    same(&s.enriched(want.len()).await, &want, "after a restart");
+    worker.stop().await;
+}

@@ -1,0 +1,216 @@
+//! A stream joined with a table by event time: each record with the row of
+//! its key that was valid at the record's timestamp (`LiveTable::lookup`),
+//! once the table holds everything its topic had when the record was
+//! fetched. Runs where the unit commits, in input order, as a stateful
+//! operator with no state of its own: the table is the process's.
+//!
+//! `left_join` joins every record (with `None` where no row was valid);
+//! `join` joins those with a row, and drops the others or sends them to the
+//! dead-letter topic with reason `join_miss`, as declared (`Miss`).
+
+use std::{any::Any, sync::Arc, sync::atomic::Ordering};
+
+use super::{LiveTable, Table};
+use crate::{
+    operator::{At, OpCtx, Operator, OperatorEnv, OperatorSpec},
+    state::Lookup,
+    topology::{Downstream, Failure, FailureKind, Item, OpError, Stream, ops::Ops, ops::Source},
+};
+
+/// What an inner join does with a record no row was valid for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    /// Counted (`sluice_join_misses_total`) and dropped.
+    Drop,
+    /// Counted and sent to the dead-letter topic, reason `join_miss`.
+    DeadLetter,
+}
+
+type KeyFn<T> = Arc<dyn Fn(&Item<T>) -> Vec<u8> + Send + Sync>;
+type Joiner<T, V, U> = Arc<dyn Fn(Item<T>, Option<&V>) -> U + Send + Sync>;
+
+impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
+    /// Joins each record with the row of `table` under `key(record)` valid
+    /// at the record's timestamp, or `None` where there was none:
+    /// `joiner` makes the record that flows on (same key and timestamp).
+    pub fn left_join<V, U, K, J>(
+        self,
+        name: &str,
+        table: &Table<V>,
+        key: K,
+        joiner: J,
+    ) -> Stream<U, U, Source>
+    where
+        V: Send + Sync + 'static,
+        U: 'static,
+        K: Fn(&Item<T>) -> Vec<u8> + Send + Sync + 'static,
+        J: Fn(Item<T>, Option<&V>) -> U + Send + Sync + 'static,
+    {
+        self.join_with(name, table, Arc::new(key), Arc::new(joiner), None)
+    }
+
+    /// Joins each record that has a row of `table` under `key(record)`
+    /// valid at its timestamp; the others are counted and, by `miss`,
+    /// dropped or dead-lettered (`join_miss`).
+    pub fn join<V, U, K, J>(
+        self,
+        name: &str,
+        table: &Table<V>,
+        key: K,
+        joiner: J,
+        miss: Miss,
+    ) -> Stream<U, U, Source>
+    where
+        V: Send + Sync + 'static,
+        U: 'static,
+        K: Fn(&Item<T>) -> Vec<u8> + Send + Sync + 'static,
+        J: Fn(Item<T>, &V) -> U + Send + Sync + 'static,
+    {
+        let joiner = move |item: Item<T>, row: Option<&V>| {
+            joiner(
+                item,
+                row.expect("an inner join calls its joiner with a row"),
+            )
+        };
+        self.join_with(name, table, Arc::new(key), Arc::new(joiner), Some(miss))
+    }
+
+    fn join_with<V, U>(
+        self,
+        name: &str,
+        table: &Table<V>,
+        key: KeyFn<T>,
+        joiner: Joiner<T, V, U>,
+        inner: Option<Miss>,
+    ) -> Stream<U, U, Source>
+    where
+        V: Send + Sync + 'static,
+        U: 'static,
+    {
+        self.graph_tables(table.source.clone());
+        let (name, topic) = (name.to_string(), table.topic().to_string());
+        let kind = if inner.is_some() { "join" } else { "left_join" };
+        let label = format!("{kind}({name}, {topic})");
+        self.process_with(&label, move |out| {
+            Arc::new(JoinSpec {
+                name,
+                topic,
+                how: Arc::new(How {
+                    key,
+                    joiner,
+                    inner,
+                    out,
+                }),
+            }) as Arc<dyn OperatorSpec>
+        })
+    }
+}
+
+/// How records are joined: the declaration's, shared by every member's operator.
+struct How<T, V, U> {
+    key: KeyFn<T>,
+    joiner: Joiner<T, V, U>,
+    inner: Option<Miss>,
+    out: Downstream<U>,
+}
+
+struct JoinSpec<T, V, U> {
+    name: String,
+    topic: String,
+    how: Arc<How<T, V, U>>,
+}
+
+impl<T, V, U> OperatorSpec for JoinSpec<T, V, U>
+where
+    T: Send + 'static,
+    V: Send + Sync + 'static,
+    U: 'static,
+{
+    fn open(&self, env: &OperatorEnv<'_>) -> Box<dyn Operator> {
+        let live = env
+            .tables
+            .get(&self.topic)
+            .and_then(|r| r.live.clone().downcast::<LiveTable<V>>().ok())
+            .unwrap_or_else(|| {
+                // Started by the runtime for every table a topology declares.
+                panic!("table {} was not started for its join", self.topic)
+            });
+        Box::new(JoinOp {
+            operator: format!("join({})", self.name),
+            live,
+            how: self.how.clone(),
+        })
+    }
+}
+
+struct JoinOp<T, V, U> {
+    operator: String,
+    live: Arc<LiveTable<V>>,
+    how: Arc<How<T, V, U>>,
+}
+
+impl<T, V, U> Operator for JoinOp<T, V, U>
+where
+    T: Send + 'static,
+    V: Send + Sync + 'static,
+    U: 'static,
+{
+    fn process(
+        &mut self,
+        _at: At,
+        item: Box<dyn Any + Send>,
+        ctx: &mut OpCtx<'_>,
+    ) -> Result<(), Failure> {
+        let Ok(item) = item.downcast::<Item<T>>() else {
+            return Ok(());
+        };
+        let item = *item;
+        if !self.live.fresh_for(ctx.fetched) {
+            // Not while the worker runs: tables stop after the workers.
+            self.live
+                .wait_fresh(ctx.fetched)
+                .map_err(|e| self.refuse(FailureKind::Operator, e.to_string()))?;
+        }
+        let how = &*self.how;
+        let key = (how.key)(&item);
+        let (key_out, at_ms) = (item.key.clone(), item.timestamp_ms);
+        let joined = self.live.lookup(&key, at_ms, |found| match found {
+            Lookup::Found(row) | Lookup::Expired(Some(row)) => Some((how.joiner)(item, Some(row))),
+            Lookup::Absent | Lookup::Expired(None) if how.inner.is_none() => {
+                Some((how.joiner)(item, None))
+            }
+            Lookup::Absent | Lookup::Expired(None) => None,
+        });
+        match (joined, how.inner) {
+            (Some(value), _) => ctx.emit(&how.out, Item::new(key_out, value, at_ms)),
+            (None, miss) => {
+                self.live.stats.join_misses.fetch_add(1, Ordering::Relaxed);
+                match miss {
+                    Some(Miss::DeadLetter) => Err(self.refuse(
+                        FailureKind::JoinMiss,
+                        format!(
+                            "no row of table {} for key {} valid at {at_ms}",
+                            self.live.topic(),
+                            String::from_utf8_lossy(&key)
+                        ),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn abort(&mut self) {}
+
+    fn release(&mut self, _partitions: &[i32]) {}
+}
+
+impl<T, V, U> JoinOp<T, V, U> {
+    fn refuse(&self, kind: FailureKind, message: String) -> Failure {
+        Failure::Operator(OpError {
+            operator: self.operator.clone(),
+            kind,
+            message,
+        })
+    }
+}

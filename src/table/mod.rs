@@ -1,0 +1,178 @@
+//! Tables read from compacted topics, and streams joined with them by
+//! event time. A table is declared on a topology (`Builder::global_table`)
+//! and joined with `Stream::join` / `Stream::left_join` (`join`); the
+//! runtime reads it (`reader`) into a `LiveTable` (`live`) that every
+//! member of the process shares, and `/readyz` waits while it is restored.
+//!
+//! ```ignore
+//! let t = topology("iot-enriched");
+//! let devices = t.global_table::<DeviceInfo>("iot-devices");
+//! t.source::<SensorReading>("iot_sensor_data")
+//!     .left_join("devices", &devices, |r| r.value.device_id.clone().into_bytes(), enrich)
+//!     .to_topic("iot-enriched-readings");
+//! ```
+
+pub mod join;
+pub mod live;
+mod reader;
+
+use std::{any::Any, collections::BTreeMap, sync::Arc, time::Duration};
+
+pub use join::Miss;
+pub use live::LiveTable;
+
+use crate::{
+    avro::{AvroCodec, Reader},
+    kafka::KafkaConfig,
+    stats::TableStats,
+};
+
+/// How long a table keeps each key's history by default (behind the
+/// newest record it read): lookups within it are exact.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// A table declared on a topology, to join streams with.
+pub struct Table<V> {
+    /// What the runtime starts: a `TableDecl<V>`.
+    pub(crate) source: Arc<dyn TableSource>,
+    _value: std::marker::PhantomData<fn() -> V>,
+}
+
+impl<V> Clone for Table<V> {
+    fn clone(&self) -> Self {
+        Table {
+            source: self.source.clone(),
+            _value: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<V> Table<V> {
+    pub(crate) fn new(source: Arc<dyn TableSource>) -> Self {
+        Table {
+            source,
+            _value: std::marker::PhantomData,
+        }
+    }
+
+    /// The topic it is read from.
+    pub fn topic(&self) -> &str {
+        self.source.topic()
+    }
+}
+
+pub(crate) struct TableDecl<V> {
+    pub topic: String,
+    pub reader: Arc<Reader>,
+    pub retention: Duration,
+    _value: std::marker::PhantomData<fn() -> V>,
+}
+
+impl<V> TableDecl<V> {
+    pub fn new(topic: &str, reader: Reader, retention: Duration) -> Self {
+        TableDecl {
+            topic: topic.to_string(),
+            reader: Arc::new(reader),
+            retention,
+            _value: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A table as the runtime sees it: something to start reading.
+pub trait TableSource: Send + Sync + 'static {
+    fn topic(&self) -> &str;
+    /// Starts reading it on the current Tokio runtime until `stop`; the
+    /// handle (an `Arc<LiveTable<V>>`) goes to the joins.
+    fn start(
+        &self,
+        kafka: &KafkaConfig,
+        codec: Arc<AvroCodec>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Running;
+    /// An empty table filled by hand, always fresh (the test driver's).
+    fn in_memory(&self) -> Running;
+}
+
+/// A table being read.
+#[derive(Clone)]
+pub struct Running {
+    pub live: Arc<dyn Any + Send + Sync>,
+    pub stats: Arc<TableStats>,
+}
+
+impl<V> TableSource for TableDecl<V>
+where
+    V: serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn start(
+        &self,
+        kafka: &KafkaConfig,
+        codec: Arc<AvroCodec>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Running {
+        let live = Arc::new(LiveTable::<V>::new(&self.topic, self.retention));
+        let stats = live.stats.clone();
+        let read = reader::TableReader {
+            live: live.clone(),
+            kafka: kafka.clone(),
+            codec,
+            reader: self.reader.clone(),
+        };
+        tokio::spawn(read.run(stop));
+        Running { live, stats }
+    }
+
+    fn in_memory(&self) -> Running {
+        let live = Arc::new(LiveTable::<V>::new(&self.topic, self.retention));
+        live.always_fresh();
+        let stats = live.stats.clone();
+        stats
+            .restored
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Running { live, stats }
+    }
+}
+
+/// The tables a process reads, by topic, started once each.
+#[derive(Clone, Default)]
+pub struct Tables {
+    running: BTreeMap<String, Running>,
+}
+
+impl std::fmt::Debug for Tables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.running.keys()).finish()
+    }
+}
+
+impl Tables {
+    /// Starts each table of `specs` not started yet.
+    pub fn start(
+        &mut self,
+        specs: &[Arc<dyn TableSource>],
+        kafka: &KafkaConfig,
+        codec: &Arc<AvroCodec>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) {
+        for spec in specs {
+            if !self.running.contains_key(spec.topic()) {
+                let running = spec.start(kafka, codec.clone(), stop.clone());
+                self.running.insert(spec.topic().to_string(), running);
+            }
+        }
+    }
+
+    /// A table read elsewhere (the test driver's).
+    pub fn add(&mut self, running: Running) {
+        self.running.insert(running.stats.name.clone(), running);
+    }
+
+    pub fn get(&self, topic: &str) -> Option<&Running> {
+        self.running.get(topic)
+    }
+}

@@ -1,0 +1,280 @@
+//! Reading a table's topic into its `LiveTable`: every partition from the
+//! beginning, as committed (read_committed), into the rows; a record with
+//! no value deletes its key's row from its timestamp on. First to the end
+//! the topic had at start (the restore, counted for `/readyz` and the
+//! metrics), then on, probing the topic's end offsets whenever a join
+//! needs the rows fresh as of a later time. It commits nothing: every
+//! start reads the topic again.
+
+use std::{sync::Arc, sync::atomic::Ordering, time::Duration, time::Instant};
+
+use futures::{FutureExt, StreamExt};
+use rdkafka::{
+    Message, Offset, TopicPartitionList,
+    consumer::{Consumer, StreamConsumer},
+    error::KafkaError,
+    message::BorrowedMessage,
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use super::live::LiveTable;
+use crate::{
+    avro::{AvroCodec, Reader},
+    kafka::{KafkaConfig, QuietReader},
+};
+
+/// Records applied under one write lock.
+const BATCH: usize = 512;
+
+pub(super) struct TableReader<V> {
+    pub live: Arc<LiveTable<V>>,
+    pub kafka: KafkaConfig,
+    pub codec: Arc<AvroCodec>,
+    pub reader: Arc<Reader>,
+}
+
+/// Why reading stopped; the reader starts again from the beginning.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("topic {0} does not exist (create it, compacted, before the workers start)")]
+    NoTopic(String),
+    #[error("the reader's thread pool is gone")]
+    Gone,
+}
+
+/// The end offsets the topic had when a probe began.
+struct Target {
+    began: Instant,
+    ends: Vec<i64>,
+}
+
+type Consumer_ = Arc<StreamConsumer<QuietReader>>;
+
+/// A probe under way: the end offsets it will give.
+type Probe = tokio::task::JoinHandle<Result<Vec<i64>, ReadError>>;
+
+/// A table record: key, timestamp, value (`None`: deleted).
+type Row<V> = (Box<[u8]>, i64, Option<V>);
+
+impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let topic = self.live.topic().to_string();
+        let mut told = None::<String>;
+        while !*stop.borrow() {
+            match self.read(&mut stop).await {
+                Ok(()) => break,
+                Err(e) => {
+                    let why = e.to_string();
+                    if told.as_ref() != Some(&why) {
+                        tracing::warn!(table = %topic, error = %why, "cannot read the table; reading it again from the start in 1 s");
+                        told = Some(why);
+                    }
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+        self.live.close();
+    }
+
+    async fn read(&self, stop: &mut watch::Receiver<bool>) -> Result<(), ReadError> {
+        let topic = self.live.topic().to_string();
+        let consumer: Consumer_ = Arc::new(
+            self.kafka
+                .reader(&format!("sluice-table-{topic}"))
+                .create_with_context(QuietReader)?,
+        );
+        let began = Instant::now();
+        let (lows, ends) = blocking(&consumer, {
+            let topic = topic.clone();
+            move |c| watermarks(c, &topic)
+        })
+        .await??;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..lows.len() as i32 {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let stats = &self.live.stats;
+        let total: i64 = ends.iter().zip(&lows).map(|(e, l)| e - l).sum();
+        stats
+            .restore_total
+            .store(total.max(0) as u64, Ordering::Relaxed);
+        stats.restored.store(false, Ordering::Relaxed);
+        let mut reached = lows.clone();
+        let mut target = Some(Target { began, ends });
+        let mut restoring = true;
+        let mut probe: Option<(Instant, Probe)> = None;
+        let mut stream = consumer.stream();
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            if let Some(t) = &target
+                && reached.iter().zip(&t.ends).all(|(r, e)| r >= e)
+            {
+                if restoring {
+                    restoring = false;
+                    stats.restored.store(true, Ordering::Relaxed);
+                    tracing::info!(table = %topic, keys = stats.keys.load(Ordering::Relaxed), records = stats.records.load(Ordering::Relaxed), took = ?t.began.elapsed(), "table restored");
+                }
+                self.live.fresh_as_of(t.began);
+                target = None;
+            }
+            if restoring && let Some(t) = &target {
+                let read: i64 = (reached.iter().zip(&t.ends).zip(&lows))
+                    .map(|((r, e), l)| r.min(e) - l)
+                    .sum();
+                stats
+                    .restore_read
+                    .store(read.max(0) as u64, Ordering::Relaxed);
+            }
+            if target.is_none() && probe.is_none() && self.live.wanted_after().is_some() {
+                let topic = topic.clone();
+                let began = Instant::now();
+                let c = consumer.clone();
+                let job = tokio::task::spawn_blocking(move || {
+                    watermarks(&c, &topic).map(|(_, ends)| ends)
+                });
+                probe = Some((began, job));
+            }
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(()),
+                done = async { (&mut probe.as_mut().expect("some").1).await }, if probe.is_some() => {
+                    let (began, _) = probe.take().expect("some");
+                    let ends = done.map_err(|_| ReadError::Gone)??;
+                    target = Some(Target { began, ends });
+                }
+                _ = self.live.wanted.notified(), if probe.is_none() && target.is_none() => {}
+                m = stream.next() => {
+                    let mut next = m;
+                    while let Some(m) = next {
+                        self.take(m, &consumer, &mut reached, &mut batch).await;
+                        if batch.len() >= BATCH {
+                            break;
+                        }
+                        next = stream.next().now_or_never().flatten();
+                    }
+                    stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    self.live.apply(batch.drain(..));
+                }
+            }
+        }
+    }
+
+    /// One message of the topic: a row into `batch`, or an end reached.
+    async fn take(
+        &self,
+        m: Result<BorrowedMessage<'_>, KafkaError>,
+        consumer: &Consumer_,
+        reached: &mut [i64],
+        batch: &mut Vec<Row<V>>,
+    ) {
+        let topic = self.live.topic();
+        let m = match m {
+            Ok(m) => m,
+            Err(KafkaError::PartitionEOF(p)) => {
+                // The position is past any transaction markers at the end.
+                if let Ok(pos) = consumer.position()
+                    && let Some(Offset::Offset(o)) =
+                        pos.find_partition(topic, p).map(|e| e.offset())
+                    && let Some(r) = reached.get_mut(p as usize)
+                {
+                    *r = (*r).max(o);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(table = %topic, error = %e, "table reader");
+                return;
+            }
+        };
+        if let Some(r) = reached.get_mut(m.partition() as usize) {
+            *r = (*r).max(m.offset() + 1);
+        }
+        let Some(key) = m.key() else {
+            self.undecodable(&m, "it has no key");
+            return;
+        };
+        let at_ms = m.timestamp().to_millis().unwrap_or(0);
+        let value = match m.payload() {
+            None => None,
+            Some(bytes) => match self.decode(bytes).await {
+                Ok(v) => Some(v),
+                Err(why) => {
+                    self.undecodable(&m, &why);
+                    return;
+                }
+            },
+        };
+        batch.push((key.into(), at_ms, value));
+    }
+
+    async fn decode(&self, bytes: &[u8]) -> Result<V, String> {
+        let mut waited = false;
+        loop {
+            match self.codec.decode_cached::<V>(bytes, &self.reader) {
+                Some(Ok((_, v))) => return Ok(v),
+                Some(Err(e)) => return Err(e.to_string()),
+                None => match self.codec.prepare_reader(bytes, &self.reader).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_retryable() => {
+                        if !waited {
+                            tracing::warn!(table = %self.live.topic(), error = %e, "waiting for the schema registry to read the table");
+                            waited = true;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                },
+            }
+        }
+    }
+
+    /// A table record that cannot be a row: counted, said, and skipped (the
+    /// table is read again on every start, so a dead letter would repeat).
+    fn undecodable(&self, m: &BorrowedMessage<'_>, why: &str) {
+        let n = self.live.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+        if n < 10 || n.is_power_of_two() {
+            tracing::warn!(table = %self.live.topic(), partition = m.partition(), offset = m.offset(), reason = why, skipped = n + 1, "a table record cannot be read; skipping it");
+        }
+    }
+}
+
+/// Each partition's first and end offsets (the end as committed: the
+/// reader is read_committed).
+fn watermarks(
+    c: &StreamConsumer<QuietReader>,
+    topic: &str,
+) -> Result<(Vec<i64>, Vec<i64>), ReadError> {
+    let timeout = Duration::from_secs(10);
+    let md = c.fetch_metadata(Some(topic), timeout)?;
+    let partitions = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ReadError::NoTopic(topic.to_string()))?;
+    let (mut lows, mut ends) = (Vec::new(), Vec::new());
+    for p in 0..partitions as i32 {
+        let (low, high) = c.fetch_watermarks(topic, p, timeout)?;
+        lows.push(low);
+        ends.push(high);
+    }
+    Ok((lows, ends))
+}
+
+async fn blocking<T: Send + 'static>(
+    c: &Consumer_,
+    f: impl FnOnce(&StreamConsumer<QuietReader>) -> T + Send + 'static,
+) -> Result<T, ReadError> {
+    let c = c.clone();
+    tokio::task::spawn_blocking(move || f(&c))
+        .await
+        .map_err(|_| ReadError::Gone)
+}

@@ -1,0 +1,163 @@
+//! `iot_sensor_data` left-joined with the devices table (`iot-devices`,
+//! compacted, read whole by every worker) → `iot-enriched-readings`: each
+//! reading with the site its device was at when the reading was taken,
+//! exactly once, keyed by device id. A device moved mid-stream gives its
+//! earlier readings the old site and later ones the new, live or replayed.
+
+use serde::{Deserialize, Serialize};
+
+use sluice::prelude::*;
+
+use super::iot_alerts::{SensorReading, SensorType};
+
+pub const NAME: &str = "iot-enriched";
+pub const SOURCE: &str = "iot_sensor_data";
+pub const DEVICES: &str = "iot-devices";
+pub const SINK: &str = "iot-enriched-readings";
+
+/// `schemas/iot-devices.avsc`: a device's row, keyed by its id (UTF-8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub device_id: String,
+    pub site: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    /// This device's own alert limits, where it has them.
+    #[serde(default)]
+    pub temperature_max: Option<f64>,
+    #[serde(default)]
+    pub humidity_max: Option<f64>,
+}
+
+impl AvroSchema for DeviceInfo {
+    const SCHEMA: &'static str = include_str!("../../schemas/iot-devices.avsc");
+}
+
+/// `schemas/iot-enriched-readings.avsc`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrichedReading {
+    pub device_id: String,
+    pub sensor_type: SensorType,
+    pub value: f64,
+    pub unit: String,
+    pub timestamp: i64,
+    pub site: Option<String>,
+}
+
+impl AvroSchema for EnrichedReading {
+    const SCHEMA: &'static str = include_str!("../../schemas/iot-enriched-readings.avsc");
+}
+
+impl EnrichedReading {
+    pub fn of(r: SensorReading, device: Option<&DeviceInfo>) -> EnrichedReading {
+        EnrichedReading {
+            device_id: r.device_id,
+            sensor_type: r.sensor_type,
+            value: r.value,
+            unit: r.unit,
+            timestamp: r.timestamp,
+            site: device.map(|d| d.site.clone()),
+        }
+    }
+}
+
+pub fn build() -> Result<Topology, BuildError> {
+    declare(NAME, SOURCE, DEVICES, SINK)
+}
+
+/// The same pipeline over other topics (the benchmark's and tests').
+pub fn declare(
+    name: &str,
+    source: &str,
+    devices: &str,
+    sink: &str,
+) -> Result<Topology, BuildError> {
+    let t = topology(name);
+    let devices = t.global_table::<DeviceInfo>(devices);
+    super::iot_windows::checked(&t, source)
+        .event_time("timestamp", |r| r.timestamp)
+        .key_by("device_id", |r| r.device_id.clone())
+        .left_join(
+            "devices",
+            &devices,
+            |r| r.value.device_id.as_bytes().to_vec(),
+            EnrichedReading::of_item,
+        )
+        .to_topic(sink);
+    t.build()
+}
+
+impl EnrichedReading {
+    fn of_item(r: Item<SensorReading>, device: Option<&DeviceInfo>) -> EnrichedReading {
+        EnrichedReading::of(r.value, device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice::testing::TestDriver;
+
+    const H: i64 = 3_600_000;
+
+    fn reading(device: &str, at: i64) -> SensorReading {
+        SensorReading {
+            device_id: device.into(),
+            sensor_type: SensorType::Temperature,
+            value: 21.5,
+            unit: "°C".into(),
+            timestamp: at,
+        }
+    }
+
+    fn device(id: &str, site: &str) -> DeviceInfo {
+        DeviceInfo {
+            device_id: id.into(),
+            site: site.into(),
+            model: None,
+            temperature_max: None,
+            humidity_max: None,
+        }
+    }
+
+    #[test]
+    fn readings_carry_the_site_valid_at_their_time() {
+        let mut d = TestDriver::new(build().unwrap()).unwrap();
+        let t0 = 1_800_000_000_000;
+        d.table_row(DEVICES, b"d1", t0, Some(device("d1", "plant-a")))
+            .unwrap();
+        d.table_row(DEVICES, b"d1", t0 + 2 * H, Some(device("d1", "plant-b")))
+            .unwrap();
+        d.table_row(DEVICES, b"d2", t0, Some(device("d2", "plant-c")))
+            .unwrap();
+        d.table_row::<DeviceInfo>(DEVICES, b"d2", t0 + H, None)
+            .unwrap();
+        for (dev, at) in [
+            ("d1", t0 + H),
+            ("d1", t0 + 3 * H),
+            ("d2", t0 + 1),
+            ("d2", t0 + 2 * H),
+            ("d9", t0),
+        ] {
+            d.pipe(Some(dev), &reading(dev, at), at).unwrap();
+        }
+        let out: Vec<(Option<String>, Option<String>)> = d
+            .read::<EnrichedReading>(SINK)
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.key.map(|k| String::from_utf8(k).unwrap()), i.value.site))
+            .collect();
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(
+            out,
+            vec![
+                (s("d1"), s("plant-a")),
+                (s("d1"), s("plant-b")),
+                (s("d2"), s("plant-c")),
+                (s("d2"), None),
+                (s("d9"), None),
+            ]
+        );
+        assert!(d.dead_letters().is_empty());
+    }
+}
