@@ -10,8 +10,8 @@
 //! - the window store (`window::WindowState`: get, put, delete, range by
 //!   key and time) is rebuilt by reading input again, or is a database
 //!   table itself (see `operator::window`).
-//! - `VersionedTable`: each key's rows over time, read from a table's
-//!   topic (not a changelog of ours) and looked up by event time.
+//! - `VersionedTable`: each key's rows (bytes) over time, read from a
+//!   table's topic (not a changelog of ours) and looked up by event time.
 
 pub mod kv;
 pub mod versioned;

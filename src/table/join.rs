@@ -41,7 +41,7 @@ impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
         joiner: J,
     ) -> Stream<U, U, Source>
     where
-        V: Send + Sync + 'static,
+        V: serde::de::DeserializeOwned + Send + Sync + 'static,
         U: 'static,
         K: Fn(&Item<T>) -> Vec<u8> + Send + Sync + 'static,
         J: Fn(Item<T>, Option<&V>) -> U + Send + Sync + 'static,
@@ -61,7 +61,7 @@ impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
         miss: Miss,
     ) -> Stream<U, U, Source>
     where
-        V: Send + Sync + 'static,
+        V: serde::de::DeserializeOwned + Send + Sync + 'static,
         U: 'static,
         K: Fn(&Item<T>) -> Vec<u8> + Send + Sync + 'static,
         J: Fn(Item<T>, &V) -> U + Send + Sync + 'static,
@@ -84,7 +84,7 @@ impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
         inner: Option<Miss>,
     ) -> Stream<U, U, Source>
     where
-        V: Send + Sync + 'static,
+        V: serde::de::DeserializeOwned + Send + Sync + 'static,
         U: 'static,
     {
         self.graph_tables(table.source.clone());
@@ -123,7 +123,7 @@ struct JoinSpec<T, V, U> {
 impl<T, V, U> OperatorSpec for JoinSpec<T, V, U>
 where
     T: Send + 'static,
-    V: Send + Sync + 'static,
+    V: serde::de::DeserializeOwned + Send + Sync + 'static,
     U: 'static,
 {
     fn open(&self, env: &OperatorEnv<'_>) -> Box<dyn Operator> {
@@ -152,7 +152,7 @@ struct JoinOp<T, V, U> {
 impl<T, V, U> Operator for JoinOp<T, V, U>
 where
     T: Send + 'static,
-    V: Send + Sync + 'static,
+    V: serde::de::DeserializeOwned + Send + Sync + 'static,
     U: 'static,
 {
     fn process(
@@ -174,13 +174,29 @@ where
         let how = &*self.how;
         let key = (how.key)(&item);
         let (key_out, at_ms) = (item.key.clone(), item.timestamp_ms);
-        let joined = self.live.lookup(&key, at_ms, |found| match found {
-            Lookup::Found(row) | Lookup::Expired(Some(row)) => Some((how.joiner)(item, Some(row))),
-            Lookup::Absent | Lookup::Expired(None) if how.inner.is_none() => {
-                Some((how.joiner)(item, None))
+        // The row is decoded here, by the join: the table keeps it as bytes.
+        let row = self.live.lookup(&key, at_ms, |found| match found {
+            Lookup::Found(bytes) | Lookup::Expired(Some(bytes)) => {
+                match ctx.codec.decode_cached::<V>(bytes, self.live.reader()) {
+                    Some(Ok((_, v))) => Ok(Some(v)),
+                    Some(Err(e)) => Err(Failure::Decode(e)),
+                    // The reader decoded it with this codec before keeping it.
+                    None => Err(self.refuse(
+                        FailureKind::Operator,
+                        format!(
+                            "table {}: the row's writer schema is not known",
+                            self.live.topic()
+                        ),
+                    )),
+                }
             }
-            Lookup::Absent | Lookup::Expired(None) => None,
-        });
+            Lookup::Absent | Lookup::Expired(None) => Ok(None),
+        })?;
+        let joined = match (row, how.inner) {
+            (Some(row), _) => Some((how.joiner)(item, Some(&row))),
+            (None, None) => Some((how.joiner)(item, None)),
+            (None, Some(_)) => None,
+        };
         match (joined, how.inner) {
             (Some(value), _) => ctx.emit(&how.out, Item::new(key_out, value, at_ms)),
             (None, miss) => {

@@ -12,6 +12,7 @@ use std::{
 };
 
 use crate::{
+    avro::Reader,
     state::{Lookup, VersionedTable, versioned::Put},
     stats::TableStats,
 };
@@ -32,9 +33,14 @@ struct Freshness {
     always: bool,
 }
 
+/// A table's rows, kept as their topic has them (Avro in the wire
+/// format), decoded into `V` by the joins that look them up.
 pub struct LiveTable<V> {
     topic: String,
-    rows: RwLock<VersionedTable<Box<[u8]>, V>>,
+    rows: RwLock<VersionedTable>,
+    /// `V`'s schema: what the rows are decoded with.
+    reader: Arc<Reader>,
+    _value: std::marker::PhantomData<fn() -> V>,
     freshness: Mutex<Freshness>,
     changed: Condvar,
     /// Wakes the reader when a join wants a probe.
@@ -43,10 +49,12 @@ pub struct LiveTable<V> {
 }
 
 impl<V> LiveTable<V> {
-    pub fn new(topic: &str, retention: Duration) -> Self {
+    pub fn new(topic: &str, retention: Duration, reader: Arc<Reader>) -> Self {
         LiveTable {
             topic: topic.to_string(),
             rows: RwLock::new(VersionedTable::new(retention)),
+            reader,
+            _value: std::marker::PhantomData,
             freshness: Mutex::default(),
             changed: Condvar::new(),
             wanted: tokio::sync::Notify::new(),
@@ -58,20 +66,25 @@ impl<V> LiveTable<V> {
         &self.topic
     }
 
+    /// The schema rows are decoded into `V` with.
+    pub fn reader(&self) -> &Reader {
+        &self.reader
+    }
+
     /// Applies a batch of table records: (key, timestamp, value or deletion).
-    pub fn apply(&self, records: impl IntoIterator<Item = (Box<[u8]>, i64, Option<V>)>) {
+    pub fn apply(&self, records: impl IntoIterator<Item = (Box<[u8]>, i64, Option<Vec<u8>>)>) {
         let mut rows = self.rows.write().unwrap_or_else(|p| p.into_inner());
         for (key, at_ms, value) in records {
-            if rows.put(key, at_ms, value) == Put::Expired {
+            if rows.put(&key, at_ms, value.as_deref()) == Put::Expired {
                 tracing::debug!(table = %self.topic, at_ms, "a table record older than its history was dropped");
             }
         }
         self.stats.keys.store(rows.len() as u64, Ordering::Relaxed);
     }
 
-    /// `f` of the row of `key` valid at `at_ms`; lookups older than the
-    /// history are counted.
-    pub fn lookup<R>(&self, key: &[u8], at_ms: i64, f: impl FnOnce(Lookup<'_, V>) -> R) -> R {
+    /// `f` of the value of `key`'s row valid at `at_ms` (bytes); lookups
+    /// older than the history are counted.
+    pub fn lookup<R>(&self, key: &[u8], at_ms: i64, f: impl FnOnce(Lookup<'_, [u8]>) -> R) -> R {
         let rows = self.rows.read().unwrap_or_else(|p| p.into_inner());
         let found = rows.get_at(key, at_ms);
         if matches!(found, Lookup::Expired(_)) {
@@ -151,7 +164,8 @@ mod tests {
     use super::*;
 
     fn table() -> Arc<LiveTable<String>> {
-        Arc::new(LiveTable::new("devices", Duration::from_secs(3600)))
+        let reader = Arc::new(Reader::new(apache_avro::Schema::String));
+        Arc::new(LiveTable::new("devices", Duration::from_secs(3600), reader))
     }
 
     #[test]
@@ -181,17 +195,17 @@ mod tests {
         t.apply([(
             b"d1".to_vec().into_boxed_slice(),
             5,
-            Some("north".to_string()),
+            Some(b"north".to_vec()),
         )]);
         t.fresh_as_of(probe);
         assert_eq!(waiter.join().unwrap(), Ok(()));
         assert!(t.fresh_for(fetched));
         assert_eq!(t.wanted_after(), None);
         let site = t.lookup(b"d1", 10, |l| match l {
-            Lookup::Found(s) => Some(s.clone()),
+            Lookup::Found(s) => Some(s.to_vec()),
             _ => None,
         });
-        assert_eq!(site.as_deref(), Some("north"));
+        assert_eq!(site.as_deref(), Some(&b"north"[..]));
         assert_eq!(t.stats.keys.load(Ordering::Relaxed), 1);
     }
 

@@ -115,20 +115,27 @@ where
         codec: Arc<AvroCodec>,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Running {
-        let live = Arc::new(LiveTable::<V>::new(&self.topic, self.retention));
+        let live = Arc::new(LiveTable::<V>::new(
+            &self.topic,
+            self.retention,
+            self.reader.clone(),
+        ));
         let stats = live.stats.clone();
         let read = reader::TableReader {
             live: live.clone(),
             kafka: kafka.clone(),
             codec,
-            reader: self.reader.clone(),
         };
         tokio::spawn(read.run(stop));
         Running { live, stats }
     }
 
     fn in_memory(&self) -> Running {
-        let live = Arc::new(LiveTable::<V>::new(&self.topic, self.retention));
+        let live = Arc::new(LiveTable::<V>::new(
+            &self.topic,
+            self.retention,
+            self.reader.clone(),
+        ));
         live.always_fresh();
         let stats = live.stats.clone();
         stats

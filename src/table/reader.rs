@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::live::LiveTable;
 use crate::{
-    avro::{AvroCodec, Reader},
+    avro::AvroCodec,
     kafka::{KafkaConfig, QuietReader},
 };
 
@@ -31,7 +31,6 @@ pub(super) struct TableReader<V> {
     pub live: Arc<LiveTable<V>>,
     pub kafka: KafkaConfig,
     pub codec: Arc<AvroCodec>,
-    pub reader: Arc<Reader>,
 }
 
 /// Why reading stopped; the reader starts again from the beginning.
@@ -56,8 +55,8 @@ type Consumer_ = Arc<StreamConsumer<QuietReader>>;
 /// A probe under way: the end offsets it will give.
 type Probe = tokio::task::JoinHandle<Result<Vec<i64>, ReadError>>;
 
-/// A table record: key, timestamp, value (`None`: deleted).
-type Row<V> = (Box<[u8]>, i64, Option<V>);
+/// A table record: key, timestamp, value as the topic has it (`None`: deleted).
+type Row = (Box<[u8]>, i64, Option<Vec<u8>>);
 
 impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
@@ -172,7 +171,7 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
         m: Result<BorrowedMessage<'_>, KafkaError>,
         consumer: &Consumer_,
         reached: &mut [i64],
-        batch: &mut Vec<Row<V>>,
+        batch: &mut Vec<Row>,
     ) {
         let topic = self.live.topic();
         let m = match m {
@@ -203,8 +202,10 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
         let at_ms = m.timestamp().to_millis().unwrap_or(0);
         let value = match m.payload() {
             None => None,
+            // Decoded once here, so that a row that cannot be one is said
+            // now, and joins find the writer's schema known.
             Some(bytes) => match self.decode(bytes).await {
-                Ok(v) => Some(v),
+                Ok(_) => Some(bytes.to_vec()),
                 Err(why) => {
                     self.undecodable(&m, &why);
                     return;
@@ -217,10 +218,11 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
     async fn decode(&self, bytes: &[u8]) -> Result<V, String> {
         let mut waited = false;
         loop {
-            match self.codec.decode_cached::<V>(bytes, &self.reader) {
+            let reader = self.live.reader();
+            match self.codec.decode_cached::<V>(bytes, reader) {
                 Some(Ok((_, v))) => return Ok(v),
                 Some(Err(e)) => return Err(e.to_string()),
-                None => match self.codec.prepare_reader(bytes, &self.reader).await {
+                None => match self.codec.prepare_reader(bytes, reader).await {
                     Ok(()) => {}
                     Err(e) if e.is_retryable() => {
                         if !waited {

@@ -326,8 +326,9 @@ impl TestDriver {
     }
 
     /// A record of table `topic`: `key`'s row from `at_ms` on (`None`
-    /// deletes it). The driver's tables hold every row at once.
-    pub fn table_row<V: Send + Sync + 'static>(
+    /// deletes it), encoded with the table's schema. The driver's tables
+    /// hold every row at once.
+    pub fn table_row<V: Serialize + Send + Sync + 'static>(
         &mut self,
         topic: &str,
         key: &[u8],
@@ -339,7 +340,15 @@ impl TestDriver {
             .get(topic)
             .and_then(|r| r.live.clone().downcast::<crate::table::LiveTable<V>>().ok())
             .ok_or_else(|| DriverError::NoTable(topic.to_string()))?;
-        live.apply([(key.into(), at_ms, value)]);
+        let bytes = match &value {
+            Some(v) => {
+                let bytes = block_on(self.codec.encode(topic, v))?;
+                block_on(self.codec.prepare_reader(&bytes, live.reader()))?;
+                Some(bytes)
+            }
+            None => None,
+        };
+        live.apply([(key.into(), at_ms, bytes)]);
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod inprocess;
 pub mod readings;
 pub mod rounds;
 pub mod runtime;
+pub mod table;
 pub mod windows;
 
 use std::{fmt, time::Duration};

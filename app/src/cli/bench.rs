@@ -36,9 +36,12 @@ pub struct BenchArgs {
     /// librdkafka properties for the end-to-end clients, KEY=VALUE, repeatable.
     #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = sluice::kafka::parse_property)]
     kafka_config: Vec<(String, String)>,
-    /// Only the in-process measurement.
+    /// Only the in-process measurements.
     #[arg(long)]
     in_process_only: bool,
+    /// Rows of the table-memory measurement (a devices table in memory; 0: skip).
+    #[arg(long, default_value_t = 1_000_000)]
+    table_rows: usize,
     /// Guarantee of the topic-to-topic run.
     #[arg(long, value_parser = sluice_cli::guarantee(), default_value = "exactly-once")]
     guarantee: sluice::topology::Guarantee,
@@ -117,6 +120,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let rate = args.rate.unwrap_or(20_000);
     println!("{}", bench::inprocess::run(args.records).await?);
+    if args.table_rows > 0 {
+        println!("{}", bench::table::run(args.table_rows).await?);
+    }
     if args.in_process_only {
         return Ok(());
     }

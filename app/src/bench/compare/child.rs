@@ -150,6 +150,12 @@ fn read(pid: u32) -> Option<Sample> {
     })
 }
 
+/// Resident memory of process `pid`, bytes (Linux).
+pub fn resident(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    kb_field(&status, "VmRSS:")
+}
+
 /// USER_HZ, which Linux fixes at 100 for /proc on every architecture it ships.
 const CLOCK_TICKS: f64 = 100.0;
 

@@ -6,7 +6,7 @@
 //! `--scaling`, records/s by threads on 8 partitions.
 
 mod breakdown;
-mod child;
+pub(crate) mod child;
 mod perf;
 mod run;
 mod stream;
