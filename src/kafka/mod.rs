@@ -356,7 +356,8 @@ impl rdkafka::consumer::ConsumerContext for QuietReader {}
 /// The number of partitions of `topic`; `None` if it does not exist.
 pub fn partitions_of(kafka: &KafkaConfig, topic: &str) -> Result<Option<i32>, KafkaError> {
     use rdkafka::consumer::Consumer;
-    let consumer: rdkafka::consumer::BaseConsumer = kafka.base(&[]).create()?;
+    let consumer: rdkafka::consumer::BaseConsumer<QuietReader> =
+        kafka.base(&[]).create_with_context(QuietReader)?;
     let metadata = blocking(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))?;
     Ok(metadata
         .topics()

@@ -60,7 +60,7 @@ pub trait Committed: Send {
 
 /// A consumer of the group that never joins it: it only reads the group's
 /// committed offsets (waiting for any pending transactional commit).
-impl Committed for BaseConsumer {
+impl Committed for BaseConsumer<crate::kafka::QuietReader> {
     fn committed(&self, tpl: TopicPartitionList) -> KafkaResult<TopicPartitionList> {
         crate::kafka::blocking(|| self.committed_offsets(tpl, TIMEOUT))
     }
@@ -110,7 +110,12 @@ impl KafkaKeeper {
         if self.committed.is_none()
             && let Some((kafka, group)) = &self.reader
         {
-            let reader: BaseConsumer = kafka.consumer(group).create()?;
+            // Quiet: it stays connected through an outage, which the
+            // member's own consumer reports once (`stats::health`);
+            // librdkafka's default logging would add every failed connect.
+            let reader: BaseConsumer<crate::kafka::QuietReader> = kafka
+                .consumer(group)
+                .create_with_context(crate::kafka::QuietReader)?;
             self.committed = Some(Box::new(reader));
         }
         self.committed.as_deref().ok_or(KafkaError::ClientCreation(
