@@ -355,10 +355,18 @@ impl rdkafka::consumer::ConsumerContext for QuietReader {}
 
 /// The number of partitions of `topic`; `None` if it does not exist.
 pub fn partitions_of(kafka: &KafkaConfig, topic: &str) -> Result<Option<i32>, KafkaError> {
-    use rdkafka::consumer::Consumer;
     let consumer: rdkafka::consumer::BaseConsumer<QuietReader> =
         kafka.base(&[]).create_with_context(QuietReader)?;
-    let metadata = blocking(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))?;
+    blocking(|| partition_count(&consumer, topic))
+}
+
+/// The number of partitions of `topic` as `client` sees it; `None` if it
+/// does not exist. Blocks for a metadata request.
+pub fn partition_count<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+    client: &C,
+    topic: &str,
+) -> Result<Option<i32>, KafkaError> {
+    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     Ok(metadata
         .topics()
         .iter()

@@ -192,17 +192,13 @@ where
             }
             Lookup::Absent | Lookup::Expired(None) => Ok(None),
         })?;
-        let joined = match (row, how.inner) {
-            (Some(row), _) => Some((how.joiner)(item, Some(&row))),
-            (None, None) => Some((how.joiner)(item, None)),
-            (None, Some(_)) => None,
-        };
-        match (joined, how.inner) {
-            (Some(value), _) => ctx.emit(&how.out, Item::new(key_out, value, at_ms)),
-            (None, miss) => {
+        let value = match (row, how.inner) {
+            (Some(row), _) => (how.joiner)(item, Some(&row)),
+            (None, None) => (how.joiner)(item, None),
+            (None, Some(miss)) => {
                 self.live.stats.join_misses.fetch_add(1, Ordering::Relaxed);
-                match miss {
-                    Some(Miss::DeadLetter) => Err(self.refuse(
+                return match miss {
+                    Miss::DeadLetter => Err(self.refuse(
                         FailureKind::JoinMiss,
                         format!(
                             "no row of table {} for key {} valid at {at_ms}",
@@ -210,10 +206,11 @@ where
                             String::from_utf8_lossy(&key)
                         ),
                     )),
-                    _ => Ok(()),
-                }
+                    Miss::Drop => Ok(()),
+                };
             }
-        }
+        };
+        ctx.emit(&how.out, Item::new(key_out, value, at_ms))
     }
 
     fn abort(&mut self) {}

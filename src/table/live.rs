@@ -33,6 +33,13 @@ struct Freshness {
     always: bool,
 }
 
+impl Freshness {
+    /// Whether the rows hold what the topic had at `fetched`.
+    fn holds(&self, fetched: Instant) -> bool {
+        self.always || self.fresh_as_of.is_some_and(|f| f >= fetched)
+    }
+}
+
 /// A table's rows, kept as their topic has them (Avro in the wire
 /// format), decoded into `V` by the joins that look them up.
 pub struct LiveTable<V> {
@@ -99,8 +106,7 @@ impl<V> LiveTable<V> {
 
     /// Whether the rows hold what the topic had at `fetched`.
     pub fn fresh_for(&self, fetched: Instant) -> bool {
-        let s = self.state();
-        s.always || s.fresh_as_of.is_some_and(|f| f >= fetched)
+        self.state().holds(fetched)
     }
 
     /// Rows filled by hand (the test driver's): joins never wait.
@@ -114,7 +120,7 @@ impl<V> LiveTable<V> {
         let mut told = false;
         let began = Instant::now();
         loop {
-            if s.always || s.fresh_as_of.is_some_and(|f| f >= fetched) {
+            if s.holds(fetched) {
                 return Ok(());
             }
             if s.closed {

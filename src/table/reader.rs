@@ -91,7 +91,11 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
         let began = Instant::now();
         let (lows, ends) = blocking(&consumer, {
             let topic = topic.clone();
-            move |c| watermarks(c, &topic)
+            move |c| {
+                let partitions = crate::kafka::partition_count(c, &topic)?
+                    .ok_or_else(|| ReadError::NoTopic(topic.clone()))?;
+                watermarks(c, &topic, partitions)
+            }
         })
         .await??;
         let mut tpl = TopicPartitionList::new();
@@ -135,8 +139,10 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
                 let topic = topic.clone();
                 let began = Instant::now();
                 let c = consumer.clone();
+                // The partitions read since the restore: one request each.
+                let partitions = lows.len() as i32;
                 let job = tokio::task::spawn_blocking(move || {
-                    watermarks(&c, &topic).map(|(_, ends)| ends)
+                    watermarks(&c, &topic, partitions).map(|(_, ends)| ends)
                 });
                 probe = Some((began, job));
             }
@@ -247,23 +253,16 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
     }
 }
 
-/// Each partition's first and end offsets (the end as committed: the
-/// reader is read_committed).
+/// The first and end offsets of `topic`'s partitions 0..`partitions` (the
+/// end as committed: the reader is read_committed).
 fn watermarks(
     c: &StreamConsumer<QuietReader>,
     topic: &str,
+    partitions: i32,
 ) -> Result<(Vec<i64>, Vec<i64>), ReadError> {
     let timeout = Duration::from_secs(10);
-    let md = c.fetch_metadata(Some(topic), timeout)?;
-    let partitions = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len())
-        .filter(|n| *n > 0)
-        .ok_or_else(|| ReadError::NoTopic(topic.to_string()))?;
     let (mut lows, mut ends) = (Vec::new(), Vec::new());
-    for p in 0..partitions as i32 {
+    for p in 0..partitions {
         let (low, high) = c.fetch_watermarks(topic, p, timeout)?;
         lows.push(low);
         ends.push(high);
