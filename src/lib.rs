@@ -39,9 +39,10 @@ pub mod prelude {
         avro::AvroSchema,
         sink::{RowSpec, SqlType, TableSpec, ToPostgres, ToTable, ToTopic, rows::text},
         state::KeyValueStore,
+        table::{Miss, Table},
         topology::{
-            BuildError, Cell, Ended, Item, KeyValue, Ops, Stream, Topology, WindowKey, Windowed,
-            clock, topology,
+            BuildError, Builder, Cell, Ended, Item, KeyValue, Ops, Stream, Topology, WindowKey,
+            Windowed, clock, topology,
         },
         window::{Aggregate, Columns, Stats, Value, ValueType, Window, WindowKind, WindowSpec},
     };

@@ -165,7 +165,8 @@ pub async fn serve(
     if let Some(settings) = config.create_topics {
         create_topics(&kafka, &topologies, settings).await?;
     }
-    create_changelogs(&kafka, &topologies, config.internal_topics).await?;
+    let tables = config.create_topics.is_some();
+    create_changelogs(&kafka, &topologies, config.internal_topics, tables).await?;
 
     let mut metrics = Metrics::new()?;
     metrics.require(crate::metrics::registry_check(client.clone()));
@@ -304,8 +305,12 @@ pub async fn create_topics(
     let mut specs: Vec<TopicSpec> = Vec::new();
     for topology in topologies {
         let changelogs = topology.description.changelogs();
+        // Created with the source's partition count (`create_changelogs`).
+        let follows = |name: &String| {
+            changelogs.contains(name) || topology.description.co_partitioned.contains(name)
+        };
         for name in topology.description.topics() {
-            if !specs.iter().any(|s| s.name == name) && !changelogs.contains(&name) {
+            if !specs.iter().any(|s| s.name == name) && !follows(&name) {
                 // A table's topic keeps each key's latest row.
                 let compact = topology.description.tables.contains(&name);
                 specs.push(TopicSpec {
@@ -322,17 +327,22 @@ pub async fn create_topics(
     Ok(())
 }
 
-/// Creates the stores' compacted changelog topics that do not exist yet,
-/// each with its source's partition count (a store's partition is its
-/// input's).
+/// Creates the stores' compacted changelog topics and the co-partitioned
+/// tables' topics that do not exist yet, each with its source's partition
+/// count (a store's partition is its input's, a table's must match it);
+/// the tables' only with `tables` (the topics are the user's).
 pub async fn create_changelogs(
     kafka: &KafkaConfig,
     topologies: &[Topology],
     settings: TopicSettings,
+    tables: bool,
 ) -> Result<(), ServiceError> {
     let mut specs: Vec<TopicSpec> = Vec::new();
     for t in topologies {
-        let changelogs = t.description.changelogs();
+        let mut changelogs = t.description.changelogs();
+        if tables {
+            changelogs.extend(t.description.co_partitioned.iter().cloned());
+        }
         if changelogs.is_empty() {
             continue;
         }

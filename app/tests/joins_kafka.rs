@@ -4,7 +4,10 @@
 //! described give none. A move produced while the worker runs is seen by
 //! the next reading produced after it (the table is read to the end it had
 //! when the reading was fetched), and a restarted worker reads the table
-//! again before it joins.
+//! again before it joins. Read co-partitioned, the table is split between
+//! two workers by the readings' partitions they own, the partitions taken
+//! over in a rebalance are read before their readings are joined, and a
+//! table topic with another partition count is refused.
 
 mod common;
 
@@ -17,6 +20,7 @@ use sluice::{
     kafka::KafkaConfig,
     runtime::{self, RunOptions},
     stats::Stats,
+    topology::{BuildError, Topology},
 };
 use sluice_app::topologies::{
     iot_alerts::{SensorReading, SensorType},
@@ -32,12 +36,13 @@ struct Setup {
 }
 
 impl Setup {
-    async fn new(kafka: &Kafka) -> Setup {
+    /// The topics, the devices' with `devices` partitions.
+    async fn new(kafka: &Kafka, devices: i32) -> Setup {
         sluice::logging::init(sluice::logging::LogFormat::Human, "off");
         kafka
             .create_topics(&[
                 (SOURCE, 4),
-                (DEVICES, 2),
+                (DEVICES, devices),
                 (SINK, 4),
                 ("iot_sensor_data.dlq", 1),
             ])
@@ -128,6 +133,10 @@ impl Setup {
     }
 
     fn spawn(&self, instance: &str) -> Worker {
+        self.spawn_of(instance, iot_enriched::build)
+    }
+
+    fn spawn_of(&self, instance: &str, build: fn() -> Result<Topology, BuildError>) -> Worker {
         let (stop, stopped) = oneshot::channel::<()>();
         let stats = Arc::new(Stats::default());
         let (kafka, codec, st) = (self.kafka.clone(), self.codec.clone(), stats.clone());
@@ -136,7 +145,7 @@ impl Setup {
             ..RunOptions::default()
         };
         let task = tokio::spawn(async move {
-            let topology = iot_enriched::build().unwrap();
+            let topology = build().unwrap();
             runtime::run_topology(&topology, &kafka, codec, &opts, st, async {
                 let _ = stopped.await;
             })
@@ -213,7 +222,7 @@ fn same(got: &Sites, want: &Sites, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readings_carry_the_site_valid_at_their_time() {
     let kafka = Kafka::start();
-    let s = Setup::new(&kafka).await;
+    let s = Setup::new(&kafka, 2).await;
     let t0 = chrono::Utc::now().timestamp_millis() - 3600 * S;
 
     // The table's history, then the readings of that hour (a backlog).
@@ -262,4 +271,116 @@ async fn readings_carry_the_site_valid_at_their_time() {
     want.insert(("d2".to_string(), t2), None);
     same(&s.enriched(want.len()).await, &want, "after a restart");
     worker.stop().await;
+}
+
+fn co_partitioned() -> Result<Topology, BuildError> {
+    iot_enriched::declare_co_partitioned("iot-enriched-co", SOURCE, DEVICES, SINK)
+}
+
+/// The keys each worker's table holds.
+fn keys(w: &Worker) -> u64 {
+    let table = w.stats.tables.lock().unwrap()[0].clone();
+    table.keys.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The records a worker has taken in.
+fn records(w: &Worker) -> u64 {
+    w.stats
+        .records_in
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A co-partitioned table: each of two workers reads only the devices'
+/// partitions matching the readings' partitions it owns, and joins its
+/// readings right; when one leaves, the other reads the partitions it
+/// took over from their beginning before joining their readings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_co_partitioned_table_is_read_where_its_partitions_are_owned() {
+    let kafka = Kafka::start();
+    let s = Setup::new(&kafka, 4).await;
+    let t0 = chrono::Utc::now().timestamp_millis() - 3600 * S;
+    let devices: Vec<String> = (0..40).map(|i| format!("dev-{i:02}")).collect();
+    let site = |d: usize, moved: bool| format!("site-{}", (d + moved as usize) % 5);
+    for (d, id) in devices.iter().enumerate() {
+        s.device(id, Some(&site(d, false)), t0).await;
+        s.device(id, Some(&site(d, true)), t0 + 30 * S).await;
+    }
+    let mut want = BTreeMap::new();
+    for i in 0..60 {
+        let at = t0 + i * S + 500;
+        for (d, id) in devices.iter().enumerate() {
+            if (i as usize + d).is_multiple_of(6) {
+                s.reading(id, at).await;
+                want.insert((id.clone(), at), Some(site(d, i >= 30)));
+            }
+        }
+    }
+    let a = s.spawn_of("co-a", co_partitioned);
+    let b = s.spawn_of("co-b", co_partitioned);
+    same(&s.enriched(want.len()).await, &want, "two workers");
+    // Once the group has settled, each reads only its share of the
+    // devices (40 keys over 4 partitions, 2 partitions each).
+    let split = |a: u64, b: u64| a + b == 40 && a > 0 && b > 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !split(keys(&a), keys(&b)) {
+        let (ka, kb) = (keys(&a), keys(&b));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the devices were not split between the workers: {ka} + {kb}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Readings now go to both.
+    let (ra, rb) = (records(&a), records(&b));
+    let t1 = chrono::Utc::now().timestamp_millis();
+    for (d, id) in devices.iter().enumerate() {
+        s.reading(id, t1).await;
+        want.insert((id.clone(), t1), Some(site(d, true)));
+    }
+    same(
+        &s.enriched(want.len()).await,
+        &want,
+        "split between two workers",
+    );
+    let (ra, rb) = (records(&a) - ra, records(&b) - rb);
+    assert!(ra > 0 && rb > 0, "both joined readings: {ra} and {rb}");
+
+    // One leaves: the other reads the partitions it takes over.
+    a.stop().await;
+    let t2 = t1 + S;
+    for (d, id) in devices.iter().enumerate() {
+        s.reading(id, t2).await;
+        want.insert((id.clone(), t2), Some(site(d, true)));
+    }
+    same(&s.enriched(want.len()).await, &want, "after a rebalance");
+    assert_eq!(keys(&b), 40, "the remaining worker reads every partition");
+    b.stop().await;
+}
+
+/// A co-partitioned table whose topic has another partition count than
+/// the source is refused, naming both counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_co_partitioned_table_of_another_partition_count_is_refused() {
+    let kafka = Kafka::start();
+    let s = Setup::new(&kafka, 3).await;
+    let topology = co_partitioned().unwrap();
+    let opts = RunOptions::default();
+    let run = runtime::run_topology(
+        &topology,
+        &s.kafka,
+        s.codec.clone(),
+        &opts,
+        Arc::new(Stats::default()),
+        std::future::pending::<()>(),
+    );
+    let err = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("refused at once")
+        .expect_err("refused");
+    let said = err.to_string();
+    assert!(
+        said.contains(&format!("table {DEVICES} has 3 partitions"))
+            && said.contains(&format!("its source {SOURCE} has 4")),
+        "{said}"
+    );
 }

@@ -51,7 +51,7 @@ pub async fn topics_create(catalog: &Catalog, args: TopicsCreateArgs) -> anyhow:
     let selected = catalog.select(&args.topologies, &crate::Settings::default())?;
     let kafka = args.kafka.config()?;
     service::create_topics(&kafka, &selected, args.topics.settings()).await?;
-    service::create_changelogs(&kafka, &selected, args.topics.settings()).await?;
+    service::create_changelogs(&kafka, &selected, args.topics.settings(), true).await?;
     Ok(())
 }
 

@@ -160,6 +160,18 @@ pub enum RuntimeError {
     /// as final): a new one, starting from the committed positions, can.
     #[error("topology {topology}: the Kafka client stopped for good ({reason})")]
     Fatal { topology: String, reason: String },
+    /// Configuration: a co-partitioned table's topic has another partition
+    /// count than the source, so its partitions do not match the member's.
+    #[error(
+        "topology {topology}: table {table} has {table_partitions} partitions but its source {source_topic} has {source_partitions}; a co-partitioned table needs the source's partition count (give {table} {source_partitions} partitions, or declare it with global_table to read it whole)"
+    )]
+    CoPartitioning {
+        topology: String,
+        table: String,
+        table_partitions: i32,
+        source_topic: String,
+        source_partitions: i32,
+    },
     /// The member's task cannot be opened for good (a bad property or table).
     #[error("topology {topology}: {source}")]
     Open {

@@ -66,6 +66,7 @@ pub async fn run_member(
     let instance = transactional_id(d, &opts.instance_id);
     let group = opts.group_of(d);
     tokio::pin!(shutdown);
+    co_partitioning(topology, kafka)?;
     // Tables the process did not start are read for this member alone,
     // until it ends (after its task thread).
     let mut tables = opts.tables.clone();
@@ -424,4 +425,42 @@ fn seek_failed(topology: &str, e: super::seek::SeekFailed) -> RuntimeError {
         topology: topology.to_string(),
         reason: e.to_string(),
     }
+}
+
+/// A co-partitioned table's topic must have as many partitions as the
+/// source: the member reads the table's partitions by the source's numbers.
+fn co_partitioning(topology: &Topology, kafka: &KafkaConfig) -> Result<(), RuntimeError> {
+    let d = &topology.description;
+    let tables: Vec<&str> = (topology.read_tables.iter())
+        .filter(|t| t.co_partitioned())
+        .map(|t| t.topic())
+        .collect();
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let count = |topic: &str| {
+        let (k, t) = (kafka.clone(), topic.to_string());
+        crate::kafka::partitions_of(&k, &t).map_err(|e| RuntimeError::Fatal {
+            topology: d.name.clone(),
+            reason: format!("cannot read the partition count of {topic}: {e}"),
+        })
+    };
+    // A missing topic is said where it is read.
+    let Some(source_partitions) = count(&d.source)? else {
+        return Ok(());
+    };
+    for table in tables {
+        if let Some(table_partitions) = count(table)?
+            && table_partitions != source_partitions
+        {
+            return Err(RuntimeError::CoPartitioning {
+                topology: d.name.clone(),
+                table: table.to_string(),
+                table_partitions,
+                source_topic: d.source.clone(),
+                source_partitions,
+            });
+        }
+    }
+    Ok(())
 }

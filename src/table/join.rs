@@ -12,7 +12,7 @@ use std::{any::Any, sync::Arc, sync::atomic::Ordering};
 
 use super::{LiveTable, Table};
 use crate::{
-    operator::{At, OpCtx, Operator, OperatorEnv, OperatorSpec},
+    operator::{Assigned, At, OpCtx, Operator, OperatorEnv, OperatorError, OperatorSpec},
     state::Lookup,
     topology::{Downstream, Failure, FailureKind, Item, OpError, Stream, ops::Ops, ops::Source},
 };
@@ -139,6 +139,7 @@ where
             operator: format!("join({})", self.name),
             live,
             how: self.how.clone(),
+            held: std::collections::BTreeSet::new(),
         })
     }
 }
@@ -147,6 +148,16 @@ struct JoinOp<T, V, U> {
     operator: String,
     live: Arc<LiveTable<V>>,
     how: Arc<How<T, V, U>>,
+    /// The member's partitions, whose rows a co-partitioned table reads.
+    held: std::collections::BTreeSet<i32>,
+}
+
+impl<T, V, U> Drop for JoinOp<T, V, U> {
+    fn drop(&mut self) {
+        for p in std::mem::take(&mut self.held) {
+            self.live.unhold(p);
+        }
+    }
 }
 
 impl<T, V, U> Operator for JoinOp<T, V, U>
@@ -155,9 +166,17 @@ where
     V: serde::de::DeserializeOwned + Send + Sync + 'static,
     U: 'static,
 {
+    fn assigned(&mut self, a: Assigned<'_>) -> Result<(), OperatorError> {
+        // Claimed again after an abort too: held once.
+        if self.held.insert(a.claim.partition) {
+            self.live.hold(a.claim.partition);
+        }
+        Ok(())
+    }
+
     fn process(
         &mut self,
-        _at: At,
+        at: At,
         item: Box<dyn Any + Send>,
         ctx: &mut OpCtx<'_>,
     ) -> Result<(), Failure> {
@@ -165,33 +184,35 @@ where
             return Ok(());
         };
         let item = *item;
-        if !self.live.fresh_for(ctx.fetched) {
+        if !self.live.fresh_for(at.partition, ctx.fetched) {
             // Not while the worker runs: tables stop after the workers.
             self.live
-                .wait_fresh(ctx.fetched)
+                .wait_fresh(at.partition, ctx.fetched)
                 .map_err(|e| self.refuse(FailureKind::Operator, e.to_string()))?;
         }
         let how = &*self.how;
         let key = (how.key)(&item);
         let (key_out, at_ms) = (item.key.clone(), item.timestamp_ms);
         // The row is decoded here, by the join: the table keeps it as bytes.
-        let row = self.live.lookup(&key, at_ms, |found| match found {
-            Lookup::Found(bytes) | Lookup::Expired(Some(bytes)) => {
-                match ctx.codec.decode_cached::<V>(bytes, self.live.reader()) {
-                    Some(Ok((_, v))) => Ok(Some(v)),
-                    Some(Err(e)) => Err(Failure::Decode(e)),
-                    // The reader decoded it with this codec before keeping it.
-                    None => Err(self.refuse(
-                        FailureKind::Operator,
-                        format!(
-                            "table {}: the row's writer schema is not known",
-                            self.live.topic()
-                        ),
-                    )),
+        let row = self
+            .live
+            .lookup(at.partition, &key, at_ms, |found| match found {
+                Lookup::Found(bytes) | Lookup::Expired(Some(bytes)) => {
+                    match ctx.codec.decode_cached::<V>(bytes, self.live.reader()) {
+                        Some(Ok((_, v))) => Ok(Some(v)),
+                        Some(Err(e)) => Err(Failure::Decode(e)),
+                        // The reader decoded it with this codec before keeping it.
+                        None => Err(self.refuse(
+                            FailureKind::Operator,
+                            format!(
+                                "table {}: the row's writer schema is not known",
+                                self.live.topic()
+                            ),
+                        )),
+                    }
                 }
-            }
-            Lookup::Absent | Lookup::Expired(None) => Ok(None),
-        })?;
+                Lookup::Absent | Lookup::Expired(None) => Ok(None),
+            })?;
         let value = match (row, how.inner) {
             (Some(row), _) => (how.joiner)(item, Some(&row)),
             (None, None) => (how.joiner)(item, None),
@@ -215,7 +236,13 @@ where
 
     fn abort(&mut self) {}
 
-    fn release(&mut self, _partitions: &[i32]) {}
+    fn release(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            if self.held.remove(p) {
+                self.live.unhold(*p);
+            }
+        }
+    }
 }
 
 impl<T, V, U> JoinOp<T, V, U> {

@@ -65,16 +65,28 @@ pub(crate) struct TableDecl<V> {
     pub topic: String,
     pub reader: Arc<Reader>,
     pub retention: Duration,
+    /// Read in the partitions its joins' members own, not whole.
+    pub co_partitioned: bool,
     _value: std::marker::PhantomData<fn() -> V>,
 }
 
 impl<V> TableDecl<V> {
-    pub fn new(topic: &str, reader: Reader, retention: Duration) -> Self {
+    pub fn new(topic: &str, reader: Reader, retention: Duration, co_partitioned: bool) -> Self {
         TableDecl {
             topic: topic.to_string(),
             reader: Arc::new(reader),
             retention,
+            co_partitioned,
             _value: std::marker::PhantomData,
+        }
+    }
+
+    fn live(&self) -> LiveTable<V> {
+        let (topic, retention, reader) = (&self.topic, self.retention, self.reader.clone());
+        if self.co_partitioned {
+            LiveTable::co_partitioned(topic, retention, reader)
+        } else {
+            LiveTable::new(topic, retention, reader)
         }
     }
 }
@@ -82,6 +94,9 @@ impl<V> TableDecl<V> {
 /// A table as the runtime sees it: something to start reading.
 pub trait TableSource: Send + Sync + 'static {
     fn topic(&self) -> &str;
+    /// Read in the partitions of the stream a member owns (its topic must
+    /// have the stream's partition count), not whole.
+    fn co_partitioned(&self) -> bool;
     /// Starts reading it on the current Tokio runtime until `stop`; the
     /// handle (an `Arc<LiveTable<V>>`) goes to the joins.
     fn start(
@@ -109,17 +124,17 @@ where
         &self.topic
     }
 
+    fn co_partitioned(&self) -> bool {
+        self.co_partitioned
+    }
+
     fn start(
         &self,
         kafka: &KafkaConfig,
         codec: Arc<AvroCodec>,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Running {
-        let live = Arc::new(LiveTable::<V>::new(
-            &self.topic,
-            self.retention,
-            self.reader.clone(),
-        ));
+        let live = Arc::new(self.live());
         let stats = live.stats.clone();
         let read = reader::TableReader {
             live: live.clone(),
@@ -131,11 +146,7 @@ where
     }
 
     fn in_memory(&self) -> Running {
-        let live = Arc::new(LiveTable::<V>::new(
-            &self.topic,
-            self.retention,
-            self.reader.clone(),
-        ));
+        let live = Arc::new(self.live());
         live.always_fresh();
         let stats = live.stats.clone();
         stats

@@ -1,12 +1,19 @@
-//! Reading a table's topic into its `LiveTable`: every partition from the
-//! beginning, as committed (read_committed), into the rows; a record with
+//! Reading a table's topic into its `LiveTable`: every partition (of a
+//! co-partitioned table, those its joins hold) from the beginning, as
+//! committed (read_committed), into the rows; a record with
 //! no value deletes its key's row from its timestamp on. First to the end
 //! the topic had at start (the restore, counted for `/readyz` and the
 //! metrics), then on, probing the topic's end offsets whenever a join
 //! needs the rows fresh as of a later time. It commits nothing: every
 //! start reads the topic again.
 
-use std::{sync::Arc, sync::atomic::Ordering, time::Duration, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    sync::atomic::Ordering,
+    time::Duration,
+    time::Instant,
+};
 
 use futures::{FutureExt, StreamExt};
 use rdkafka::{
@@ -18,7 +25,7 @@ use rdkafka::{
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use super::live::LiveTable;
+use super::live::{LiveTable, TableRecord};
 use crate::{
     avro::AvroCodec,
     kafka::{KafkaConfig, QuietReader},
@@ -44,19 +51,19 @@ enum ReadError {
     Gone,
 }
 
-/// The end offsets the topic had when a probe began.
+/// The end offsets the partitions read had when a probe began.
 struct Target {
     began: Instant,
-    ends: Vec<i64>,
+    ends: BTreeMap<i32, i64>,
 }
 
 type Consumer_ = Arc<StreamConsumer<QuietReader>>;
 
 /// A probe under way: the end offsets it will give.
-type Probe = tokio::task::JoinHandle<Result<Vec<i64>, ReadError>>;
+type Probe = tokio::task::JoinHandle<Result<Offsets, ReadError>>;
 
-/// A table record: key, timestamp, value as the topic has it (`None`: deleted).
-type Row = (Box<[u8]>, i64, Option<Vec<u8>>);
+/// Offsets by partition.
+type Offsets = BTreeMap<i32, i64>;
 
 impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
@@ -88,61 +95,114 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
                 .reader(&format!("sluice-table-{topic}"))
                 .create_with_context(QuietReader)?,
         );
-        let began = Instant::now();
-        let (lows, ends) = blocking(&consumer, {
+        let count = blocking(&consumer, {
             let topic = topic.clone();
-            move |c| {
-                let partitions = crate::kafka::partition_count(c, &topic)?
-                    .ok_or_else(|| ReadError::NoTopic(topic.clone()))?;
-                watermarks(c, &topic, partitions)
-            }
+            move |c| crate::kafka::partition_count(c, &topic)
         })
-        .await??;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..lows.len() as i32 {
-            tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
-        }
-        consumer.assign(&tpl)?;
+        .await??
+        .ok_or_else(|| ReadError::NoTopic(topic.clone()))?;
+        let co = self.live.is_co_partitioned();
         let stats = &self.live.stats;
-        let total: i64 = ends.iter().zip(&lows).map(|(e, l)| e - l).sum();
-        stats
-            .restore_total
-            .store(total.max(0) as u64, Ordering::Relaxed);
         stats.restored.store(false, Ordering::Relaxed);
-        let mut reached = lows.clone();
-        let mut target = Some(Target { began, ends });
-        let mut restoring = true;
+        // Per partition read: its first offset and how far it was read.
+        let (mut lows, mut reached) = (BTreeMap::new(), BTreeMap::<i32, i64>::new());
+        // Partitions read from the beginning until the target is reached.
+        let mut restoring = BTreeSet::new();
+        let mut target = Some(Target {
+            began: Instant::now(),
+            ends: BTreeMap::new(),
+        });
         let mut probe: Option<(Instant, Probe)> = None;
         let mut stream = consumer.stream();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
-            if let Some(t) = &target
-                && reached.iter().zip(&t.ends).all(|(r, e)| r >= e)
-            {
-                if restoring {
-                    restoring = false;
-                    stats.restored.store(true, Ordering::Relaxed);
-                    tracing::info!(table = %topic, keys = stats.keys.load(Ordering::Relaxed), records = stats.records.load(Ordering::Relaxed), took = ?t.began.elapsed(), "table restored");
+            // What to read: every partition of a global table; of a
+            // co-partitioned one, those its joins hold.
+            let wanted: BTreeSet<i32> = if co {
+                self.live
+                    .held()
+                    .into_iter()
+                    .filter(|p| *p < count)
+                    .collect()
+            } else {
+                (0..count).collect()
+            };
+            if !wanted.iter().eq(reached.keys()) {
+                let gone: Vec<i32> = reached
+                    .keys()
+                    .filter(|p| !wanted.contains(p))
+                    .copied()
+                    .collect();
+                if !gone.is_empty() {
+                    consumer.incremental_unassign(&tpl(&topic, &gone, None)?)?;
+                    for p in gone {
+                        reached.remove(&p);
+                        lows.remove(&p);
+                        restoring.remove(&p);
+                        self.live.drop_partition(p);
+                    }
                 }
-                self.live.fresh_as_of(t.began);
+                let new: Vec<i32> = wanted
+                    .iter()
+                    .filter(|p| !reached.contains_key(p))
+                    .copied()
+                    .collect();
+                // One target for every partition read, as of now.
+                let began = Instant::now();
+                let parts: Vec<i32> = wanted.iter().copied().collect();
+                let (low, ends) = blocking(&consumer, {
+                    let (topic, parts) = (topic.clone(), parts.clone());
+                    move |c| watermarks(c, &topic, &parts)
+                })
+                .await??;
+                if !new.is_empty() {
+                    consumer.incremental_assign(&tpl(&topic, &new, Some(Offset::Beginning))?)?;
+                    for p in &new {
+                        lows.insert(*p, low[p]);
+                        reached.insert(*p, low[p]);
+                        restoring.insert(*p);
+                    }
+                    let total: i64 = new.iter().map(|p| ends[p] - low[p]).sum();
+                    stats
+                        .restore_total
+                        .store(total.max(0) as u64, Ordering::Relaxed);
+                    stats.restored.store(false, Ordering::Relaxed);
+                }
+                probe = None;
+                target = Some(Target { began, ends });
+            }
+            if let Some(t) = &target
+                && t.ends
+                    .iter()
+                    .all(|(p, e)| reached.get(p).is_none_or(|r| r >= e))
+            {
+                if !stats.restored.load(Ordering::Relaxed) {
+                    stats.restored.store(true, Ordering::Relaxed);
+                    if !restoring.is_empty() {
+                        tracing::info!(table = %topic, partitions = ?restoring, keys = stats.keys.load(Ordering::Relaxed), records = stats.records.load(Ordering::Relaxed), took = ?t.began.elapsed(), "table restored");
+                    }
+                    restoring.clear();
+                }
+                let read: Vec<i32> = t.ends.keys().copied().collect();
+                self.live.fresh_as_of(t.began, co.then_some(&read[..]));
                 target = None;
             }
-            if restoring && let Some(t) = &target {
-                let read: i64 = (reached.iter().zip(&t.ends).zip(&lows))
-                    .map(|((r, e), l)| r.min(e) - l)
+            if let Some(t) = &target
+                && !restoring.is_empty()
+            {
+                let read: i64 = restoring
+                    .iter()
+                    .map(|p| reached[p].min(t.ends.get(p).copied().unwrap_or(0)) - lows[p])
                     .sum();
                 stats
                     .restore_read
                     .store(read.max(0) as u64, Ordering::Relaxed);
             }
             if target.is_none() && probe.is_none() && self.live.wanted_after().is_some() {
-                let topic = topic.clone();
-                let began = Instant::now();
-                let c = consumer.clone();
-                // The partitions read since the restore: one request each.
-                let partitions = lows.len() as i32;
+                let (topic, began, c) = (topic.clone(), Instant::now(), consumer.clone());
+                let parts: Vec<i32> = reached.keys().copied().collect();
                 let job = tokio::task::spawn_blocking(move || {
-                    watermarks(&c, &topic, partitions).map(|(_, ends)| ends)
+                    watermarks(&c, &topic, &parts).map(|(_, ends)| ends)
                 });
                 probe = Some((began, job));
             }
@@ -151,10 +211,12 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
                 _ = stop.changed() => return Ok(()),
                 done = async { (&mut probe.as_mut().expect("some").1).await }, if probe.is_some() => {
                     let (began, _) = probe.take().expect("some");
-                    let ends = done.map_err(|_| ReadError::Gone)??;
+                    let mut ends = done.map_err(|_| ReadError::Gone)??;
+                    // Partitions given up meanwhile are not waited for.
+                    ends.retain(|p, _| reached.contains_key(p));
                     target = Some(Target { began, ends });
                 }
-                _ = self.live.wanted.notified(), if probe.is_none() && target.is_none() => {}
+                _ = self.live.wanted.notified(), if co || (probe.is_none() && target.is_none()) => {}
                 m = stream.next() => {
                     let mut next = m;
                     while let Some(m) = next {
@@ -176,8 +238,8 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
         &self,
         m: Result<BorrowedMessage<'_>, KafkaError>,
         consumer: &Consumer_,
-        reached: &mut [i64],
-        batch: &mut Vec<Row>,
+        reached: &mut BTreeMap<i32, i64>,
+        batch: &mut Vec<TableRecord>,
     ) {
         let topic = self.live.topic();
         let m = match m {
@@ -187,7 +249,7 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
                 if let Ok(pos) = consumer.position()
                     && let Some(Offset::Offset(o)) =
                         pos.find_partition(topic, p).map(|e| e.offset())
-                    && let Some(r) = reached.get_mut(p as usize)
+                    && let Some(r) = reached.get_mut(&p)
                 {
                     *r = (*r).max(o);
                 }
@@ -198,9 +260,11 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
                 return;
             }
         };
-        if let Some(r) = reached.get_mut(m.partition() as usize) {
-            *r = (*r).max(m.offset() + 1);
-        }
+        // A partition given up: what was fetched of it before goes unread.
+        let Some(r) = reached.get_mut(&m.partition()) else {
+            return;
+        };
+        *r = (*r).max(m.offset() + 1);
         let Some(key) = m.key() else {
             self.undecodable(&m, "it has no key");
             return;
@@ -218,7 +282,7 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
                 }
             },
         };
-        batch.push((key.into(), at_ms, value));
+        batch.push((m.partition(), key.into(), at_ms, value));
     }
 
     async fn decode(&self, bytes: &[u8]) -> Result<V, String> {
@@ -253,21 +317,38 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
     }
 }
 
-/// The first and end offsets of `topic`'s partitions 0..`partitions` (the
-/// end as committed: the reader is read_committed).
+/// The first and end offsets of `topic`'s `partitions` (the end as
+/// committed: the reader is read_committed).
 fn watermarks(
     c: &StreamConsumer<QuietReader>,
     topic: &str,
-    partitions: i32,
-) -> Result<(Vec<i64>, Vec<i64>), ReadError> {
+    partitions: &[i32],
+) -> Result<(Offsets, Offsets), ReadError> {
     let timeout = Duration::from_secs(10);
-    let (mut lows, mut ends) = (Vec::new(), Vec::new());
-    for p in 0..partitions {
+    let (mut lows, mut ends) = (BTreeMap::new(), BTreeMap::new());
+    for &p in partitions {
         let (low, high) = c.fetch_watermarks(topic, p, timeout)?;
-        lows.push(low);
-        ends.push(high);
+        lows.insert(p, low);
+        ends.insert(p, high);
     }
     Ok((lows, ends))
+}
+
+fn tpl(
+    topic: &str,
+    partitions: &[i32],
+    at: Option<Offset>,
+) -> Result<TopicPartitionList, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        match at {
+            Some(o) => tpl.add_partition_offset(topic, p, o)?,
+            None => {
+                tpl.add_partition(topic, p);
+            }
+        }
+    }
+    Ok(tpl)
 }
 
 async fn blocking<T: Send + 'static>(

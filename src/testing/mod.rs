@@ -348,7 +348,8 @@ impl TestDriver {
             }
             None => None,
         };
-        live.apply([(key.into(), at_ms, bytes)]);
+        // Rows filled by hand serve every partition.
+        live.apply([(0, key.into(), at_ms, bytes)]);
         Ok(())
     }
 

@@ -135,6 +135,10 @@ pub(super) fn build(graph: Shared) -> Result<Topology, BuildError> {
         sinks,
         stores,
         tables: g.tables.iter().map(|t| t.topic().to_string()).collect(),
+        co_partitioned: (g.tables.iter())
+            .filter(|t| t.co_partitioned())
+            .map(|t| t.topic().to_string())
+            .collect(),
         commit,
     };
     for t in description.topics() {

@@ -85,8 +85,12 @@ pub struct Description {
     pub nodes: Vec<NodeDesc>,
     pub sinks: Vec<SinkDesc>,
     pub stores: Vec<StoreDesc>,
-    /// The topics it reads as tables (every partition, outside its group).
+    /// The topics it reads as tables, outside its group.
     pub tables: Vec<String>,
+    /// Those of `tables` read co-partitioned (the partitions matching the
+    /// member's, so with the source's partition count); the others are
+    /// read whole.
+    pub co_partitioned: Vec<String>,
     /// Where the unit commits: the input positions and what is written with them.
     pub commit: Domain,
 }
@@ -209,7 +213,12 @@ impl fmt::Display for Description {
             writeln!(f)?;
         }
         for t in &self.tables {
-            writeln!(f, "  table:       {t} (every partition, by event time)")?;
+            let read = if self.co_partitioned.contains(t) {
+                "the member's partitions"
+            } else {
+                "every partition"
+            };
+            writeln!(f, "  table:       {t} ({read}, by event time)")?;
         }
         writeln!(f, "  dead letter: {}", self.dead_letter)?;
         if let Some(late) = &self.late {

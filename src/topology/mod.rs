@@ -264,6 +264,45 @@ impl Builder {
     where
         V: serde::de::DeserializeOwned + Send + Sync + 'static,
     {
+        self.declare_table(topic, schema, retention, false)
+    }
+
+    /// A co-partitioned table over the compacted `topic` (Kafka Streams'
+    /// `KTable`): each member reads only the partitions of it that match
+    /// the source partitions it owns, from the beginning whenever it is
+    /// assigned one. The topic must have the source's partition count and
+    /// be keyed as the source is (the join's key of a record lies in the
+    /// record's partition); a worker refuses to start otherwise.
+    pub fn table<V>(&self, topic: &str) -> crate::table::Table<V>
+    where
+        V: crate::avro::AvroSchema + serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        self.table_with(topic, V::SCHEMA, crate::table::DEFAULT_RETENTION)
+    }
+
+    /// A co-partitioned table with the given reader schema and history retention.
+    pub fn table_with<V>(
+        &self,
+        topic: &str,
+        schema: &str,
+        retention: std::time::Duration,
+    ) -> crate::table::Table<V>
+    where
+        V: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        self.declare_table(topic, schema, retention, true)
+    }
+
+    fn declare_table<V>(
+        &self,
+        topic: &str,
+        schema: &str,
+        retention: std::time::Duration,
+        co_partitioned: bool,
+    ) -> crate::table::Table<V>
+    where
+        V: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
         let mut g = self.graph.borrow_mut();
         let parsed = match apache_avro::Schema::parse_str(schema) {
             Ok(s) => s,
@@ -289,6 +328,7 @@ impl Builder {
             topic,
             crate::avro::Reader::new(parsed),
             retention,
+            co_partitioned,
         ));
         if !g.tables.iter().any(|t| t.topic() == topic) {
             g.tables.push(decl.clone());

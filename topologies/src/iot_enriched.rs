@@ -74,17 +74,36 @@ pub fn declare(
 ) -> Result<Topology, BuildError> {
     let t = topology(name);
     let devices = t.global_table::<DeviceInfo>(devices);
-    super::iot_windows::checked(&t, source)
+    enrich(&t, source, &devices, sink);
+    t.build()
+}
+
+/// The same with the devices read co-partitioned (`Builder::table`): the
+/// devices topic keyed and partitioned as the readings are, each worker
+/// reading only the partitions it owns of the readings.
+pub fn declare_co_partitioned(
+    name: &str,
+    source: &str,
+    devices: &str,
+    sink: &str,
+) -> Result<Topology, BuildError> {
+    let t = topology(name);
+    let devices = t.table::<DeviceInfo>(devices);
+    enrich(&t, source, &devices, sink);
+    t.build()
+}
+
+fn enrich(t: &Builder, source: &str, devices: &Table<DeviceInfo>, sink: &str) {
+    super::iot_windows::checked(t, source)
         .event_time("timestamp", |r| r.timestamp)
         .key_by("device_id", |r| r.device_id.clone())
         .left_join(
             "devices",
-            &devices,
+            devices,
             |r| r.value.device_id.as_bytes().to_vec(),
             EnrichedReading::of_item,
         )
         .to_topic(sink);
-    t.build()
 }
 
 impl EnrichedReading {

@@ -68,7 +68,7 @@ pub async fn run(rows: usize) -> anyhow::Result<TableMemory> {
             humidity_max: None,
         };
         let value = codec.encode(TOPIC, &row).await?;
-        batch.push((id.into_bytes().into_boxed_slice(), at, Some(value)));
+        batch.push((0, id.into_bytes().into_boxed_slice(), at, Some(value)));
         if batch.len() == 512 {
             table.apply(batch.drain(..));
         }
