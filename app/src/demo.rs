@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::{
     simulate::{iot, logins},
     topologies::{
+        iot_alerts::SensorAlert,
         iot_enriched::{self, EnrichedReading},
         iot_events, iot_readings, iot_windows,
         user_login::{self, ProcessedUserLogin},
@@ -122,15 +123,16 @@ async fn tap(bootstrap: String, codec: Arc<AvroCodec>, latest: Arc<Samples>) {
         .create();
     let Ok(consumer) = consumer else { return };
     if consumer
-        .subscribe(&[user_login::SINK, iot_enriched::SINK])
+        .subscribe(&[user_login::SINK, iot_enriched::SINK, iot_enriched::ALERTS])
         .is_err()
     {
         return;
     }
     let reader = |schema: &str| apache_avro::Schema::parse_str(schema).ok().map(Reader::new);
-    let (Some(logins), Some(enriched)) = (
+    let (Some(logins), Some(enriched), Some(alerts)) = (
         reader(ProcessedUserLogin::SCHEMA),
         reader(EnrichedReading::SCHEMA),
+        reader(SensorAlert::SCHEMA),
     ) else {
         return;
     };
@@ -149,6 +151,22 @@ async fn tap(bootstrap: String, codec: Arc<AvroCodec>, latest: Arc<Samples>) {
                         p.ip,
                         p.locale,
                         p.processed_timestamp
+                    )
+                }),
+            )
+        } else if m.topic() == iot_enriched::ALERTS {
+            let line = codec.decode::<SensorAlert>(bytes, &alerts).await;
+            (
+                iot_enriched::ALERTS,
+                line.ok().map(|(_, a)| {
+                    format!(
+                        "{} {} {:.2} over its limit {:.2} ({:?}, {})",
+                        a.device_id,
+                        a.sensor_type.as_str(),
+                        a.value,
+                        a.threshold,
+                        a.severity,
+                        a.rule
                     )
                 }),
             )
@@ -201,6 +219,14 @@ fn status(
             )
         } else if name == iot_readings::NAME {
             format!("rows {}", s.window_rows.load(Ordering::Relaxed))
+        } else if name == iot_enriched::NAME {
+            let out = s.outputs_by_topic();
+            let to = |t: &str| out.get(t).copied().unwrap_or(0);
+            format!(
+                "enriched {}  device alerts {}",
+                to(iot_enriched::SINK),
+                to(iot_enriched::ALERTS)
+            )
         } else if name == iot_windows::NAME {
             format!(
                 "window rows {}  late {}",
@@ -531,10 +557,12 @@ pub async fn run(
     let n = &summary.iot_enriched;
     writeln!(
         out,
-        "      readings enriched with their device's site then: processed {}, written {} ({}), dead-lettered {}",
+        "      readings enriched with their device's site then: processed {}, written {} ({}), alerts by the device's own limits {} ({}), dead-lettered {}",
         n.records_in,
         n.to(iot_enriched::SINK),
         iot_enriched::SINK,
+        n.to(iot_enriched::ALERTS),
+        iot_enriched::ALERTS,
         n.dead_letters
     )?;
     drop(mock);

@@ -22,8 +22,9 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice::avro::{AvroCodec, AvroSchema, Reader, RegistryConfig};
 use sluice_app::topologies::{
+    iot_alerts::SensorAlert,
     iot_alerts::{SensorReading, SensorType},
-    iot_enriched::{DEVICES, DeviceInfo, EnrichedReading, SINK, SOURCE},
+    iot_enriched::{ALERTS, DEVICES, DeviceInfo, EnrichedReading, SINK, SOURCE},
 };
 
 const DEVICES_N: usize = 12;
@@ -36,6 +37,11 @@ fn moves_at(step: i64) -> Vec<(usize, &'static str)> {
         .filter(|d| step > 0 && step % 30 == *d as i64)
         .map(|d| (d, SITES[((step / 30) as usize + d + 1) % SITES.len()]))
         .collect()
+}
+
+/// Even devices have their own humidity limit, below the fleet's (85 %).
+fn own_limit(d: usize) -> Option<f64> {
+    d.is_multiple_of(2).then_some(50.0)
 }
 
 async fn send(p: &FutureProducer, topic: &str, key: &str, value: Vec<u8>, at_ms: i64) {
@@ -65,6 +71,7 @@ async fn enriched_readings_stay_exact_across_kills() {
             ("iot_sensor_data.dlq", 1),
             (DEVICES, 2),
             (SINK, 3),
+            (ALERTS, 3),
         ])
         .await;
     let base = windows::past_base(60);
@@ -93,7 +100,7 @@ async fn enriched_readings_stay_exact_across_kills() {
                 site: site.to_string(),
                 model: None,
                 temperature_max: None,
-                humidity_max: None,
+                humidity_max: own_limit(d),
             };
             for d in 0..DEVICES_N {
                 let v = codec
@@ -209,8 +216,43 @@ async fn enriched_readings_stay_exact_across_kills() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // Alerts by each device's limit (a reading's value is its step), once.
+    let alert_reader = Reader::new(apache_avro::Schema::parse_str(SensorAlert::SCHEMA).unwrap());
+    let mut alerts = BTreeMap::new();
+    for r in read_committed_all(&bootstrap, ALERTS).await {
+        let (_, a) = codec
+            .decode::<SensorAlert>(&r.value, &alert_reader)
+            .await
+            .unwrap();
+        let key = (a.device_id.clone(), a.timestamp);
+        assert!(
+            alerts.insert(key, a.threshold).is_none(),
+            "an alert twice: {a:?}"
+        );
+    }
+    let mut want_alerts = BTreeMap::new();
+    for step in 0..STEPS {
+        for d in 0..DEVICES_N {
+            let (value, at) = (step as f64, base + step * 1000 + d as i64);
+            let threshold = if value > 95.0 {
+                Some(95.0)
+            } else {
+                own_limit(d).or(Some(85.0)).filter(|l| value > *l)
+            };
+            if let Some(t) = threshold {
+                want_alerts.insert((id(d), at), t);
+            }
+        }
+    }
+    assert!(
+        alerts == want_alerts,
+        "{} alerts, {} wanted",
+        alerts.len(),
+        want_alerts.len()
+    );
     eprintln!(
-        "{} readings enriched exactly once, each with its site then, across {lives} killed lives ({progressed} of them committed some first)",
-        want.len()
+        "{} readings enriched exactly once, each with its site then, and {} alerts by the devices' own limits, across {lives} killed lives ({progressed} of them committed some first)",
+        want.len(),
+        alerts.len()
     );
 }

@@ -76,4 +76,16 @@ async fn the_demo_accounts_for_every_record() {
     assert_eq!(n.dead_letters, 0, "{text}");
     assert!(text.contains("iot-enriched-readings: device-"), "{text}");
     assert!(!text.contains("none known then"), "{text}");
+    // Alerts by each device's limits: every fleet-wide alert (no device
+    // has a looser limit), and more from the clean rooms' tighter ones.
+    let fleet = s.iot_events.to(iot_events::ALERTS);
+    let own = n.to(iot_enriched::ALERTS);
+    assert!(
+        own >= fleet,
+        "{own} device alerts, {fleet} fleet-wide: {text}"
+    );
+    assert!(
+        text.contains("iot-device-alerts: device-") && text.contains("over its limit"),
+        "{text}"
+    );
 }

@@ -24,7 +24,7 @@ use sluice::{
 };
 use sluice_app::topologies::{
     iot_alerts::{SensorReading, SensorType},
-    iot_enriched::{self, DEVICES, DeviceInfo, EnrichedReading, SINK, SOURCE},
+    iot_enriched::{self, ALERTS, DEVICES, DeviceInfo, EnrichedReading, SINK, SOURCE},
 };
 use tokio::sync::oneshot;
 
@@ -44,6 +44,7 @@ impl Setup {
                 (SOURCE, 4),
                 (DEVICES, devices),
                 (SINK, 4),
+                (ALERTS, 4),
                 ("iot_sensor_data.dlq", 1),
             ])
             .await;

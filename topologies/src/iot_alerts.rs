@@ -200,21 +200,46 @@ const RULES: &[(SensorType, &str, Cmp, f64, Severity)] = &[
     ),
 ];
 
+/// A device's own upper limits: each replaces its sensor's fleet-wide
+/// warning limit (35 °C, 85 %); the critical limits stay the fleet's.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    pub temperature_max: Option<f64>,
+    pub humidity_max: Option<f64>,
+}
+
 /// The alert a reading raises, if any: the most severe rule it breaks.
 pub fn alert(r: &SensorReading) -> Option<SensorAlert> {
+    alert_within(r, Limits::default())
+}
+
+/// The same, with a device's own limits where it has them.
+pub fn alert_within(r: &SensorReading, own: Limits) -> Option<SensorAlert> {
     RULES
         .iter()
         .filter(|(t, ..)| *t == r.sensor_type)
-        .find(|(_, _, cmp, limit, _)| match cmp {
+        .map(|(t, rule, cmp, limit, severity)| {
+            let limit = match (t, cmp, severity) {
+                (SensorType::Temperature, Cmp::Above, Severity::Warning) => {
+                    own.temperature_max.unwrap_or(*limit)
+                }
+                (SensorType::Humidity, Cmp::Above, Severity::Warning) => {
+                    own.humidity_max.unwrap_or(*limit)
+                }
+                _ => *limit,
+            };
+            (rule, cmp, limit, severity)
+        })
+        .find(|(_, cmp, limit, _)| match cmp {
             Cmp::Above => r.value > *limit,
             Cmp::Below => r.value < *limit,
             Cmp::AtLeast => r.value >= *limit,
         })
-        .map(|(_, rule, _, limit, severity)| SensorAlert {
+        .map(|(rule, _, limit, severity)| SensorAlert {
             device_id: r.device_id.clone(),
             sensor_type: r.sensor_type,
             value: r.value,
-            threshold: *limit,
+            threshold: limit,
             rule: rule.to_string(),
             severity: *severity,
             timestamp: r.timestamp,
@@ -280,6 +305,29 @@ mod tests {
                 "{t:?} {v}"
             );
         }
+    }
+
+    #[test]
+    fn a_device_limit_replaces_the_warning_limit_not_the_critical() {
+        let own = Limits {
+            temperature_max: Some(22.0),
+            humidity_max: Some(50.0),
+        };
+        let got =
+            |t, v| alert_within(&reading(t, v), own).map(|a| (a.rule, a.severity, a.threshold));
+        let w = |r: &str, l| Some((r.to_string(), Severity::Warning, l));
+        assert_eq!(
+            got(SensorType::Temperature, 23.0),
+            w("extreme_temperature", 22.0)
+        );
+        assert_eq!(got(SensorType::Temperature, 21.5), None);
+        assert_eq!(
+            got(SensorType::Temperature, 46.0),
+            Some(("extreme_temperature".into(), Severity::Critical, 45.0))
+        );
+        assert_eq!(got(SensorType::Humidity, 55.0), w("high_humidity", 50.0));
+        // Without its own limits, the fleet's.
+        assert_eq!(alert(&reading(SensorType::Temperature, 23.0)), None);
     }
 
     #[test]

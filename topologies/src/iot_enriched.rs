@@ -3,17 +3,21 @@
 //! reading with the site its device was at when the reading was taken,
 //! exactly once, keyed by device id. A device moved mid-stream gives its
 //! earlier readings the old site and later ones the new, live or replayed.
+//! The same join gives `iot-device-alerts`: the alert rules of `iot-alerts`
+//! with the device's own upper limits where its row has them.
 
 use serde::{Deserialize, Serialize};
 
 use sluice::prelude::*;
 
-use super::iot_alerts::{SensorReading, SensorType};
+use super::iot_alerts::{self, Limits, SensorAlert, SensorReading, SensorType};
 
 pub const NAME: &str = "iot-enriched";
 pub const SOURCE: &str = "iot_sensor_data";
 pub const DEVICES: &str = "iot-devices";
 pub const SINK: &str = "iot-enriched-readings";
+/// Alerts by each device's own limits (`SensorAlert`, keyed by device).
+pub const ALERTS: &str = "iot-device-alerts";
 
 /// `schemas/iot-devices.avsc`: a device's row, keyed by its id (UTF-8).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +31,15 @@ pub struct DeviceInfo {
     pub temperature_max: Option<f64>,
     #[serde(default)]
     pub humidity_max: Option<f64>,
+}
+
+impl DeviceInfo {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            temperature_max: self.temperature_max,
+            humidity_max: self.humidity_max,
+        }
+    }
 }
 
 impl AvroSchema for DeviceInfo {
@@ -65,6 +78,24 @@ pub fn build() -> Result<Topology, BuildError> {
     declare(NAME, SOURCE, DEVICES, SINK)
 }
 
+/// What one joined reading gives.
+enum Out {
+    Reading(EnrichedReading),
+    Alert(SensorAlert),
+}
+
+impl Out {
+    /// A reading and the alert it raises by its device's limits.
+    fn of(r: Item<SensorReading>, device: Option<&DeviceInfo>) -> [Option<Out>; 2] {
+        let limits = device.map(DeviceInfo::limits).unwrap_or_default();
+        let alert = iot_alerts::alert_within(&r.value, limits).map(Out::Alert);
+        [
+            Some(Out::Reading(EnrichedReading::of(r.value, device))),
+            alert,
+        ]
+    }
+}
+
 /// The same pipeline over other topics (the benchmark's and tests').
 pub fn declare(
     name: &str,
@@ -94,22 +125,32 @@ pub fn declare_co_partitioned(
 }
 
 fn enrich(t: &Builder, source: &str, devices: &Table<DeviceInfo>, sink: &str) {
-    super::iot_windows::checked(t, source)
+    let [readings, alerts] = super::iot_windows::checked(t, source)
         .event_time("timestamp", |r| r.timestamp)
         .key_by("device_id", |r| r.device_id.clone())
         .left_join(
             "devices",
             devices,
             |r| r.value.device_id.as_bytes().to_vec(),
-            EnrichedReading::of_item,
+            Out::of,
         )
+        .flat_map("reading and alert", |outs| outs.into_iter().flatten())
+        .split("kind")
+        .branch("readings", |o| matches!(o, Out::Reading(_)))
+        .default_branch("alerts")
+        .streams();
+    readings
+        .flat_map("reading", |o| match o {
+            Out::Reading(r) => Some(r),
+            Out::Alert(_) => None,
+        })
         .to_topic(sink);
-}
-
-impl EnrichedReading {
-    fn of_item(r: Item<SensorReading>, device: Option<&DeviceInfo>) -> EnrichedReading {
-        EnrichedReading::of(r.value, device)
-    }
+    alerts
+        .flat_map("alert", |o| match o {
+            Out::Alert(a) => Some(a),
+            Out::Reading(_) => None,
+        })
+        .to_topic(ALERTS);
 }
 
 #[cfg(test)]
@@ -178,5 +219,32 @@ mod tests {
             ]
         );
         assert!(d.dead_letters().is_empty());
+    }
+
+    #[test]
+    fn alerts_use_the_limits_the_device_had_at_the_reading_time() {
+        let mut d = TestDriver::new(build().unwrap()).unwrap();
+        let t0 = 1_800_000_000_000;
+        let limited = |max| DeviceInfo {
+            temperature_max: max,
+            ..device("d1", "plant-a")
+        };
+        d.table_row(DEVICES, b"d1", t0, Some(limited(Some(21.0))))
+            .unwrap();
+        d.table_row(DEVICES, b"d1", t0 + H, Some(limited(None)))
+            .unwrap();
+        // 21.5 °C: over d1's own limit before the change, not after; d2
+        // has no row, so the fleet's limits hold.
+        for (dev, at) in [("d1", t0 + 1), ("d1", t0 + 2 * H), ("d2", t0 + 1)] {
+            d.pipe(Some(dev), &reading(dev, at), at).unwrap();
+        }
+        let alerts: Vec<(String, i64, f64)> = d
+            .read::<SensorAlert>(ALERTS)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.value.device_id, a.value.timestamp, a.value.threshold))
+            .collect();
+        assert_eq!(alerts, vec![("d1".to_string(), t0 + 1, 21.0)]);
+        assert_eq!(d.read::<EnrichedReading>(SINK).unwrap().len(), 3);
     }
 }

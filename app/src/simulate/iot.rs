@@ -3,7 +3,8 @@
 //! out of order or late to exercise event-time windows. Each device's
 //! `DeviceInfo` goes to `iot-devices` at start, and now and then a device
 //! moves to another site: its new row is acknowledged before any reading
-//! stamped after the move is sent, so a join by event time sees it.
+//! stamped after the move is sent, so a join by event time sees it. Every
+//! fourth device has its own, tighter alert limits (a clean room).
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -96,6 +97,10 @@ pub struct Generator {
 /// Where devices are.
 pub const SITES: [&str; 4] = ["plant-a", "plant-b", "plant-c", "warehouse"];
 
+/// A clean room's limits: temperature (°C) and humidity (%), near the
+/// readings' usual levels (21 °C, 45 %).
+const CLEAN_ROOM: (f64, f64) = (21.5, 47.0);
+
 /// How long before start the devices' first rows are valid: readings
 /// stamped minutes late still find their device.
 const DESCRIBED_BEFORE_MS: i64 = 10 * 60 * 1000;
@@ -126,12 +131,15 @@ impl Generator {
     }
 
     fn info(&self, d: usize) -> DeviceInfo {
+        // Every fourth device watches a clean room: its own, tighter
+        // limits, which `iot-enriched`'s device alerts apply.
+        let clean_room = d % 4 == 3;
         DeviceInfo {
             device_id: Self::device_id(d),
             site: SITES[self.sites[d]].to_string(),
             model: Some(format!("sim-{}", d % 3 + 1)),
-            temperature_max: None,
-            humidity_max: None,
+            temperature_max: clean_room.then_some(CLEAN_ROOM.0),
+            humidity_max: clean_room.then_some(CLEAN_ROOM.1),
         }
     }
 
