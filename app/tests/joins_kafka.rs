@@ -13,7 +13,7 @@ mod common;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use common::{kafka::Kafka, read_topic};
+use common::{kafka::Kafka, member::Member as Worker, read_topic};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sluice::{
     avro::{AvroCodec, AvroSchema, Reader, RegistryConfig},
@@ -26,7 +26,6 @@ use sluice_app::topologies::{
     iot_alerts::{SensorReading, SensorType},
     iot_enriched::{self, ALERTS, DEVICES, DeviceInfo, EnrichedReading, SINK, SOURCE},
 };
-use tokio::sync::oneshot;
 
 struct Setup {
     _registry: sluice::registry::Running,
@@ -138,22 +137,11 @@ impl Setup {
     }
 
     fn spawn_of(&self, instance: &str, build: fn() -> Result<Topology, BuildError>) -> Worker {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let stats = Arc::new(Stats::default());
-        let (kafka, codec, st) = (self.kafka.clone(), self.codec.clone(), stats.clone());
         let opts = RunOptions {
             instance_id: instance.to_string(),
             ..RunOptions::default()
         };
-        let task = tokio::spawn(async move {
-            let topology = build().unwrap();
-            runtime::run_topology(&topology, &kafka, codec, &opts, st, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        Worker { stop, task, stats }
+        Worker::spawn(build().unwrap(), &self.kafka, &self.codec, opts)
     }
 
     /// The enriched readings committed so far: (device, time) → site.
@@ -176,22 +164,6 @@ impl Setup {
             assert!(twice.is_none(), "a reading enriched twice");
         }
         out
-    }
-}
-
-struct Worker {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-    stats: Arc<Stats>,
-}
-
-impl Worker {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("worker stops within 30 s")
-            .unwrap();
     }
 }
 
@@ -275,20 +247,13 @@ async fn readings_carry_the_site_valid_at_their_time() {
 }
 
 fn co_partitioned() -> Result<Topology, BuildError> {
-    iot_enriched::declare_co_partitioned("iot-enriched-co", SOURCE, DEVICES, SINK)
+    iot_enriched::declare_co_partitioned("iot-enriched-co", SOURCE, DEVICES, SINK, Some(ALERTS))
 }
 
 /// The keys each worker's table holds.
 fn keys(w: &Worker) -> u64 {
     let table = w.stats.tables.lock().unwrap()[0].clone();
     table.keys.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// The records a worker has taken in.
-fn records(w: &Worker) -> u64 {
-    w.stats
-        .records_in
-        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A co-partitioned table: each of two workers reads only the devices'
@@ -332,7 +297,7 @@ async fn a_co_partitioned_table_is_read_where_its_partitions_are_owned() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Readings now go to both.
-    let (ra, rb) = (records(&a), records(&b));
+    let (ra, rb) = (a.read(), b.read());
     let t1 = chrono::Utc::now().timestamp_millis();
     for (d, id) in devices.iter().enumerate() {
         s.reading(id, t1).await;
@@ -343,7 +308,7 @@ async fn a_co_partitioned_table_is_read_where_its_partitions_are_owned() {
         &want,
         "split between two workers",
     );
-    let (ra, rb) = (records(&a) - ra, records(&b) - rb);
+    let (ra, rb) = (a.read() - ra, b.read() - rb);
     assert!(ra > 0 && rb > 0, "both joined readings: {ra} and {rb}");
 
     // One leaves: the other reads the partitions it takes over.

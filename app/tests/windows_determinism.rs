@@ -17,18 +17,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{TestDb, kafka::Kafka, read_committed_all, windows::*};
+use common::{TestDb, kafka::Kafka, member::Member, read_committed_all, windows::*};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sluice::{
     avro::{AvroCodec, Reader, RegistryConfig},
     kafka::KafkaConfig,
-    runtime::{self, RunOptions},
-    stats::Stats,
+    runtime::RunOptions,
     window::WindowSpec,
 };
 use sluice_app::topologies::{iot_alerts::SensorReading, iot_windows};
 use sqlx::PgPool;
-use tokio::sync::oneshot;
 
 const PARTITIONS: i32 = 4;
 
@@ -105,41 +103,15 @@ async fn topics(kafka: &Kafka, source: &str) {
         .await;
 }
 
-struct Member {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-    stats: Arc<Stats>,
-}
-
-impl Member {
-    fn spawn(s: &Setup, way: &str, instance: &str) -> Member {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let stats = Arc::new(Stats::default());
-        let (kafka, codec, st) = (s.kafka.clone(), s.codec.clone(), stats.clone());
-        let opts = RunOptions {
-            instance_id: instance.to_string(),
-            databases: common::postgres(s.pool.clone()),
-            ..RunOptions::default()
-        };
-        let (name, source, table) = names(way);
-        let task = tokio::spawn(async move {
-            let topology = iot_windows::declare(&name, &source, &table, spec()).unwrap();
-            runtime::run_topology(&topology, &kafka, codec, &opts, st, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        Member { stop, task, stats }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("member stops within 30 s")
-            .unwrap();
-    }
+fn member(s: &Setup, way: &str, instance: &str) -> Member {
+    let opts = RunOptions {
+        instance_id: instance.to_string(),
+        databases: common::postgres(s.pool.clone()),
+        ..RunOptions::default()
+    };
+    let (name, source, table) = names(way);
+    let topology = iot_windows::declare(&name, &source, &table, spec()).unwrap();
+    Member::spawn(topology, &s.kafka, &s.codec, opts)
 }
 
 /// (topology, source topic, table) of a way through.
@@ -195,7 +167,7 @@ async fn live_preloaded_killed_and_rebalanced_give_the_same_windows_and_late_rec
     // (a) Live: the worker runs while the stream is produced, bit by bit.
     let (_, source, table) = names("live");
     topics(&kafka, &source).await;
-    let m = Member::spawn(&s, "live", "live");
+    let m = member(&s, "live", "live");
     for chunk in all.chunks(all.len() / 20 + 1) {
         produce_to(&producer, &s.codec, &source, chunk).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -211,7 +183,7 @@ async fn live_preloaded_killed_and_rebalanced_give_the_same_windows_and_late_rec
     let (_, source, table) = names("preloaded");
     topics(&kafka, &source).await;
     produce_to(&producer, &s.codec, &source, &all).await;
-    let m = Member::spawn(&s, "preloaded", "preloaded");
+    let m = member(&s, "preloaded", "preloaded");
     wait_for(&s.pool, &table, n).await;
     m.stop().await;
     let preloaded = (
@@ -288,7 +260,7 @@ async fn live_preloaded_killed_and_rebalanced_give_the_same_windows_and_late_rec
     topics(&kafka, &source).await;
     let third = all.len() / 3;
     produce_to(&producer, &s.codec, &source, &all[..third]).await;
-    let a = Member::spawn(&s, "rebalanced", "a");
+    let a = member(&s, "rebalanced", "a");
     let deadline = Instant::now() + Duration::from_secs(60);
     while committed_in(&s.pool, &table).await == 0 {
         assert!(
@@ -297,8 +269,8 @@ async fn live_preloaded_killed_and_rebalanced_give_the_same_windows_and_late_rec
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let b = Member::spawn(&s, "rebalanced", "b");
-    let c = Member::spawn(&s, "rebalanced", "c");
+    let b = member(&s, "rebalanced", "b");
+    let c = member(&s, "rebalanced", "c");
     // The new members take partitions before the second third comes.
     let deadline = Instant::now() + Duration::from_secs(60);
     while [&b, &c].iter().any(|m| m.stats.health.is_joined().not()) {
@@ -307,11 +279,7 @@ async fn live_preloaded_killed_and_rebalanced_give_the_same_windows_and_late_rec
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     produce_to(&producer, &s.codec, &source, &all[third..2 * third]).await;
-    let read = |m: &Member| {
-        m.stats
-            .records_in
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let read = |m: &Member| m.read();
     let deadline = Instant::now() + Duration::from_secs(60);
     while read(&b) == 0 || read(&c) == 0 {
         assert!(

@@ -7,17 +7,15 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{TestDb, kafka::Kafka, read_topic, windows::*};
+use common::{TestDb, kafka::Kafka, member::Member as Worker, read_topic, windows::*};
 use sluice::{
     avro::{AvroCodec, RegistryConfig},
     kafka::{GroupProtocol, KafkaConfig},
-    runtime::{self, RunOptions},
-    stats::Stats,
+    runtime::RunOptions,
     window::WindowSpec,
 };
 use sluice_app::topologies::{iot_alerts::SensorReading, iot_windows};
 use sqlx::PgPool;
-use tokio::sync::oneshot;
 
 struct Setup {
     _registry: sluice::registry::Running,
@@ -53,22 +51,6 @@ async fn setup(kafka: &Kafka) -> Setup {
     }
 }
 
-struct Worker {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-    stats: Arc<Stats>,
-}
-
-impl Worker {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("worker stops within 30 s")
-            .unwrap();
-    }
-}
-
 fn spawn(s: &Setup, pool: PgPool, spec: WindowSpec, instance: &str) -> Worker {
     spawn_with(s, pool, spec, instance, GroupProtocol::Classic)
 }
@@ -80,24 +62,13 @@ fn spawn_with(
     instance: &str,
     group_protocol: GroupProtocol,
 ) -> Worker {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let stats = Arc::new(Stats::default());
-    let (kafka, codec, st): (KafkaConfig, _, _) = (s.kafka.clone(), s.codec.clone(), stats.clone());
     let opts = RunOptions {
         instance_id: instance.to_string(),
         group_protocol,
         databases: common::postgres(pool),
         ..RunOptions::default()
     };
-    let task = tokio::spawn(async move {
-        let topology = iot_windows::build(spec).unwrap();
-        runtime::run_topology(&topology, &kafka, codec, &opts, st, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Worker { stop, task, stats }
+    Worker::spawn(iot_windows::build(spec).unwrap(), &s.kafka, &s.codec, opts)
 }
 
 /// Waits until the table holds `n` readings in all.

@@ -278,7 +278,9 @@ impl Txn {
             self.now()
                 .send_offsets_to_transaction(offsets, &meta, TXN_TIMEOUT)?;
             let sent = Instant::now();
+            crate::failpoint::hit("before-txn-commit");
             self.now().commit_transaction(TXN_TIMEOUT)?;
+            crate::failpoint::hit("after-txn-commit");
             self.parts = Some(CommitParts {
                 begin: self.began,
                 flush: flushed - started,

@@ -74,7 +74,7 @@ const GAUGES: [Metric; 3] = [
     ),
 ];
 
-const COUNTERS: [Metric; 4] = [
+const COUNTERS: [Metric; 6] = [
     (
         "sluice.table.records",
         "Records of the table's topic read since start",
@@ -94,6 +94,16 @@ const COUNTERS: [Metric; 4] = [
         "sluice.join.expired_lookups",
         "Lookups older than the table's history, joined with the oldest row kept",
         |s| &s.expired_lookups,
+    ),
+    (
+        "sluice.table.probes",
+        "End offsets asked of the brokers so that joins see every row produced before their records were fetched",
+        |s| &s.probes,
+    ),
+    (
+        "sluice.join.wait.microseconds",
+        "Time joins waited for their table to be read up to such an end, µs",
+        |s| &s.join_wait_us,
     ),
 ];
 

@@ -169,6 +169,9 @@ pub async fn run_member(
     tracing::info!(topology = %d.name, group = %group, sinks = %sinks.join(", "), guarantee = %opts.guarantee, instance = %instance, "worker started");
 
     let crashed = || RuntimeError::Crashed(format!("{}: the sender thread stopped", d.name));
+    let ahead: Vec<_> = (topology.read_tables.iter())
+        .filter_map(|t| tables.get(t.topic()).map(|r| r.ahead.clone()))
+        .collect();
     let hand = |chunk: &mut Chunk| -> Result<(), RuntimeError> {
         let recycled = reuse.lock().ok().and_then(|r| r.try_recv().ok());
         let fresh = match recycled {
@@ -184,7 +187,11 @@ pub async fn run_member(
                 s.handed_us = now;
             }
         }
-        chunk.handed = Some(std::time::Instant::now());
+        let handed = std::time::Instant::now();
+        chunk.handed = Some(handed);
+        for t in &ahead {
+            t.want(handed);
+        }
         let full = std::mem::replace(chunk, fresh);
         match work.try_send(Work::Chunk(full)) {
             Ok(()) => Ok(()),

@@ -23,6 +23,9 @@ pub struct TableStats {
     pub expired_lookups: AtomicU64,
     /// Records an inner join found no row for.
     pub join_misses: AtomicU64,
+    /// End-offset probes made, and the time joins waited for one, µs.
+    pub probes: AtomicU64,
+    pub join_wait_us: AtomicU64,
 }
 
 impl TableStats {

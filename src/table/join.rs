@@ -140,6 +140,8 @@ where
             live,
             how: self.how.clone(),
             held: std::collections::BTreeSet::new(),
+            rows: Rows::default(),
+            fresh: None,
         })
     }
 }
@@ -150,6 +152,58 @@ struct JoinOp<T, V, U> {
     how: Arc<How<T, V, U>>,
     /// The member's partitions, whose rows a co-partitioned table reads.
     held: std::collections::BTreeSet<i32>,
+    rows: Rows<V>,
+    /// The last partition and fetch time the table was fresh for.
+    fresh: Option<(i32, std::time::Instant)>,
+}
+
+/// Rows decoded lately, by their bytes: a row is decoded once while it
+/// stays here, not on every lookup (most lookups find few distinct rows).
+struct Rows<V> {
+    index: std::collections::HashMap<Box<[u8]>, usize>,
+    values: Vec<V>,
+}
+
+impl<V> Default for Rows<V> {
+    fn default() -> Self {
+        Rows {
+            index: Default::default(),
+            values: Vec::new(),
+        }
+    }
+}
+
+/// Rows kept decoded, at most: about 2 MB of small rows.
+const DECODED: usize = 16_384;
+
+enum RowError {
+    Decode(crate::avro::CodecError),
+    UnknownSchema,
+}
+
+impl<V: serde::de::DeserializeOwned> Rows<V> {
+    fn get_or_decode(
+        &mut self,
+        bytes: &[u8],
+        codec: &crate::avro::AvroCodec,
+        reader: &crate::avro::Reader,
+    ) -> Result<usize, RowError> {
+        if let Some(i) = self.index.get(bytes) {
+            return Ok(*i);
+        }
+        let v = match codec.decode_cached::<V>(bytes, reader) {
+            Some(Ok((_, v))) => v,
+            Some(Err(e)) => return Err(RowError::Decode(e)),
+            None => return Err(RowError::UnknownSchema),
+        };
+        if self.values.len() >= DECODED {
+            self.index.clear();
+            self.values.clear();
+        }
+        self.index.insert(bytes.into(), self.values.len());
+        self.values.push(v);
+        Ok(self.values.len() - 1)
+    }
 }
 
 impl<T, V, U> Drop for JoinOp<T, V, U> {
@@ -184,37 +238,44 @@ where
             return Ok(());
         };
         let item = *item;
-        if !self.live.fresh_for(at.partition, ctx.fetched) {
-            // Not while the worker runs: tables stop after the workers.
-            self.live
-                .wait_fresh(at.partition, ctx.fetched)
-                .map_err(|e| self.refuse(FailureKind::Operator, e.to_string()))?;
+        // A chunk's records share their fetch time: asked once per chunk.
+        if self.fresh != Some((at.partition, ctx.fetched)) {
+            if !self.live.fresh_for(at.partition, ctx.fetched) {
+                // Not while the worker runs: tables stop after the workers.
+                self.live
+                    .wait_fresh(at.partition, ctx.fetched)
+                    .map_err(|e| self.refuse(FailureKind::Operator, e.to_string()))?;
+            }
+            self.fresh = Some((at.partition, ctx.fetched));
         }
         let how = &*self.how;
         let key = (how.key)(&item);
         let (key_out, at_ms) = (item.key.clone(), item.timestamp_ms);
-        // The row is decoded here, by the join: the table keeps it as bytes.
-        let row = self
-            .live
-            .lookup(at.partition, &key, at_ms, |found| match found {
-                Lookup::Found(bytes) | Lookup::Expired(Some(bytes)) => {
-                    match ctx.codec.decode_cached::<V>(bytes, self.live.reader()) {
-                        Some(Ok((_, v))) => Ok(Some(v)),
-                        Some(Err(e)) => Err(Failure::Decode(e)),
-                        // The reader decoded it with this codec before keeping it.
-                        None => Err(self.refuse(
-                            FailureKind::Operator,
-                            format!(
-                                "table {}: the row's writer schema is not known",
-                                self.live.topic()
-                            ),
-                        )),
-                    }
-                }
-                Lookup::Absent | Lookup::Expired(None) => Ok(None),
-            })?;
+        // The row is decoded here, by the join (the table keeps it as
+        // bytes), once per distinct row while it stays in the cache.
+        let (live, rows) = (&self.live, &mut self.rows);
+        let found = live.lookup(at.partition, &key, at_ms, |found| match found {
+            Lookup::Found(bytes) | Lookup::Expired(Some(bytes)) => rows
+                .get_or_decode(bytes, ctx.codec, live.reader())
+                .map(Some),
+            Lookup::Absent | Lookup::Expired(None) => Ok(None),
+        });
+        let row = match found {
+            Ok(i) => i.map(|i| &self.rows.values[i]),
+            Err(RowError::Decode(e)) => return Err(Failure::Decode(e)),
+            // The reader decoded it with this codec before keeping it.
+            Err(RowError::UnknownSchema) => {
+                return Err(self.refuse(
+                    FailureKind::Operator,
+                    format!(
+                        "table {}: the row's writer schema is not known",
+                        self.live.topic()
+                    ),
+                ));
+            }
+        };
         let value = match (row, how.inner) {
-            (Some(row), _) => (how.joiner)(item, Some(&row)),
+            (Some(row), _) => (how.joiner)(item, Some(row)),
             (None, None) => (how.joiner)(item, None),
             (None, Some(miss)) => {
                 self.live.stats.join_misses.fetch_add(1, Ordering::Relaxed);
@@ -237,6 +298,7 @@ where
     fn abort(&mut self) {}
 
     fn release(&mut self, partitions: &[i32]) {
+        self.fresh = None;
         for p in partitions {
             if self.held.remove(p) {
                 self.live.unhold(*p);

@@ -213,6 +213,17 @@ impl<V> LiveTable<V> {
         self.state().always = true;
     }
 
+    /// Asks for the rows to hold what the topic had at `fetched`, without
+    /// waiting (the worker, as it hands records over).
+    pub fn want(&self, fetched: Instant) {
+        let mut s = self.state();
+        if !s.always && s.wanted.is_none_or(|w| w < fetched) {
+            s.wanted = Some(fetched);
+            drop(s);
+            self.wanted.notify_one();
+        }
+    }
+
     /// Waits until the rows a record of `partition` is joined with hold
     /// everything the topic had at `fetched`.
     pub fn wait_fresh(&self, partition: i32, fetched: Instant) -> Result<(), Closed> {
@@ -222,6 +233,8 @@ impl<V> LiveTable<V> {
         let began = Instant::now();
         loop {
             if s.holds(slot, fetched) {
+                let waited = began.elapsed().as_micros() as u64;
+                self.stats.join_wait_us.fetch_add(waited, Ordering::Relaxed);
                 return Ok(());
             }
             if s.closed {

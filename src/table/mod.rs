@@ -114,6 +114,21 @@ pub trait TableSource: Send + Sync + 'static {
 pub struct Running {
     pub live: Arc<dyn Any + Send + Sync>,
     pub stats: Arc<TableStats>,
+    /// The same table, asked ahead for records handed over.
+    pub ahead: Arc<dyn Ahead>,
+}
+
+/// A table asked, when a chunk of records is handed to the task thread,
+/// to be read up to its topic's end as of then: the probe starts while
+/// earlier chunks are processed, so the join rarely waits for it.
+pub trait Ahead: Send + Sync {
+    fn want(&self, fetched: std::time::Instant);
+}
+
+impl<V: Send + Sync> Ahead for LiveTable<V> {
+    fn want(&self, fetched: std::time::Instant) {
+        LiveTable::want(self, fetched);
+    }
 }
 
 impl<V> TableSource for TableDecl<V>
@@ -136,13 +151,14 @@ where
     ) -> Running {
         let live = Arc::new(self.live());
         let stats = live.stats.clone();
+        let ahead = live.clone();
         let read = reader::TableReader {
             live: live.clone(),
             kafka: kafka.clone(),
             codec,
         };
         tokio::spawn(read.run(stop));
-        Running { live, stats }
+        Running { live, stats, ahead }
     }
 
     fn in_memory(&self) -> Running {
@@ -152,7 +168,8 @@ where
         stats
             .restored
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        Running { live, stats }
+        let ahead = live.clone();
+        Running { live, stats, ahead }
     }
 }
 

@@ -95,6 +95,14 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
                 .reader(&format!("sluice-table-{topic}"))
                 .create_with_context(QuietReader)?,
         );
+        // Probes ask on a connection of their own: on the reader's, the
+        // broker answers them only after its pending fetch, which waits up
+        // to fetch.wait.max.ms (500 ms) while the table's topic is quiet.
+        let prober: Consumer_ = Arc::new(
+            self.kafka
+                .reader(&format!("sluice-table-{topic}-probe"))
+                .create_with_context(QuietReader)?,
+        );
         let count = blocking(&consumer, {
             let topic = topic.clone();
             move |c| crate::kafka::partition_count(c, &topic)
@@ -199,11 +207,10 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
                     .store(read.max(0) as u64, Ordering::Relaxed);
             }
             if target.is_none() && probe.is_none() && self.live.wanted_after().is_some() {
-                let (topic, began, c) = (topic.clone(), Instant::now(), consumer.clone());
+                let (topic, began, c) = (topic.clone(), Instant::now(), prober.clone());
                 let parts: Vec<i32> = reached.keys().copied().collect();
-                let job = tokio::task::spawn_blocking(move || {
-                    watermarks(&c, &topic, &parts).map(|(_, ends)| ends)
-                });
+                stats.probes.fetch_add(1, Ordering::Relaxed);
+                let job = tokio::task::spawn_blocking(move || ends(&c, &topic, &parts));
                 probe = Some((began, job));
             }
             tokio::select! {
@@ -332,6 +339,28 @@ fn watermarks(
         ends.insert(p, high);
     }
     Ok((lows, ends))
+}
+
+/// The end offsets (as committed) of `topic`'s `partitions`, in one
+/// request per leader: a probe, run back to back while joins wait.
+fn ends(
+    c: &StreamConsumer<QuietReader>,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Offsets, ReadError> {
+    let timeout = Duration::from_secs(10);
+    let asked = tpl(topic, partitions, Some(Offset::End))?;
+    let got = c.offsets_for_times(asked, timeout)?;
+    let mut out = BTreeMap::new();
+    for &p in partitions {
+        let end = match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            // Not an offset: asked the long way.
+            _ => c.fetch_watermarks(topic, p, timeout)?.1,
+        };
+        out.insert(p, end);
+    }
+    Ok(out)
 }
 
 fn tpl(

@@ -85,6 +85,10 @@ pub struct BenchArgs {
     /// With --compare: which processors to run (default: all).
     #[arg(long, value_delimiter = ',', value_parser = ["pass-through", "floor", "sluice", "kafka-streams", "quix-streams"], requires = "compare")]
     processors: Vec<String>,
+    /// With --compare: which work to compare (default: all): user-login,
+    /// the iot windows, the iot-enriched join (5 000 devices' table).
+    #[arg(long, value_delimiter = ',', value_parser = ["logins", "windows", "enriched"], requires = "compare")]
+    works: Vec<String>,
     /// With --compare: also records/s with 1, 2 and 4 threads on 8 partitions.
     #[arg(long, requires = "compare")]
     scaling: bool,
@@ -114,6 +118,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             kafka_libs: args.kafka_libs,
             scaling: args.scaling,
             processors: args.processors,
+            works: args.works,
             rounds: args.rounds,
         })
         .await;

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod kafka;
 pub mod logins;
+pub mod member;
 pub mod postgres_tls;
 pub mod raw;
 pub mod windows;

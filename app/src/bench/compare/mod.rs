@@ -38,6 +38,8 @@ pub struct Params {
     pub scaling: bool,
     /// pass-through, sluice, kafka-streams, quix-streams; empty for all.
     pub processors: Vec<String>,
+    /// logins, windows, enriched; empty for all.
+    pub works: Vec<String>,
     pub rounds: u32,
 }
 
@@ -51,6 +53,15 @@ impl Params {
             Processor::QuixStreams(_) => "quix-streams",
         };
         self.processors.is_empty() || self.processors.iter().any(|p| p == name)
+    }
+
+    fn does(&self, work: Work) -> bool {
+        let name = match work {
+            Work::Logins => "logins",
+            Work::Readings => "windows",
+            Work::Enriched | Work::Unjoined => "enriched",
+        };
+        self.works.is_empty() || self.works.iter().any(|w| w == name)
     }
 }
 
@@ -102,7 +113,14 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
         p.bootstrap, p.partitions, p.records, p.rounds, p.latency_records, p.rate
     );
     let logins = preloaded(&b, Work::Logins, p.records, p.partitions).await?;
-    let readings = preloaded(&b, Work::Readings, p.records, p.partitions).await?;
+    let readings = match p.does(Work::Readings) {
+        true => Some(preloaded(&b, Work::Readings, p.records, p.partitions).await?),
+        false => None,
+    };
+    let enriched = match p.does(Work::Enriched) {
+        true => Some(preloaded(&b, Work::Enriched, p.records, p.partitions).await?),
+        false => None,
+    };
     let limit = broker_limit(&b, &p, &logins).await;
     // The topology's own cost, on one core without a broker: with the
     // pass-through's, what the parts of sluice's run cost alone.
@@ -121,22 +139,27 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
             (Work::Logins, Processor::QuixStreams(false), 1),
             (Work::Readings, Processor::Sluice, 1),
             (Work::Readings, Processor::KafkaStreams, 1),
+            (Work::Unjoined, Processor::Sluice, 1),
+            (Work::Enriched, Processor::Sluice, 1),
+            (Work::Enriched, Processor::KafkaStreams, 1),
         ];
         for (work, who, threads) in runs {
-            if !p.runs(who) {
+            if !p.runs(who) || !p.does(work) {
                 continue;
             }
-            let stream = if work == Work::Logins {
-                &logins
-            } else {
-                &readings
+            let stream = match work {
+                Work::Logins => &logins,
+                Work::Readings => readings.as_ref().expect("preloaded when compared"),
+                Work::Enriched | Work::Unjoined => {
+                    enriched.as_ref().expect("preloaded when compared")
+                }
             };
             let row = b.run(work, stream, who, threads).await?;
             eprintln!("round {}: {}", round + 1, line(&row));
             rows.push(row);
         }
     }
-    drop((logins, readings));
+    drop((logins, readings, enriched));
     let medians = medians(&rows);
     println!();
     print_table(&medians);
@@ -190,13 +213,25 @@ async fn preloaded(
     let (topic, schema_of) = match work {
         Work::Logins => (format!("cmp-{}-logins", b.run_id), "user-login"),
         Work::Readings => (format!("cmp-{}-readings", b.run_id), "iot_sensor_data"),
+        Work::Enriched | Work::Unjoined => {
+            (format!("cmp-{}-enriched", b.run_id), "iot_sensor_data")
+        }
     };
     let text = crate::topologies::schema_for(schema_of).unwrap_or_default();
     b.client
         .register(&schemas::value_subject(&topic), &text)
         .await?;
     eprintln!("encoding {records} {work:?}…");
-    Stream::build(work, records, partitions, &b.codec, &topic).await
+    let mut stream = Stream::build(work, records, partitions, &b.codec, &topic).await?;
+    if work == Work::Enriched {
+        let table = format!("cmp-{}-devices", b.run_id);
+        let text = crate::topologies::schema_for("iot-devices").unwrap_or_default();
+        b.client
+            .register(&schemas::value_subject(&table), &text)
+            .await?;
+        stream.table = Stream::devices(&b.codec, &table).await?;
+    }
+    Ok(stream)
 }
 
 async fn broker_limit(b: &Bench<'_>, p: &Params, logins: &Stream) -> Option<perf::Limit> {
@@ -405,6 +440,21 @@ fn print_summary(rows: &[Row], limit: Option<&perf::Limit>) {
         println!(
             "sluice iot windows at {:.2}× Kafka Streams' records/s",
             s / k
+        );
+    }
+    let joined = rate(Processor::Sluice.label(Work::Enriched));
+    let unjoined = rate(Processor::Sluice.label(Work::Unjoined));
+    let ks_joined = rate(Processor::KafkaStreams.label(Work::Enriched));
+    if let (Some(s), Some(k)) = (joined, ks_joined) {
+        println!(
+            "sluice iot-enriched at {:.2}× Kafka Streams' records/s (its GlobalKTable join)",
+            s / k
+        );
+    }
+    if let (Some(j), Some(u)) = (joined, unjoined) {
+        println!(
+            "the join costs sluice {:.0} % of the same readings' topic-to-topic records/s ({j:.0} against {u:.0})",
+            (1.0 - j / u) * 100.0
         );
     }
 }

@@ -54,6 +54,11 @@ impl Processor {
             (Processor::Sluice, Work::Readings) => "sluice iot windows",
             (Processor::KafkaStreams, Work::Logins) => "Kafka Streams user-login",
             (Processor::KafkaStreams, Work::Readings) => "Kafka Streams iot windows",
+            (Processor::Sluice, Work::Enriched) => "sluice iot-enriched (join)",
+            (Processor::KafkaStreams, Work::Enriched) => {
+                "Kafka Streams iot-enriched (GlobalKTable join)"
+            }
+            (_, Work::Unjoined) => "sluice readings to a topic, no join",
             (Processor::QuixStreams(true), _) => "Quix Streams user-login",
             (Processor::QuixStreams(false), _) => "Quix Streams user-login, at-least-once",
         }
@@ -122,6 +127,8 @@ pub struct Topics {
     pub input: String,
     pub output: String,
     pub dlq: String,
+    /// The table a join reads, preloaded before the input.
+    pub table: Option<String>,
 }
 
 const LIMIT: Duration = Duration::from_secs(600);
@@ -134,22 +141,31 @@ impl Bench<'_> {
         who: Processor,
         threads: usize,
     ) -> anyhow::Result<Row> {
-        let variant = format!(
-            "{}-{}{threads}",
-            if work == Work::Logins { "login" } else { "iot" },
-            who.short()
-        );
+        let kind = match work {
+            Work::Logins => "login",
+            Work::Readings => "iot",
+            Work::Enriched => "enr",
+            Work::Unjoined => "unj",
+        };
+        let variant = format!("{kind}-{}{threads}", who.short());
         let input = format!("cmp-{}-{variant}-in", self.run_id);
         let topics = Topics {
             output: format!("cmp-{}-{variant}-out", self.run_id),
             dlq: format!("{input}.dlq"),
+            table: (work == Work::Enriched)
+                .then(|| format!("cmp-{}-{variant}-devices", self.run_id)),
             input,
         };
         let app_id = format!("cmp-{}-{variant}", self.run_id);
         self.create(&topics).await?;
         self.register(work, &topics).await?;
         // Off the runtime's other tasks: a million records take seconds.
-        tokio::task::block_in_place(|| preload(self.kafka, &topics.input, &stream.partitions))?;
+        tokio::task::block_in_place(|| {
+            if let Some(table) = &topics.table {
+                preload_keyed(self.kafka, table, &stream.table)?;
+            }
+            preload(self.kafka, &topics.input, &stream.partitions)
+        })?;
         let reader = self.reader(&topics, "read_committed")?;
         let mut child = self.spawn(work, who, threads, &topics, &app_id)?;
         let measured = self
@@ -203,10 +219,7 @@ impl Bench<'_> {
         let p = stream.partitions.len();
         // Outputs that must be read before the run is done: every login;
         // windows come out only when later readings close them.
-        let want = match work {
-            Work::Logins => stream.records,
-            Work::Readings => 0,
-        };
+        let want = if work.one_to_one() { stream.records } else { 0 };
         let (mut starts, mut ends, mut outputs) = (Vec::new(), Vec::new(), 0usize);
         let mut first: Option<Instant> = None;
         let deadline = Instant::now() + LIMIT;
@@ -334,13 +347,14 @@ impl Bench<'_> {
 
     async fn create(&self, t: &Topics) -> anyhow::Result<()> {
         let late = format!("{}.late", t.input);
-        self.create_topics(&[
-            (&t.input, false),
-            (&t.output, true),
-            (&t.dlq, true),
-            (&late, true),
-        ])
-        .await
+        let mut topics = vec![
+            (t.input.as_str(), false),
+            (t.output.as_str(), true),
+            (t.dlq.as_str(), true),
+            (late.as_str(), true),
+        ];
+        topics.extend(t.table.as_deref().map(|table| (table, false)));
+        self.create_topics(&topics).await
     }
 
     /// Topics of `partitions`; those marked true stamped with the broker's
@@ -368,8 +382,11 @@ impl Bench<'_> {
         let (source, sink) = match work {
             Work::Logins => ("user-login", "processed-user-login"),
             Work::Readings => ("iot_sensor_data", "iot-window-aggregates"),
+            Work::Enriched | Work::Unjoined => ("iot_sensor_data", "iot-enriched-readings"),
         };
-        for (topic, schema_of) in [(&t.input, source), (&t.output, sink)] {
+        let mut subjects = vec![(&t.input, source), (&t.output, sink)];
+        subjects.extend(t.table.as_ref().map(|table| (table, "iot-devices")));
+        for (topic, schema_of) in subjects {
             let text = crate::topologies::schema_for(schema_of)
                 .ok_or_else(|| anyhow::anyhow!("no schema for {schema_of}"))?;
             self.client
@@ -412,14 +429,17 @@ impl Bench<'_> {
         let common = |c: &mut Command| {
             c.args(["--input", &t.input, "--output", &t.output]);
             c.args(["--threads", &threads.to_string()]);
+            if let Some(table) = &t.table {
+                c.args(["--table", table]);
+            }
         };
         let command = match who {
             Processor::KafkaStreams => {
                 let mut c = Command::new(&self.peer);
-                c.arg(if work == Work::Logins {
-                    "user-login"
-                } else {
-                    "iot-windows"
+                c.arg(match work {
+                    Work::Logins => "user-login",
+                    Work::Enriched | Work::Unjoined => "iot-enriched",
+                    Work::Readings => "iot-windows",
                 });
                 c.args([
                     "--bootstrap",
@@ -458,6 +478,8 @@ impl Bench<'_> {
                     (Processor::Floor, _) => "floor",
                     (_, Work::Logins) => "user-login",
                     (_, Work::Readings) => "iot-windows",
+                    (_, Work::Enriched) => "iot-enriched",
+                    (_, Work::Unjoined) => "iot-unjoined",
                 };
                 c.args(["bench-worker", kind, "--bootstrap", &self.kafka.bootstrap]);
                 c.args(["--registry-url", &self.registry_url, "--name", app_id]);
@@ -485,6 +507,7 @@ impl Bench<'_> {
     async fn drop_topics(&self, t: &Topics, app_id: &str) {
         let late = format!("{}.late", t.input);
         let mut names = vec![t.input.clone(), t.output.clone(), t.dlq.clone(), late];
+        names.extend(t.table.clone());
         // Kafka Streams' changelogs and repartition topics.
         if let Ok(consumer) = self
             .kafka
@@ -523,6 +546,21 @@ fn letter_reason(m: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Stri
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Produces `records`, partitioned by key as any producer would.
+fn preload_keyed(kafka: &KafkaConfig, topic: &str, records: &[Rec]) -> anyhow::Result<()> {
+    let producer = plain_producer(kafka)?;
+    for (key, value, ts) in records {
+        send(
+            &producer,
+            BaseRecord::to(topic)
+                .key(key.as_slice())
+                .payload(value.as_slice())
+                .timestamp(*ts),
+        );
+    }
+    finish(&producer)
 }
 
 /// Produces every partition's records in order, the partitions interleaved.

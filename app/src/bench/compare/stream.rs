@@ -1,7 +1,8 @@
 //! The comparison's input, preloaded the same for every processor, and
 //! the checks of what came out. Every record is a fresh one (a login
 //! numbered in its `device_id`; a reading of 1 000 devices × 5 sensors,
-//! each reporting every second of event time), and each partition starts
+//! each reporting every second of event time; for the join, 5 000 devices
+//! and their table), and each partition starts
 //! and ends with a sentinel that every processor refuses: its dead letter's
 //! append time (the topics are `LogAppendTime`) says when the processor
 //! took the partition's first and last record, on the broker's clock, so
@@ -12,6 +13,7 @@ use std::collections::HashMap;
 use crate::simulate::logins::Generator;
 use crate::topologies::{
     iot_alerts::{SensorReading, SensorType},
+    iot_enriched::DeviceInfo,
     user_login::UserLogin,
 };
 use sluice::avro::AvroCodec;
@@ -22,6 +24,34 @@ pub enum Work {
     Logins,
     /// iot windows: every reading lands in one final window.
     Readings,
+    /// iot-enriched: every reading of 5 000 devices joined with its
+    /// device's row (a table preloaded before the run).
+    Enriched,
+    /// The same readings through the same steps but the join: what the
+    /// join's cost is measured against (sluice only).
+    Unjoined,
+}
+
+impl Work {
+    /// Whether every input record comes out (windows come out per window).
+    pub fn one_to_one(self) -> bool {
+        self != Work::Readings
+    }
+
+    fn devices(self) -> usize {
+        match self {
+            Work::Enriched | Work::Unjoined => ENRICHED_DEVICES,
+            _ => DEVICES,
+        }
+    }
+}
+
+/// The devices of the enrichment (the 5 000).
+pub const ENRICHED_DEVICES: usize = 5000;
+
+/// The site of device `d` in the benchmark's table.
+pub fn site_of(d: usize) -> String {
+    format!("plant-{:02}", d % 16)
 }
 
 /// A record as preloaded: key, value, Kafka timestamp.
@@ -36,6 +66,8 @@ pub struct Stream {
     pub windows: HashMap<(String, String, i64), u64>,
     /// Mean encoded value size, bytes.
     pub record_size: usize,
+    /// The table a join reads (`Work::Enriched`): its rows.
+    pub table: Vec<Rec>,
 }
 
 pub const START: &[u8] = b"\x01start";
@@ -94,7 +126,8 @@ impl Stream {
                     q.push((END.to_vec(), refused.clone(), now * 1000));
                 }
             }
-            Work::Readings => {
+            Work::Readings | Work::Enriched | Work::Unjoined => {
+                let devices = work.devices();
                 // Event time an hour back, on a window boundary.
                 let base =
                     (chrono::Utc::now().timestamp_millis() - 3_600_000) / WINDOW_MS * WINDOW_MS;
@@ -113,9 +146,9 @@ impl Stream {
                 }
                 let mut last = base;
                 for j in 0..records {
-                    let device = (j / SENSORS.len()) % DEVICES;
+                    let device = (j / SENSORS.len()) % devices;
                     let sensor = SENSORS[j % SENSORS.len()];
-                    let second = (j / (SENSORS.len() * DEVICES)) as i64;
+                    let second = (j / (SENSORS.len() * devices)) as i64;
                     let ts = base + second * 1000 + device as i64;
                     // Exact in binary, so sums do not depend on the order of adding.
                     let value = 20.0 + (j % 40) as f64 * 0.25;
@@ -140,7 +173,28 @@ impl Stream {
             records,
             windows,
             record_size: bytes / records.max(1),
+            table: Vec::new(),
         })
+    }
+
+    /// The devices table: each device's `DeviceInfo` row, keyed by its id,
+    /// valid from long before the readings, on one partition each as the
+    /// producer's partitioner puts it.
+    pub async fn devices(codec: &AvroCodec, subject_topic: &str) -> anyhow::Result<Vec<Rec>> {
+        let at = chrono::Utc::now().timestamp_millis() - 7 * 24 * 3_600_000;
+        let mut out = Vec::with_capacity(ENRICHED_DEVICES);
+        for d in 0..ENRICHED_DEVICES {
+            let info = DeviceInfo {
+                device_id: format!("device-{d:04}"),
+                site: site_of(d),
+                model: Some(format!("sim-{}", d % 3 + 1)),
+                temperature_max: None,
+                humidity_max: None,
+            };
+            let value = codec.encode(subject_topic, &info).await?;
+            out.push((info.device_id.into_bytes(), value, at));
+        }
+        Ok(out)
     }
 
     /// Readings far ahead in event time, one per partition, that close

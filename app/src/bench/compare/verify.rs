@@ -13,9 +13,9 @@ use rdkafka::{Message, consumer::Consumer};
 use super::{
     child::Watched,
     run::{Bench, Processor, Topics, preload},
-    stream::{Stream, Work, login_seq, sentinel},
+    stream::{Stream, Work, login_seq, sentinel, site_of},
 };
-use crate::topologies::iot_events::SensorWindowAggregate;
+use crate::topologies::{iot_enriched::EnrichedReading, iot_events::SensorWindowAggregate};
 use sluice::avro::AvroSchema;
 
 pub async fn output(
@@ -28,6 +28,7 @@ pub async fn output(
 ) -> anyhow::Result<usize> {
     let name = who.label(work);
     match work {
+        Work::Enriched | Work::Unjoined => enriched(b, work, stream, name, t).await,
         Work::Logins => {
             let want = stream.records + if b.rate > 0 { b.latency_records } else { 0 };
             let mut seen = vec![0u8; want];
@@ -127,6 +128,66 @@ pub async fn output(
             Ok(0)
         }
     }
+}
+
+/// Every reading out once, with its device's site (`Enriched`) or none
+/// (`Unjoined`); the records of aborted transactions counted.
+async fn enriched(
+    b: &Bench<'_>,
+    work: Work,
+    stream: &Stream,
+    name: &str,
+    t: &Topics,
+) -> anyhow::Result<usize> {
+    let schema = apache_avro::Schema::parse_str(EnrichedReading::SCHEMA)?;
+    let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema).build()?;
+    let decode = |value: Option<&[u8]>| -> Option<EnrichedReading> {
+        let v = reader.read_value(&mut value?.get(5..)?).ok()?;
+        apache_avro::from_value(&v).ok()
+    };
+    let mut seen: HashMap<(String, &'static str, i64), u32> =
+        HashMap::with_capacity(stream.records);
+    let (mut wrong, mut bad) = (0usize, 0usize);
+    for_all(b, t, "read_committed", |m| {
+        if m.topic() != t.output {
+            return;
+        }
+        let Some(e) = decode(m.payload()) else {
+            bad += 1;
+            return;
+        };
+        let device = e
+            .device_id
+            .strip_prefix("device-")
+            .and_then(|d| d.parse().ok());
+        let want = match work {
+            Work::Enriched => device.map(site_of),
+            _ => None,
+        };
+        if e.site != want || device.is_none() {
+            wrong += 1;
+        }
+        *seen
+            .entry((e.device_id, e.sensor_type.as_str(), e.timestamp))
+            .or_default() += 1;
+    })
+    .await?;
+    let twice = seen.values().filter(|n| **n > 1).count();
+    anyhow::ensure!(
+        seen.len() == stream.records && twice == 0 && wrong == 0 && bad == 0,
+        "{name}: of {} readings, {} came out (read_committed), {twice} more than once, \
+         {wrong} with the wrong site, {bad} undecodable",
+        stream.records,
+        seen.len()
+    );
+    let mut all = 0usize;
+    for_all(b, t, "read_uncommitted", |m| {
+        if m.topic() == t.output {
+            all += 1;
+        }
+    })
+    .await?;
+    Ok(all.saturating_sub(stream.records))
 }
 
 fn window(value: &[u8]) -> Option<SensorWindowAggregate> {

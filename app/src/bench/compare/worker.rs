@@ -21,7 +21,7 @@ use rdkafka::{
 
 use crate::{
     bench::e2e::{Taken, enqueue},
-    topologies::{iot_events, user_login},
+    topologies::{iot_enriched, iot_events, user_login},
 };
 use sluice::{
     avro::{AvroCodec, RegistryConfig},
@@ -36,6 +36,11 @@ pub enum Kind {
     UserLogin,
     /// iot-window-aggregates: final 1-minute windows (10 s grace) to a topic, exactly-once.
     IotWindows,
+    /// iot-enriched's join alone: readings left-joined with the devices
+    /// table (--table), exactly-once.
+    IotEnriched,
+    /// The same readings to a topic without the join, exactly-once.
+    IotUnjoined,
     /// Bytes copied from input to output: the ceiling.
     PassThrough,
     /// Bytes copied in transactions with the input offsets: the exactly-once floor.
@@ -54,6 +59,9 @@ pub struct WorkerArgs {
     pub input: String,
     #[arg(long)]
     pub output: String,
+    /// The table topic a join reads (iot-enriched).
+    #[arg(long)]
+    pub table: Option<String>,
     /// Names the consumer group and transactional ids.
     #[arg(long)]
     pub name: String,
@@ -93,6 +101,12 @@ pub async fn serve(args: WorkerArgs) -> anyhow::Result<()> {
             &args.output,
             WindowSpec::tumbling(Duration::from_secs(60), Duration::from_secs(10)),
         )?,
+        Kind::IotEnriched => {
+            let table = (args.table.as_deref())
+                .ok_or_else(|| anyhow::anyhow!("iot-enriched needs --table TOPIC"))?;
+            iot_enriched::declare(&args.name, &args.input, table, &args.output, None)?
+        }
+        Kind::IotUnjoined => iot_enriched::declare_unjoined(&args.name, &args.input, &args.output)?,
     };
     let codec = Arc::new(AvroCodec::new(&RegistryConfig::new(
         &args.registry_url,
@@ -128,7 +142,21 @@ pub async fn serve(args: WorkerArgs) -> anyhow::Result<()> {
         _ = shutdown => {}
         e = workers.failure() => return Err(e.into()),
     }
+    let stats = workers.stats.clone();
     workers.stop(Duration::from_secs(30)).await?;
+    // What joins waited for their tables, in the process's log.
+    for (_, s) in &stats {
+        for t in s.tables.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            eprintln!(
+                "table {}: {} probes, joins waited {} ms in all",
+                t.name,
+                load(&t.probes),
+                load(&t.join_wait_us) / 1000
+            );
+        }
+    }
     if let (Some(path), Some(trace)) = (&args.trace, trace) {
         let lines: Vec<String> = trace.taken().iter().map(|s| s.line()).collect();
         std::fs::write(path, lines.join("\n"))?;

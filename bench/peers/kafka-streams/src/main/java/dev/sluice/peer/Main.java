@@ -23,7 +23,11 @@ public final class Main {
             System.exit(2);
             return;
         }
-        Topology topology = s.topology.equals("user-login") ? UserLoginTopology.build(s) : IotWindowsTopology.build(s);
+        Topology topology = switch (s.topology) {
+            case "user-login" -> UserLoginTopology.build(s);
+            case "iot-enriched" -> IotEnrichedTopology.build(s);
+            default -> IotWindowsTopology.build(s);
+        };
         KafkaStreams streams = new KafkaStreams(topology, s.streams);
         CountDownLatch stopped = new CountDownLatch(1);
         streams.setStateListener((now, before) -> {

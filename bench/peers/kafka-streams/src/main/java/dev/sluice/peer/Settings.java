@@ -11,6 +11,8 @@ final class Settings {
     String input;
     String output;
     String dlq;
+    /** The table topic a join reads (iot-enriched). */
+    String table;
     String registryUrl = "http://127.0.0.1:8081";
     Duration windowSize = Duration.ofMinutes(1);
     Duration windowGrace = Duration.ofSeconds(10);
@@ -18,18 +20,18 @@ final class Settings {
     private Registry registry;
 
     static final String USAGE = String.join("\n",
-            "usage: run (user-login|iot-windows) --bootstrap HOST:PORT --input TOPIC --output TOPIC",
-            "           [--dlq TOPIC] [--registry URL] [--application-id ID] [--threads N]",
+            "usage: run (user-login|iot-windows|iot-enriched) --bootstrap HOST:PORT --input TOPIC --output TOPIC",
+            "           [--table TOPIC] [--dlq TOPIC] [--registry URL] [--application-id ID] [--threads N]",
             "           [--state-dir DIR] [--window-size SECS] [--window-grace SECS] [--config KEY=VALUE]...");
 
     static Settings parse(String[] args) {
         Settings s = new Settings();
         if (args.length == 0) {
-            throw new IllegalArgumentException("name a topology: user-login or iot-windows");
+            throw new IllegalArgumentException("name a topology: user-login, iot-windows or iot-enriched");
         }
         s.topology = args[0];
-        if (!s.topology.equals("user-login") && !s.topology.equals("iot-windows")) {
-            throw new IllegalArgumentException("unknown topology " + s.topology + ": user-login or iot-windows");
+        if (!java.util.List.of("user-login", "iot-windows", "iot-enriched").contains(s.topology)) {
+            throw new IllegalArgumentException("unknown topology " + s.topology + ": user-login, iot-windows or iot-enriched");
         }
         for (int i = 1; i < args.length; i += 2) {
             if (i + 1 >= args.length) {
@@ -41,6 +43,7 @@ final class Settings {
                 case "--input" -> s.input = v;
                 case "--output" -> s.output = v;
                 case "--dlq" -> s.dlq = v;
+                case "--table" -> s.table = v;
                 case "--registry" -> s.registryUrl = v;
                 case "--application-id" -> s.streams.put("application.id", v);
                 case "--threads" -> s.streams.put("num.stream.threads", v);
