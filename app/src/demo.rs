@@ -160,13 +160,13 @@ async fn tap(bootstrap: String, codec: Arc<AvroCodec>, latest: Arc<Samples>) {
                 iot_enriched::ALERTS,
                 line.ok().map(|(_, a)| {
                     format!(
-                        "{} {} {:.2} over its limit {:.2} ({:?}, {})",
+                        "{} {} {:.2}: {} ({:?}, limit {:.2})",
                         a.device_id,
                         a.sensor_type.as_str(),
                         a.value,
-                        a.threshold,
+                        a.rule,
                         a.severity,
-                        a.rule
+                        a.threshold
                     )
                 }),
             )

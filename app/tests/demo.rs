@@ -85,7 +85,7 @@ async fn the_demo_accounts_for_every_record() {
         "{own} device alerts, {fleet} fleet-wide: {text}"
     );
     assert!(
-        text.contains("iot-device-alerts: device-") && text.contains("over its limit"),
+        text.contains("iot-device-alerts: device-") && text.contains(", limit "),
         "{text}"
     );
 }
