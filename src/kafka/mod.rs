@@ -355,9 +355,22 @@ impl rdkafka::consumer::ConsumerContext for QuietReader {}
 
 /// The number of partitions of `topic`; `None` if it does not exist.
 pub fn partitions_of(kafka: &KafkaConfig, topic: &str) -> Result<Option<i32>, KafkaError> {
+    Ok(partition_counts(kafka, &[topic])?.pop().flatten())
+}
+
+/// The number of partitions of each of `topics` (`None` where it does not
+/// exist), asked through one short-lived client.
+pub fn partition_counts(
+    kafka: &KafkaConfig,
+    topics: &[&str],
+) -> Result<Vec<Option<i32>>, KafkaError> {
     let consumer: rdkafka::consumer::BaseConsumer<QuietReader> =
         kafka.base(&[]).create_with_context(QuietReader)?;
-    blocking(|| partition_count(&consumer, topic))
+    blocking(|| {
+        (topics.iter())
+            .map(|t| partition_count(&consumer, t))
+            .collect()
+    })
 }
 
 /// The number of partitions of `topic` as `client` sees it; `None` if it

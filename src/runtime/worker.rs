@@ -445,19 +445,22 @@ fn co_partitioning(topology: &Topology, kafka: &KafkaConfig) -> Result<(), Runti
     if tables.is_empty() {
         return Ok(());
     }
-    let count = |topic: &str| {
-        let (k, t) = (kafka.clone(), topic.to_string());
-        crate::kafka::partitions_of(&k, &t).map_err(|e| RuntimeError::Fatal {
+    let mut topics = vec![d.source.as_str()];
+    topics.extend(&tables);
+    let counts =
+        crate::kafka::partition_counts(kafka, &topics).map_err(|e| RuntimeError::Fatal {
             topology: d.name.clone(),
-            reason: format!("cannot read the partition count of {topic}: {e}"),
-        })
-    };
+            reason: format!(
+                "cannot read the partition counts of {}: {e}",
+                topics.join(", ")
+            ),
+        })?;
     // A missing topic is said where it is read.
-    let Some(source_partitions) = count(&d.source)? else {
+    let Some(source_partitions) = counts[0] else {
         return Ok(());
     };
-    for table in tables {
-        if let Some(table_partitions) = count(table)?
+    for (table, count) in tables.iter().zip(&counts[1..]) {
+        if let Some(table_partitions) = *count
             && table_partitions != source_partitions
         {
             return Err(RuntimeError::CoPartitioning {

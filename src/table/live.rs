@@ -61,6 +61,9 @@ impl Freshness {
 pub struct LiveTable<V> {
     topic: String,
     co_partitioned: bool,
+    /// Rows kept per partition: a co-partitioned table's, unless filled
+    /// by hand (the test driver's rows serve every partition).
+    by_partition: std::sync::atomic::AtomicBool,
     retention: Duration,
     rows: RwLock<HashMap<i32, VersionedTable>>,
     /// `V`'s schema: what the rows are decoded with.
@@ -87,6 +90,7 @@ impl<V> LiveTable<V> {
         LiveTable {
             topic: topic.to_string(),
             co_partitioned: co,
+            by_partition: co.into(),
             retention,
             rows: RwLock::default(),
             reader,
@@ -113,7 +117,7 @@ impl<V> LiveTable<V> {
 
     /// Where the rows of `partition` are kept.
     fn slot(&self, partition: i32) -> i32 {
-        if self.co_partitioned && !self.state().always {
+        if self.by_partition.load(Ordering::Relaxed) {
             partition
         } else {
             GLOBAL
@@ -122,10 +126,9 @@ impl<V> LiveTable<V> {
 
     /// Applies a batch of table records.
     pub fn apply(&self, records: impl IntoIterator<Item = TableRecord>) {
-        let co = self.co_partitioned && !self.state().always;
         let mut rows = self.rows.write().unwrap_or_else(|p| p.into_inner());
         for (partition, key, at_ms, value) in records {
-            let slot = if co { partition } else { GLOBAL };
+            let slot = self.slot(partition);
             let table = rows
                 .entry(slot)
                 .or_insert_with(|| VersionedTable::new(self.retention));
@@ -211,15 +214,23 @@ impl<V> LiveTable<V> {
     /// Rows filled by hand (the test driver's): joins never wait.
     pub fn always_fresh(&self) {
         self.state().always = true;
+        self.by_partition.store(false, Ordering::Relaxed);
     }
 
     /// Asks for the rows to hold what the topic had at `fetched`, without
     /// waiting (the worker, as it hands records over).
     pub fn want(&self, fetched: Instant) {
         let mut s = self.state();
-        if !s.always && s.wanted.is_none_or(|w| w < fetched) {
+        if !s.always {
+            self.ask(&mut s, fetched);
+        }
+    }
+
+    /// Records that a join needs the rows fresh as of `fetched`, and wakes
+    /// the reader if that is later than it was asked for.
+    fn ask(&self, s: &mut Freshness, fetched: Instant) {
+        if s.wanted.is_none_or(|w| w < fetched) {
             s.wanted = Some(fetched);
-            drop(s);
             self.wanted.notify_one();
         }
     }
@@ -240,10 +251,7 @@ impl<V> LiveTable<V> {
             if s.closed {
                 return Err(Closed(self.topic.clone()));
             }
-            if s.wanted.is_none_or(|w| w < fetched) {
-                s.wanted = Some(fetched);
-                self.wanted.notify_one();
-            }
+            self.ask(&mut s, fetched);
             if !told && began.elapsed() > Duration::from_secs(10) {
                 told = true;
                 tracing::warn!(table = %self.topic, "joins have waited 10 s for the table to be read to its end; waiting on");
@@ -268,11 +276,7 @@ impl<V> LiveTable<V> {
     /// topic had when a probe begun at `probe` asked.
     pub(super) fn fresh_as_of(&self, probe: Instant, partitions: Option<&[i32]>) {
         let mut s = self.state();
-        let slots: Vec<i32> = match partitions {
-            None => vec![GLOBAL],
-            Some(ps) => ps.to_vec(),
-        };
-        for slot in slots {
+        for &slot in partitions.unwrap_or(&[GLOBAL]) {
             let f = s.fresh_as_of.entry(slot).or_insert(probe);
             if *f < probe {
                 *f = probe;

@@ -155,22 +155,27 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
                     .filter(|p| !reached.contains_key(p))
                     .copied()
                     .collect();
-                // One target for every partition read, as of now.
+                // One target for every partition read, as of now; asked on
+                // the prober's connection (the reader's has a fetch parked).
                 let began = Instant::now();
                 let parts: Vec<i32> = wanted.iter().copied().collect();
-                let (low, ends) = blocking(&consumer, {
-                    let (topic, parts) = (topic.clone(), parts.clone());
-                    move |c| watermarks(c, &topic, &parts)
+                let (first, ends) = blocking(&prober, {
+                    let (topic, parts, new) = (topic.clone(), parts.clone(), new.clone());
+                    move |c| {
+                        let first = offsets(c, &topic, &new, Offset::Beginning)?;
+                        Ok::<_, ReadError>((first, offsets(c, &topic, &parts, Offset::End)?))
+                    }
                 })
                 .await??;
                 if !new.is_empty() {
                     consumer.incremental_assign(&tpl(&topic, &new, Some(Offset::Beginning))?)?;
                     for p in &new {
-                        lows.insert(*p, low[p]);
-                        reached.insert(*p, low[p]);
+                        lows.insert(*p, first[p]);
+                        reached.insert(*p, first[p]);
                         restoring.insert(*p);
                     }
-                    let total: i64 = new.iter().map(|p| ends[p] - low[p]).sum();
+                    // Every partition being restored, those taken over earlier included.
+                    let total: i64 = restoring.iter().map(|p| ends[p] - lows[p]).sum();
                     stats
                         .restore_total
                         .store(total.max(0) as u64, Ordering::Relaxed);
@@ -210,7 +215,8 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
                 let (topic, began, c) = (topic.clone(), Instant::now(), prober.clone());
                 let parts: Vec<i32> = reached.keys().copied().collect();
                 stats.probes.fetch_add(1, Ordering::Relaxed);
-                let job = tokio::task::spawn_blocking(move || ends(&c, &topic, &parts));
+                let job =
+                    tokio::task::spawn_blocking(move || offsets(&c, &topic, &parts, Offset::End));
                 probe = Some((began, job));
             }
             tokio::select! {
@@ -324,41 +330,31 @@ impl<V: DeserializeOwned + Send + Sync + 'static> TableReader<V> {
     }
 }
 
-/// The first and end offsets of `topic`'s `partitions` (the end as
-/// committed: the reader is read_committed).
-fn watermarks(
+/// The first (`Offset::Beginning`) or end (`Offset::End`, as committed:
+/// the clients are read_committed) offsets of `topic`'s `partitions`, in
+/// one request per leader: a probe, run back to back while joins wait.
+fn offsets(
     c: &StreamConsumer<QuietReader>,
     topic: &str,
     partitions: &[i32],
-) -> Result<(Offsets, Offsets), ReadError> {
-    let timeout = Duration::from_secs(10);
-    let (mut lows, mut ends) = (BTreeMap::new(), BTreeMap::new());
-    for &p in partitions {
-        let (low, high) = c.fetch_watermarks(topic, p, timeout)?;
-        lows.insert(p, low);
-        ends.insert(p, high);
-    }
-    Ok((lows, ends))
-}
-
-/// The end offsets (as committed) of `topic`'s `partitions`, in one
-/// request per leader: a probe, run back to back while joins wait.
-fn ends(
-    c: &StreamConsumer<QuietReader>,
-    topic: &str,
-    partitions: &[i32],
+    at: Offset,
 ) -> Result<Offsets, ReadError> {
+    if partitions.is_empty() {
+        return Ok(Offsets::new());
+    }
     let timeout = Duration::from_secs(10);
-    let asked = tpl(topic, partitions, Some(Offset::End))?;
-    let got = c.offsets_for_times(asked, timeout)?;
+    let got = c.offsets_for_times(tpl(topic, partitions, Some(at))?, timeout)?;
     let mut out = BTreeMap::new();
     for &p in partitions {
-        let end = match got.find_partition(topic, p).map(|e| e.offset()) {
+        let offset = match got.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,
             // Not an offset: asked the long way.
-            _ => c.fetch_watermarks(topic, p, timeout)?.1,
+            _ => {
+                let (low, high) = c.fetch_watermarks(topic, p, timeout)?;
+                if at == Offset::Beginning { low } else { high }
+            }
         };
-        out.insert(p, end);
+        out.insert(p, offset);
     }
     Ok(out)
 }

@@ -139,6 +139,11 @@ pub fn declare_unjoined(name: &str, source: &str, sink: &str) -> Result<Topology
     t.build()
 }
 
+/// A reading's key in the devices table: its device id, as UTF-8.
+fn device_key(r: &Item<SensorReading>) -> Vec<u8> {
+    r.value.device_id.as_bytes().to_vec()
+}
+
 fn enrich(
     t: &Builder,
     source: &str,
@@ -151,22 +156,14 @@ fn enrich(
         .key_by("device_id", |r| r.device_id.clone());
     let Some(alerts) = alerts else {
         joined
-            .left_join(
-                "devices",
-                devices,
-                |r| r.value.device_id.as_bytes().to_vec(),
-                |r, d| EnrichedReading::of(r.value, d),
-            )
+            .left_join("devices", devices, device_key, |r, d| {
+                EnrichedReading::of(r.value, d)
+            })
             .to_topic(sink);
         return;
     };
     let [readings, raised] = joined
-        .left_join(
-            "devices",
-            devices,
-            |r| r.value.device_id.as_bytes().to_vec(),
-            Out::of,
-        )
+        .left_join("devices", devices, device_key, Out::of)
         .flat_map("reading and alert", |outs| outs.into_iter().flatten())
         .split("kind")
         .branch("readings", |o| matches!(o, Out::Reading(_)))
