@@ -62,6 +62,24 @@ pub fn is_secret(key: &str) -> bool {
     .any(|s| k.contains(s))
 }
 
+/// How far a consumer fetches ahead of what it processed: a worker's,
+/// and a reader's restoring a table or changelog.
+const FETCH_AHEAD: [(&str, &str); 3] = [
+    // Bounds what is buffered ahead of processing.
+    ("queued.max.messages.kbytes", "16384"),
+    // When that buffer is full, librdkafka postpones the next fetch by this
+    // much (default 1 s). A worker drains 16 MiB in a fraction of that and
+    // then sat idle: measured on tansu, the default cost 30–40 % of the
+    // throughput; a table of a million rows took 7.6 s to restore, ~1 s
+    // per 100 000 rows (queued.min.messages), where it now takes ~1 s.
+    ("fetch.queue.backoff.ms", "10"),
+    // After a fetch finds a partition at its end, librdkafka waits this
+    // long before fetching it again (default 500 ms, as after an error):
+    // the first record after a lull then waited up to half a second, which
+    // was the p99 latency at 10 000 records/s.
+    ("fetch.error.backoff.ms", "20"),
+];
+
 impl KafkaConfig {
     pub fn new(bootstrap: &str) -> Self {
         Self {
@@ -158,19 +176,8 @@ impl KafkaConfig {
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
             ("isolation.level", "read_committed"),
-            // Bounds what a worker buffers ahead of processing.
-            ("queued.max.messages.kbytes", "16384"),
-            // When that buffer is full, librdkafka postpones the next fetch
-            // by this much (default 1 s). A worker drains 16 MiB in a
-            // fraction of that and then sat idle: measured on tansu, the
-            // default cost 30–40 % of the throughput.
-            ("fetch.queue.backoff.ms", "10"),
-            // After a fetch finds a partition at its end, librdkafka waits
-            // this long before fetching it again (default 500 ms, as after
-            // an error): the first record after a lull then waited up to
-            // half a second, which was the p99 latency at 10 000 records/s.
-            ("fetch.error.backoff.ms", "20"),
         ];
+        defaults.extend(FETCH_AHEAD);
         match self.effective_protocol(membership.protocol) {
             GroupProtocol::Classic => defaults.extend([
                 ("partition.assignment.strategy", "cooperative-sticky"),
@@ -209,14 +216,15 @@ impl KafkaConfig {
     /// A reader outside any group's assignment (it commits nothing): for
     /// reading a changelog to its end, as committed.
     pub fn reader(&self, group_id: &str) -> ClientConfig {
-        let mut c = self.base(&[
+        let mut defaults = vec![
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("enable.partition.eof", "true"),
             ("auto.offset.reset", "earliest"),
             ("isolation.level", "read_committed"),
-            ("fetch.error.backoff.ms", "20"),
-        ]);
+        ];
+        defaults.extend(FETCH_AHEAD);
+        let mut c = self.base(&defaults);
         c.set("group.id", group_id);
         c
     }

@@ -15,9 +15,9 @@
 //! change (`Rows::One`). `hashbrown::HashTable` (std's map underneath)
 //! lets the table hold rows whose key is inside them.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
+use hashbrown::{DefaultHashBuilder as RandomState, HashTable};
 
 /// One row: `from_ms` (8 bytes LE), deleted (1), key length (4 LE), key,
 /// value.
@@ -112,7 +112,7 @@ impl VersionedTable {
     pub fn new(retention: std::time::Duration) -> Self {
         VersionedTable {
             rows: HashTable::new(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
             observed_ms: i64::MIN,
         }

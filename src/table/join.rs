@@ -157,11 +157,14 @@ struct JoinOp<T, V, U> {
     fresh: Option<(i32, std::time::Instant)>,
 }
 
-/// Rows decoded lately, by their bytes: a row is decoded once while it
-/// stays here, not on every lookup (most lookups find few distinct rows).
+/// Rows decoded lately: a row is decoded once while it stays here, not on
+/// every lookup (most lookups find few distinct rows). Found by where the
+/// table keeps the row's bytes (hashing an address, not the bytes), and
+/// checked against a copy of them: an address the table freed and used
+/// again for another row is decoded afresh.
 struct Rows<V> {
-    index: std::collections::HashMap<Box<[u8]>, usize>,
-    values: Vec<V>,
+    index: hashbrown::HashMap<(usize, usize), usize>,
+    values: Vec<(Box<[u8]>, V)>,
 }
 
 impl<V> Default for Rows<V> {
@@ -188,8 +191,11 @@ impl<V: serde::de::DeserializeOwned> Rows<V> {
         codec: &crate::avro::AvroCodec,
         reader: &crate::avro::Reader,
     ) -> Result<usize, RowError> {
-        if let Some(i) = self.index.get(bytes) {
-            return Ok(*i);
+        let at = (bytes.as_ptr() as usize, bytes.len());
+        if let Some(&i) = self.index.get(&at)
+            && *self.values[i].0 == *bytes
+        {
+            return Ok(i);
         }
         let v = match codec.decode_cached::<V>(bytes, reader) {
             Some(Ok((_, v))) => v,
@@ -200,8 +206,8 @@ impl<V: serde::de::DeserializeOwned> Rows<V> {
             self.index.clear();
             self.values.clear();
         }
-        self.index.insert(bytes.into(), self.values.len());
-        self.values.push(v);
+        self.index.insert(at, self.values.len());
+        self.values.push((bytes.into(), v));
         Ok(self.values.len() - 1)
     }
 }
@@ -261,7 +267,7 @@ where
             Lookup::Absent | Lookup::Expired(None) => Ok(None),
         });
         let row = match found {
-            Ok(i) => i.map(|i| &self.rows.values[i]),
+            Ok(i) => i.map(|i| &self.rows.values[i].1),
             Err(RowError::Decode(e)) => return Err(Failure::Decode(e)),
             // The reader decoded it with this codec before keeping it.
             Err(RowError::UnknownSchema) => {

@@ -13,7 +13,7 @@
 //! joins of it wait until that is done.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Condvar, Mutex, RwLock, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -65,7 +65,7 @@ pub struct LiveTable<V> {
     /// by hand (the test driver's rows serve every partition).
     by_partition: std::sync::atomic::AtomicBool,
     retention: Duration,
-    rows: RwLock<HashMap<i32, VersionedTable>>,
+    rows: RwLock<BTreeMap<i32, VersionedTable>>,
     /// `V`'s schema: what the rows are decoded with.
     reader: Arc<Reader>,
     _value: std::marker::PhantomData<fn() -> V>,

@@ -42,6 +42,11 @@ pub struct BenchArgs {
     /// Rows of the table-memory measurement (a devices table in memory; 0: skip).
     #[arg(long, default_value_t = 1_000_000)]
     table_rows: usize,
+    /// With --compare: rows of the iot-enriched join's devices table (the
+    /// readings name the first 5 000; the rest only take memory, as a big
+    /// table's rows would).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(5_000..))]
+    table_devices: u32,
     /// Guarantee of the topic-to-topic run.
     #[arg(long, value_parser = sluice_cli::guarantee(), default_value = "exactly-once")]
     guarantee: sluice::topology::Guarantee,
@@ -120,6 +125,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             processors: args.processors,
             works: args.works,
             rounds: args.rounds,
+            table_devices: args.table_devices as usize,
         })
         .await;
     }

@@ -41,6 +41,8 @@ pub struct Params {
     /// logins, windows, enriched; empty for all.
     pub works: Vec<String>,
     pub rounds: u32,
+    /// Rows of the enriched work's devices table.
+    pub table_devices: usize,
 }
 
 impl Params {
@@ -112,13 +114,13 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
         "comparison on the broker at {}, {} partitions, {} records preloaded per run, {} round(s); latency: {} records offered at {}/s",
         p.bootstrap, p.partitions, p.records, p.rounds, p.latency_records, p.rate
     );
-    let logins = preloaded(&b, Work::Logins, p.records, p.partitions).await?;
+    let logins = preloaded(&b, Work::Logins, &p, p.partitions).await?;
     let readings = match p.does(Work::Readings) {
-        true => Some(preloaded(&b, Work::Readings, p.records, p.partitions).await?),
+        true => Some(preloaded(&b, Work::Readings, &p, p.partitions).await?),
         false => None,
     };
     let enriched = match p.does(Work::Enriched) {
-        true => Some(preloaded(&b, Work::Enriched, p.records, p.partitions).await?),
+        true => Some(preloaded(&b, Work::Enriched, &p, p.partitions).await?),
         false => None,
     };
     let limit = broker_limit(&b, &p, &logins).await;
@@ -207,9 +209,10 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
 async fn preloaded(
     b: &Bench<'_>,
     work: Work,
-    records: usize,
+    p: &Params,
     partitions: i32,
 ) -> anyhow::Result<Stream> {
+    let records = p.records;
     let (topic, schema_of) = match work {
         Work::Logins => (format!("cmp-{}-logins", b.run_id), "user-login"),
         Work::Readings => (format!("cmp-{}-readings", b.run_id), "iot_sensor_data"),
@@ -229,7 +232,7 @@ async fn preloaded(
         b.client
             .register(&schemas::value_subject(&table), &text)
             .await?;
-        stream.table = Stream::devices(&b.codec, &table).await?;
+        stream.table = Stream::devices(&b.codec, &table, p.table_devices).await?;
     }
     Ok(stream)
 }
@@ -237,7 +240,7 @@ async fn preloaded(
 async fn broker_limit(b: &Bench<'_>, p: &Params, logins: &Stream) -> Option<perf::Limit> {
     let topic = format!("cmp-{}-perf", b.run_id);
     let measured = async {
-        b.create_topics(&[(&topic, false)]).await?;
+        b.create_topics(&[(&topic, run::Kind::Plain)]).await?;
         let (libs, bootstrap, t) = (p.kafka_libs.clone(), p.bootstrap.clone(), topic.clone());
         let (records, size) = (p.records, logins.record_size);
         tokio::task::spawn_blocking(move || perf::measure(&libs, &bootstrap, &t, records, size))
@@ -253,7 +256,7 @@ async fn broker_limit(b: &Bench<'_>, p: &Params, logins: &Stream) -> Option<perf
 /// Throughput by threads on 8 partitions: on two cores this shows the
 /// cost of coordination more than any speed-up.
 async fn scaling(b: &Bench<'_>, p: &Params) -> anyhow::Result<()> {
-    let logins = preloaded(b, Work::Logins, p.records, 8).await?;
+    let logins = preloaded(b, Work::Logins, p, 8).await?;
     let mut rows = Vec::new();
     for who in [Processor::Sluice, Processor::KafkaStreams] {
         if !p.runs(who) {

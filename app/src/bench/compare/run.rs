@@ -348,27 +348,28 @@ impl Bench<'_> {
     async fn create(&self, t: &Topics) -> anyhow::Result<()> {
         let late = format!("{}.late", t.input);
         let mut topics = vec![
-            (t.input.as_str(), false),
-            (t.output.as_str(), true),
-            (t.dlq.as_str(), true),
-            (late.as_str(), true),
+            (t.input.as_str(), Kind::Plain),
+            (t.output.as_str(), Kind::AppendTime),
+            (t.dlq.as_str(), Kind::AppendTime),
+            (late.as_str(), Kind::AppendTime),
         ];
-        topics.extend(t.table.as_deref().map(|table| (table, false)));
+        topics.extend(t.table.as_deref().map(|table| (table, Kind::Table)));
         self.create_topics(&topics).await
     }
 
-    /// Topics of `partitions`; those marked true stamped with the broker's
-    /// append time, which the timing reads.
-    pub(super) async fn create_topics(&self, topics: &[(&str, bool)]) -> anyhow::Result<()> {
+    /// Topics of `partitions`, each of its `Kind`.
+    pub(super) async fn create_topics(&self, topics: &[(&str, Kind)]) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> = self.kafka.client().create()?;
         let new: Vec<NewTopic> = topics
             .iter()
-            .map(|&(name, append_time)| {
+            .map(|&(name, kind)| {
                 let n = NewTopic::new(name, self.partitions, TopicReplication::Fixed(1));
-                if append_time {
-                    n.set("message.timestamp.type", "LogAppendTime")
-                } else {
-                    n
+                match kind {
+                    Kind::Plain => n,
+                    Kind::AppendTime => n.set("message.timestamp.type", "LogAppendTime"),
+                    // Compacted, never deleted by age: the rows' timestamps
+                    // may be older than the broker's retention.
+                    Kind::Table => n.set("cleanup.policy", "compact"),
                 }
             })
             .collect();
@@ -549,6 +550,16 @@ fn letter_reason(m: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Stri
 }
 
 /// Produces `records`, partitioned by key as any producer would.
+/// How a benchmark topic is created.
+#[derive(Clone, Copy)]
+pub(super) enum Kind {
+    Plain,
+    /// Stamped with the broker's append time, which the timing reads.
+    AppendTime,
+    /// A table's: compacted.
+    Table,
+}
+
 fn preload_keyed(kafka: &KafkaConfig, topic: &str, records: &[Rec]) -> anyhow::Result<()> {
     let producer = plain_producer(kafka)?;
     for (key, value, ts) in records {

@@ -178,12 +178,18 @@ impl Stream {
     }
 
     /// The devices table: each device's `DeviceInfo` row, keyed by its id,
-    /// valid from long before the readings, on one partition each as the
-    /// producer's partitioner puts it.
-    pub async fn devices(codec: &AvroCodec, subject_topic: &str) -> anyhow::Result<Vec<Rec>> {
-        let at = chrono::Utc::now().timestamp_millis() - 7 * 24 * 3_600_000;
-        let mut out = Vec::with_capacity(ENRICHED_DEVICES);
-        for d in 0..ENRICHED_DEVICES {
+    /// valid from before the readings (an hour back), on one partition
+    /// each as the producer's partitioner puts it.
+    /// `rows` of them (at least the readings' devices).
+    pub async fn devices(
+        codec: &AvroCodec,
+        subject_topic: &str,
+        rows: usize,
+    ) -> anyhow::Result<Vec<Rec>> {
+        let at = chrono::Utc::now().timestamp_millis() - 2 * 3_600_000;
+        let rows = rows.max(ENRICHED_DEVICES);
+        let mut out = Vec::with_capacity(rows);
+        for d in 0..rows {
             let info = DeviceInfo {
                 device_id: format!("device-{d:04}"),
                 site: site_of(d),
