@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use rdkafka::message::BorrowedHeaders;
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message};
 
 use crate::{record::Failure, window::Late};
 
@@ -22,17 +22,21 @@ pub struct Source<'a> {
     pub headers: SourceHeaders<'a>,
 }
 
-/// An input record's headers: as consumed, or as a chunk keeps them.
+/// An input record's headers: in the message as consumed (read only when
+/// a letter needs them), or as a chunk keeps them.
 #[derive(Clone, Copy)]
 pub enum SourceHeaders<'a> {
-    Borrowed(Option<&'a BorrowedHeaders>),
+    Borrowed(&'a BorrowedMessage<'a>),
     Copied(&'a [RawHeader]),
 }
 
 impl SourceHeaders<'_> {
     pub fn to_raw(self) -> Vec<RawHeader> {
         match self {
-            SourceHeaders::Borrowed(h) => copy_headers(h),
+            // librdkafka parses a message's headers on every call when it
+            // has none (a buffer allocated and freed each time): asked
+            // here, for a letter, not for every record read.
+            SourceHeaders::Borrowed(m) => copy_headers(m.headers()),
             SourceHeaders::Copied(h) => h.to_vec(),
         }
     }

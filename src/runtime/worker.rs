@@ -310,7 +310,7 @@ pub async fn run_member(
             timestamp_ms,
             key: msg.key(),
             value: msg.payload(),
-            headers: SourceHeaders::Borrowed(msg.headers()),
+            headers: SourceHeaders::Borrowed(&msg),
         };
         // What the producer refused of this record before it was read again.
         let refusal = shared.refusal(partition, offset).unwrap_or_default();
