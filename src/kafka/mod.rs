@@ -71,7 +71,7 @@ const FETCH_AHEAD: [(&str, &str); 3] = [
     // much (default 1 s). A worker drains 16 MiB in a fraction of that and
     // then sat idle: measured on tansu, the default cost 30–40 % of the
     // throughput; a table of a million rows took 7.6 s to restore, ~1 s
-    // per 100 000 rows (queued.min.messages), where it now takes ~1 s.
+    // per 100 000 rows (queued.min.messages), where it now takes 1.5 s.
     ("fetch.queue.backoff.ms", "10"),
     // After a fetch finds a partition at its end, librdkafka waits this
     // long before fetching it again (default 500 ms, as after an error):
@@ -214,7 +214,7 @@ impl KafkaConfig {
     }
 
     /// A reader outside any group's assignment (it commits nothing): for
-    /// reading a changelog to its end, as committed.
+    /// reading a changelog or a table's topic, as committed.
     pub fn reader(&self, group_id: &str) -> ClientConfig {
         let mut defaults = vec![
             ("enable.auto.commit", "false"),

@@ -549,7 +549,6 @@ fn letter_reason(m: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Stri
         .unwrap_or_default()
 }
 
-/// Produces `records`, partitioned by key as any producer would.
 /// How a benchmark topic is created.
 #[derive(Clone, Copy)]
 pub(super) enum Kind {
@@ -560,6 +559,7 @@ pub(super) enum Kind {
     Table,
 }
 
+/// Produces `records`, partitioned by key as any producer would.
 fn preload_keyed(kafka: &KafkaConfig, topic: &str, records: &[Rec]) -> anyhow::Result<()> {
     let producer = plain_producer(kafka)?;
     for (key, value, ts) in records {

@@ -177,10 +177,10 @@ impl Stream {
         })
     }
 
-    /// The devices table: each device's `DeviceInfo` row, keyed by its id,
-    /// valid from before the readings (an hour back), on one partition
-    /// each as the producer's partitioner puts it.
-    /// `rows` of them (at least the readings' devices).
+    /// The devices table: `rows` devices' `DeviceInfo` rows (at least the
+    /// readings' devices), keyed by id, valid from two hours back (the
+    /// readings start an hour back), on one partition each as the
+    /// producer's partitioner puts it.
     pub async fn devices(
         codec: &AvroCodec,
         subject_topic: &str,
