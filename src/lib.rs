@@ -37,6 +37,7 @@ pub use topology::Topology;
 pub mod prelude {
     pub use crate::{
         avro::AvroSchema,
+        operator::aggregate::{Grouped, Update},
         sink::{RowSpec, SqlType, TableSpec, ToPostgres, ToTable, ToTopic, rows::text},
         state::KeyValueStore,
         table::{Miss, Table},

@@ -312,7 +312,8 @@ pub async fn create_topics(
         for name in topology.description.topics() {
             if !specs.iter().any(|s| s.name == name) && !follows(&name) {
                 // A table's topic keeps each key's latest row.
-                let compact = topology.description.tables.contains(&name);
+                let compact = topology.description.tables.contains(&name)
+                    || topology.description.compacted.contains(&name);
                 specs.push(TopicSpec {
                     name,
                     partitions: settings.partitions,

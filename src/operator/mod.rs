@@ -13,6 +13,7 @@
 //! added to a stream with `Stream::process_with`; `stateful` is the
 //! smallest example.
 
+pub mod aggregate;
 pub mod stateful;
 pub mod window;
 

@@ -51,20 +51,48 @@ impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
             + Sync
             + 'static,
     {
+        self.stateful_as("stateful", store, f)
+    }
+
+    /// `stateful`, its operator named `kind(store)` in the graph and in
+    /// its dead letters.
+    pub(crate) fn stateful_as<K, V, U, E, F>(
+        self,
+        kind: &str,
+        store: &str,
+        f: F,
+    ) -> Stream<U, U, Source>
+    where
+        K: Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
+        V: Serialize + DeserializeOwned + Send + 'static,
+        U: 'static,
+        E: Display,
+        F: Fn(Item<T>, &mut KeyValueStore<K, V>, &mut Vec<Item<U>>) -> Result<(), E>
+            + Send
+            + Sync
+            + 'static,
+    {
         let f: Func<T, K, V, U> = Arc::new(
             move |item: Item<T>, s: &mut KeyValueStore<K, V>, o: &mut Vec<Item<U>>| {
                 f(item, s, o).map_err(|e| e.to_string())
             },
         );
-        let store = store.to_string();
-        self.process_with(&format!("stateful({store})"), move |out| {
-            Arc::new(StatefulSpec { store, f, out })
+        let (store, operator) = (store.to_string(), format!("{kind}({store})"));
+        self.process_with(&operator.clone(), move |out| {
+            Arc::new(StatefulSpec {
+                store,
+                operator,
+                f,
+                out,
+            })
         })
     }
 }
 
 struct StatefulSpec<T, K: Ord, V, U> {
     store: String,
+    /// `kind(store)`: how the graph and dead letters name it.
+    operator: String,
     f: Func<T, K, V, U>,
     out: Downstream<U>,
 }
@@ -87,6 +115,7 @@ where
     fn open(&self, env: &OperatorEnv<'_>) -> Box<dyn Operator> {
         Box::new(StatefulOp {
             store: self.store.clone(),
+            operator: self.operator.clone(),
             changelog: changelog_topic(env.group, &self.store),
             f: self.f.clone(),
             out: self.out.clone(),
@@ -98,6 +127,7 @@ where
 /// The operator of one group member: a store per partition.
 pub struct StatefulOp<T, K: Ord, V, U> {
     store: String,
+    operator: String,
     changelog: String,
     f: Func<T, K, V, U>,
     out: Downstream<U>,
@@ -143,7 +173,7 @@ where
         let mut outs = Vec::new();
         (self.f)(*item, store, &mut outs).map_err(|message| {
             Failure::Operator(OpError {
-                operator: format!("stateful({})", self.store),
+                operator: self.operator.clone(),
                 kind: FailureKind::Operator,
                 message,
             })

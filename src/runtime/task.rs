@@ -83,8 +83,9 @@ pub struct Task {
     /// Whether punctuation or records gave the sinks anything since the
     /// last commit.
     written: bool,
-    /// Records the unit sent to each topic, counted once it commits.
-    sent: BTreeMap<Arc<str>, u64>,
+    /// Records the unit sent to each topic, counted once it commits: a
+    /// list, as a unit sends to a few topics, looked up per record.
+    sent: Vec<(Arc<str>, u64)>,
     /// Of them, records sent at punctuation (not counted per input record).
     punctuated: u64,
     /// Records each sink and each stateful operator took in this unit.
@@ -92,6 +93,11 @@ pub struct Task {
     op_counts: Vec<u64>,
     /// The records being written were fetched no later than this.
     fetched: Instant,
+    /// Wall-clock time read once per chunk (records of a chunk are a few
+    /// hundred microseconds apart); `None` outside chunks (the test driver).
+    chunk_wall_ms: Option<i64>,
+    /// An operator's results, before they join `queue` (kept for its room).
+    made: Vec<Emitted>,
 }
 
 /// What routing one record's (or a punctuation's) results came to.
@@ -111,9 +117,11 @@ impl Task {
             pending: Vec::new(),
             late: Vec::new(),
             written: false,
-            sent: BTreeMap::new(),
+            sent: Vec::new(),
             punctuated: 0,
             fetched: Instant::now(),
+            chunk_wall_ms: None,
+            made: Vec::new(),
         }
     }
 
@@ -130,7 +138,7 @@ impl Task {
     /// are left, in `pending`. `replay`: the record is read again only to
     /// rebuild state: operators that do not rebuild skip it.
     fn route(&mut self, at: At, replay: bool) -> Routed {
-        let wall_ms = (self.p.wall_ms)();
+        let wall_ms = self.chunk_wall_ms.unwrap_or_else(|| (self.p.wall_ms)());
         let mut i = 0;
         while i < self.queue.len() {
             let to = self.queue[i].to;
@@ -156,7 +164,7 @@ impl Task {
                     if !replay && let Some(n) = self.op_counts.get_mut(o as usize) {
                         *n += 1;
                     }
-                    let mut made = Vec::new();
+                    let mut made = std::mem::take(&mut self.made);
                     let mut none = EventClock::new(0, i64::MAX);
                     let mut ctx = OpCtx {
                         codec: &self.p.codec,
@@ -166,11 +174,13 @@ impl Task {
                         late: &mut self.late,
                         fetched: self.fetched,
                     };
-                    if let Err(f) = op.op.process(at, item, &mut ctx) {
+                    let processed = op.op.process(at, item, &mut ctx);
+                    self.queue.append(&mut made);
+                    self.made = made;
+                    if let Err(f) = processed {
                         self.queue.clear();
                         return Routed::Failed(f);
                     }
-                    self.queue.extend(made);
                 }
             }
             i += 1;
@@ -182,8 +192,9 @@ impl Task {
     /// Writes the pending sink results.
     fn write_pending(&mut self, at: At) -> Result<u64, WriteError> {
         let mut records = 0;
-        let pending = std::mem::take(&mut self.pending);
-        for (s, mut payload) in pending {
+        // Taken and given back emptied: its room serves the next record.
+        let mut pending = std::mem::take(&mut self.pending);
+        for (s, mut payload) in pending.drain(..) {
             let Some(sink) = self.p.sinks.get_mut(s as usize) else {
                 continue;
             };
@@ -191,14 +202,15 @@ impl Task {
                 kafka: &mut *self.p.out,
                 staged: self.p.keeper.staged(),
             };
-            let topic = match &payload {
-                Payload::Record(o) => Some(o.topic.clone()),
+            let slot = match &payload {
+                Payload::Record(o) => Some(sent_slot(&mut self.sent, &o.topic)),
                 Payload::Value(_) => None,
             };
+            let sent = &self.sent;
             sink.sink
                 .write(&mut payload, at, &mut unit)
                 .map_err(|error| WriteError {
-                    topic: topic.clone().unwrap_or_else(|| error.sink.as_str().into()),
+                    topic: slot.map_or_else(|| error.sink.as_str().into(), |i| sent[i].0.clone()),
                     error,
                     of_dead_letter: false,
                 })?;
@@ -208,11 +220,12 @@ impl Task {
             if let Some(n) = self.sink_counts.get_mut(s as usize) {
                 *n += 1;
             }
-            if let Some(t) = topic {
-                *self.sent.entry(t).or_default() += 1;
+            if let Some(i) = slot {
+                self.sent[i].1 += 1;
             }
             self.written = true;
         }
+        self.pending = pending;
         Ok(records)
     }
 
@@ -401,6 +414,7 @@ impl Participant for Task {
 
     fn fetched_by(&mut self, at: Instant) {
         self.fetched = at;
+        self.chunk_wall_ms = Some((self.p.wall_ms)());
     }
 
     fn write(
@@ -508,7 +522,7 @@ impl Participant for Task {
             o.op.committed();
         }
         self.written = false;
-        for (topic, n) in std::mem::take(&mut self.sent) {
+        for (topic, n) in self.sent.drain(..) {
             self.p.stats.count_outputs(&topic, n);
         }
         self.p.stats.count_nodes(&self.sink_counts, &self.op_counts);
@@ -580,4 +594,17 @@ impl Participant for Task {
     fn commit_parts(&self) -> Option<crate::commit::CommitParts> {
         self.p.out.commit_parts()
     }
+}
+
+/// `topic`'s place in `sent`, added if new: found by pointer first, as a
+/// sink sends under the same name each time.
+fn sent_slot(sent: &mut Vec<(Arc<str>, u64)>, topic: &Arc<str>) -> usize {
+    let found = sent
+        .iter()
+        .position(|(t, _)| Arc::ptr_eq(t, topic))
+        .or_else(|| sent.iter().position(|(t, _)| t == topic));
+    found.unwrap_or_else(|| {
+        sent.push((topic.clone(), 0));
+        sent.len() - 1
+    })
 }

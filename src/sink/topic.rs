@@ -20,6 +20,11 @@ pub trait ToTopic {
     /// Writes each record to `topic` as Avro with the latest schema of
     /// `<topic>-value` (the record type's schema is registered there).
     fn to_topic(self, topic: &str) -> Ended;
+
+    /// As `to_topic`, to a topic that keeps each key's latest record
+    /// (`cleanup.policy=compact`, where sluice creates it): for a table's
+    /// changes, such as an aggregation's updates.
+    fn to_compacted_topic(self, topic: &str) -> Ended;
 }
 
 impl<S, T, O> ToTopic for Stream<S, T, O>
@@ -50,6 +55,17 @@ where
                 timestamp_ms: item.timestamp_ms,
             }))
         })
+    }
+
+    fn to_compacted_topic(self, topic: &str) -> Ended {
+        {
+            let graph = self.graph();
+            let compacted = &mut graph.borrow_mut().compacted;
+            if !compacted.iter().any(|t| t == topic) {
+                compacted.push(topic.to_string());
+            }
+        }
+        self.to_topic(topic)
     }
 }
 

@@ -139,6 +139,7 @@ pub(super) fn build(graph: Shared) -> Result<Topology, BuildError> {
             .filter(|t| t.co_partitioned())
             .map(|t| t.topic().to_string())
             .collect(),
+        compacted: g.compacted.clone(),
         commit,
     };
     for t in description.topics() {

@@ -91,6 +91,9 @@ pub struct Description {
     /// member's, so with the source's partition count); the others are
     /// read whole.
     pub co_partitioned: Vec<String>,
+    /// Sink topics created compacted: a table's changes, each key's latest
+    /// kept.
+    pub compacted: Vec<String>,
     /// Where the unit commits: the input positions and what is written with them.
     pub commit: Domain,
 }
@@ -199,7 +202,13 @@ impl fmt::Display for Description {
         }
         writeln!(f, "  sinks:")?;
         for s in &self.sinks {
-            writeln!(f, "    {:<40} {}", s.label, s.guarantee)?;
+            let compacted =
+                !s.topics.is_empty() && s.topics.iter().all(|t| self.compacted.contains(t));
+            let label = match compacted {
+                true => format!("{} (compacted)", s.label),
+                false => s.label.clone(),
+            };
+            writeln!(f, "    {label:<40} {}", s.guarantee)?;
         }
         for s in &self.stores {
             write!(f, "  store:       {} ({})", s.name, s.kept)?;

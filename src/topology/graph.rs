@@ -94,6 +94,8 @@ pub(crate) struct Graph {
     pub schemas: Vec<(String, String)>,
     /// The tables its joins read.
     pub tables: Vec<Arc<dyn crate::table::TableSource>>,
+    /// Sink topics that keep each key's latest record.
+    pub compacted: Vec<String>,
 }
 
 pub(crate) type Shared = Rc<RefCell<Graph>>;
@@ -112,6 +114,7 @@ impl Graph {
             errors: Vec::new(),
             schemas: Vec::new(),
             tables: Vec::new(),
+            compacted: Vec::new(),
         }))
     }
 

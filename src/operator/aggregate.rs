@@ -1,0 +1,229 @@
+//! Keyed aggregations (Kafka Streams' `groupByKey().count()`, `reduce`,
+//! `aggregate`): a stream grouped by its records' keys folds each key's
+//! records into one value, kept in a key-value store with a compacted
+//! changelog (`<group>-<store>-changelog`, written in the unit's
+//! transaction, restored on assignment), and emits every update as an
+//! `Update` keyed by the group key: a table's changes, for a compacted
+//! topic (`to_topic`) or any other sink.
+//!
+//! ```ignore
+//! stream
+//!     .key_by("locale", |l| l.locale.clone())
+//!     .group_by_key()
+//!     .count("login-counts")
+//!     .map("as record", |u| LoginCount { locale: u.key, count: u.value })
+//!     .to_topic("login-counts-by-locale");
+//! ```
+//!
+//! Grouping needs records keyed by the group key and partitioned by it: a
+//! key set by `key_by` upstream of the source's own partitioning would
+//! spread one key's records over partitions, each with a count of its own.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{
+    record::Item,
+    state::KeyValueStore,
+    topology::{Stream, ops::Ops, ops::Source},
+};
+
+/// One key's aggregate after a record changed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Update<A> {
+    /// The group key (the record key, as text).
+    pub key: String,
+    pub value: A,
+}
+
+/// A stream grouped by its records' keys (`Stream::group_by_key`).
+pub struct Grouped<S, T, O> {
+    stream: Stream<S, T, O>,
+}
+
+impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
+    /// Groups the records by their keys, for `count`, `reduce` or
+    /// `aggregate`. A record without a key cannot be grouped: it goes to the
+    /// dead-letter topic.
+    pub fn group_by_key(self) -> Grouped<S, T, O> {
+        Grouped { stream: self }
+    }
+}
+
+/// Why a record was not aggregated.
+const NO_KEY: &str = "the record has no key to group by";
+
+impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Grouped<S, T, O> {
+    /// Folds each key's records into a value: `init` for a key's first
+    /// record, then `fold(value, record)`. Every update flows on.
+    pub fn aggregate<A, I, F>(
+        self,
+        store: &str,
+        init: I,
+        fold: F,
+    ) -> Stream<Update<A>, Update<A>, Source>
+    where
+        A: Clone + Serialize + DeserializeOwned + Send + 'static,
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(A, &T) -> A + Send + Sync + 'static,
+    {
+        self.fold_keyed("aggregate", store, move |so_far, next| {
+            fold(so_far.unwrap_or_else(&init), &next)
+        })
+    }
+
+    /// Counts each key's records.
+    pub fn count(self, store: &str) -> Stream<Update<i64>, Update<i64>, Source> {
+        self.fold_keyed("count", store, |n, _| n.unwrap_or(0) + 1)
+    }
+
+    /// The store's value for the record's key (none for its first record)
+    /// and the record make the key's next value.
+    fn fold_keyed<A, F>(
+        self,
+        kind: &str,
+        store: &str,
+        step: F,
+    ) -> Stream<Update<A>, Update<A>, Source>
+    where
+        A: Clone + Serialize + DeserializeOwned + Send + 'static,
+        F: Fn(Option<A>, T) -> A + Send + Sync + 'static,
+    {
+        self.stream.stateful_as(
+            kind,
+            store,
+            move |item: Item<T>,
+                  kv: &mut KeyValueStore<String, A>,
+                  out: &mut Vec<Item<Update<A>>>| {
+                let Some(raw) = item.key.as_deref() else {
+                    return Err(NO_KEY);
+                };
+                let key = String::from_utf8_lossy(raw).into_owned();
+                let value = step(kv.get(&key).cloned(), item.value);
+                kv.put(key.clone(), value.clone());
+                out.push(Item::new(
+                    item.key,
+                    Update { key, value },
+                    item.timestamp_ms,
+                ));
+                Ok(())
+            },
+        )
+    }
+}
+
+impl<S: 'static, T, O> Grouped<S, T, O>
+where
+    T: Clone + Serialize + DeserializeOwned + Send + 'static,
+    O: Ops<S, T>,
+{
+    /// Combines each key's records pairwise: a key's first record is its
+    /// value, each later one is combined with the value so far by
+    /// `f(so_far, next)`.
+    pub fn reduce<F>(self, store: &str, f: F) -> Stream<Update<T>, Update<T>, Source>
+    where
+        F: Fn(T, &T) -> T + Send + Sync + 'static,
+    {
+        self.fold_keyed("reduce", store, move |so_far, next| match so_far {
+            Some(v) => f(v, &next),
+            None => next,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{prelude::*, testing::TestDriver};
+
+    /// Counts by key, restored from the changelog after a restart (they go
+    /// on from where they were), and every update reaches the topic keyed
+    /// by its group key.
+    #[test]
+    fn counts_go_on_after_a_restart_and_every_update_flows() {
+        let t = topology("counts");
+        t.source::<String>("logins")
+            .group_by_key()
+            .count("counts")
+            .map("count", |u| u.value)
+            .to_compacted_topic("counts-out");
+        let topology = t.build().unwrap();
+        assert_eq!(topology.description.compacted, ["counts-out"]);
+        assert!(
+            topology
+                .description
+                .to_string()
+                .contains("topic counts-out (compacted)")
+        );
+        let mut driver = TestDriver::new(topology).unwrap();
+        for (i, locale) in ["de", "fr", "de", "de"].into_iter().enumerate() {
+            driver
+                .pipe(Some(locale), &"login".to_string(), i as i64)
+                .unwrap();
+        }
+        driver.restart().unwrap();
+        driver.pipe(Some("fr"), &"login".to_string(), 9).unwrap();
+        driver.pipe(Some("de"), &"login".to_string(), 10).unwrap();
+        let out: Vec<Item<i64>> = driver.read("counts-out").unwrap();
+        let updates: Vec<(String, i64)> = out
+            .iter()
+            .map(|i| (String::from_utf8(i.key.clone().unwrap()).unwrap(), i.value))
+            .collect();
+        let want = [
+            ("de", 1),
+            ("fr", 1),
+            ("de", 2),
+            ("de", 3),
+            ("fr", 2),
+            ("de", 4),
+        ];
+        assert_eq!(updates, want.map(|(k, n)| (k.to_string(), n)));
+        let store = driver.store::<String, i64>("counts");
+        assert_eq!(store.get("de"), Some(&4));
+        assert_eq!(store.get("fr"), Some(&2));
+    }
+
+    /// `aggregate` folds from `init`, `reduce` from a key's first record;
+    /// a record without a key is a dead letter, not a count.
+    #[test]
+    fn aggregate_and_reduce_fold_each_key_and_keyless_records_are_refused() {
+        let words = [("a", "xy"), ("b", "xyz"), ("a", "xyzw"), ("a", "x")];
+        let t = topology("letters");
+        t.source::<String>("words")
+            .group_by_key()
+            .aggregate("letters", || 0i64, |n, w: &String| n + w.len() as i64)
+            .map("total", |u| u.value)
+            .to_topic("letters-out");
+        let mut driver = TestDriver::new(t.build().unwrap()).unwrap();
+        for (k, w) in words {
+            driver.pipe(Some(k), &w.to_string(), 1).unwrap();
+        }
+        driver.pipe(None, &"keyless".to_string(), 2).unwrap();
+        let totals = driver.read::<i64>("letters-out").unwrap();
+        let totals: Vec<i64> = totals.into_iter().map(|i| i.value).collect();
+        assert_eq!(totals, [2, 3, 6, 7]);
+        assert_eq!(driver.store::<String, i64>("letters").get("a"), Some(&7));
+        let letters = driver.dead_letters();
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        let message = &letters[0].message;
+        assert_eq!(
+            message,
+            "aggregate(letters): the record has no key to group by"
+        );
+
+        let t = topology("longest");
+        t.source::<String>("words")
+            .group_by_key()
+            .reduce(
+                "longest",
+                |a, b| if b.len() > a.len() { b.clone() } else { a },
+            )
+            .map("word", |u| u.value)
+            .to_topic("longest-out");
+        let mut driver = TestDriver::new(t.build().unwrap()).unwrap();
+        for (k, w) in words {
+            driver.pipe(Some(k), &w.to_string(), 1).unwrap();
+        }
+        let longest = driver.read::<String>("longest-out").unwrap();
+        let longest: Vec<String> = longest.into_iter().map(|i| i.value).collect();
+        assert_eq!(longest, ["xy", "xyz", "xyzw", "xyzw"]);
+    }
+}
