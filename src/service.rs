@@ -118,10 +118,23 @@ pub async fn serve(
             "the batch size and the members per topology must be at least 1".into(),
         ));
     }
+    if let (Some(_), Some(t)) = (
+        &run.group_id,
+        topologies
+            .iter()
+            .find(|t| !t.description.repartitions.is_empty()),
+    ) {
+        return Err(ServiceError::Config(format!(
+            "topology {} re-keys through repartition topics named after its declared group ({}); a group id given for the run would not rename them: declare the group in the topology (.group_id) instead",
+            t.description.name, t.description.group_id
+        )));
+    }
     let topologies: Vec<Topology> = match &run.group_id {
         Some(g) => topologies.into_iter().map(|t| t.in_group(g)).collect(),
         None => topologies,
     };
+    // Each sub-topology runs as members of its own, in the same group.
+    let topologies: Vec<Topology> = topologies.into_iter().flat_map(Topology::units).collect();
     for t in &topologies {
         let given = |db: &str| {
             run.databases.get(db).is_some()
@@ -303,11 +316,16 @@ pub async fn create_topics(
     settings: TopicSettings,
 ) -> Result<(), SetupError> {
     let mut specs: Vec<TopicSpec> = Vec::new();
+    let repartitions: Vec<&String> = (topologies.iter())
+        .flat_map(|t| &t.description.repartitions)
+        .collect();
     for topology in topologies {
         let changelogs = topology.description.changelogs();
         // Created with the source's partition count (`create_changelogs`).
         let follows = |name: &String| {
-            changelogs.contains(name) || topology.description.co_partitioned.contains(name)
+            changelogs.contains(name)
+                || topology.description.co_partitioned.contains(name)
+                || repartitions.contains(&name)
         };
         for name in topology.description.topics() {
             if !specs.iter().any(|s| s.name == name) && !follows(&name) {
@@ -328,10 +346,13 @@ pub async fn create_topics(
     Ok(())
 }
 
-/// Creates the stores' compacted changelog topics and the co-partitioned
-/// tables' topics that do not exist yet, each with its source's partition
-/// count (a store's partition is its input's, a table's must match it);
-/// the tables' only with `tables` (the topics are the user's).
+/// Creates the stores' compacted changelog topics, the repartition topics
+/// and the co-partitioned tables' topics that do not exist yet, each with
+/// its source's partition count (a store's partition is its input's, a
+/// table's must match it, a repartition topic is read as its source would
+/// be); the tables' only with `tables` (the topics are the user's).
+/// Repartition topics first: a sub-topology's changelogs follow its source,
+/// which is one of them.
 pub async fn create_changelogs(
     kafka: &KafkaConfig,
     topologies: &[Topology],
@@ -339,6 +360,25 @@ pub async fn create_changelogs(
     tables: bool,
 ) -> Result<(), ServiceError> {
     let mut specs: Vec<TopicSpec> = Vec::new();
+    for t in topologies
+        .iter()
+        .filter(|t| !t.description.repartitions.is_empty())
+    {
+        let (k, s) = (kafka.clone(), t.description.source.clone());
+        let partitions = kafka::blocking(|| kafka::partitions_of(&k, &s))?;
+        for name in &t.description.repartitions {
+            specs.push(TopicSpec {
+                name: name.clone(),
+                partitions: partitions.unwrap_or(settings.partitions),
+                replication: settings.replication,
+                min_insync_replicas: settings.min_insync_replicas,
+                compact: false,
+            });
+        }
+    }
+    if !specs.is_empty() {
+        report(kafka::create_topics(kafka, &std::mem::take(&mut specs)).await?);
+    }
     for t in topologies {
         let mut changelogs = t.description.changelogs();
         if tables {

@@ -57,7 +57,10 @@ pub async fn topics_create(catalog: &Catalog, args: TopicsCreateArgs) -> anyhow:
 
 pub fn list(catalog: &Catalog) -> anyhow::Result<()> {
     for topology in catalog.all()? {
-        print!("{}", topology.description);
+        // Sub-topologies after it: what reads its repartition topics.
+        for unit in topology.units() {
+            print!("{}", unit.description);
+        }
     }
     Ok(())
 }

@@ -22,7 +22,9 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
+    avro::AvroSchema,
     record::Item,
+    sink::ToTopic,
     state::KeyValueStore,
     topology::{Stream, ops::Ops, ops::Source},
 };
@@ -38,6 +40,30 @@ pub struct Update<A> {
 /// A stream grouped by its records' keys (`Stream::group_by_key`).
 pub struct Grouped<S, T, O> {
     stream: Stream<S, T, O>,
+}
+
+impl<S: 'static, T, O: Ops<S, T>> Stream<S, T, O>
+where
+    T: AvroSchema + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Groups the records by `key(record)`, for `count`, `reduce` or
+    /// `aggregate`. The records go through the repartition topic
+    /// `<group>-<name>-repartition` (written in the unit's transaction,
+    /// keyed by the new key, so one key's records meet in one partition),
+    /// and the aggregation runs in the sub-topology that reads it: a member
+    /// of the same group, `<topology>.<name>`, committing its own unit.
+    /// Where the records are already keyed and partitioned by the group
+    /// key, `group_by_key` skips the topic.
+    pub fn group_by<F>(self, name: &str, key: F) -> Grouped<T, T, Source>
+    where
+        F: Fn(&T) -> String + Send + Sync + 'static,
+    {
+        let graph = self.graph().clone();
+        let rekeyed = self.key_by(name, key);
+        let (topic, stream) = crate::topology::repartition::<T>(&graph, name, T::SCHEMA);
+        rekeyed.to_topic(&topic);
+        Grouped { stream }
+    }
 }
 
 impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
@@ -225,5 +251,77 @@ mod tests {
         let longest = driver.read::<String>("longest-out").unwrap();
         let longest: Vec<String> = longest.into_iter().map(|i| i.value).collect();
         assert_eq!(longest, ["xy", "xyz", "xyzw", "xyzw"]);
+    }
+
+    /// Re-keyed through a repartition topic: the sub-topology counts by the
+    /// new key, whatever partition the records came from, and goes on
+    /// after a restart; the parts are named after the topology and group.
+    #[test]
+    fn group_by_counts_by_the_new_key_through_a_repartition_topic() {
+        let t = topology("by-length");
+        t.source::<String>("words")
+            .group_by("length", |w: &String| w.len().to_string())
+            .count("word-counts")
+            .map("count", |u| u.value)
+            .to_compacted_topic("counts-by-length");
+        let topology = t.build().unwrap();
+        let repartition = "sluice-by-length-length-repartition";
+        assert_eq!(topology.description.repartitions, [repartition]);
+        let subs = topology.sub_topologies();
+        assert_eq!(subs.len(), 1);
+        let sub = &subs[0].description;
+        assert_eq!(
+            (sub.name.as_str(), sub.source.as_str()),
+            ("by-length.length", repartition)
+        );
+        assert_eq!(sub.group_id, "sluice-by-length");
+        assert_eq!(sub.dead_letter, "words.dlq");
+        assert_ne!(
+            sub.transactional_prefix,
+            topology.description.transactional_prefix
+        );
+        assert_eq!(sub.changelogs(), ["sluice-by-length-word-counts-changelog"]);
+
+        let mut driver = TestDriver::with_partitions(topology, 2).unwrap();
+        for (p, w) in [(0, "ab"), (1, "cd"), (0, "xyz"), (1, "ef")] {
+            driver.pipe_to(p, Some(w), &w.to_string(), 1).unwrap();
+        }
+        driver.restart().unwrap();
+        driver.pipe_to(1, None, &"gh".to_string(), 2).unwrap();
+        let counts: Vec<(String, i64)> = (driver.read::<i64>("counts-by-length").unwrap())
+            .into_iter()
+            .map(|i| (String::from_utf8(i.key.unwrap()).unwrap(), i.value))
+            .collect();
+        let want = [("2", 1), ("2", 2), ("3", 1), ("2", 3), ("2", 4)];
+        assert_eq!(counts, want.map(|(k, n)| (k.to_string(), n)));
+        assert_eq!(
+            driver.store::<String, i64>("word-counts").get("2"),
+            Some(&4)
+        );
+        assert!(driver.dead_letters().is_empty());
+    }
+
+    #[test]
+    fn two_rekeying_steps_of_one_name_are_refused() {
+        let t = topology("twice");
+        let [a, b] = t
+            .source::<String>("words")
+            .split("s")
+            .branch("a", |_| true)
+            .default_branch("b")
+            .streams();
+        a.group_by("k", |w: &String| w.clone())
+            .count("one")
+            .map("n", |u| u.value)
+            .to_topic("x");
+        b.group_by("k", |w: &String| w.clone())
+            .count("two")
+            .map("n", |u| u.value)
+            .to_topic("y");
+        let e = t.build().unwrap_err();
+        assert!(
+            e.to_string().contains("two re-keying steps are named k"),
+            "{e}"
+        );
     }
 }

@@ -40,6 +40,11 @@ impl KafkaChangelogs {
             self.reader = Some(
                 self.kafka
                     .reader(&self.group)
+                    // A partition read to its end leaves a fetch parked at
+                    // the broker for fetch.wait.max.ms (500 ms by default),
+                    // and the next partition's offsets queue behind it on
+                    // the connection: 1 s a partition, for empty ones too.
+                    .set("fetch.wait.max.ms", "10")
                     .create_with_context(QuietReader)?,
             );
         }

@@ -107,6 +107,10 @@ pub struct TestDriver {
     /// Per topic, how many committed records were read already.
     read: HashMap<String, usize>,
     commit_each: bool,
+    /// The sub-topologies after its repartition topics (`Stream::group_by`),
+    /// each with the topic it reads and how many of its records it was
+    /// fed: what commits there, into one partition.
+    subs: Vec<(String, usize, TestDriver)>,
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -121,7 +125,25 @@ impl TestDriver {
 
     /// A driver whose input topic has `partitions` partitions.
     pub fn with_partitions(topology: Topology, partitions: i32) -> Result<Self, DriverError> {
-        let codec = Arc::new(AvroCodec::in_memory(&topology.schemas)?);
+        // One registry for every part: what one writes, the next reads.
+        let mut schemas = topology.schemas.clone();
+        for sub in topology.sub_topologies() {
+            schemas.extend(sub.schemas.iter().cloned());
+        }
+        let codec = Arc::new(AvroCodec::in_memory(&schemas)?);
+        Self::with_codec(topology, partitions, codec)
+    }
+
+    fn with_codec(
+        mut topology: Topology,
+        partitions: i32,
+        codec: Arc<AvroCodec>,
+    ) -> Result<Self, DriverError> {
+        let mut subs = Vec::new();
+        for sub in std::mem::take(&mut topology.subs) {
+            let topic = sub.description.source.clone();
+            subs.push((topic, 0, Self::with_codec(sub, 1, codec.clone())?));
+        }
         let kafka = Memory::default();
         let tables = InMemory::new();
         let mut read_tables = crate::table::Tables::default();
@@ -144,6 +166,7 @@ impl TestDriver {
             unit: Unit::default(),
             read: HashMap::new(),
             commit_each: true,
+            subs,
         };
         driver.claim()?;
         Ok(driver)
@@ -300,7 +323,7 @@ impl TestDriver {
         match self.task.commit(&self.unit, &MemoryGroup) {
             Ok(_) => {
                 self.unit.clear();
-                Ok(())
+                self.feed_subs()
             }
             Err(e) => {
                 let rewind = self.task.abort(&self.unit);
@@ -315,6 +338,27 @@ impl TestDriver {
                 Err(e.into())
             }
         }
+    }
+
+    /// Pipes what committed to the repartition topics into the
+    /// sub-topologies that read them.
+    fn feed_subs(&mut self) -> Result<(), DriverError> {
+        for (topic, fed, sub) in &mut self.subs {
+            let records: Vec<Record> = {
+                let k = self.kafka.lock();
+                let all = k
+                    .topics
+                    .get(topic.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                all[(*fed).min(all.len())..].to_vec()
+            };
+            *fed += records.len();
+            for r in records {
+                sub.pipe_raw(0, r.key.as_deref(), r.value.as_deref(), r.timestamp_ms)?;
+            }
+        }
+        Ok(())
     }
 
     /// Moves wall-clock time on (idle partitions' event time follows it)
@@ -356,6 +400,9 @@ impl TestDriver {
     /// Drops everything not committed and starts a new member from what
     /// was (state restored from changelogs, or rebuilt by reading again).
     pub fn restart(&mut self) -> Result<(), DriverError> {
+        for (_, _, sub) in &mut self.subs {
+            sub.restart()?;
+        }
         self.unit.clear();
         self.task = open(
             &self.topology,
@@ -373,14 +420,19 @@ impl TestDriver {
         Ok(())
     }
 
-    /// The committed records of `topic` not read yet.
+    /// The committed records of `topic` not read yet (the
+    /// sub-topologies' too).
     pub fn read_raw(&mut self, topic: &str) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (_, _, sub) in &mut self.subs {
+            out.extend(sub.read_raw(topic));
+        }
         let k = self.kafka.lock();
         let all = k.topics.get(topic).map(Vec::as_slice).unwrap_or_default();
         let seen = self.read.entry(topic.to_string()).or_default();
-        let new = all[(*seen).min(all.len())..].to_vec();
+        out.extend_from_slice(&all[(*seen).min(all.len())..]);
         *seen = all.len();
-        new
+        out
     }
 
     /// The committed records of `topic` not read yet, decoded as `T`.
@@ -452,6 +504,9 @@ impl TestDriver {
         V: Clone + 'static,
     {
         let mut out = BTreeMap::new();
+        for (_, _, sub) in &self.subs {
+            out.extend(sub.store(name));
+        }
         if let Some(parts) = self
             .task
             .store(name)

@@ -127,7 +127,12 @@ pub(super) fn build(graph: Shared) -> Result<Topology, BuildError> {
     let description = Description {
         name: name.clone(),
         source: source.topic.clone(),
-        transactional_prefix: group_id.clone(),
+        // A sub-topology's members are the group's too, with producers of
+        // their own.
+        transactional_prefix: match &g.rekeyed_by {
+            Some(step) => format!("{group_id}.{step}"),
+            None => group_id.clone(),
+        },
         group_id,
         dead_letter,
         late: late.then(|| format!("{}.late", source.topic)),
@@ -140,6 +145,7 @@ pub(super) fn build(graph: Shared) -> Result<Topology, BuildError> {
             .map(|t| t.topic().to_string())
             .collect(),
         compacted: g.compacted.clone(),
+        repartitions: g.repartitions.clone(),
         commit,
     };
     for t in description.topics() {
@@ -163,7 +169,17 @@ pub(super) fn build(graph: Shared) -> Result<Topology, BuildError> {
         });
     }
     debug_assert!(description.nodes.iter().any(|n| n.kind == NodeKind::Source));
+    // A sub-topology's letters go where its parent's do.
+    let mut subs = Vec::new();
+    for sub in &g.subs {
+        sub.borrow_mut()
+            .dead_letter
+            .get_or_insert_with(|| description.dead_letter.clone());
+        let built = build(sub.clone())?;
+        subs.push(built);
+    }
     Ok(Topology {
+        subs,
         description,
         processor: source.processor.clone(),
         sinks: g.sinks.iter().map(|s| s.open.clone()).collect(),

@@ -94,6 +94,9 @@ pub struct Description {
     /// Sink topics created compacted: a table's changes, each key's latest
     /// kept.
     pub compacted: Vec<String>,
+    /// Repartition topics it writes: records re-keyed for a sub-topology
+    /// (created with the source's partition count).
+    pub repartitions: Vec<String>,
     /// Where the unit commits: the input positions and what is written with them.
     pub commit: Domain,
 }
@@ -202,11 +205,14 @@ impl fmt::Display for Description {
         }
         writeln!(f, "  sinks:")?;
         for s in &self.sinks {
-            let compacted =
-                !s.topics.is_empty() && s.topics.iter().all(|t| self.compacted.contains(t));
-            let label = match compacted {
-                true => format!("{} (compacted)", s.label),
-                false => s.label.clone(),
+            let within =
+                |list: &[String]| !s.topics.is_empty() && s.topics.iter().all(|t| list.contains(t));
+            let label = if within(&self.compacted) {
+                format!("{} (compacted)", s.label)
+            } else if within(&self.repartitions) {
+                format!("{} (repartition)", s.label)
+            } else {
+                s.label.clone()
             };
             writeln!(f, "    {label:<40} {}", s.guarantee)?;
         }

@@ -96,6 +96,12 @@ pub(crate) struct Graph {
     pub tables: Vec<Arc<dyn crate::table::TableSource>>,
     /// Sink topics that keep each key's latest record.
     pub compacted: Vec<String>,
+    /// Repartition topics its sinks write (`Stream::group_by`).
+    pub repartitions: Vec<String>,
+    /// The sub-topologies reading them, declared through its streams.
+    pub subs: Vec<Shared>,
+    /// For a sub-topology: the re-keying step whose topic it reads.
+    pub rekeyed_by: Option<String>,
 }
 
 pub(crate) type Shared = Rc<RefCell<Graph>>;
@@ -115,6 +121,9 @@ impl Graph {
             schemas: Vec::new(),
             tables: Vec::new(),
             compacted: Vec::new(),
+            repartitions: Vec::new(),
+            subs: Vec::new(),
+            rekeyed_by: None,
         }))
     }
 

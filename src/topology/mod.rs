@@ -146,6 +146,10 @@ pub enum BuildError {
     WindowClocks { topology: String },
     #[error("topology {topology}: two stores are named {store}")]
     StoreTwice { topology: String, store: String },
+    #[error(
+        "topology {topology}: two re-keying steps are named {name}; the name makes the repartition topic's, so give each its own"
+    )]
+    RekeyTwice { topology: String, name: String },
 }
 
 /// Kafka's rule: 1–249 characters of [a-zA-Z0-9._-], not "." or "..".
@@ -199,46 +203,7 @@ impl Builder {
     where
         T: serde::de::DeserializeOwned + Send + Sync + 'static,
     {
-        let mut g = self.graph.borrow_mut();
-        let name = g.name.clone();
-        let parsed = match apache_avro::Schema::parse_str(schema) {
-            Ok(s) => s,
-            Err(e) => {
-                g.fail(BuildError::BadSchema {
-                    topology: name.clone(),
-                    topic: topic.to_string(),
-                    reason: e.to_string(),
-                });
-                apache_avro::Schema::Null
-            }
-        };
-        if g.source.is_some() {
-            g.fail(BuildError::TwoSources(name));
-        }
-        g.schema(topic, schema);
-        let root = graph::slot::<T>();
-        let key_needed = Arc::new(std::sync::OnceLock::new());
-        let processor = processor::SourceProcessor::new(
-            crate::avro::Reader::new(parsed),
-            root.clone(),
-            key_needed.clone(),
-        );
-        let node = g.node(
-            NodeKind::Source,
-            format!("source {topic}"),
-            Vec::new(),
-            Side::Loop,
-        );
-        if g.source.is_none() {
-            g.source = Some(graph::SourceDecl {
-                topic: topic.to_string(),
-                processor: Arc::new(processor),
-            });
-        }
-        drop(g);
-        let mut s = Stream::start(self.graph.clone(), root, node, Side::Loop);
-        s.key_needed = Some(key_needed);
-        s
+        source_on(&self.graph, topic, schema)
     }
 
     /// A table over the compacted topic `topic` that every member reads
@@ -342,6 +307,96 @@ impl Builder {
     }
 }
 
+/// Declares `topic` the source of `graph` (one per graph).
+pub(crate) fn source_on<T>(
+    graph: &graph::Shared,
+    topic: &str,
+    schema: &str,
+) -> Stream<T, T, ops::Source>
+where
+    T: serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let mut g = graph.borrow_mut();
+    let name = g.name.clone();
+    let parsed = match apache_avro::Schema::parse_str(schema) {
+        Ok(s) => s,
+        Err(e) => {
+            g.fail(BuildError::BadSchema {
+                topology: name.clone(),
+                topic: topic.to_string(),
+                reason: e.to_string(),
+            });
+            apache_avro::Schema::Null
+        }
+    };
+    if g.source.is_some() {
+        g.fail(BuildError::TwoSources(name));
+    }
+    g.schema(topic, schema);
+    let root = graph::slot::<T>();
+    let key_needed = Arc::new(std::sync::OnceLock::new());
+    let processor = processor::SourceProcessor::new(
+        crate::avro::Reader::new(parsed),
+        root.clone(),
+        key_needed.clone(),
+    );
+    let node = g.node(
+        NodeKind::Source,
+        format!("source {topic}"),
+        Vec::new(),
+        Side::Loop,
+    );
+    if g.source.is_none() {
+        g.source = Some(graph::SourceDecl {
+            topic: topic.to_string(),
+            processor: Arc::new(processor),
+        });
+    }
+    drop(g);
+    let mut s = Stream::start(graph.clone(), root, node, Side::Loop);
+    s.key_needed = Some(key_needed);
+    s
+}
+
+/// The repartition topic of `Stream::group_by(name, …)`: Kafka Streams' naming.
+pub fn repartition_topic(group: &str, name: &str) -> String {
+    format!("{group}-{name}-repartition")
+}
+
+/// Declares the repartition topic `graph` writes for its re-keying step
+/// `name`, and the sub-topology that reads it (in the same group, named
+/// `<topology>.<name>`): the topic, and the sub-topology's source stream.
+pub(crate) fn repartition<T>(
+    graph: &graph::Shared,
+    name: &str,
+    schema: &str,
+) -> (String, Stream<T, T, ops::Source>)
+where
+    T: serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let mut g = graph.borrow_mut();
+    let group = g
+        .group_id
+        .clone()
+        .unwrap_or_else(|| format!("sluice-{}", g.name));
+    let topic = repartition_topic(&group, name);
+    if g.repartitions.contains(&topic) {
+        let topology = g.name.clone();
+        g.fail(BuildError::RekeyTwice {
+            topology,
+            name: name.to_string(),
+        });
+    }
+    g.repartitions.push(topic.clone());
+    let sub = graph::Graph::new(&format!("{}.{name}", g.name));
+    sub.borrow_mut().group_id = Some(group);
+    sub.borrow_mut().rekeyed_by = Some(name.to_string());
+    g.subs.push(sub.clone());
+    drop(g);
+    let stream = source_on(&sub, &topic, schema);
+    (topic, stream)
+}
+
 /// A checked topology: what the runtime runs.
 #[derive(Clone)]
 pub struct Topology {
@@ -353,6 +408,9 @@ pub struct Topology {
     pub schemas: Vec<(String, String)>,
     /// The tables its joins read, started by the runtime before its members.
     pub(crate) read_tables: Vec<Arc<dyn crate::table::TableSource>>,
+    /// The sub-topologies after its repartition topics (`Stream::group_by`):
+    /// members of the same group, each committing its own unit.
+    pub(crate) subs: Vec<Topology>,
 }
 
 impl fmt::Debug for Topology {
@@ -376,10 +434,34 @@ impl Topology {
         self.description.commit == Domain::Kafka && guarantee == Guarantee::ExactlyOnce
     }
 
-    /// The same topology in another consumer group (its changelogs follow).
+    /// The same topology in another consumer group (its changelogs follow;
+    /// its repartition topics keep their declared names).
     pub fn in_group(mut self, group: &str) -> Topology {
         self.description.group_id = group.to_string();
+        self.subs = self.subs.into_iter().map(|s| s.in_group(group)).collect();
         self
+    }
+
+    /// The sub-topologies that read its repartition topics, and theirs.
+    pub fn sub_topologies(&self) -> Vec<&Topology> {
+        let mut out = Vec::new();
+        for s in &self.subs {
+            out.push(s);
+            out.extend(s.sub_topologies());
+        }
+        out
+    }
+
+    /// What runs: this topology's first part and each sub-topology, each
+    /// a group member of its own in the same group.
+    pub fn units(self) -> Vec<Topology> {
+        let mut first = self;
+        let subs = std::mem::take(&mut first.subs);
+        let mut out = vec![first];
+        for s in subs {
+            out.extend(s.units());
+        }
+        out
     }
 
     /// The schemas it registers, with the sink's and source's topics.

@@ -1,13 +1,14 @@
 //! The topologies that ship with sluice, declared exactly as a user's own
 //! crate declares its topologies: `user-login`, `iot-windows`,
-//! `iot-readings`, `iot-events` and `iot-enriched`. A new topology is one file here plus
-//! one line in `ALL`.
+//! `iot-readings`, `iot-events`, `iot-enriched` and `logins-by-locale`. A new
+//! topology is one file here plus one line in `ALL`.
 
 pub mod iot_alerts;
 pub mod iot_enriched;
 pub mod iot_events;
 pub mod iot_readings;
 pub mod iot_windows;
+pub mod logins_by_locale;
 pub mod user_login;
 
 use sluice::prelude::*;
@@ -22,6 +23,7 @@ pub const ALL: &[(&str, Build)] = &[
     (iot_events::NAME, |s| iot_events::build(s.window)),
     (iot_readings::NAME, |_| iot_readings::build()),
     (iot_enriched::NAME, |_| iot_enriched::build()),
+    (logins_by_locale::NAME, |_| logins_by_locale::build()),
 ];
 
 pub fn names() -> Vec<&'static str> {
@@ -40,12 +42,22 @@ pub fn build(name: &str, settings: &Settings) -> Option<Result<Topology, BuildEr
 }
 
 /// The schema of every topic the shipped topologies read or write (what
-/// the simulators write with, and `sluice schemas` lists).
+/// the simulators write with, and `sluice schemas` lists); not their
+/// repartition topics', which are sluice's own.
 pub fn schemas() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for t in all(&Settings::default()).unwrap_or_default() {
+    let units = all(&Settings::default())
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(Topology::units);
+    let units: Vec<Topology> = units.collect();
+    let internal: Vec<&String> = units
+        .iter()
+        .flat_map(|t| &t.description.repartitions)
+        .collect();
+    for t in &units {
         for s in t.schemas() {
-            if !out.iter().any(|(topic, _)| *topic == s.0) {
+            if !internal.contains(&&s.0) && !out.iter().any(|(topic, _)| *topic == s.0) {
                 out.push(s.clone());
             }
         }

@@ -48,6 +48,8 @@ pub struct Sent {
     pub offset: i64,
     /// The device id of a valid login, which is unique per record.
     pub valid: Option<String>,
+    /// The locale of a valid login.
+    pub locale: Option<String>,
     pub tombstone: bool,
 }
 
@@ -58,6 +60,8 @@ pub struct Logins {
     pub codec: Arc<AvroCodec>,
     pub logs: tempfile::TempDir,
     pub protocol: &'static str,
+    /// What `worker` runs: user-login unless set.
+    pub topology: &'static str,
     sent: Arc<Mutex<Vec<Sent>>>,
 }
 
@@ -91,6 +95,7 @@ impl Logins {
             codec: Arc::new(AvroCodec::new(&config).unwrap()),
             logs: tempfile::tempdir().unwrap(),
             protocol,
+            topology: "user-login",
             sent: Arc::default(),
         }
     }
@@ -143,7 +148,7 @@ impl Logins {
         Load { stop, task }
     }
 
-    /// `sluice run --topology user-login` with this instance id, logging
+    /// `sluice run --topology <self.topology>` with this instance id, logging
     /// to a file of its own.
     pub fn worker(&self, instance: &str) -> Worker {
         self.worker_with(instance, &[])
@@ -167,7 +172,7 @@ impl Logins {
             .map(|a| a.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
         let child = cmd
-            .args(["run", "--topology", "user-login"])
+            .args(["run", "--topology", self.topology])
             .args(&extra)
             .args(["--group-protocol", self.protocol])
             .args(["--shutdown-timeout", "20s"])
@@ -401,12 +406,17 @@ async fn produce_one(
         .send_result(record)
         .map_err(|(e, _)| e)
         .expect("queued");
-    let valid = (!tombstone && matches!(planned, Planned::Valid(_))).then_some(device);
+    let locale = match &planned {
+        Planned::Valid(l) if !tombstone => Some(l.locale.clone()),
+        _ => None,
+    };
+    let valid = locale.is_some().then_some(device);
     let sent = Sent {
         seq,
         partition: -1,
         offset: -1,
         valid,
+        locale,
         tombstone,
     };
     (sent, delivery)

@@ -1,0 +1,103 @@
+//! `logins-by-locale`: the valid logins of `user-login` (the rules of the
+//! `user-login` topology; invalid ones go to its dead-letter topic), re-keyed
+//! by locale through a repartition topic and counted in the changelogged
+//! store `login-counts` → the compacted `login-counts-by-locale`: the
+//! locale as the key (UTF-8), `LoginCount` as the value, one update per
+//! login, exactly once.
+
+use serde::{Deserialize, Serialize};
+
+use sluice::prelude::*;
+
+use super::user_login::{self, UserLogin};
+
+pub const NAME: &str = "logins-by-locale";
+pub const SOURCE: &str = user_login::SOURCE;
+pub const SINK: &str = "login-counts-by-locale";
+/// The store of the counts (queryable by this name).
+pub const STORE: &str = "login-counts";
+
+/// A locale's count of valid logins so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginCount {
+    pub locale: String,
+    pub count: i64,
+}
+
+impl AvroSchema for LoginCount {
+    const SCHEMA: &'static str = include_str!("../../schemas/login-counts-by-locale.avsc");
+}
+
+pub fn build() -> Result<Topology, BuildError> {
+    declare(NAME, SOURCE, SINK)
+}
+
+/// The same topology on other topics (benchmarks, tests).
+pub fn declare(name: &str, source: &str, sink: &str) -> Result<Topology, BuildError> {
+    let t = topology(name);
+    t.source::<UserLogin>(source)
+        .validate("login-rules", |l| {
+            user_login::validate(l, clock::processing_time_ms() / 1000)
+        })
+        .group_by("locale", |l| l.locale.clone())
+        .count(STORE)
+        .map("as record", |u| LoginCount {
+            locale: u.key,
+            count: u.value,
+        })
+        .to_compacted_topic(sink);
+    t.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice::testing::TestDriver;
+
+    use super::*;
+
+    fn login(user: &str, locale: &str) -> UserLogin {
+        UserLogin {
+            user_id: user.into(),
+            app_version: "2.3.1".into(),
+            ip: "10.0.0.1".into(),
+            locale: locale.into(),
+            device_id: "dev-1".into(),
+            timestamp: clock::wall_clock_ms() / 1000,
+            device_type: "android".into(),
+        }
+    }
+
+    const USER: &str = "6f1c2a1e-4b7d-4c59-9f0e-2d5b8a1c3e77";
+
+    /// Valid logins are counted per locale from any partition; an invalid
+    /// one is a dead letter and counts nowhere.
+    #[test]
+    fn valid_logins_are_counted_by_locale() {
+        let mut driver = TestDriver::with_partitions(build().unwrap(), 3).unwrap();
+        let logins = [(0, "en-GB"), (1, "de-DE"), (2, "en-GB"), (1, "en-GB")];
+        for (p, locale) in logins {
+            driver
+                .pipe_to(p, Some(USER), &login(USER, locale), 1)
+                .unwrap();
+        }
+        driver
+            .pipe_to(0, Some("x"), &login("not-a-uuid", "en-GB"), 1)
+            .unwrap();
+        let counts: Vec<(Option<Vec<u8>>, LoginCount)> = (driver.read::<LoginCount>(SINK).unwrap())
+            .into_iter()
+            .map(|i| (i.key, i.value))
+            .collect();
+        let want = [("en-GB", 1), ("de-DE", 1), ("en-GB", 2), ("en-GB", 3)].map(|(l, n)| {
+            let count = LoginCount {
+                locale: l.into(),
+                count: n,
+            };
+            (Some(l.as_bytes().to_vec()), count)
+        });
+        assert_eq!(counts, want);
+        let letters = driver.dead_letters();
+        assert_eq!(letters.len(), 1);
+        assert!(letters[0].message.contains("not a UUID"), "{letters:?}");
+        assert_eq!(driver.store::<String, i64>(STORE).get("en-GB"), Some(&3));
+    }
+}
