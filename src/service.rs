@@ -270,7 +270,10 @@ pub fn console_addr(addr: SocketAddr) -> SocketAddr {
 /// Every topology's schemas, each topic once.
 pub fn schemas_of(topologies: &[Topology]) -> Vec<crate::schemas::SchemaFile> {
     let mut all: Vec<(String, String)> = Vec::new();
-    for t in topologies {
+    let units = topologies
+        .iter()
+        .flat_map(|t| std::iter::once(t).chain(t.sub_topologies()));
+    for t in units {
         for s in t.schemas() {
             if !all.iter().any(|(topic, _)| *topic == s.0) {
                 all.push(s.clone());

@@ -22,6 +22,7 @@ use crate::{
         iot_alerts::SensorAlert,
         iot_enriched::{self, EnrichedReading},
         iot_events, iot_readings, iot_windows,
+        logins_by_locale::{self, LoginCount},
         user_login::{self, ProcessedUserLogin},
     },
 };
@@ -105,6 +106,8 @@ pub struct Summary {
     pub iot_windows: Counts,
     pub iot_readings: Counts,
     pub iot_enriched: Counts,
+    /// The part of logins-by-locale that counts (after its repartition topic).
+    pub logins_by_locale: Counts,
     /// Readings the simulator stamped later than any grace period.
     pub late_readings: u64,
 }
@@ -123,22 +126,46 @@ async fn tap(bootstrap: String, codec: Arc<AvroCodec>, latest: Arc<Samples>) {
         .create();
     let Ok(consumer) = consumer else { return };
     if consumer
-        .subscribe(&[user_login::SINK, iot_enriched::SINK, iot_enriched::ALERTS])
+        .subscribe(&[
+            user_login::SINK,
+            iot_enriched::SINK,
+            iot_enriched::ALERTS,
+            logins_by_locale::SINK,
+        ])
         .is_err()
     {
         return;
     }
     let reader = |schema: &str| apache_avro::Schema::parse_str(schema).ok().map(Reader::new);
-    let (Some(logins), Some(enriched), Some(alerts)) = (
+    let (Some(logins), Some(enriched), Some(alerts), Some(counted)) = (
         reader(ProcessedUserLogin::SCHEMA),
         reader(EnrichedReading::SCHEMA),
         reader(SensorAlert::SCHEMA),
+        reader(LoginCount::SCHEMA),
     ) else {
         return;
     };
+    // Each locale's latest count, as the compacted topic keeps it.
+    let mut by_locale = std::collections::BTreeMap::new();
     while let Ok(m) = consumer.recv().await {
         let bytes = m.payload().unwrap_or_default();
-        let (topic, line) = if m.topic() == user_login::SINK {
+        let (topic, line) = if m.topic() == logins_by_locale::SINK {
+            let line = codec.decode::<LoginCount>(bytes, &counted).await;
+            (
+                logins_by_locale::SINK,
+                line.ok().map(|(_, c)| {
+                    by_locale.insert(c.locale, c.count);
+                    let mut top: Vec<(&String, &i64)> = by_locale.iter().collect();
+                    top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                    let top: Vec<String> = top
+                        .iter()
+                        .take(6)
+                        .map(|(l, n)| format!("{l} {n}"))
+                        .collect();
+                    format!("{} (of {} locales)", top.join(", "), by_locale.len())
+                }),
+            )
+        } else if m.topic() == user_login::SINK {
             let line = codec.decode::<ProcessedUserLogin>(bytes, &logins).await;
             (
                 user_login::SINK,
@@ -354,7 +381,10 @@ pub async fn run(
             )
         }
     };
-    for t in &all {
+    let units = all
+        .iter()
+        .flat_map(|t| std::iter::once(t).chain(t.sub_topologies()));
+    for t in units {
         for topic in t.description.topics() {
             let _ = mock.create_topic(&topic, opts.partitions, 1);
         }
@@ -481,6 +511,7 @@ pub async fn run(
     // Let the workers catch up with what the simulators produced, briefly.
     let drain_until = Instant::now() + Duration::from_secs(10);
     let stats = workers.stats.clone();
+    let counting = format!("{}.{}", logins_by_locale::NAME, logins_by_locale::REKEY);
     let counts = |name: &str| {
         stats
             .iter()
@@ -492,7 +523,9 @@ pub async fn run(
         || counts(iot_events::NAME).records_in < readings
         || counts(iot_windows::NAME).records_in < readings
         || counts(iot_readings::NAME).records_in < readings
-        || counts(iot_enriched::NAME).records_in < readings)
+        || counts(iot_enriched::NAME).records_in < readings
+        || counts(logins_by_locale::NAME).records_in < produced.total()
+        || counts(&counting).records_in < counts(logins_by_locale::NAME).records_out)
         && Instant::now() < drain_until
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -509,6 +542,7 @@ pub async fn run(
         iot_windows: counts(iot_windows::NAME),
         iot_readings: counts(iot_readings::NAME),
         iot_enriched: counts(iot_enriched::NAME),
+        logins_by_locale: counts(&counting),
         late_readings: sensor_report.late,
     };
     tap_task.abort();
@@ -528,6 +562,21 @@ pub async fn run(
         u.records_in,
         u.records_out,
         u.dead_letters
+    )?;
+    let (rekeyed, counted) = (counts(logins_by_locale::NAME), &summary.logins_by_locale);
+    let latest = sample
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(logins_by_locale::SINK)
+        .cloned();
+    writeln!(
+        out,
+        "      valid logins re-keyed by locale {} → counted {} ({} {}): {}",
+        rekeyed.records_out,
+        counted.records_in,
+        logins_by_locale::SINK,
+        counted.records_out,
+        latest.as_deref().unwrap_or("(no count read yet)")
     )?;
     let e = &summary.iot_events;
     writeln!(

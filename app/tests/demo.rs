@@ -68,6 +68,11 @@ async fn the_demo_accounts_for_every_record() {
         "{text}"
     );
     assert!(text.contains("processed-user-login: user"), "{text}");
+    // Every valid login counted once by locale, after its repartition topic.
+    let c = &s.logins_by_locale;
+    assert_eq!(c.records_in, s.logins.valid, "{text}");
+    assert_eq!(c.records_out, s.logins.valid, "{text}");
+    assert!(text.contains("login-counts-by-locale: "), "{text}");
     // Every reading enriched once, each with its device's site (rows are
     // valid from before the first reading).
     let n = &s.iot_enriched;

@@ -246,6 +246,8 @@ impl Workers {
         codec: Arc<AvroCodec>,
         opts: &RunOptions,
     ) -> Workers {
+        // A re-keying topology runs as its parts: each its own members.
+        let topologies: Vec<Topology> = topologies.into_iter().flat_map(Topology::units).collect();
         let (stop, stopped) = watch::channel(false);
         let (tables_stop, tables_stopped) = watch::channel(false);
         let mut opts = opts.clone();

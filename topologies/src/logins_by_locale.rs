@@ -16,6 +16,8 @@ pub const SOURCE: &str = user_login::SOURCE;
 pub const SINK: &str = "login-counts-by-locale";
 /// The store of the counts (queryable by this name).
 pub const STORE: &str = "login-counts";
+/// The re-keying step: its sub-topology is `logins-by-locale.locale`.
+pub const REKEY: &str = "locale";
 
 /// A locale's count of valid logins so far.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,7 +41,7 @@ pub fn declare(name: &str, source: &str, sink: &str) -> Result<Topology, BuildEr
         .validate("login-rules", |l| {
             user_login::validate(l, clock::processing_time_ms() / 1000)
         })
-        .group_by("locale", |l| l.locale.clone())
+        .group_by(REKEY, |l| l.locale.clone())
         .count(STORE)
         .map("as record", |u| LoginCount {
             locale: u.key,
