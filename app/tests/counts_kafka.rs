@@ -1,4 +1,4 @@
-//! `logins-by-locale` on Apache Kafka: valid logins re-keyed by locale
+//! `logins-by-locale` on Apache Kafka, with each group protocol: valid logins re-keyed by locale
 //! through a repartition topic and counted in a changelogged store, under a
 //! steady load and 20 SIGKILLs at random moments (`SLUICE_SOAK=1`: 200).
 //! Then, read with read_committed: each locale's updates in the compacted
@@ -157,4 +157,9 @@ async fn counted_exactly_once_through_kills(protocol: &'static str, seed: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn counts_are_exact_through_twenty_kills_classic_protocol() {
     counted_exactly_once_through_kills("classic", 31).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counts_are_exact_through_twenty_kills_consumer_protocol() {
+    counted_exactly_once_through_kills("consumer", 32).await;
 }
