@@ -389,6 +389,11 @@ impl Participant for Task {
     fn claim(&mut self, partitions: &[i32], group: &dyn Group) -> Result<Vec<Claim>, CommitError> {
         let claims = self.p.keeper.claim(partitions, group)?;
         let wall_ms = (self.p.wall_ms)();
+        if !self.p.operators.is_empty() && !claims.is_empty() {
+            let parts: Vec<i32> = claims.iter().map(|c| c.partition).collect();
+            let what = format!("restoring the state of partitions {parts:?}");
+            self.p.stats.set_restoring(Some(what));
+        }
         for c in &claims {
             for o in &mut self.p.operators {
                 o.op.assigned(Assigned {
@@ -409,6 +414,7 @@ impl Participant for Task {
                 },
             );
         }
+        self.p.stats.set_restoring(None);
         Ok(claims)
     }
 

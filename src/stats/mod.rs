@@ -66,6 +66,8 @@ pub struct Stats {
     pub recent_e2e: Recent,
     /// The tables its joins read.
     pub tables: Mutex<Vec<std::sync::Arc<TableStats>>>,
+    /// What its stateful operators are restoring, while they do.
+    pub restoring: Mutex<Option<String>>,
 }
 
 impl Stats {
@@ -79,12 +81,22 @@ impl Stats {
     }
 
     /// Why the topology cannot do its job now (`/readyz`): its worker's
-    /// health, then a table its joins wait for.
+    /// health, then a table its joins wait for, then stores being restored.
     pub fn not_ready(&self) -> Option<String> {
         self.health.not_ready().or_else(|| {
             let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-            tables.iter().find_map(|t| t.restoring())
+            (tables.iter().find_map(|t| t.restoring())).or_else(|| {
+                self.restoring
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
         })
+    }
+
+    /// Says (`Some`) or clears (`None`) what its stores are restoring.
+    pub fn set_restoring(&self, what: Option<String>) {
+        *self.restoring.lock().unwrap_or_else(|p| p.into_inner()) = what;
     }
 
     /// The tables its joins read, once (a worker started afresh adds them again).
