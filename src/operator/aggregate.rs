@@ -1,23 +1,23 @@
-//! Keyed aggregations (Kafka Streams' `groupByKey().count()`, `reduce`,
-//! `aggregate`): a stream grouped by its records' keys folds each key's
-//! records into one value, kept in a key-value store with a compacted
-//! changelog (`<group>-<store>-changelog`, written in the unit's
-//! transaction, restored on assignment), and emits every update as an
-//! `Update` keyed by the group key: a table's changes, for a compacted
-//! topic (`to_topic`) or any other sink.
+//! Keyed aggregations (Kafka Streams' `groupBy(…).count()`, `reduce`,
+//! `aggregate`): a grouped stream folds each key's records into one value,
+//! kept in a key-value store with a compacted changelog
+//! (`<group>-<store>-changelog`, written in the unit's transaction,
+//! restored on assignment), and emits every update as an `Update` keyed by
+//! the group key: a table's changes, for a compacted topic
+//! (`to_compacted_topic`) or any other sink.
 //!
 //! ```ignore
-//! stream
-//!     .key_by("locale", |l| l.locale.clone())
-//!     .group_by_key()
+//! logins
+//!     .group_by("locale", |l| l.locale.clone())   // through a repartition topic
 //!     .count("login-counts")
 //!     .map("as record", |u| LoginCount { locale: u.key, count: u.value })
-//!     .to_topic("login-counts-by-locale");
+//!     .to_compacted_topic("login-counts-by-locale");
 //! ```
 //!
-//! Grouping needs records keyed by the group key and partitioned by it: a
-//! key set by `key_by` upstream of the source's own partitioning would
-//! spread one key's records over partitions, each with a count of its own.
+//! `group_by_key` skips the repartition topic, for records already keyed
+//! and partitioned by the group key: a key set by `key_by` after the
+//! source's own partitioning would spread one key's records over
+//! partitions, each counting its own.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
