@@ -93,8 +93,9 @@ pub struct Task {
     op_counts: Vec<u64>,
     /// The records being written were fetched no later than this.
     fetched: Instant,
-    /// Wall-clock time read once per chunk (records of a chunk are a few
-    /// hundred microseconds apart); `None` outside chunks (the test driver).
+    /// Wall-clock time read once per chunk, for its records (a few hundred
+    /// microseconds apart); punctuation reads its own. `None` before any
+    /// chunk (the test driver writes records one by one).
     chunk_wall_ms: Option<i64>,
     /// An operator's results, before they join `queue` (kept for its room).
     made: Vec<Emitted>,
@@ -136,9 +137,9 @@ impl Task {
 
     /// Runs queued results through the operators until only sink results
     /// are left, in `pending`. `replay`: the record is read again only to
-    /// rebuild state: operators that do not rebuild skip it.
-    fn route(&mut self, at: At, replay: bool) -> Routed {
-        let wall_ms = self.chunk_wall_ms.unwrap_or_else(|| (self.p.wall_ms)());
+    /// rebuild state: operators that do not rebuild skip it. `wall_ms`:
+    /// the wall-clock time the operators see.
+    fn route(&mut self, at: At, replay: bool, wall_ms: i64) -> Routed {
         let mut i = 0;
         while i < self.queue.len() {
             let to = self.queue[i].to;
@@ -285,7 +286,7 @@ impl Task {
                 offset: -1,
             };
             let routed = match punctuated {
-                Ok(()) => self.route(at, false),
+                Ok(()) => self.route(at, false, wall_ms),
                 Err(f) => Routed::Failed(f),
             };
             match routed {
@@ -450,7 +451,8 @@ impl Participant for Task {
                 let payload = std::mem::replace(&mut e.payload, Payload::Value(Box::new(())));
                 self.queue.push(Emitted { to: e.to, payload });
             }
-            if let Routed::Failed(f) = self.route(at, replay) {
+            let wall_ms = self.chunk_wall_ms.unwrap_or_else(|| (self.p.wall_ms)());
+            if let Routed::Failed(f) = self.route(at, replay, wall_ms) {
                 failure = Some(f);
             }
         }
