@@ -270,10 +270,7 @@ pub fn console_addr(addr: SocketAddr) -> SocketAddr {
 /// Every topology's schemas, each topic once.
 pub fn schemas_of(topologies: &[Topology]) -> Vec<crate::schemas::SchemaFile> {
     let mut all: Vec<(String, String)> = Vec::new();
-    let units = topologies
-        .iter()
-        .flat_map(|t| std::iter::once(t).chain(t.sub_topologies()));
-    for t in units {
+    for t in topologies.iter().flat_map(Topology::parts) {
         for s in t.schemas() {
             if !all.iter().any(|(topic, _)| *topic == s.0) {
                 all.push(s.clone());

@@ -381,10 +381,7 @@ pub async fn run(
             )
         }
     };
-    let units = all
-        .iter()
-        .flat_map(|t| std::iter::once(t).chain(t.sub_topologies()));
-    for t in units {
+    for t in all.iter().flat_map(sluice::Topology::parts) {
         for topic in t.description.topics() {
             let _ = mock.create_topic(&topic, opts.partitions, 1);
         }

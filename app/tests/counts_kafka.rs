@@ -17,11 +17,12 @@ use std::{
 
 use common::{
     kafka::{FAST_CONSUMER_SESSIONS, Kafka},
-    logins::{Logins, SOURCE, Worker},
+    logins::{Logins, Worker},
     read_committed_all,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use sluice::avro::Reader;
+use serde::de::DeserializeOwned;
+use sluice::avro::{AvroSchema, Reader};
 use sluice_app::topologies::{
     logins_by_locale::{self, LoginCount},
     user_login::UserLogin,
@@ -37,21 +38,27 @@ fn kills(ci: usize) -> usize {
     }
 }
 
+/// `topic`'s values read with read_committed, each checked to be keyed
+/// by `key(value)`.
+async fn committed<T: AvroSchema + DeserializeOwned>(
+    w: &Logins,
+    topic: &str,
+    key: impl Fn(&T) -> &str,
+) -> Vec<T> {
+    let reader = Reader::new(apache_avro::Schema::parse_str(T::SCHEMA).unwrap());
+    let mut out = Vec::new();
+    for r in read_committed_all(&w.kafka.bootstrap, topic).await {
+        let (_, v) = w.codec.decode::<T>(&r.value, &reader).await.unwrap();
+        assert_eq!(r.key.as_deref(), Some(key(&v).as_bytes()), "{topic}'s key");
+        out.push(v);
+    }
+    out
+}
+
 /// Each locale's count updates in the output, read with read_committed.
 async fn updates(w: &Logins) -> BTreeMap<String, Vec<i64>> {
-    let reader = Reader::new(common::schema(logins_by_locale::SINK));
     let mut updates: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for r in read_committed_all(&w.kafka.bootstrap, logins_by_locale::SINK).await {
-        let (_, c) = w
-            .codec
-            .decode::<LoginCount>(&r.value, &reader)
-            .await
-            .unwrap();
-        assert_eq!(
-            r.key.as_deref(),
-            Some(c.locale.as_bytes()),
-            "keyed by locale"
-        );
+    for c in committed::<LoginCount>(w, logins_by_locale::SINK, |c| &c.locale).await {
         updates.entry(c.locale).or_default().push(c.count);
     }
     updates
@@ -60,7 +67,6 @@ async fn updates(w: &Logins) -> BTreeMap<String, Vec<i64>> {
 async fn counted_exactly_once_through_kills(protocol: &'static str, seed: u64, n: usize) {
     let mut w = Logins::new(Kafka::cluster_with(1, &FAST_CONSUMER_SESSIONS), protocol).await;
     w.topology = logins_by_locale::NAME;
-    let bootstrap = w.kafka.bootstrap.clone();
     let load = w.load(seed, 400);
     let mut rng = StdRng::seed_from_u64(seed);
     let n = kills(n);
@@ -124,19 +130,8 @@ async fn counted_exactly_once_through_kills(protocol: &'static str, seed: u64, n
         assert!(seen == expected, "{locale}: updates {seen:?}, want 1..={n}");
     }
 
-    let reader = Reader::new(common::schema(SOURCE));
     let mut rekeyed: BTreeMap<String, usize> = BTreeMap::new();
-    for r in read_committed_all(&bootstrap, REPARTITION).await {
-        let (_, login) = w
-            .codec
-            .decode::<UserLogin>(&r.value, &reader)
-            .await
-            .unwrap();
-        assert_eq!(
-            r.key.as_deref(),
-            Some(login.locale.as_bytes()),
-            "re-keyed by locale"
-        );
+    for login in committed::<UserLogin>(&w, REPARTITION, |l| &l.locale).await {
         *rekeyed.entry(login.device_id).or_default() += 1;
     }
     let valid: BTreeMap<String, usize> = sent

@@ -126,10 +126,8 @@ impl TestDriver {
     /// A driver whose input topic has `partitions` partitions.
     pub fn with_partitions(topology: Topology, partitions: i32) -> Result<Self, DriverError> {
         // One registry for every part: what one writes, the next reads.
-        let mut schemas = topology.schemas.clone();
-        for sub in topology.sub_topologies() {
-            schemas.extend(sub.schemas.iter().cloned());
-        }
+        let parts = topology.parts().into_iter();
+        let schemas: Vec<(String, String)> = parts.flat_map(|t| t.schemas.clone()).collect();
         let codec = Arc::new(AvroCodec::in_memory(&schemas)?);
         Self::with_codec(topology, partitions, codec)
     }

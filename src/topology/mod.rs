@@ -442,6 +442,14 @@ impl Topology {
         self
     }
 
+    /// This topology and its sub-topologies, by reference (`units` gives
+    /// them to run).
+    pub fn parts(&self) -> Vec<&Topology> {
+        let mut out = vec![self];
+        out.extend(self.sub_topologies());
+        out
+    }
+
     /// The sub-topologies that read its repartition topics, and theirs.
     pub fn sub_topologies(&self) -> Vec<&Topology> {
         let mut out = Vec::new();
