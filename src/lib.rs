@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod operator;
+pub mod query;
 pub mod record;
 pub mod registry;
 pub mod runtime;

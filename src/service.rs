@@ -56,6 +56,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Links the console shows (name, URL): the brokers' dashboard, say.
     pub console_links: Vec<(String, String)>,
+    /// `host:port` where others reach this worker's queries (`/stores`);
+    /// none: the metrics address as bound (127.0.0.1 for 0.0.0.0).
+    pub advertised_addr: Option<String>,
 }
 
 impl Config {
@@ -70,6 +73,7 @@ impl Config {
             database_url: None,
             shutdown_timeout: Duration::from_secs(30),
             console_links: Vec::new(),
+            advertised_addr: None,
         }
     }
 }
@@ -192,6 +196,7 @@ pub async fn serve(
     metrics.require(refused.check());
     config.run.meter = Some(metrics.meter());
     let metrics = Arc::new(metrics);
+    let queries = crate::query::Queries::new(config.run.stores.clone(), kafka.clone());
     let console = Console::new(console::Sources {
         kafka: kafka.clone(),
         codec: codec.clone(),
@@ -200,16 +205,22 @@ pub async fn serve(
         metrics: metrics.clone(),
         links: config.console_links.clone(),
         protocol: config.run.group_protocol.to_string(),
+        queries: queries.clone(),
     });
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_task = match config.metrics_addr {
         Some(addr) => {
-            let (bound, task) =
-                crate::metrics::spawn_with(addr, metrics.clone(), console.router(), async {
-                    let _ = metrics_stopped.await;
-                })
-                .await?;
+            let routes = console.router().merge(queries.router());
+            let (bound, task) = crate::metrics::spawn_with(addr, metrics.clone(), routes, async {
+                let _ = metrics_stopped.await;
+            })
+            .await?;
             tracing::info!("the console: http://{}/", console_addr(bound));
+            let advertised =
+                (config.advertised_addr.clone()).unwrap_or_else(|| console_addr(bound).to_string());
+            tracing::info!(%advertised, "serving queries of the stores at /stores");
+            queries.set_address(advertised.clone());
+            config.run.advertised = Some(advertised);
             Some(task)
         }
         None => None,

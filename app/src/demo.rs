@@ -431,6 +431,7 @@ pub async fn run(
         meter: Some(metrics.meter()),
         ..RunOptions::default()
     };
+    let queries = sluice::query::Queries::new(run_opts.stores.clone(), kafka.clone());
     let console = Console::new(Sources {
         kafka: kafka.clone(),
         codec: codec.clone(),
@@ -439,13 +440,25 @@ pub async fn run(
         metrics: metrics.clone(),
         links: Vec::new(),
         protocol: run_opts.group_protocol.to_string(),
+        queries: queries.clone(),
     });
     let (stop_console, console_stopped) = tokio::sync::oneshot::channel::<()>();
-    let (at, console_task) =
-        serve_console(opts.console, &console, metrics.clone(), console_stopped).await?;
+    let (at, console_task) = serve_console(
+        opts.console,
+        (&console, &queries),
+        metrics.clone(),
+        console_stopped,
+    )
+    .await?;
+    queries.set_address(at.to_string());
     writeln!(
         out,
         "the console: http://{at}/ (open it in a browser; /metrics beside it)"
+    )?;
+    writeln!(
+        out,
+        "the live counts by locale, from another terminal: sluice state get {} en-US --worker http://{at}",
+        logins_by_locale::STORE
     )?;
     let watched = all.clone();
     let workers = Workers::spawn(all, &kafka, codec.clone(), &run_opts);
@@ -527,6 +540,7 @@ pub async fn run(
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let asked = ask_a_count(&format!("http://{at}")).await;
     // Outputs, dead letters and late records count once committed, which
     // stopping does for what is in flight.
     workers.stop(Duration::from_secs(30)).await?;
@@ -575,6 +589,7 @@ pub async fn run(
         counted.records_out,
         latest.as_deref().unwrap_or("(no count read yet)")
     )?;
+    writeln!(out, "      {asked}")?;
     let e = &summary.iot_events;
     writeln!(
         out,
@@ -615,11 +630,32 @@ pub async fn run(
     Ok(summary)
 }
 
+/// What `sluice state get` answers for the first locale the store holds,
+/// asked of the demo's own worker as a user would.
+async fn ask_a_count(worker: &str) -> String {
+    let store = logins_by_locale::STORE;
+    let asked = async {
+        let url: url::Url = worker.parse()?;
+        let (page, _) =
+            sluice_cli::state::ask(&url, &["stores", store], &[("limit", "1".into())]).await?;
+        let Some(locale) = page["entries"][0]["key"].as_str().map(str::to_string) else {
+            anyhow::bail!("the store holds no locale yet");
+        };
+        let (count, _) = sluice_cli::state::ask(&url, &["stores", store, &locale], &[]).await?;
+        anyhow::Ok(format!(
+            "$ sluice state get {store} {locale} --worker {worker}\n      {count}"
+        ))
+    };
+    asked
+        .await
+        .unwrap_or_else(|e| format!("sluice state get {store}: {e:#}"))
+}
+
 /// Serves the console and /metrics until `stop`: at `wanted`, or at
 /// 127.0.0.1:8080, or at a free port of loopback when 8080 is taken.
 async fn serve_console(
     wanted: Option<SocketAddr>,
-    console: &Arc<Console>,
+    (console, queries): (&Arc<Console>, &Arc<sluice::query::Queries>),
     metrics: Arc<Metrics>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> anyhow::Result<(
@@ -641,7 +677,7 @@ async fn serve_console(
     let task = tokio::spawn(sluice::metrics::serve_with(
         listener,
         metrics,
-        console.router(),
+        console.router().merge(queries.router()),
         async move {
             let _ = stop.await;
         },

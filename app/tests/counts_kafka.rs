@@ -6,7 +6,12 @@
 //! output are exactly 1, 2, … up to its number of valid logins (none
 //! missing, none repeated, none higher), so a restarted worker's counts went
 //! on from the changelog rather than starting over; and the repartition
-//! topic holds every valid login exactly once.
+//! topic holds every valid login exactly once; the last worker's metrics
+//! count the changelog records it restored.
+//!
+//! And with workers going 1 → 3 → 1 under load: the counts stay exact, and
+//! every worker answers a query for any locale's count (`/stores`), itself
+//! or by redirecting to the worker that holds the locale's partition.
 
 mod common;
 
@@ -119,7 +124,12 @@ async fn counted_exactly_once_through_kills(protocol: &'static str, seed: u64, n
     let restored = last
         .log_text()
         .contains("store restored from its changelog");
+    let restored_records = last.metric("sluice_store_restored_records_total").await;
     last.terminate().await;
+    assert!(
+        restored_records > 0,
+        "the last worker's metrics count no restored changelog records"
+    );
     assert!(
         restored,
         "the last worker did not restore its store from the changelog"
@@ -158,4 +168,167 @@ async fn counts_are_exact_through_twenty_kills_classic_protocol() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn counts_are_exact_through_ten_kills_consumer_protocol() {
     counted_exactly_once_through_kills("consumer", 32, 10).await;
+}
+
+/// Each locale's count (`want`) asked of `worker` over HTTP; how many
+/// answers came from another worker (after a redirect).
+async fn ask_counts(worker: &Worker, want: &BTreeMap<String, i64>) -> usize {
+    let mut redirected = 0;
+    for (locale, n) in want {
+        let url = format!(
+            "{}/stores/{}/{locale}",
+            worker.metrics,
+            logins_by_locale::STORE
+        );
+        let r = reqwest::get(&url).await.unwrap();
+        let (status, from) = (r.status(), r.url().clone());
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 200, "{url}: {body}");
+        assert_eq!(body, n.to_string(), "{url} (answered by {from})");
+        if !from.as_str().starts_with(&worker.metrics) {
+            redirected += 1;
+        }
+    }
+    redirected
+}
+
+/// Waits until each locale's last committed update is `want`'s count.
+async fn wait_counted(w: &Logins, want: &BTreeMap<String, i64>, workers: &mut [&mut Worker]) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let updates = updates(w).await;
+        let latest: BTreeMap<String, i64> = (updates.iter())
+            .filter_map(|(l, u)| Some((l.clone(), *u.last()?)))
+            .collect();
+        if &latest == want {
+            return;
+        }
+        for worker in workers.iter_mut() {
+            worker.assert_running();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counts did not reach {want:?} in 180 s (latest {latest:?})"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn valid_per_locale(w: &Logins) -> BTreeMap<String, i64> {
+    let mut want: BTreeMap<String, i64> = BTreeMap::new();
+    for locale in w.sent().iter().filter_map(|s| s.locale.clone()) {
+        *want.entry(locale).or_default() += 1;
+    }
+    want
+}
+
+async fn wait_ready(workers: &mut [&mut Worker]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for w in workers.iter_mut() {
+        while w.readyz().await.0 != 200 {
+            w.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "{} never became ready",
+                w.metrics
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counts_stay_exact_from_one_to_three_workers_and_back_and_any_worker_answers() {
+    let mut w = Logins::new(Kafka::cluster_with(1, &FAST_CONSUMER_SESSIONS), "consumer").await;
+    w.topology = logins_by_locale::NAME;
+    let load = w.load(41, 300);
+    let mut a = w.worker_with("scale-a", &["--create-topics"]);
+    a.wait_commits(0, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mut b, mut c) = (w.worker("scale-b"), w.worker("scale-c"));
+    wait_ready(&mut [&mut a, &mut b, &mut c]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    load.stop().await;
+    let want = valid_per_locale(&w);
+    assert!(want.len() > 1, "the load had one locale: {want:?}");
+    wait_counted(&w, &want, &mut [&mut a, &mut b, &mut c]).await;
+    wait_ready(&mut [&mut a, &mut b, &mut c]).await;
+
+    // Any worker answers for any locale; with three of them, some answers
+    // come from another one.
+    let mut redirected = 0;
+    for worker in [&a, &b, &c] {
+        redirected += ask_counts(worker, &want).await;
+    }
+    assert!(
+        redirected > 0,
+        "no query was redirected among three workers"
+    );
+    let stores: serde_json::Value = reqwest::get(format!("{}/stores", a.metrics))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stores[0]["name"], logins_by_locale::STORE, "{stores}");
+    let held = stores[0]["partitions"].as_array().unwrap().len();
+    assert!(
+        held > 0 && held < 6,
+        "one of three workers holds {held} of 6 partitions"
+    );
+    let absent = reqwest::get(format!(
+        "{}/stores/{}/xx-NOPE",
+        a.metrics,
+        logins_by_locale::STORE
+    ))
+    .await
+    .unwrap();
+    assert_eq!(absent.status(), 404);
+
+    // Back to one worker: it holds every partition and answers alone.
+    b.terminate().await;
+    c.terminate().await;
+    let load = w.load(42, 300);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    load.stop().await;
+    let want = valid_per_locale(&w);
+    wait_counted(&w, &want, &mut [&mut a]).await;
+    wait_ready(&mut [&mut a]).await;
+    assert_eq!(ask_counts(&a, &want).await, 0, "one worker redirected");
+    let page: serde_json::Value = reqwest::get(format!(
+        "{}/stores/{}?limit=3",
+        a.metrics,
+        logins_by_locale::STORE
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let first: Vec<(String, i64)> = want.iter().take(3).map(|(l, n)| (l.clone(), *n)).collect();
+    let got: Vec<(String, i64)> = (page["entries"].as_array().unwrap().iter())
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap().to_string(),
+                e["value"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, first, "{page}");
+    assert_eq!(page["next"], want.keys().nth(3).unwrap().as_str(), "{page}");
+    a.terminate().await;
+
+    let updates = updates(&w).await;
+    for (locale, n) in &want {
+        let seen = updates.get(locale).cloned().unwrap_or_default();
+        assert!(
+            seen == (1..=*n).collect::<Vec<_>>(),
+            "{locale}: updates {seen:?}, want 1..={n}"
+        );
+    }
+    eprintln!(
+        "1 -> 3 -> 1 workers: {} valid logins over {} locales counted exactly once; {redirected} queries redirected",
+        want.values().sum::<i64>(),
+        want.len()
+    );
 }

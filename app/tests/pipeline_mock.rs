@@ -208,24 +208,6 @@ async fn check_outputs(s: &Setup, planned: &[Planned]) {
     assert!(dlq.iter().any(|r| r.value.starts_with(b"{\"user_id\"")));
 }
 
-#[test]
-fn murmur2_is_kafkas() {
-    // Kafka's own test vectors (UtilsTest).
-    for (key, hash) in [
-        ("21", -973_932_308),
-        ("foobar", -790_332_482),
-        ("a-little-bit-long-string", -985_981_536),
-        ("a-little-bit-longer-string", -1_486_304_829),
-        (
-            "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-            -58_897_971,
-        ),
-        ("abc", 479_470_107),
-    ] {
-        assert_eq!(murmur2(key.as_bytes()), hash, "{key}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_once_valid_out_and_bad_to_the_dead_letter_topic() {
     let mock = MockCluster::new(3).unwrap();

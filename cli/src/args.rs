@@ -221,3 +221,16 @@ pub fn link() -> impl clap::builder::TypedValueParser<Value = (String, String)> 
         Ok((name.trim().to_string(), url.trim().to_string()))
     }
 }
+
+/// HOST:PORT, for an address others reach this worker at.
+pub fn host_port(s: &str) -> Result<String, String> {
+    let ok = s.rsplit_once(':').filter(|(host, port)| {
+        !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok()
+    });
+    match ok {
+        Some(_) => Ok(s.to_string()),
+        None => Err(format!(
+            "{s:?} is not HOST:PORT; give the host name (or IP) and port others reach this worker's metrics port at, e.g. worker-1.internal:9464"
+        )),
+    }
+}

@@ -1,7 +1,7 @@
 //! The `sluice` command line for a set of topologies: a user's crate
 //! declares its topologies in a `Catalog` and gets every command (`run`,
-//! `topologies`, `topics create`, `tail`, `dlq`, `registry`, `schemas`,
-//! `migrate`) from one call in its `main`:
+//! `topologies`, `topics create`, `tail`, `dlq`, `state`, `registry`,
+//! `schemas`, `migrate`) from one call in its `main`:
 //!
 //! ```ignore
 //! fn main() -> std::process::ExitCode {
@@ -23,6 +23,7 @@ pub mod output;
 mod registry;
 mod run;
 mod schemas;
+pub mod state;
 mod tail;
 
 use std::{future::Future, pin::Pin};
@@ -91,6 +92,9 @@ pub enum Command<E: Subcommand> {
     Dlq(dlq::DlqCommand),
     /// Apply the PostgreSQL migrations compiled into sluice (idempotent).
     Migrate(migrate::MigrateArgs),
+    /// Query the live state of running workers' stores.
+    #[command(subcommand)]
+    State(state::StateCommand),
     #[command(flatten)]
     Extra(E),
 }
@@ -203,6 +207,7 @@ async fn dispatch<E: Extra>(catalog: Catalog) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Tail(args) => tail::run(args).await,
         Command::Dlq(cmd) => dlq::run(cmd).await,
+        Command::State(cmd) => state::run(cmd).await,
         Command::Extra(e) => e.run(&catalog).await,
     }
 }

@@ -112,6 +112,12 @@ pub struct RunArgs {
     /// Where to serve the console (/), /metrics (Prometheus), /healthz and /readyz.
     #[arg(long, env = "SLUICE_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     metrics_addr: std::net::SocketAddr,
+    /// HOST:PORT where other workers and `sluice state` reach this one's
+    /// queries (`/stores`), when not the metrics address (behind NAT, in a
+    /// container, or bound to 0.0.0.0 on another host: give a name others
+    /// resolve). Default: the metrics address, 127.0.0.1 for 0.0.0.0.
+    #[arg(long, env = "SLUICE_ADVERTISED_ADDR", value_parser = super::args::host_port)]
+    advertised_addr: Option<String>,
     /// A link the console shows beside its figures, NAME=URL (repeatable;
     /// in the environment, comma-separated): e.g. the brokers' dashboard
     /// where Prometheus scrapes them.
@@ -175,6 +181,7 @@ pub async fn run(catalog: &Catalog, args: RunArgs) -> anyhow::Result<()> {
     };
     config.metrics_addr = Some(args.metrics_addr);
     config.console_links = args.console_links;
+    config.advertised_addr = args.advertised_addr;
     config.create_topics = args.create_topics.then(|| args.topics.settings());
     config.internal_topics = args.topics.settings();
     config.database_url = args.database_url;

@@ -55,6 +55,7 @@ pub struct Console {
     metrics: Arc<Metrics>,
     links: Vec<(String, String)>,
     protocol: String,
+    queries: Arc<crate::query::Queries>,
     history: Mutex<History>,
     /// Broker answers, kept a second so that many pages cost one request.
     cached: Mutex<BTreeMap<&'static str, (Instant, Value)>>,
@@ -72,6 +73,8 @@ pub struct Sources {
     pub links: Vec<(String, String)>,
     /// The group protocol the workers join with.
     pub protocol: String,
+    /// The stores' queries, for the lookup form.
+    pub queries: Arc<crate::query::Queries>,
 }
 
 impl Console {
@@ -85,6 +88,7 @@ impl Console {
             metrics: sources.metrics,
             links: sources.links,
             protocol: sources.protocol,
+            queries: sources.queries,
             history: Mutex::new(History::default()),
             cached: Mutex::new(BTreeMap::new()),
         })
@@ -411,44 +415,33 @@ async fn tables(State(c): State<Arc<Console>>) -> Json<Value> {
     Json(json!({ "tables": out }))
 }
 
-fn error(status: StatusCode, message: String) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
-}
+use crate::query::error;
 
-/// Live lookups of stores are not served yet: say which stores there are.
+/// A key's value in a store, or which worker holds it: the page cannot
+/// follow a redirect to another worker's port, so it is told where to look.
 async fn store(
     State(c): State<Arc<Console>>,
     Path((store, key)): Path<(String, String)>,
 ) -> Response {
-    let known: std::collections::BTreeSet<String> = c
-        .topologies()
-        .iter()
-        .flat_map(|w| w.description.stores.iter().map(|s| s.name.clone()))
-        .collect();
+    use crate::query::Answer;
     if key.trim().is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
             "the key is empty: give the key to look up".into(),
         );
     }
-    if !known.contains(&store) {
-        let list = if known.is_empty() {
-            "this deployment has no stores".to_string()
-        } else {
-            let names: Vec<&str> = known.iter().map(String::as_str).collect();
-            format!("its stores: {}", names.join(", "))
-        };
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no store named {store:?}; {list}"),
-        );
+    match c.queries.find(&store, &key).await {
+        Answer::Value(value) => {
+            Json(json!({ "store": store, "key": key, "value": value })).into_response()
+        }
+        Answer::Redirect(addr) => Json(json!({
+            "store": store,
+            "key": key,
+            "held_by": format!("the worker at {addr}: its console is http://{addr}/"),
+        }))
+        .into_response(),
+        other => crate::query::respond(other, &[]),
     }
-    error(
-        StatusCode::NOT_IMPLEMENTED,
-        format!(
-            "store {store:?} exists but is not queryable yet: its state lives on the worker's task thread"
-        ),
-    )
 }
 
 async fn no_such_api(Path(rest): Path<String>) -> Response {

@@ -2,6 +2,8 @@
 
 pub mod access;
 pub mod deliveries;
+pub mod members;
+pub mod partitioner;
 pub mod properties;
 pub mod txn;
 

@@ -149,7 +149,7 @@ pub async fn serve_with(
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "not found: try /, /metrics, /healthz or /readyz\n",
+                "not found: try /, /metrics, /healthz, /readyz or /stores\n",
             )
         });
     axum::serve(listener, app)

@@ -190,6 +190,27 @@ pub(super) fn register(meter: &Meter, topologies: &Topologies) {
             }
         })
         .build();
+    counter(
+        meter,
+        "sluice.store.restored.records",
+        "Changelog records read back into key-value stores when their partitions were assigned",
+        topologies,
+        |s| s.restored_records.load(Ordering::Relaxed),
+    );
+    let t = topologies.clone();
+    meter
+        .f64_observable_counter("sluice.store.restore.seconds")
+        .with_description("Time spent reading changelogs back into key-value stores")
+        .with_callback(move |obs| {
+            for (topology, s) in t.iter() {
+                let us = s.restore_micros.load(Ordering::Relaxed);
+                obs.observe(
+                    us as f64 / 1e6,
+                    &[KeyValue::new("topology", topology.clone())],
+                );
+            }
+        })
+        .build();
     let t = topologies.clone();
     meter
         .i64_observable_gauge("sluice.consumer.lag")

@@ -117,6 +117,7 @@ impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Grouped<S, T, O> {
         self.stream.stateful_as(
             kind,
             store,
+            Some(|k: &String| k.as_bytes().to_vec()),
             move |item: Item<T>,
                   kv: &mut KeyValueStore<String, A>,
                   out: &mut Vec<Item<Update<A>>>| {

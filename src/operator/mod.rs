@@ -74,6 +74,10 @@ impl OpCtx<'_> {
 pub struct OperatorEnv<'a> {
     pub topology: &'a str,
     pub group: &'a str,
+    /// The topic the member reads (its partitions are the stores').
+    pub source: &'a str,
+    /// Where stores are published for queries.
+    pub stores: &'a crate::state::Stores,
     /// The tables the process reads, for joins.
     pub tables: &'a crate::table::Tables,
 }

@@ -21,7 +21,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{Assigned, At, OpCtx, Operator, OperatorEnv, OperatorError, OperatorSpec};
 use crate::{
     commit::Outbox,
-    state::KeyValueStore,
+    state::{KeyValueStore, View, Where},
     topology::{
         Downstream, Failure, FailureKind, Item, OpError, StoreDesc, Stream, changelog_topic,
         ops::Ops, ops::Source,
@@ -42,7 +42,7 @@ impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
     /// written in the unit's transaction, read back on assignment).
     pub fn stateful<K, V, U, E, F>(self, store: &str, f: F) -> Stream<U, U, Source>
     where
-        K: Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
+        K: Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
         V: Serialize + DeserializeOwned + Send + 'static,
         U: 'static,
         E: Display,
@@ -51,19 +51,22 @@ impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
             + Sync
             + 'static,
     {
-        self.stateful_as("stateful", store, f)
+        self.stateful_as("stateful", store, None, f)
     }
 
     /// `stateful`, its operator named `kind(store)` in the graph and in
-    /// its dead letters.
+    /// its dead letters; `key_bytes` gives a store key's bytes as the input
+    /// records carry it, where the store is keyed by the record key (so a
+    /// query knows which partition holds a key).
     pub(crate) fn stateful_as<K, V, U, E, F>(
         self,
         kind: &str,
         store: &str,
+        key_bytes: Option<fn(&K) -> Vec<u8>>,
         f: F,
     ) -> Stream<U, U, Source>
     where
-        K: Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
+        K: Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
         V: Serialize + DeserializeOwned + Send + 'static,
         U: 'static,
         E: Display,
@@ -82,6 +85,7 @@ impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
             Arc::new(StatefulSpec {
                 store,
                 operator,
+                key_bytes,
                 f,
                 out,
             })
@@ -93,6 +97,7 @@ struct StatefulSpec<T, K: Ord, V, U> {
     store: String,
     /// `kind(store)`: how the graph and dead letters name it.
     operator: String,
+    key_bytes: Option<fn(&K) -> Vec<u8>>,
     f: Func<T, K, V, U>,
     out: Downstream<U>,
 }
@@ -100,7 +105,7 @@ struct StatefulSpec<T, K: Ord, V, U> {
 impl<T, K, V, U> OperatorSpec for StatefulSpec<T, K, V, U>
 where
     T: Send + 'static,
-    K: Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
+    K: Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Send + 'static,
     U: 'static,
 {
@@ -120,6 +125,16 @@ where
             f: self.f.clone(),
             out: self.out.clone(),
             parts: BTreeMap::new(),
+            view: env.stores.view(
+                &self.store,
+                Where {
+                    topology: env.topology.to_string(),
+                    group: env.group.to_string(),
+                    topic: env.source.to_string(),
+                    value: crate::state::view::type_name::<V>(),
+                    key_bytes: self.key_bytes,
+                },
+            ),
         })
     }
 }
@@ -132,12 +147,14 @@ pub struct StatefulOp<T, K: Ord, V, U> {
     f: Func<T, K, V, U>,
     out: Downstream<U>,
     parts: BTreeMap<i32, KeyValueStore<K, V>>,
+    /// What queries read: each partition as of its last flush.
+    view: Arc<View<K>>,
 }
 
 impl<T, K, V, U> Operator for StatefulOp<T, K, V, U>
 where
     T: Send + 'static,
-    K: Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
+    K: Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Send + 'static,
     U: 'static,
 {
@@ -156,6 +173,7 @@ where
             reason: format!("{} partition {partition}: {e}", self.changelog),
         })?;
         tracing::info!(store = %self.store, partition, records = changes.len(), keys = store.len(), took = ?started.elapsed(), "store restored from its changelog");
+        self.view.publish(partition, store.iter());
         self.parts.insert(partition, store);
         Ok(())
     }
@@ -187,7 +205,8 @@ where
     fn flush(&mut self, out: &mut dyn Outbox) -> Result<(), KafkaError> {
         let now = crate::topology::clock::wall_clock_ms();
         for (&partition, store) in &mut self.parts {
-            for c in store.flush() {
+            let changes = store.flush();
+            for c in &changes {
                 out.send_to(
                     &self.changelog,
                     partition,
@@ -196,15 +215,19 @@ where
                     now,
                 )?;
             }
+            self.view.apply(partition, &changes);
         }
         Ok(())
     }
 
     fn abort(&mut self) {
+        let held: Vec<i32> = self.parts.keys().copied().collect();
+        self.view.forget(&held);
         self.parts.clear();
     }
 
     fn release(&mut self, partitions: &[i32]) {
+        self.view.forget(partitions);
         for p in partitions {
             self.parts.remove(p);
         }

@@ -78,6 +78,12 @@ pub struct RunOptions {
     /// Tables already read by the process (`Workers` starts them once for
     /// all its members); a member reads any other for itself.
     pub tables: crate::table::Tables,
+    /// The process's key-value stores, published for queries.
+    pub stores: crate::state::Stores,
+    /// `host:port` where other workers and clients reach this worker's
+    /// queries (`/stores`); it rides in each member's `client.id`, so the
+    /// group's description says where a partition's owner answers.
+    pub advertised: Option<String>,
 }
 
 impl RunOptions {
@@ -92,7 +98,10 @@ impl RunOptions {
         crate::kafka::Membership {
             protocol: self.group_protocol,
             instance: stable.then(|| instance.to_string()),
-            client_id: Some(instance.to_string()),
+            client_id: Some(match &self.advertised {
+                Some(addr) => format!("{instance}@{addr}"),
+                None => instance.to_string(),
+            }),
         }
     }
 
@@ -124,6 +133,8 @@ impl Default for RunOptions {
             meter: None,
             trace: None,
             tables: crate::table::Tables::default(),
+            stores: crate::state::Stores::default(),
+            advertised: None,
         }
     }
 }

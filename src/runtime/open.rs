@@ -85,7 +85,14 @@ pub(super) fn open(topology: &Topology, env: &Env<'_>) -> Result<Task, OpenError
         .transactional(env.opts.guarantee)
         .then_some(env.transactional_id);
     let out = Box::new(Txn::new(env.kafka, id, &d.name)?);
-    let (sinks, operators, clock) = pieces(topology, env.group, database, env.codec, env.tables)?;
+    let (sinks, operators, clock) = pieces(
+        topology,
+        env.group,
+        database,
+        env.codec,
+        env.tables,
+        &env.opts.stores,
+    )?;
     Ok(Task::new(Parts {
         topology: d.name.clone(),
         source: d.source.clone(),
@@ -97,7 +104,11 @@ pub(super) fn open(topology: &Topology, env: &Env<'_>) -> Result<Task, OpenError
         sinks,
         operators,
         clock,
-        changelogs: Box::new(KafkaChangelogs::new(env.kafka, env.group)),
+        changelogs: Box::new(KafkaChangelogs::new(
+            env.kafka,
+            env.group,
+            env.stats.clone(),
+        )),
         wall_ms: Arc::new(crate::topology::clock::wall_clock_ms),
         stats: env.stats.clone(),
         timings: env.timings.clone(),
@@ -115,6 +126,7 @@ pub fn pieces(
     database: Option<&Arc<dyn crate::sink::Database>>,
     codec: &Arc<AvroCodec>,
     tables: &crate::table::Tables,
+    stores: &crate::state::Stores,
 ) -> Result<Pieces, SinkError> {
     let d = &topology.description;
     let sink_env = SinkEnv {
@@ -139,6 +151,8 @@ pub fn pieces(
     let op_env = OperatorEnv {
         topology: &d.name,
         group,
+        source: &d.source,
+        stores,
         tables,
     };
     let operators = topology

@@ -15,9 +15,11 @@
 
 pub mod kv;
 pub mod versioned;
+pub mod view;
 
 pub use kv::KeyValueStore;
 pub use versioned::{Lookup, VersionedTable};
+pub use view::{Queryable, Stores, View, Where};
 
 use rdkafka::error::KafkaError;
 

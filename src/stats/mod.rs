@@ -68,6 +68,10 @@ pub struct Stats {
     pub tables: Mutex<Vec<std::sync::Arc<TableStats>>>,
     /// What its stateful operators are restoring, while they do.
     pub restoring: Mutex<Option<String>>,
+    /// Changelog records read back into stores on assignment, and the
+    /// time (µs) that reading took.
+    pub restored_records: AtomicU64,
+    pub restore_micros: AtomicU64,
 }
 
 impl Stats {

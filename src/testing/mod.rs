@@ -558,7 +558,14 @@ fn open(
             Box::new(KafkaKeeper::with(&d.source, committed, stateful))
         }
     };
-    let (sinks, operators, clock) = pieces(topology, &d.group_id, database, codec, read_tables)?;
+    let (sinks, operators, clock) = pieces(
+        topology,
+        &d.group_id,
+        database,
+        codec,
+        read_tables,
+        &crate::state::Stores::default(),
+    )?;
     let wall = wall_ms.clone();
     Ok(Task::new(Parts {
         topology: d.name.clone(),

@@ -411,33 +411,9 @@ pub async fn read_committed_all(bootstrap: &str, topic: &str) -> Vec<Read> {
     out
 }
 
-/// Kafka's `Utils.murmur2`, which the Java client's default partitioner
-/// hashes keys with.
-pub fn murmur2(data: &[u8]) -> i32 {
-    const M: u32 = 0x5bd1_e995;
-    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
-    let mut blocks = data.chunks_exact(4);
-    for b in &mut blocks {
-        let mut k = u32::from_le_bytes([b[0], b[1], b[2], b[3]]).wrapping_mul(M);
-        k ^= k >> 24;
-        h = h.wrapping_mul(M) ^ k.wrapping_mul(M);
-    }
-    let tail = blocks.remainder();
-    if !tail.is_empty() {
-        for (i, &b) in tail.iter().enumerate() {
-            h ^= u32::from(b) << (8 * i);
-        }
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
-
 /// The partition the Java client picks for `key` among `partitions`.
 pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
-    (murmur2(key) & 0x7fff_ffff) % partitions
+    sluice::kafka::partitioner::partition_for(key, partitions)
 }
 
 /// The shipped topologies' schemas, one per topic.
