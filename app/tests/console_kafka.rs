@@ -250,16 +250,18 @@ async fn console_in_a_browser(protocol: &'static str) {
         })
         .collect();
     assert_eq!(owners.len(), logins::PARTITIONS as usize, "{table}");
+    // A member's client.id names it and where it answers queries.
+    let member = format!(
+        "sluice-user-login-console@{}",
+        worker.metrics.trim_start_matches("http://")
+    );
     if protocol == "classic" {
         assert!(
-            dom.contains("data-member=\"sluice-user-login-console\""),
+            dom.contains(&format!("data-member=\"{member}\"")),
             "the group's member shows: {}",
             &dom[dom.find("id=\"partitions\"").unwrap()..][..3000]
         );
-        assert!(
-            owners.iter().all(|o| o == "sluice-user-login-console"),
-            "{owners:?}"
-        );
+        assert!(owners.iter().all(|o| *o == member), "{owners:?}");
     } else {
         assert!(
             dom.contains("this worker's partitions are shown"),

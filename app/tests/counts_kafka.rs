@@ -125,6 +125,12 @@ async fn counted_exactly_once_through_kills(protocol: &'static str, seed: u64, n
         .log_text()
         .contains("store restored from its changelog");
     let restored_records = last.metric("sluice_store_restored_records_total").await;
+    // Alone in its group, it answers every locale's count itself.
+    assert_eq!(
+        ask_counts(&last, &want).await,
+        0,
+        "a lone worker redirected"
+    );
     last.terminate().await;
     assert!(
         restored_records > 0,

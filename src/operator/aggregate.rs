@@ -21,6 +21,7 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use super::stateful::{Emit, Keyed};
 use crate::{
     avro::AvroSchema,
     record::Item,
@@ -40,6 +41,7 @@ pub struct Update<A> {
 /// A stream grouped by its records' keys (`Stream::group_by_key`).
 pub struct Grouped<S, T, O> {
     stream: Stream<S, T, O>,
+    emit_every: Option<std::time::Duration>,
 }
 
 impl<S: 'static, T, O: Ops<S, T>> Stream<S, T, O>
@@ -62,7 +64,10 @@ where
         let rekeyed = self.key_by(name, key);
         let (topic, stream) = crate::topology::repartition::<T>(&graph, name, T::SCHEMA);
         rekeyed.to_topic(&topic);
-        Grouped { stream }
+        Grouped {
+            stream,
+            emit_every: None,
+        }
     }
 }
 
@@ -71,14 +76,60 @@ impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
     /// `aggregate`. A record without a key cannot be grouped: it goes to the
     /// dead-letter topic.
     pub fn group_by_key(self) -> Grouped<S, T, O> {
-        Grouped { stream: self }
+        Grouped {
+            stream: self,
+            emit_every: None,
+        }
     }
 }
 
 /// Why a record was not aggregated.
 const NO_KEY: &str = "the record has no key to group by";
 
+/// A key's update from its store entry, at wall-clock time `at_ms`.
+fn update_of<A: Clone>(key: &String, value: &A, at_ms: i64) -> Item<Update<A>> {
+    Item::new(
+        Some(key.as_bytes().to_vec()),
+        Update {
+            key: key.clone(),
+            value: value.clone(),
+        },
+        at_ms,
+    )
+}
+
 impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Grouped<S, T, O> {
+    /// Sends each key's update at most once per `every` (Kafka Streams'
+    /// record cache, by time): a key changed meanwhile is sent once, with
+    /// its value then, stamped with the wall-clock time. The store and its
+    /// changelog still take every record. After a restore every key of the
+    /// restored partitions is sent once again, since which of their last
+    /// updates went out before a crash is not known: a table's consumers
+    /// see a repeated value, never a missing one.
+    pub fn emit_every(mut self, every: std::time::Duration) -> Self {
+        self.emit_every = Some(every);
+        self
+    }
+
+    /// The grouped records in event-time windows (Kafka Streams'
+    /// `groupBy(…).windowedBy(…)`), their time read by `time_ms`; then
+    /// `.aggregate(name, key, init, fold)` by the group key, and where the
+    /// windows go (`finals()`, `to_postgres`). After `group_by` the records
+    /// come from the repartition topic, so one key's records from every
+    /// source partition meet in its windows: readings per site per minute,
+    /// whichever devices' partitions they were read from.
+    pub fn windowed_by<F>(
+        self,
+        spec: crate::window::WindowSpec,
+        time: &str,
+        time_ms: F,
+    ) -> crate::topology::WindowedStream<S, T, impl Ops<S, T>>
+    where
+        F: Fn(&T) -> i64 + Send + Sync + 'static,
+    {
+        self.stream.event_time(time, time_ms).window(spec)
+    }
+
     /// Folds each key's records into a value: `init` for a key's first
     /// record, then `fold(value, record)`. Every update flows on.
     pub fn aggregate<A, I, F>(
@@ -114,10 +165,17 @@ impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Grouped<S, T, O> {
         A: Clone + Serialize + DeserializeOwned + Send + 'static,
         F: Fn(Option<A>, T) -> A + Send + Sync + 'static,
     {
+        let keyed = Keyed {
+            key_bytes: Some(|k: &String| k.as_bytes().to_vec()),
+            emit: self.emit_every.map(|every| Emit {
+                every_ms: i64::try_from(every.as_millis()).unwrap_or(i64::MAX),
+                update: update_of::<A>,
+            }),
+        };
         self.stream.stateful_as(
             kind,
             store,
-            Some(|k: &String| k.as_bytes().to_vec()),
+            keyed,
             move |item: Item<T>,
                   kv: &mut KeyValueStore<String, A>,
                   out: &mut Vec<Item<Update<A>>>| {
@@ -159,7 +217,114 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::{prelude::*, testing::TestDriver};
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    struct Reading {
+        site: String,
+        at: i64,
+    }
+
+    impl crate::avro::AvroSchema for Reading {
+        const SCHEMA: &'static str = r#"{"type":"record","name":"Reading","fields":[{"name":"site","type":"string"},{"name":"at","type":"long"}]}"#;
+    }
+
+    /// Windows of a re-keyed stream hold a key's records from every
+    /// source partition: readings per site per minute, read from two
+    /// partitions (devices) that each see both sites.
+    #[test]
+    fn windows_by_a_new_key_meet_every_partitions_records() {
+        let t = topology("per-site");
+        t.source::<Reading>("readings")
+            .group_by("site", |r| r.site.clone())
+            .windowed_by(
+                WindowSpec::tumbling(Duration::from_secs(60), Duration::ZERO),
+                "at",
+                |r| r.at,
+            )
+            .aggregate("readings", |r| r.site.clone(), || 0i64, |n, _| *n += 1)
+            .finals()
+            .map("line", |w| {
+                format!("{} {} {}", w.key, w.window.start_ms, w.value)
+            })
+            .to_topic("per-site-minute");
+        let mut driver = TestDriver::with_partitions(t.build().unwrap(), 2).unwrap();
+        let readings = [
+            (0, "a", 1_000),
+            (1, "a", 2_000),
+            (1, "b", 3_000),
+            (0, "b", 4_000),
+            (0, "a", 59_000),
+        ];
+        for (p, site, at) in readings {
+            let r = Reading {
+                site: site.into(),
+                at,
+            };
+            driver.pipe_to(p, Some("device"), &r, at).unwrap();
+        }
+        // A minute later on both partitions: the first minute is final.
+        for p in [0, 1] {
+            let r = Reading {
+                site: "a".into(),
+                at: 130_000,
+            };
+            driver.pipe_to(p, Some("device"), &r, 130_000).unwrap();
+        }
+        let lines: Vec<String> = (driver.read::<String>("per-site-minute").unwrap())
+            .into_iter()
+            .map(|i| i.value)
+            .collect();
+        let mut lines = lines;
+        lines.sort();
+        assert_eq!(lines, ["a 0 3", "b 0 2"]);
+    }
+
+    /// With `emit_every`, a key changed several times between emissions
+    /// goes out once with its latest value while the store takes every
+    /// record; after a restart every key goes out once again.
+    #[test]
+    fn emit_every_sends_each_changed_key_once_per_interval() {
+        let t = topology("throttled");
+        t.source::<String>("logins")
+            .group_by_key()
+            .emit_every(Duration::from_secs(60))
+            .count("counts")
+            .map("count", |u| u.value)
+            .to_topic("counts-out");
+        let mut driver = TestDriver::new(t.build().unwrap()).unwrap();
+        let login = "login".to_string();
+        let mut sent = Vec::new();
+        let mut take = |d: &mut TestDriver| {
+            let out: Vec<Item<i64>> = d.read("counts-out").unwrap();
+            for i in out {
+                sent.push((String::from_utf8(i.key.unwrap()).unwrap(), i.value));
+            }
+            sent.clone()
+        };
+        driver.pipe(Some("de"), &login, 1).unwrap();
+        for k in ["de", "fr", "de"] {
+            driver.pipe(Some(k), &login, 2).unwrap();
+        }
+        assert_eq!(take(&mut driver), [("de".into(), 1)]);
+        driver.advance_wall_clock(Duration::from_secs(61)).unwrap();
+        driver.advance_wall_clock(Duration::from_secs(61)).unwrap();
+        driver.pipe(Some("fr"), &login, 3).unwrap();
+        let want = |v: &[(&str, i64)]| -> Vec<(String, i64)> {
+            v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+        };
+        assert_eq!(take(&mut driver), want(&[("de", 1), ("de", 3), ("fr", 1)]));
+        driver.restart().unwrap();
+        driver.advance_wall_clock(Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            take(&mut driver),
+            want(&[("de", 1), ("de", 3), ("fr", 1), ("de", 3), ("fr", 2)])
+        );
+        let store = driver.store::<String, i64>("counts");
+        assert_eq!((store["de"], store["fr"]), (3, 2));
+    }
 
     /// Counts by key, restored from the changelog after a restart (they go
     /// on from where they were), and every update reaches the topic keyed

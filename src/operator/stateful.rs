@@ -51,18 +51,16 @@ impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
             + Sync
             + 'static,
     {
-        self.stateful_as("stateful", store, None, f)
+        self.stateful_as("stateful", store, Keyed::default(), f)
     }
 
     /// `stateful`, its operator named `kind(store)` in the graph and in
-    /// its dead letters; `key_bytes` gives a store key's bytes as the input
-    /// records carry it, where the store is keyed by the record key (so a
-    /// query knows which partition holds a key).
+    /// its dead letters, its store keyed as `keyed` says.
     pub(crate) fn stateful_as<K, V, U, E, F>(
         self,
         kind: &str,
         store: &str,
-        key_bytes: Option<fn(&K) -> Vec<u8>>,
+        keyed: Keyed<K, V, U>,
         f: F,
     ) -> Stream<U, U, Source>
     where
@@ -85,7 +83,7 @@ impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
             Arc::new(StatefulSpec {
                 store,
                 operator,
-                key_bytes,
+                keyed,
                 f,
                 out,
             })
@@ -93,11 +91,45 @@ impl<S: 'static, T: Send + 'static, O: Ops<S, T>> Stream<S, T, O> {
     }
 }
 
+/// How a store relates to its records, where it is keyed by them.
+pub(crate) struct Keyed<K, V, U> {
+    /// A store key's bytes as the input records carry it (so a query knows
+    /// which partition holds a key).
+    pub key_bytes: Option<fn(&K) -> Vec<u8>>,
+    /// Send a changed key's update at most once per interval, made from
+    /// the store's entry, instead of what the function pushes.
+    pub emit: Option<Emit<K, V, U>>,
+}
+
+impl<K, V, U> Default for Keyed<K, V, U> {
+    fn default() -> Self {
+        Keyed {
+            key_bytes: None,
+            emit: None,
+        }
+    }
+}
+
+pub(crate) struct Emit<K, V, U> {
+    pub every_ms: i64,
+    /// The update of a key from its entry, at a wall-clock time.
+    pub update: fn(&K, &V, i64) -> Item<U>,
+}
+
+impl<K, V, U> Clone for Emit<K, V, U> {
+    fn clone(&self) -> Self {
+        Emit {
+            every_ms: self.every_ms,
+            update: self.update,
+        }
+    }
+}
+
 struct StatefulSpec<T, K: Ord, V, U> {
     store: String,
     /// `kind(store)`: how the graph and dead letters name it.
     operator: String,
-    key_bytes: Option<fn(&K) -> Vec<u8>>,
+    keyed: Keyed<K, V, U>,
     f: Func<T, K, V, U>,
     out: Downstream<U>,
 }
@@ -125,6 +157,8 @@ where
             f: self.f.clone(),
             out: self.out.clone(),
             parts: BTreeMap::new(),
+            emit: self.keyed.emit.clone(),
+            last_emit_ms: i64::MIN,
             view: env.stores.view(
                 &self.store,
                 Where {
@@ -132,7 +166,7 @@ where
                     group: env.group.to_string(),
                     topic: env.source.to_string(),
                     value: crate::state::view::type_name::<V>(),
-                    key_bytes: self.key_bytes,
+                    key_bytes: self.keyed.key_bytes,
                 },
             ),
         })
@@ -147,6 +181,8 @@ pub struct StatefulOp<T, K: Ord, V, U> {
     f: Func<T, K, V, U>,
     out: Downstream<U>,
     parts: BTreeMap<i32, KeyValueStore<K, V>>,
+    emit: Option<Emit<K, V, U>>,
+    last_emit_ms: i64,
     /// What queries read: each partition as of its last flush.
     view: Arc<View<K>>,
 }
@@ -168,12 +204,15 @@ where
                 store: self.store.clone(),
                 source,
             })?;
-        let store = KeyValueStore::restore(&changes).map_err(|e| OperatorError::Corrupt {
+        let mut store = KeyValueStore::restore(&changes).map_err(|e| OperatorError::Corrupt {
             store: self.store.clone(),
             reason: format!("{} partition {partition}: {e}", self.changelog),
         })?;
         tracing::info!(store = %self.store, partition, records = changes.len(), keys = store.len(), took = ?started.elapsed(), "store restored from its changelog");
         self.view.publish(partition, store.iter());
+        if self.emit.is_some() {
+            store.track_unsent();
+        }
         self.parts.insert(partition, store);
         Ok(())
     }
@@ -188,6 +227,9 @@ where
             return Ok(());
         };
         let store = self.parts.entry(at.partition).or_default();
+        if self.emit.is_some() {
+            store.track_unsent();
+        }
         let mut outs = Vec::new();
         (self.f)(*item, store, &mut outs).map_err(|message| {
             Failure::Operator(OpError {
@@ -196,10 +238,36 @@ where
                 message,
             })
         })?;
-        for o in outs {
-            ctx.emit(&self.out, o)?;
+        if self.emit.is_none() {
+            for o in outs {
+                ctx.emit(&self.out, o)?;
+            }
         }
         Ok(())
+    }
+
+    /// With `emit_every`: each key changed since the last time, once, with
+    /// its value now.
+    fn punctuate(&mut self, ctx: &mut OpCtx<'_>) -> Result<(), Failure> {
+        let Some(emit) = &self.emit else {
+            return Ok(());
+        };
+        if ctx.wall_ms.saturating_sub(self.last_emit_ms) < emit.every_ms {
+            return Ok(());
+        }
+        self.last_emit_ms = ctx.wall_ms;
+        for store in self.parts.values_mut() {
+            for k in store.take_unsent() {
+                if let Some(v) = store.get(&k) {
+                    ctx.emit(&self.out, (emit.update)(&k, v, ctx.wall_ms))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ticking(&self) -> bool {
+        self.emit.is_some() && self.parts.values().any(KeyValueStore::has_unsent)
     }
 
     fn flush(&mut self, out: &mut dyn Outbox) -> Result<(), KafkaError> {

@@ -18,6 +18,10 @@ pub struct KeyValueStore<K: Ord, V> {
     entries: BTreeMap<K, V>,
     /// Keys put or deleted since the last flush.
     dirty: BTreeSet<K>,
+    /// Keys put or deleted since their last update was sent downstream,
+    /// for an operator that sends at most one per interval (`Some` once it
+    /// asks, with `track_unsent`).
+    unsent: Option<BTreeSet<K>>,
 }
 
 impl<K: Ord, V> Default for KeyValueStore<K, V> {
@@ -25,6 +29,7 @@ impl<K: Ord, V> Default for KeyValueStore<K, V> {
         KeyValueStore {
             entries: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            unsent: None,
         }
     }
 }
@@ -40,6 +45,9 @@ impl<K: Ord + Clone, V> KeyValueStore<K, V> {
     }
 
     pub fn put(&mut self, key: K, value: V) {
+        if let Some(unsent) = &mut self.unsent {
+            unsent.insert(key.clone());
+        }
         self.dirty.insert(key.clone());
         self.entries.insert(key, value);
     }
@@ -48,9 +56,33 @@ impl<K: Ord + Clone, V> KeyValueStore<K, V> {
     pub fn delete(&mut self, key: &K) -> Option<V> {
         let old = self.entries.remove(key);
         if old.is_some() {
+            if let Some(unsent) = &mut self.unsent {
+                unsent.insert(key.clone());
+            }
             self.dirty.insert(key.clone());
         }
         old
+    }
+
+    /// Remembers the keys changed from now on until `take_unsent`, and
+    /// counts every key held now as changed: after a restore nobody knows
+    /// which updates of the store's keys were sent before the crash.
+    pub fn track_unsent(&mut self) {
+        if self.unsent.is_none() {
+            self.unsent = Some(self.entries.keys().cloned().collect());
+        }
+    }
+
+    /// The keys changed since the last call, in key order.
+    pub fn take_unsent(&mut self) -> Vec<K> {
+        match &mut self.unsent {
+            Some(u) => std::mem::take(u).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    pub fn has_unsent(&self) -> bool {
+        self.unsent.as_ref().is_some_and(|u| !u.is_empty())
     }
 
     /// The entries whose keys are in `range`, in key order.
@@ -159,6 +191,23 @@ mod tests {
         );
         assert!(!s.is_dirty());
         assert!(s.flush().is_empty());
+    }
+
+    #[test]
+    fn unsent_keys_are_those_changed_since_taken_and_all_at_first() {
+        let mut s: KeyValueStore<String, i64> = KeyValueStore::default();
+        s.put("a".into(), 1);
+        assert!(!s.has_unsent());
+        s.track_unsent();
+        assert_eq!(s.take_unsent(), ["a"]);
+        s.put("c".into(), 3);
+        s.put("b".into(), 2);
+        s.put("c".into(), 4);
+        s.delete(&"a".into());
+        s.flush();
+        assert!(s.has_unsent());
+        assert_eq!(s.take_unsent(), ["a", "b", "c"]);
+        assert!(s.take_unsent().is_empty());
     }
 
     #[test]
