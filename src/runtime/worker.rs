@@ -138,12 +138,18 @@ pub async fn run_member(
         stats.clone(),
         timings.clone(),
     );
-    let consumer: Arc<StreamConsumer<MemberContext>> = Arc::new(
-        kafka
-            .worker_consumer(&group, &opts.membership(&instance))
-            .create_with_context(context)
-            .map_err(client_err)?,
-    );
+    let mut config = kafka.worker_consumer(&group, &opts.membership(&instance));
+    if d.reads_repartition && config.get("fetch.wait.max.ms").is_none() {
+        // A repartition topic is written in transactions, and the broker
+        // does not answer a read_committed fetch parked at its end when a
+        // commit makes records readable, only when fetch.wait.max.ms (500
+        // ms) runs out: measured on Kafka 4.4, a p50 of 579 ms through one
+        // repartition hop at 5 000 logins/s. Short waits cost an idle
+        // member a fetch request every 20 ms.
+        config.set("fetch.wait.max.ms", "20");
+    }
+    let consumer: Arc<StreamConsumer<MemberContext>> =
+        Arc::new(config.create_with_context(context).map_err(client_err)?);
     consumer.subscribe(&[&d.source]).map_err(client_err)?;
     let shared = Arc::new(Shared::default());
     let settings = Settings {

@@ -133,6 +133,7 @@ pub(super) fn build(graph: Shared) -> Result<Topology, BuildError> {
             Some(step) => format!("{group_id}.{step}"),
             None => group_id.clone(),
         },
+        reads_repartition: g.rekeyed_by.is_some(),
         group_id,
         dead_letter,
         late: late.then(|| format!("{}.late", source.topic)),

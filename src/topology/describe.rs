@@ -97,6 +97,9 @@ pub struct Description {
     /// Repartition topics it writes: records re-keyed for a sub-topology
     /// (created with the source's partition count).
     pub repartitions: Vec<String>,
+    /// Whether its source is a repartition topic (it is a sub-topology):
+    /// written in transactions, read as they commit.
+    pub reads_repartition: bool,
     /// Where the unit commits: the input positions and what is written with them.
     pub commit: Domain,
 }

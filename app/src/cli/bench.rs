@@ -91,8 +91,9 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_parser = ["pass-through", "floor", "sluice", "kafka-streams", "quix-streams"], requires = "compare")]
     processors: Vec<String>,
     /// With --compare: which work to compare (default: all): user-login,
-    /// the iot windows, the iot-enriched join (5 000 devices' table).
-    #[arg(long, value_delimiter = ',', value_parser = ["logins", "windows", "enriched"], requires = "compare")]
+    /// the iot windows, the iot-enriched join (5 000 devices' table), the
+    /// logins counted by locale through a repartition topic.
+    #[arg(long, value_delimiter = ',', value_parser = ["logins", "windows", "enriched", "counts"], requires = "compare")]
     works: Vec<String>,
     /// With --compare: also records/s with 1, 2 and 4 threads on 8 partitions.
     #[arg(long, requires = "compare")]

@@ -38,7 +38,7 @@ pub struct Params {
     pub scaling: bool,
     /// pass-through, sluice, kafka-streams, quix-streams; empty for all.
     pub processors: Vec<String>,
-    /// logins, windows, enriched; empty for all.
+    /// logins, windows, enriched, counts; empty for all.
     pub works: Vec<String>,
     pub rounds: u32,
     /// Rows of the enriched work's devices table.
@@ -62,6 +62,7 @@ impl Params {
             Work::Logins => "logins",
             Work::Readings => "windows",
             Work::Enriched | Work::Unjoined => "enriched",
+            Work::Counts => "counts",
         };
         self.works.is_empty() || self.works.iter().any(|w| w == name)
     }
@@ -144,13 +145,15 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
             (Work::Unjoined, Processor::Sluice, 1),
             (Work::Enriched, Processor::Sluice, 1),
             (Work::Enriched, Processor::KafkaStreams, 1),
+            (Work::Counts, Processor::Sluice, 1),
+            (Work::Counts, Processor::KafkaStreams, 1),
         ];
         for (work, who, threads) in runs {
             if !p.runs(who) || !p.does(work) {
                 continue;
             }
             let stream = match work {
-                Work::Logins => &logins,
+                Work::Logins | Work::Counts => &logins,
                 Work::Readings => readings.as_ref().expect("preloaded when compared"),
                 Work::Enriched | Work::Unjoined => {
                     enriched.as_ref().expect("preloaded when compared")
@@ -214,7 +217,7 @@ async fn preloaded(
 ) -> anyhow::Result<Stream> {
     let records = p.records;
     let (topic, schema_of) = match work {
-        Work::Logins => (format!("cmp-{}-logins", b.run_id), "user-login"),
+        Work::Logins | Work::Counts => (format!("cmp-{}-logins", b.run_id), "user-login"),
         Work::Readings => (format!("cmp-{}-readings", b.run_id), "iot_sensor_data"),
         Work::Enriched | Work::Unjoined => {
             (format!("cmp-{}-enriched", b.run_id), "iot_sensor_data")
@@ -425,6 +428,11 @@ fn print_summary(rows: &[Row], limit: Option<&perf::Limit>) {
         let against: Vec<String> = rows
             .iter()
             .filter(|r| r.name != Processor::Sluice.label(Work::Logins) && r.threads == 1)
+            .filter(|r| {
+                // The counts' latency is a hop longer: compared below.
+                r.name != Processor::Sluice.label(Work::Counts)
+                    && r.name != Processor::KafkaStreams.label(Work::Counts)
+            })
             .filter_map(|r| {
                 let [b50, b99, _] = r.latency?;
                 Some(format!(
@@ -458,6 +466,38 @@ fn print_summary(rows: &[Row], limit: Option<&perf::Limit>) {
         println!(
             "the join costs sluice {:.0} % of the same readings' topic-to-topic records/s ({j:.0} against {u:.0})",
             (1.0 - j / u) * 100.0
+        );
+    }
+    let counts = rate(Processor::Sluice.label(Work::Counts));
+    let ks_counts = rate(Processor::KafkaStreams.label(Work::Counts));
+    if let (Some(s), Some(k)) = (counts, ks_counts) {
+        println!(
+            "sluice logins-by-locale at {:.2}× Kafka Streams' groupBy(locale).count() records/s",
+            s / k
+        );
+    }
+    let latency_of = |name: &str| {
+        rows.iter()
+            .find(|r| r.name == name && r.threads == 1)
+            .and_then(|r| r.latency)
+    };
+    if let (Some(c), Some(l)) = (counts, login) {
+        let hop = match (
+            latency_of(Processor::Sluice.label(Work::Counts)),
+            latency_of(Processor::Sluice.label(Work::Logins)),
+        ) {
+            (Some(c), Some(l)) => format!(
+                "; latency p50 {} against {}, p99 {} against {}",
+                ms(c[0]),
+                ms(l[0]),
+                ms(c[1]),
+                ms(l[1])
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "a repartition hop (logins-by-locale against user-login, the same checks): {:.0} % fewer records/s ({c:.0} against {l:.0}){hop}",
+            (1.0 - c / l) * 100.0
         );
     }
 }

@@ -59,6 +59,8 @@ impl Processor {
                 "Kafka Streams iot-enriched (GlobalKTable join)"
             }
             (_, Work::Unjoined) => "sluice readings to a topic, no join",
+            (Processor::Sluice, Work::Counts) => "sluice logins-by-locale (re-key, count)",
+            (Processor::KafkaStreams, Work::Counts) => "Kafka Streams groupBy(locale).count()",
             (Processor::QuixStreams(true), _) => "Quix Streams user-login",
             (Processor::QuixStreams(false), _) => "Quix Streams user-login, at-least-once",
         }
@@ -146,6 +148,7 @@ impl Bench<'_> {
             Work::Readings => "iot",
             Work::Enriched => "enr",
             Work::Unjoined => "unj",
+            Work::Counts => "cnt",
         };
         let variant = format!("{kind}-{}{threads}", who.short());
         let input = format!("cmp-{}-{variant}-in", self.run_id);
@@ -189,6 +192,7 @@ impl Bench<'_> {
         row.aborted = verified?;
         if let Some(o) = offered
             && who == Processor::Sluice
+            && work == Work::Logins
         {
             let samples = Breakdown::read(&self.trace_file(app_id.as_str()))?;
             row.breakdown = Breakdown::of(&samples, &o.located, &o.read_ms);
@@ -221,6 +225,9 @@ impl Bench<'_> {
         // windows come out only when later readings close them.
         let want = if work.one_to_one() { stream.records } else { 0 };
         let (mut starts, mut ends, mut outputs) = (Vec::new(), Vec::new(), 0usize);
+        // Past a repartition topic the last outputs commit after the end
+        // sentinel's dead letter: the pass ends with whichever is later.
+        let mut last_output = i64::MIN;
         let mut first: Option<Instant> = None;
         let deadline = Instant::now() + LIMIT;
         while starts.len() < p || ends.len() < p || outputs < want {
@@ -246,7 +253,10 @@ impl Bench<'_> {
             match sentinel(m.key()) {
                 Some(true) => starts.push(appended),
                 Some(false) => ends.push(appended),
-                None if m.topic() == topics.output => outputs += 1,
+                None if m.topic() == topics.output => {
+                    outputs += 1;
+                    last_output = last_output.max(appended);
+                }
                 None => anyhow::bail!(
                     "{}: an input record was dead-lettered: {:?}",
                     who.label(work),
@@ -257,7 +267,7 @@ impl Bench<'_> {
         let first_output = first.map_or(Duration::ZERO, |f| f.duration_since(child.started));
         let (from, to) = (
             starts.iter().copied().min().unwrap_or(0),
-            ends.iter().copied().max().unwrap_or(0),
+            ends.iter().copied().max().unwrap_or(0).max(last_output),
         );
         let elapsed = Duration::from_millis((to - from).max(1) as u64);
         // The samples around `to` must exist before reading them.
@@ -277,11 +287,12 @@ impl Bench<'_> {
             breakdown: None,
         };
         let mut offered = None;
-        if work == Work::Logins && self.rate > 0 && self.latency_records > 0 {
+        if matches!(work, Work::Logins | Work::Counts) && self.rate > 0 && self.latency_records > 0
+        {
             // Let the broker settle after the burst (segment rolls, the
             // JVM's collections) so that latency is the pipeline's at rest.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let (lat, from, to, o) = self.latency(stream, topics, reader).await?;
+            let (lat, from, to, o) = self.latency(work, stream, topics, reader).await?;
             row.latency = Some(lat);
             offered = Some(o);
             row.steady_rss = median_rss(&child.samples(), from, to);
@@ -293,13 +304,20 @@ impl Bench<'_> {
     /// its output read back; and the span it ran over, for the resident set.
     async fn latency(
         &self,
+        work: Work,
         stream: &Stream,
         topics: &Topics,
         reader: &StreamConsumer,
     ) -> anyhow::Result<([Duration; 3], i64, i64, Offered)> {
         let m = self.latency_records;
         let first = stream.records;
-        let records = super::stream::fresh_logins(&self.codec, &topics.input, first, m).await?;
+        let counts = work == Work::Counts;
+        let records =
+            super::stream::fresh_logins(&self.codec, &topics.input, first, m, counts).await?;
+        let seq_of = match counts {
+            true => super::stream::count_seq,
+            false => super::stream::login_seq,
+        };
         let sent: Arc<Vec<AtomicI64>> = Arc::new((0..m).map(|_| AtomicI64::new(0)).collect());
         let (kafka, input, rate, at) = (
             self.kafka.clone(),
@@ -327,7 +345,7 @@ impl Bench<'_> {
                 continue;
             }
             let now = now_ms();
-            if let Some(seq) = msg.payload().and_then(super::stream::login_seq)
+            if let Some(seq) = msg.payload().and_then(seq_of)
                 && seq >= first
                 && let Some(at) = sent.get(seq - first)
             {
@@ -384,6 +402,7 @@ impl Bench<'_> {
             Work::Logins => ("user-login", "processed-user-login"),
             Work::Readings => ("iot_sensor_data", "iot-window-aggregates"),
             Work::Enriched | Work::Unjoined => ("iot_sensor_data", "iot-enriched-readings"),
+            Work::Counts => ("user-login", "login-counts-by-locale"),
         };
         let mut subjects = vec![(&t.input, source), (&t.output, sink)];
         subjects.extend(t.table.as_ref().map(|table| (table, "iot-devices")));
@@ -441,6 +460,7 @@ impl Bench<'_> {
                     Work::Logins => "user-login",
                     Work::Enriched | Work::Unjoined => "iot-enriched",
                     Work::Readings => "iot-windows",
+                    Work::Counts => "login-counts",
                 });
                 c.args([
                     "--bootstrap",
@@ -481,6 +501,7 @@ impl Bench<'_> {
                     (_, Work::Readings) => "iot-windows",
                     (_, Work::Enriched) => "iot-enriched",
                     (_, Work::Unjoined) => "iot-unjoined",
+                    (_, Work::Counts) => "login-counts",
                 };
                 c.args(["bench-worker", kind, "--bootstrap", &self.kafka.bootstrap]);
                 c.args(["--registry-url", &self.registry_url, "--name", app_id]);
@@ -509,7 +530,7 @@ impl Bench<'_> {
         let late = format!("{}.late", t.input);
         let mut names = vec![t.input.clone(), t.output.clone(), t.dlq.clone(), late];
         names.extend(t.table.clone());
-        // Kafka Streams' changelogs and repartition topics.
+        // The processors' changelogs and repartition topics.
         if let Ok(consumer) = self
             .kafka
             .client()
@@ -520,7 +541,11 @@ impl Bench<'_> {
                 md.topics()
                     .iter()
                     .map(|t| t.name().to_string())
-                    .filter(|n| n.starts_with(&format!("{app_id}-"))),
+                    .filter(|n| {
+                        // sluice's are named after its group, `sluice-<name>`.
+                        n.starts_with(&format!("{app_id}-"))
+                            || n.starts_with(&format!("sluice-{app_id}-"))
+                    }),
             );
         }
         names.sort();

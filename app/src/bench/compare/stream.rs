@@ -30,6 +30,10 @@ pub enum Work {
     /// The same readings through the same steps but the join: what the
     /// join's cost is measured against (sluice only).
     Unjoined,
+    /// logins-by-locale: the logins' stream, re-keyed by locale through a
+    /// repartition topic and counted; every login comes out as its
+    /// locale's next count.
+    Counts,
 }
 
 impl Work {
@@ -64,6 +68,8 @@ pub struct Stream {
     pub records: usize,
     /// Readings: records per (device, sensor type, window start).
     pub windows: HashMap<(String, String, i64), u64>,
+    /// Logins: records per locale.
+    pub locales: HashMap<String, u64>,
     /// Mean encoded value size, bytes.
     pub record_size: usize,
     /// The table a join reads (`Work::Enriched`): its rows.
@@ -104,9 +110,10 @@ impl Stream {
         let p = partitions.max(1) as usize;
         let mut out: Vec<Vec<Rec>> = vec![Vec::new(); p];
         let mut windows = HashMap::new();
+        let mut locales = HashMap::new();
         let mut bytes = 0usize;
         match work {
-            Work::Logins => {
+            Work::Logins | Work::Counts => {
                 let now = chrono::Utc::now().timestamp();
                 let mut generator = Generator::new(11, 0.0);
                 let mut bad = generator.valid(now);
@@ -118,6 +125,7 @@ impl Stream {
                 for i in 0..records {
                     let mut login: UserLogin = generator.valid(now);
                     login.device_id = seq_id(i);
+                    *locales.entry(login.locale.clone()).or_insert(0) += 1;
                     let value = codec.encode(subject_topic, &login).await?;
                     bytes += value.len();
                     out[i % p].push((login.user_id.into_bytes(), value, now * 1000));
@@ -172,6 +180,7 @@ impl Stream {
             partitions: out,
             records,
             windows,
+            locales,
             record_size: bytes / records.max(1),
             table: Vec::new(),
         })
@@ -238,12 +247,14 @@ impl Stream {
 }
 
 /// Logins numbered `first..first + n`, for the latency pass (the producer
-/// partitions them by key).
+/// partitions them by key). `own_locale`: each of a locale of its own,
+/// its number, so that its count's update (1) says which login it was.
 pub async fn fresh_logins(
     codec: &AvroCodec,
     subject_topic: &str,
     first: usize,
     n: usize,
+    own_locale: bool,
 ) -> anyhow::Result<Vec<Rec>> {
     let now = chrono::Utc::now().timestamp();
     let mut generator = Generator::new(13, 0.0);
@@ -251,6 +262,9 @@ pub async fn fresh_logins(
     for i in first..first + n {
         let mut login = generator.valid(now);
         login.device_id = seq_id(i);
+        if own_locale {
+            login.locale = seq_id(i);
+        }
         let value = codec.encode(subject_topic, &login).await?;
         out.push((login.user_id.into_bytes(), value, 0));
     }
@@ -286,6 +300,22 @@ pub fn login_seq(value: &[u8]) -> Option<usize> {
         body = rest.get(len..)?;
     }
     None
+}
+
+/// A `LoginCount`'s locale and count (a string, then a long), read
+/// without a decode.
+pub fn login_count(value: &[u8]) -> Option<(String, i64)> {
+    let (len, rest) = varint(value.get(5..)?)?;
+    let len = usize::try_from(len).ok()?;
+    let locale = std::str::from_utf8(rest.get(..len)?).ok()?.to_string();
+    let (count, _) = varint(rest.get(len..)?)?;
+    Some((locale, count))
+}
+
+/// The login number in a `LoginCount` of the latency pass, whose locale
+/// is the login's number.
+pub fn count_seq(value: &[u8]) -> Option<usize> {
+    login_count(value)?.0.strip_prefix("seq-")?.parse().ok()
 }
 
 /// An Avro long (zig-zag varint).
@@ -333,5 +363,14 @@ mod tests {
             login_seq(&avro_strings(&["a", "b", "c", "d", "dev-1"])),
             None
         );
+        let count = |locale: &str, zigzag: u8| {
+            let mut v = avro_strings(&[locale]);
+            v.push(zigzag);
+            v
+        };
+        assert_eq!(count_seq(&count(&id, 2)), Some(123_456));
+        assert_eq!(count_seq(&count("en-GB", 2)), None);
+        assert_eq!(login_count(&count("en-GB", 6)), Some(("en-GB".into(), 3)));
+        assert_eq!(login_count(&avro_strings(&["en-GB"])), None);
     }
 }

@@ -13,7 +13,7 @@ use rdkafka::{Message, consumer::Consumer};
 use super::{
     child::Watched,
     run::{Bench, Processor, Topics, preload},
-    stream::{Stream, Work, login_seq, sentinel, site_of},
+    stream::{Stream, Work, login_count, login_seq, sentinel, seq_id, site_of},
 };
 use crate::topologies::{iot_enriched::EnrichedReading, iot_events::SensorWindowAggregate};
 use sluice::avro::AvroSchema;
@@ -63,6 +63,51 @@ pub async fn output(
             })
             .await?;
             Ok(all.saturating_sub(want))
+        }
+        Work::Counts => {
+            // Each locale's updates in order: 1, 2, … its logins; the
+            // latency pass's logins have a locale each.
+            let mut want: HashMap<String, u64> = stream.locales.clone();
+            let offered = if b.rate > 0 { b.latency_records } else { 0 };
+            for i in stream.records..stream.records + offered {
+                want.insert(seq_id(i), 1);
+            }
+            let mut updates: HashMap<String, Vec<i64>> = HashMap::new();
+            let mut other = 0usize;
+            for_all(b, t, "read_committed", |m| {
+                if m.topic() != t.output || sentinel(m.key()).is_some() {
+                    return;
+                }
+                match m.payload().and_then(login_count) {
+                    Some((locale, n)) => updates.entry(locale).or_default().push(n),
+                    None => other += 1,
+                }
+            })
+            .await?;
+            let wrong = want
+                .iter()
+                .filter(|(locale, n)| {
+                    let expected: Vec<i64> = (1..=**n as i64).collect();
+                    updates.get(*locale) != Some(&expected)
+                })
+                .count();
+            let unknown = updates.keys().filter(|l| !want.contains_key(*l)).count();
+            anyhow::ensure!(
+                wrong == 0 && unknown == 0 && other == 0,
+                "{name}: of {} locales, {wrong} without exactly the updates 1..n on {} \
+                 (read_committed), {unknown} unknown locales, {other} undecodable records",
+                want.len(),
+                t.output
+            );
+            let total: u64 = want.values().sum();
+            let mut all = 0usize;
+            for_all(b, t, "read_uncommitted", |m| {
+                if m.topic() == t.output && sentinel(m.key()).is_none() {
+                    all += 1;
+                }
+            })
+            .await?;
+            Ok(all.saturating_sub(total as usize))
         }
         Work::Readings => {
             // Close every window, then wait until all have come out.

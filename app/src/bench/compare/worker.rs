@@ -21,7 +21,7 @@ use rdkafka::{
 
 use crate::{
     bench::e2e::{Taken, enqueue},
-    topologies::{iot_enriched, iot_events, user_login},
+    topologies::{iot_enriched, iot_events, logins_by_locale, user_login},
 };
 use sluice::{
     avro::{AvroCodec, RegistryConfig},
@@ -41,6 +41,9 @@ pub enum Kind {
     IotEnriched,
     /// The same readings to a topic without the join, exactly-once.
     IotUnjoined,
+    /// logins-by-locale: valid logins re-keyed by locale through a
+    /// repartition topic and counted, every update out, exactly-once.
+    LoginCounts,
     /// Bytes copied from input to output: the ceiling.
     PassThrough,
     /// Bytes copied in transactions with the input offsets: the exactly-once floor.
@@ -107,6 +110,22 @@ pub async fn serve(args: WorkerArgs) -> anyhow::Result<()> {
             iot_enriched::declare(&args.name, &args.input, table, &args.output, None)?
         }
         Kind::IotUnjoined => iot_enriched::declare_unjoined(&args.name, &args.input, &args.output)?,
+        Kind::LoginCounts => {
+            let t = logins_by_locale::declare(&args.name, &args.input, &args.output)?;
+            // Its repartition topic (and its schema) and changelog, as
+            // `sluice run` makes them.
+            let settings = sluice::service::TopicSettings {
+                partitions: args.partitions,
+                ..Default::default()
+            };
+            let units = t.clone().units();
+            sluice::service::create_changelogs(&kafka, &units, settings, false).await?;
+            let registry = RegistryConfig::new(&args.registry_url, None)?;
+            sluice::avro::RegistryClient::new(registry)?
+                .register_all(&sluice::service::schemas_of(&units))
+                .await?;
+            t
+        }
     };
     let codec = Arc::new(AvroCodec::new(&RegistryConfig::new(
         &args.registry_url,

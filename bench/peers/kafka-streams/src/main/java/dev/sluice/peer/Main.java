@@ -26,6 +26,7 @@ public final class Main {
         Topology topology = switch (s.topology) {
             case "user-login" -> UserLoginTopology.build(s);
             case "iot-enriched" -> IotEnrichedTopology.build(s);
+            case "login-counts" -> LoginCountsTopology.build(s);
             default -> IotWindowsTopology.build(s);
         };
         KafkaStreams streams = new KafkaStreams(topology, s.streams);

@@ -20,18 +20,18 @@ final class Settings {
     private Registry registry;
 
     static final String USAGE = String.join("\n",
-            "usage: run (user-login|iot-windows|iot-enriched) --bootstrap HOST:PORT --input TOPIC --output TOPIC",
+            "usage: run (user-login|iot-windows|iot-enriched|login-counts) --bootstrap HOST:PORT --input TOPIC --output TOPIC",
             "           [--table TOPIC] [--dlq TOPIC] [--registry URL] [--application-id ID] [--threads N]",
             "           [--state-dir DIR] [--window-size SECS] [--window-grace SECS] [--config KEY=VALUE]...");
 
     static Settings parse(String[] args) {
         Settings s = new Settings();
         if (args.length == 0) {
-            throw new IllegalArgumentException("name a topology: user-login, iot-windows or iot-enriched");
+            throw new IllegalArgumentException("name a topology: user-login, iot-windows, iot-enriched or login-counts");
         }
         s.topology = args[0];
-        if (!java.util.List.of("user-login", "iot-windows", "iot-enriched").contains(s.topology)) {
-            throw new IllegalArgumentException("unknown topology " + s.topology + ": user-login, iot-windows or iot-enriched");
+        if (!java.util.List.of("user-login", "iot-windows", "iot-enriched", "login-counts").contains(s.topology)) {
+            throw new IllegalArgumentException("unknown topology " + s.topology + ": user-login, iot-windows, iot-enriched or login-counts");
         }
         for (int i = 1; i < args.length; i += 2) {
             if (i + 1 >= args.length) {
