@@ -1,7 +1,11 @@
 //! `logins-by-locale` on Apache Kafka, with each group protocol: valid logins re-keyed by locale
 //! through a repartition topic and counted in a changelogged store, under a
-//! steady load and 20 SIGKILLs at random moments (10 with the consumer
-//! protocol, keeping CI short; `SLUICE_SOAK=1`: ten times as many).
+//! steady load and 20 SIGKILLs at random moments; and
+//! `logins-by-locale-pg`, its counts upserted into PostgreSQL with the
+//! store's changes and the positions, through 10 (with the consumer
+//! protocol, keeping CI short; `SLUICE_SOAK=1`: ten times as many): the
+//! table's count per locale is exactly its number of valid logins, and
+//! the last worker restored its store from the database.
 //! Then, read with read_committed: each locale's updates in the compacted
 //! output are exactly 1, 2, … up to its number of valid logins (none
 //! missing, none repeated, none higher), so a restarted worker's counts went
@@ -21,6 +25,7 @@ use std::{
 };
 
 use common::{
+    TestDb,
     kafka::{FAST_CONSUMER_SESSIONS, Kafka},
     logins::{Logins, Worker},
     read_committed_all,
@@ -29,11 +34,9 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::de::DeserializeOwned;
 use sluice::avro::{AvroSchema, Reader};
 use sluice_app::topologies::{
-    logins_by_locale::{self, LoginCount},
+    logins_by_locale::{self, LoginCount, pg},
     user_login::UserLogin,
 };
-
-const REPARTITION: &str = "sluice-logins-by-locale-locale-repartition";
 
 fn kills(ci: usize) -> usize {
     if std::env::var_os("SLUICE_SOAK").is_some() {
@@ -69,14 +72,79 @@ async fn updates(w: &Logins) -> BTreeMap<String, Vec<i64>> {
     updates
 }
 
-async fn counted_exactly_once_through_kills(protocol: &'static str, seed: u64, n: usize) {
+/// Where the counts go: the compacted topic (the store's changes in its
+/// changelog topic), or PostgreSQL (the table and the store's changes
+/// committed with the positions there).
+enum Counts {
+    Topic,
+    Postgres(TestDb),
+}
+
+impl Counts {
+    fn topology(&self) -> &'static str {
+        match self {
+            Counts::Topic => logins_by_locale::NAME,
+            Counts::Postgres(_) => pg::NAME,
+        }
+    }
+
+    fn store(&self) -> &'static str {
+        match self {
+            Counts::Topic => logins_by_locale::STORE,
+            Counts::Postgres(_) => pg::STORE,
+        }
+    }
+
+    fn repartition(&self) -> String {
+        format!(
+            "sluice-{}-{}-repartition",
+            self.topology(),
+            logins_by_locale::REKEY
+        )
+    }
+
+    fn worker(&self, w: &Logins, instance: &str) -> Worker {
+        let args = ["--create-topics"];
+        match self {
+            Counts::Topic => w.worker_with(instance, &args),
+            Counts::Postgres(db) => w.worker_env(instance, &args, &[("DATABASE_URL", &db.url)]),
+        }
+    }
+
+    /// Each locale's latest count, committed.
+    async fn latest(&self, w: &Logins) -> BTreeMap<String, i64> {
+        match self {
+            Counts::Topic => (updates(w).await.iter())
+                .filter_map(|(l, u)| Some((l.clone(), *u.last()?)))
+                .collect(),
+            Counts::Postgres(db) => {
+                let pool = sluice::db::connect(&db.url).await.unwrap();
+                let q = format!("SELECT locale, count FROM {}", pg::TABLE);
+                // Missing until the first worker made it.
+                let rows: Vec<(String, i64)> = sqlx::query_as(&q)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_default();
+                pool.close().await;
+                rows.into_iter().collect()
+            }
+        }
+    }
+}
+
+async fn counted_exactly_once_through_kills(
+    protocol: &'static str,
+    counts: Counts,
+    seed: u64,
+    n: usize,
+) {
     let mut w = Logins::new(Kafka::cluster_with(1, &FAST_CONSUMER_SESSIONS), protocol).await;
-    w.topology = logins_by_locale::NAME;
+    w.topology = counts.topology();
     let load = w.load(seed, 400);
     let mut rng = StdRng::seed_from_u64(seed);
     let n = kills(n);
     for _ in 0..n {
-        let mut worker = w.worker_with("counts", &["--create-topics"]);
+        let mut worker = counts.worker(&w, "counts");
         worker.wait_commits(0, Duration::from_secs(120)).await;
         let until = Instant::now() + Duration::from_millis(rng.random_range(0..1500));
         while Instant::now() < until {
@@ -87,22 +155,17 @@ async fn counted_exactly_once_through_kills(protocol: &'static str, seed: u64, n
     }
     load.stop().await;
     let sent = w.sent();
-    let mut want: BTreeMap<String, i64> = BTreeMap::new();
-    for locale in sent.iter().filter_map(|s| s.locale.clone()) {
-        *want.entry(locale).or_default() += 1;
-    }
+    let want = valid_per_locale(&w);
     assert!(want.len() > 1, "the load had one locale: {want:?}");
-    // Caught up when each locale's last update is its count (offsets would
-    // not say: the repartition topic's end is past its last marker).
-    let mut last: Worker = w.worker_with("counts", &["--create-topics"]);
+    // Caught up when each locale's latest count is its number of logins
+    // (offsets would not say: the repartition topic's end is past its
+    // last marker).
+    let mut last: Worker = counts.worker(&w, "counts");
     let deadline = Instant::now() + Duration::from_secs(180);
-    let updates = loop {
-        let updates = updates(&w).await;
-        let latest: BTreeMap<String, i64> = (updates.iter())
-            .filter_map(|(l, u)| Some((l.clone(), *u.last()?)))
-            .collect();
+    loop {
+        let latest = counts.latest(&w).await;
         if latest == want {
-            break updates;
+            break;
         }
         last.assert_running();
         assert!(
@@ -111,7 +174,7 @@ async fn counted_exactly_once_through_kills(protocol: &'static str, seed: u64, n
             last.log_tail(40)
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    }
     // Ready once its partitions are claimed and stores restored.
     while last.readyz().await.0 != 200 {
         last.assert_running();
@@ -121,13 +184,14 @@ async fn counted_exactly_once_through_kills(protocol: &'static str, seed: u64, n
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let restored = last
-        .log_text()
-        .contains("store restored from its changelog");
+    let log = last.log_text();
+    let restored = log
+        .lines()
+        .find(|l| l.contains("store restored from its changelog"));
     let restored_records = last.metric("sluice_store_restored_records_total").await;
     // Alone in its group, it answers every locale's count itself.
     assert_eq!(
-        ask_counts(&last, &want).await,
+        ask_counts(&last, counts.store(), &want).await,
         0,
         "a lone worker redirected"
     );
@@ -136,18 +200,22 @@ async fn counted_exactly_once_through_kills(protocol: &'static str, seed: u64, n
         restored_records > 0,
         "the last worker's metrics count no restored changelog records"
     );
-    assert!(
-        restored,
-        "the last worker did not restore its store from the changelog"
-    );
-    for (locale, n) in &want {
-        let seen = updates.get(locale).cloned().unwrap_or_default();
-        let expected: Vec<i64> = (1..=*n).collect();
-        assert!(seen == expected, "{locale}: updates {seen:?}, want 1..={n}");
+    let restored = restored.expect("the last worker did not restore its store");
+    if let Counts::Postgres(_) = counts {
+        assert!(restored.contains("postgres"), "restored from: {restored}");
+    }
+    if let Counts::Topic = counts {
+        // Every update in order: none missing, repeated or higher.
+        let updates = updates(&w).await;
+        for (locale, n) in &want {
+            let seen = updates.get(locale).cloned().unwrap_or_default();
+            let expected: Vec<i64> = (1..=*n).collect();
+            assert!(seen == expected, "{locale}: updates {seen:?}, want 1..={n}");
+        }
     }
 
     let mut rekeyed: BTreeMap<String, usize> = BTreeMap::new();
-    for login in committed::<UserLogin>(&w, REPARTITION, |l| &l.locale).await {
+    for login in committed::<UserLogin>(&w, &counts.repartition(), |l| &l.locale).await {
         *rekeyed.entry(login.device_id).or_default() += 1;
     }
     let valid: BTreeMap<String, usize> = sent
@@ -160,32 +228,35 @@ async fn counted_exactly_once_through_kills(protocol: &'static str, seed: u64, n
         "the repartition topic does not hold every valid login once"
     );
     eprintln!(
-        "{protocol}: {n} kills; {} valid logins over {} locales counted exactly once",
+        "{protocol}, {}: {n} kills; {} valid logins over {} locales counted exactly once",
+        counts.topology(),
         valid.len(),
         want.len()
     );
+    if let Counts::Postgres(db) = counts {
+        db.drop_db().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn counts_are_exact_through_twenty_kills_classic_protocol() {
-    counted_exactly_once_through_kills("classic", 31, 20).await;
+    counted_exactly_once_through_kills("classic", Counts::Topic, 31, 20).await;
 }
 
+/// The consumer protocol's run counts into PostgreSQL (its 1 -> 3 -> 1
+/// test below covers the changelog topic with that protocol).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn counts_are_exact_through_ten_kills_consumer_protocol() {
-    counted_exactly_once_through_kills("consumer", 32, 10).await;
+async fn counts_upserted_into_postgres_are_exact_through_ten_kills_consumer_protocol() {
+    let db = TestDb::create().await;
+    counted_exactly_once_through_kills("consumer", Counts::Postgres(db), 32, 10).await;
 }
 
 /// Each locale's count (`want`) asked of `worker` over HTTP; how many
 /// answers came from another worker (after a redirect).
-async fn ask_counts(worker: &Worker, want: &BTreeMap<String, i64>) -> usize {
+async fn ask_counts(worker: &Worker, store: &str, want: &BTreeMap<String, i64>) -> usize {
     let mut redirected = 0;
     for (locale, n) in want {
-        let url = format!(
-            "{}/stores/{}/{locale}",
-            worker.metrics,
-            logins_by_locale::STORE
-        );
+        let url = format!("{}/stores/{store}/{locale}", worker.metrics);
         let r = reqwest::get(&url).await.unwrap();
         let (status, from) = (r.status(), r.url().clone());
         let body = r.text().await.unwrap();
@@ -264,7 +335,7 @@ async fn counts_stay_exact_from_one_to_three_workers_and_back_and_any_worker_ans
     // come from another one.
     let mut redirected = 0;
     for worker in [&a, &b, &c] {
-        redirected += ask_counts(worker, &want).await;
+        redirected += ask_counts(worker, logins_by_locale::STORE, &want).await;
     }
     assert!(
         redirected > 0,
@@ -300,7 +371,11 @@ async fn counts_stay_exact_from_one_to_three_workers_and_back_and_any_worker_ans
     let want = valid_per_locale(&w);
     wait_counted(&w, &want, &mut [&mut a]).await;
     wait_ready(&mut [&mut a]).await;
-    assert_eq!(ask_counts(&a, &want).await, 0, "one worker redirected");
+    assert_eq!(
+        ask_counts(&a, logins_by_locale::STORE, &want).await,
+        0,
+        "one worker redirected"
+    );
     let page: serde_json::Value = reqwest::get(format!(
         "{}/stores/{}?limit=3",
         a.metrics,

@@ -149,6 +149,13 @@ pub trait Keeper: Send {
         None
     }
 
+    /// Where the unit's stores are kept when this keeper keeps them (a
+    /// database's, in the transaction of the positions); `None`: in
+    /// changelog topics, written through the unit's producer.
+    fn stores(&mut self) -> Option<&mut dyn crate::state::StoreLog> {
+        None
+    }
+
     /// Commits the positions with everything the unit sent and staged.
     fn commit(
         &mut self,

@@ -26,8 +26,8 @@ pub use crate::window::Watermarks as EventClock;
 
 use crate::{
     avro::AvroCodec,
-    commit::{Claim, Outbox},
-    state::Changelogs,
+    commit::Claim,
+    state::{ChangeWriter, Changelogs},
     topology::{Ctx, Downstream, Emitted, Failure, Item, Slot, StoreDesc, push},
     window::Late,
 };
@@ -90,7 +90,7 @@ pub enum OperatorError {
     Restore {
         store: String,
         #[source]
-        source: KafkaError,
+        source: crate::state::ReadError,
     },
     /// A changelog record does not decode as the store's types: the
     /// topic holds something else (a renamed type, another topology's).
@@ -131,6 +131,8 @@ pub trait OperatorSpec: Send + Sync + 'static {
 pub struct Assigned<'a> {
     pub claim: &'a Claim,
     pub changelogs: &'a mut dyn Changelogs,
+    /// Where the changelogs are kept, for logs: topics, or a database.
+    pub kept_in: &'a str,
 }
 
 /// A stateful operator of one group member.
@@ -160,7 +162,7 @@ pub trait Operator: Send {
     }
 
     /// Writes the unit's state changes (changelog records) into the unit.
-    fn flush(&mut self, _out: &mut dyn Outbox) -> Result<(), KafkaError> {
+    fn flush(&mut self, _out: &mut dyn ChangeWriter) -> Result<(), KafkaError> {
         Ok(())
     }
 

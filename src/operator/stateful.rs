@@ -20,8 +20,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{Assigned, At, OpCtx, Operator, OperatorEnv, OperatorError, OperatorSpec};
 use crate::{
-    commit::Outbox,
-    state::{KeyValueStore, View, Where},
+    state::{ChangeWriter, KeyValueStore, View, Where},
     topology::{
         Downstream, Failure, FailureKind, Item, OpError, StoreDesc, Stream, changelog_topic,
         ops::Ops, ops::Source,
@@ -208,7 +207,7 @@ where
             store: self.store.clone(),
             reason: format!("{} partition {partition}: {e}", self.changelog),
         })?;
-        tracing::info!(store = %self.store, partition, records = changes.len(), keys = store.len(), took = ?started.elapsed(), "store restored from its changelog");
+        tracing::info!(store = %self.store, partition, records = changes.len(), keys = store.len(), took = ?started.elapsed(), from = p.kept_in, "store restored from its changelog");
         self.view.publish(partition, store.iter());
         if self.emit.is_some() {
             store.track_unsent();
@@ -270,18 +269,11 @@ where
         self.emit.is_some() && self.parts.values().any(KeyValueStore::has_unsent)
     }
 
-    fn flush(&mut self, out: &mut dyn Outbox) -> Result<(), KafkaError> {
-        let now = crate::topology::clock::wall_clock_ms();
+    fn flush(&mut self, out: &mut dyn ChangeWriter) -> Result<(), KafkaError> {
         for (&partition, store) in &mut self.parts {
             let changes = store.flush();
-            for c in &changes {
-                out.send_to(
-                    &self.changelog,
-                    partition,
-                    Some(&c.key),
-                    c.value.as_deref(),
-                    now,
-                )?;
+            if !changes.is_empty() {
+                out.write(&self.changelog, partition, &changes)?;
             }
             self.view.apply(partition, &changes);
         }

@@ -7,6 +7,7 @@
 //! topology of a process and starts one afresh after a fatal client error.
 
 mod backoff;
+mod changes;
 mod chunk;
 mod committer;
 mod context;

@@ -104,11 +104,7 @@ pub(super) fn open(topology: &Topology, env: &Env<'_>) -> Result<Task, OpenError
         sinks,
         operators,
         clock,
-        changelogs: Box::new(KafkaChangelogs::new(
-            env.kafka,
-            env.group,
-            env.stats.clone(),
-        )),
+        changelogs: Box::new(KafkaChangelogs::new(env.kafka, env.group)),
         wall_ms: Arc::new(crate::topology::clock::wall_clock_ms),
         stats: env.stats.clone(),
         timings: env.timings.clone(),

@@ -3,10 +3,7 @@
 //! dead owner's open transaction is not part of the state), for restoring
 //! the store when the partition is assigned.
 
-use std::{
-    sync::{Arc, atomic::Ordering::Relaxed},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use rdkafka::{
     Message, Offset, TopicPartitionList,
@@ -16,8 +13,7 @@ use rdkafka::{
 
 use crate::{
     kafka::{KafkaConfig, QuietReader},
-    state::{Change, Changelogs},
-    stats::Stats,
+    state::{Change, Changelogs, ReadError},
 };
 
 /// How long a restore may go without reading anything before it fails
@@ -28,17 +24,14 @@ pub struct KafkaChangelogs {
     kafka: KafkaConfig,
     group: String,
     reader: Option<BaseConsumer<QuietReader>>,
-    /// Where the records and time of restores are counted.
-    stats: Arc<Stats>,
 }
 
 impl KafkaChangelogs {
-    pub fn new(kafka: &KafkaConfig, group: &str, stats: Arc<Stats>) -> Self {
+    pub fn new(kafka: &KafkaConfig, group: &str) -> Self {
         KafkaChangelogs {
             kafka: kafka.clone(),
             group: format!("{group}-restore"),
             reader: None,
-            stats,
         }
     }
 
@@ -60,15 +53,8 @@ impl KafkaChangelogs {
 }
 
 impl Changelogs for KafkaChangelogs {
-    fn read(&mut self, topic: &str, partition: i32) -> Result<Vec<Change>, KafkaError> {
-        let started = Instant::now();
-        let read = self.read_all(topic, partition);
-        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.stats.restore_micros.fetch_add(us, Relaxed);
-        if let Ok(changes) = &read {
-            (self.stats.restored_records).fetch_add(changes.len() as u64, Relaxed);
-        }
-        read
+    fn read(&mut self, topic: &str, partition: i32) -> Result<Vec<Change>, ReadError> {
+        Ok(self.read_all(topic, partition)?)
     }
 }
 

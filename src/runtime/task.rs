@@ -12,6 +12,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use super::{
     Claim, CommitError, Group, Keeper, Outbox, Position,
+    changes::{Counted, ToTopics},
     letters::{self, DeadLetter, Source},
     participant::{Participant, Rewind, WriteError, Written},
     unit::Unit,
@@ -397,9 +398,18 @@ impl Participant for Task {
         }
         for c in &claims {
             for o in &mut self.p.operators {
+                let domain = self.p.keeper.domain();
+                let (from, kept_in): (&mut dyn Changelogs, _) = match self.p.keeper.stores() {
+                    Some(db) => (db, domain),
+                    None => (&mut *self.p.changelogs, "topic"),
+                };
                 o.op.assigned(Assigned {
                     claim: c,
-                    changelogs: &mut *self.p.changelogs,
+                    changelogs: &mut Counted {
+                        from,
+                        stats: &self.p.stats,
+                    },
+                    kept_in,
                 })
                 .map_err(|e| CommitError::Restore(Box::new(e)))?;
             }
@@ -494,8 +504,15 @@ impl Participant for Task {
         if unit.is_empty() && !self.written && positions.is_empty() {
             return Ok(None);
         }
+        let now_ms = (self.p.wall_ms)();
         for o in &mut self.p.operators {
-            o.op.flush(&mut *self.p.out)?;
+            match self.p.keeper.stores() {
+                Some(db) => o.op.flush(db)?,
+                None => o.op.flush(&mut ToTopics {
+                    out: &mut *self.p.out,
+                    now_ms,
+                })?,
+            }
         }
         let mut rows = 0;
         for s in &mut self.p.sinks {

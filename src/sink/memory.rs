@@ -2,16 +2,19 @@
 //! rules, positions, claims and all-or-nothing commits as PostgreSQL; for
 //! running without one (the demo, the test driver) and for showing the
 //! latest windows live. Row tables keep their newest rows only
-//! (`KEPT_ROWS`), and a count of all.
+//! (`KEPT_ROWS`), and a count of all; a keyed table keeps each key's
+//! latest row. Key-value stores of units that commit here keep their
+//! changes here, with the positions.
 
 use std::{
     any::Any,
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
 };
 
 use super::{
     Database, RowSpec, Sink, SinkError, TableSpec, UnitWriter,
+    postgres::rows::latest_per_key,
     rows::{SourcedRow, sourced},
     table::Value,
     window_table::{Batch, WindowRow},
@@ -19,6 +22,7 @@ use super::{
 use crate::{
     commit::{Claim, CommitError, Group, Keeper, Outbox, Position},
     operator::At,
+    state::{Change, ChangeWriter, Changelogs, ReadError, StoreLog},
     topology::{Payload, WindowKey},
     window::Window,
 };
@@ -51,6 +55,8 @@ struct Inner {
     rows: HashMap<String, (Arc<RowSpec>, VecDeque<SourcedRow>, u64)>,
     /// (group, topic, partition) → position
     offsets: HashMap<(String, String, i32), Stored>,
+    /// (changelog, partition) → each key's latest value.
+    stores: HashMap<(String, i32), BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 /// A unit's writes, staged by the sinks, applied at commit.
@@ -58,6 +64,8 @@ struct Inner {
 pub struct MemoryUnit {
     windows: Vec<(String, Vec<WindowRow>)>,
     rows: Vec<(String, Vec<SourcedRow>)>,
+    /// (changelog, partition, changes)
+    changes: Vec<(String, i32, Vec<Change>)>,
 }
 
 impl Inner {
@@ -127,11 +135,28 @@ impl Inner {
             }
         }
         for (table, rows) in unit.rows {
-            if let Some((_, kept, total)) = self.rows.get_mut(&table) {
+            if let Some((spec, kept, total)) = self.rows.get_mut(&table) {
                 *total += rows.len() as u64;
+                if spec.is_keyed() {
+                    let rows = latest_per_key(spec, rows);
+                    let keys: HashSet<String> =
+                        rows.iter().map(|r| spec.key_of(&r.cells)).collect();
+                    kept.retain(|r| !keys.contains(&spec.key_of(&r.cells)));
+                    kept.extend(rows);
+                    continue;
+                }
                 kept.extend(rows);
                 let over = kept.len().saturating_sub(KEPT_ROWS);
                 kept.drain(..over);
+            }
+        }
+        for (changelog, partition, changes) in unit.changes {
+            let store = self.stores.entry((changelog, partition)).or_default();
+            for c in changes {
+                match c.value {
+                    Some(v) => store.insert(c.key, v),
+                    None => store.remove(&c.key),
+                };
             }
         }
         for p in positions {
@@ -330,6 +355,10 @@ impl Keeper for MemoryKeeper {
         Some(&mut self.unit)
     }
 
+    fn stores(&mut self) -> Option<&mut dyn StoreLog> {
+        Some(self)
+    }
+
     fn commit(
         &mut self,
         positions: &[Position],
@@ -354,6 +383,32 @@ impl Keeper for MemoryKeeper {
 
     fn domain(&self) -> &'static str {
         "memory"
+    }
+}
+
+impl Changelogs for MemoryKeeper {
+    fn read(&mut self, changelog: &str, partition: i32) -> Result<Vec<Change>, ReadError> {
+        let inner = self.tables.lock();
+        let store = inner.stores.get(&(changelog.to_string(), partition));
+        Ok((store.into_iter().flatten())
+            .map(|(k, v)| Change {
+                key: k.clone(),
+                value: Some(v.clone()),
+            })
+            .collect())
+    }
+}
+
+impl ChangeWriter for MemoryKeeper {
+    fn write(
+        &mut self,
+        changelog: &str,
+        partition: i32,
+        changes: &[Change],
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let changes = changes.to_vec();
+        (self.unit.changes).push((changelog.to_string(), partition, changes));
+        Ok(())
     }
 }
 

@@ -3,8 +3,10 @@
 //! table's database, so a crash before it loses nothing (the records are
 //! read again from the stored positions) and one after it stores nothing
 //! twice. A row is keyed by the record's source partition and offset, and
-//! stamped with `ingested_at`. The sink itself is the database's
-//! (`postgres`, `memory`); this is its declaration.
+//! stamped with `ingested_at`; or, in a table `keyed_by` columns of its
+//! own (a table's updates, such as a count's), each key's row is upserted:
+//! the latest record's row, stamped with `updated_at`. The sink itself is
+//! the database's (`postgres`, `memory`); this is its declaration.
 
 use std::{fmt::Display, sync::Arc};
 
@@ -20,6 +22,8 @@ use crate::topology::refused;
 pub const SOURCE_PARTITION: &str = "source_partition";
 pub const SOURCE_OFFSET: &str = "source_offset";
 pub const INGESTED_AT: &str = "ingested_at";
+/// The column a keyed table has after its own.
+pub const UPDATED_AT: &str = "updated_at";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
@@ -38,6 +42,9 @@ pub struct RowSpec {
     pub columns: Vec<Column>,
     /// (key column, time column), by position.
     pub index: Option<(usize, usize)>,
+    /// The columns that key a row, by position; none: each record's row
+    /// is a row of its own (keyed by its source position).
+    pub key: Vec<usize>,
 }
 
 impl RowSpec {
@@ -47,6 +54,7 @@ impl RowSpec {
             database: super::DEFAULT_DATABASE.to_string(),
             columns: Vec::new(),
             index: None,
+            key: Vec::new(),
         })
     }
 
@@ -101,6 +109,52 @@ impl RowSpec {
         Ok(self)
     }
 
+    /// Keys the table by `columns` (its primary key): a record's row
+    /// replaces the row of its key (an upsert), so the table holds each
+    /// key's latest row, with the time it was written (`updated_at`).
+    pub fn keyed_by(mut self, columns: &[&str]) -> Result<RowSpec, String> {
+        if columns.is_empty() {
+            return Err("a table keyed by no columns: name at least one".into());
+        }
+        if self.columns.iter().any(|c| c.name.as_str() == UPDATED_AT) {
+            return Err(format!(
+                "column {UPDATED_AT} is one sluice adds to a keyed table"
+            ));
+        }
+        let mut key = Vec::new();
+        for name in columns {
+            let at = (self.columns.iter())
+                .position(|c| c.name.as_str() == *name)
+                .ok_or_else(|| format!("key column {name} is not a column of the table"))?;
+            if self.columns[at].nullable {
+                return Err(format!(
+                    "key column {name} may be null; a key takes no null"
+                ));
+            }
+            if key.contains(&at) {
+                return Err(format!("key column {name} appears twice"));
+            }
+            key.push(at);
+        }
+        self.key = key;
+        Ok(self)
+    }
+
+    /// Whether a row replaces its key's (`keyed_by`).
+    pub fn is_keyed(&self) -> bool {
+        !self.key.is_empty()
+    }
+
+    /// A row's key, as text (for keeping one row per key).
+    pub fn key_of(&self, cells: &[Cell]) -> String {
+        let key: Vec<String> = self
+            .key
+            .iter()
+            .map(|&i| format!("{:?}", cells[i]))
+            .collect();
+        key.join("\u{1f}")
+    }
+
     /// Whether `cells` make a row of this table.
     pub fn fits(&self, cells: &[Cell]) -> Result<(), String> {
         if cells.len() != self.columns.len() {
@@ -147,7 +201,9 @@ pub trait ToTable<T> {
     /// rows and the input positions commit in one transaction there. A row
     /// that does not fit the table sends its record to the dead-letter
     /// topic with the reason; so does a record that makes more than one row
-    /// (a row is keyed by its record's partition and offset).
+    /// (a row is keyed by its record's partition and offset), unless the
+    /// table is `keyed_by` columns of its own: then each row replaces its
+    /// key's, in the same transaction.
     fn to_table<F>(self, table: RowSpec, row: F) -> Ended
     where
         F: Fn(&T) -> Vec<Cell> + Send + Sync + 'static;
@@ -164,8 +220,13 @@ where
         F: Fn(&T) -> Vec<Cell> + Send + Sync + 'static,
     {
         let table = Arc::new(table);
+        let per = if table.is_keyed() {
+            "a row per key, upserted"
+        } else {
+            "a row per record"
+        };
         let desc = SinkDesc {
-            label: format!("table {} (a row per record)", table.table.as_str()),
+            label: format!("table {} ({per})", table.table.as_str()),
             topics: Vec::new(),
             domain: Domain::Database(table.database.clone()),
             guarantee: String::new(),
@@ -194,7 +255,7 @@ impl OpenSink for RowsSpec {
     }
 
     fn one_per_record(&self) -> bool {
-        true
+        !self.table.is_keyed()
     }
 
     fn table(&self) -> Option<super::Table> {

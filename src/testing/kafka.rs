@@ -16,7 +16,7 @@ use rdkafka::{
 
 use crate::{
     runtime::{Committed, DeadLetter, Group, Outbox},
-    state::{Change, Changelogs},
+    state::{Change, Changelogs, ReadError},
     topology::Output,
 };
 
@@ -197,7 +197,7 @@ impl Committed for Memory {
 }
 
 impl Changelogs for Memory {
-    fn read(&mut self, topic: &str, partition: i32) -> Result<Vec<Change>, KafkaError> {
+    fn read(&mut self, topic: &str, partition: i32) -> Result<Vec<Change>, ReadError> {
         let k = self.lock();
         Ok(k.topics
             .get(topic)

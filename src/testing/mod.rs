@@ -129,21 +129,24 @@ impl TestDriver {
         let parts = topology.parts().into_iter();
         let schemas: Vec<(String, String)> = parts.flat_map(|t| t.schemas.clone()).collect();
         let codec = Arc::new(AvroCodec::in_memory(&schemas)?);
-        Self::with_codec(topology, partitions, codec)
+        Self::with_codec(topology, partitions, codec, InMemory::new())
     }
 
+    /// A driver of `topology` and its sub-topologies, which share the
+    /// registry and the database.
     fn with_codec(
         mut topology: Topology,
         partitions: i32,
         codec: Arc<AvroCodec>,
+        tables: InMemory,
     ) -> Result<Self, DriverError> {
         let mut subs = Vec::new();
         for sub in std::mem::take(&mut topology.subs) {
             let topic = sub.description.source.clone();
-            subs.push((topic, 0, Self::with_codec(sub, 1, codec.clone())?));
+            let driver = Self::with_codec(sub, 1, codec.clone(), tables.clone())?;
+            subs.push((topic, 0, driver));
         }
         let kafka = Memory::default();
-        let tables = InMemory::new();
         let mut read_tables = crate::table::Tables::default();
         for t in &topology.read_tables {
             read_tables.add(t.in_memory());

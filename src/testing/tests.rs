@@ -72,22 +72,45 @@ fn what_cannot_commit_in_one_unit_is_refused_when_built() {
     b.to_table(rows("b").in_database("other"), |v| vec![Cell::Int(*v)]);
     let e = t.build().unwrap_err();
     assert!(matches!(e, BuildError::TwoDatabases { .. }), "{e}");
+}
 
-    let t = topology("changelog-in-db");
-    let [a, b] = t.source::<i64>("in").fan_out();
-    a.to_table(rows("a"), |v| vec![Cell::Int(*v)]);
-    b.stateful(
-        "seen",
-        |i: Item<i64>, s: &mut KeyValueStore<i64, ()>, out| {
-            s.put(i.value, ());
-            out.push(i);
-            Ok::<_, String>(())
-        },
-    )
-    .to_topic("out");
-    let e = t.build().unwrap_err();
-    assert!(matches!(e, BuildError::ChangelogOutsideKafka { .. }), "{e}");
-    assert!(e.to_string().contains("store seen"), "{e}");
+/// A topology that commits in a database keeps its stores' changes there,
+/// with the positions (a Kafka changelog could not commit with them): no
+/// changelog topic; a restart restores the counts from the database, and
+/// the keyed table holds each key's latest count.
+#[test]
+fn stores_of_a_unit_that_commits_in_a_database_are_kept_there() {
+    let t = topology("counts-in-db");
+    let table = RowSpec::new("counts")
+        .and_then(|s| s.column("k", SqlType::Text))
+        .and_then(|s| s.column("n", SqlType::BigInt))
+        .and_then(|s| s.keyed_by(&["k"]))
+        .unwrap();
+    t.source::<i64>("in")
+        .group_by_key()
+        .count("seen")
+        .to_table(table, |u| {
+            vec![Cell::Text(u.key.clone()), Cell::Int(u.value)]
+        });
+    let topology = t.build().unwrap();
+    assert!(topology.description.changelogs().is_empty());
+    let kept = &topology.description.stores[0].kept;
+    assert!(kept.contains("kept in database"), "{kept}");
+    let mut d = TestDriver::new(topology).unwrap();
+    for k in ["a", "b", "a"] {
+        d.pipe(Some(k), &1i64, 1).unwrap();
+    }
+    d.restart().unwrap();
+    d.pipe(Some("a"), &1i64, 1).unwrap();
+    assert_eq!(d.store::<String, i64>("seen").get("a"), Some(&3));
+    let tables = d.tables().row_tables(10);
+    let (_, _, given, rows) = tables.iter().find(|t| t.0 == "counts").unwrap();
+    assert_eq!(*given, 4, "every update was upserted");
+    let mut latest: Vec<Vec<Cell>> = rows.iter().map(|r| r.cells.clone()).collect();
+    latest.sort_by_key(|r| format!("{r:?}"));
+    let row = |k: &str, n| vec![Cell::Text(k.into()), Cell::Int(n)];
+    assert_eq!(latest, [row("a", 3), row("b", 1)]);
+    assert!(d.read_raw("sluice-counts-in-db-seen-changelog").is_empty());
 }
 
 #[test]

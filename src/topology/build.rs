@@ -98,13 +98,12 @@ pub(super) fn build(graph: Shared) -> Result<Topology, BuildError> {
             clock = Some(c);
         }
         late |= spec.sends_late();
-        for s in spec.stores() {
+        for mut s in spec.stores() {
+            // A Kafka changelog could not commit with the database's
+            // positions: the database keeps the store's changes instead.
             if let (true, Domain::Database(d)) = (s.changelog, &commit) {
-                return Err(BuildError::ChangelogOutsideKafka {
-                    topology: name,
-                    store: s.name,
-                    database: d.clone(),
-                });
+                s.changelog = false;
+                s.kept = format!("{}, its changes kept in database {d:?}", s.kept);
             }
             if stores.iter().any(|o: &super::StoreDesc| o.name == s.name) {
                 return Err(BuildError::StoreTwice {

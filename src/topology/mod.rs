@@ -129,14 +129,6 @@ pub enum BuildError {
         second: String,
     },
     #[error(
-        "topology {topology}: store {store} keeps a changelog in Kafka, but the topology commits in database {database:?}; its changes could not commit with the positions there. Write its results to Kafka, or keep the state in the database"
-    )]
-    ChangelogOutsideKafka {
-        topology: String,
-        store: String,
-        database: String,
-    },
-    #[error(
         "topology {topology}: {operator} rebuilds its state by reading its input again, so it must be fed from the source directly, not after another stateful operator"
     )]
     RebuildAfterState { topology: String, operator: String },

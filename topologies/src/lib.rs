@@ -1,6 +1,7 @@
 //! The topologies that ship with sluice, declared exactly as a user's own
 //! crate declares its topologies: `user-login`, `iot-windows`,
-//! `iot-readings`, `iot-events`, `iot-enriched` and `logins-by-locale`. A new
+//! `iot-readings`, `iot-events`, `iot-enriched`, `logins-by-locale` and
+//! `logins-by-locale-pg`. A new
 //! topology is one file here plus one line in `ALL`.
 
 pub mod iot_alerts;
@@ -24,6 +25,7 @@ pub const ALL: &[(&str, Build)] = &[
     (iot_readings::NAME, |_| iot_readings::build()),
     (iot_enriched::NAME, |_| iot_enriched::build()),
     (logins_by_locale::NAME, |_| logins_by_locale::build()),
+    (logins_by_locale::pg::NAME, |_| logins_by_locale::build_pg()),
 ];
 
 pub fn names() -> Vec<&'static str> {

@@ -4,10 +4,14 @@
 //! store `login-counts` → the compacted `login-counts-by-locale`: the
 //! locale as the key (UTF-8), `LoginCount` as the value, one update per
 //! login, exactly once.
+//!
+//! `logins-by-locale-pg`: the same counts upserted into the PostgreSQL
+//! table `login_counts_by_locale` (a row per locale), the store's changes
+//! and the input positions in the same SQL transaction.
 
 use serde::{Deserialize, Serialize};
 
-use sluice::prelude::*;
+use sluice::{prelude::*, topology::ops::Source};
 
 use super::user_login::{self, UserLogin};
 
@@ -18,6 +22,13 @@ pub const SINK: &str = "login-counts-by-locale";
 pub const STORE: &str = "login-counts";
 /// The re-keying step: its sub-topology is `logins-by-locale.locale`.
 pub const REKEY: &str = "locale";
+
+/// The counts in PostgreSQL.
+pub mod pg {
+    pub const NAME: &str = "logins-by-locale-pg";
+    pub const TABLE: &str = "login_counts_by_locale";
+    pub const STORE: &str = "login-counts-pg";
+}
 
 /// A locale's count of valid logins so far.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,11 +48,7 @@ pub fn build() -> Result<Topology, BuildError> {
 /// The same topology on other topics (benchmarks, tests).
 pub fn declare(name: &str, source: &str, sink: &str) -> Result<Topology, BuildError> {
     let t = topology(name);
-    t.source::<UserLogin>(source)
-        .validate("login-rules", |l| {
-            user_login::validate(l, clock::processing_time_ms() / 1000)
-        })
-        .group_by(REKEY, |l| l.locale.clone())
+    by_locale(&t, source)
         .count(STORE)
         .map("as record", |u| LoginCount {
             locale: u.key,
@@ -49,6 +56,37 @@ pub fn declare(name: &str, source: &str, sink: &str) -> Result<Topology, BuildEr
         })
         .to_compacted_topic(sink);
     t.build()
+}
+
+/// `logins-by-locale-pg`.
+pub fn build_pg() -> Result<Topology, BuildError> {
+    declare_pg(pg::NAME, SOURCE, pg::TABLE)
+}
+
+/// The counts upserted into `table` (`locale` its key, `count`).
+pub fn declare_pg(name: &str, source: &str, table: &str) -> Result<Topology, BuildError> {
+    let spec = RowSpec::new(table)
+        .and_then(|s| s.column("locale", SqlType::Text))
+        .and_then(|s| s.column("count", SqlType::BigInt))
+        .and_then(|s| s.keyed_by(&["locale"]))
+        .map_err(|reason| BuildError::BadTable {
+            topology: name.to_string(),
+            reason,
+        })?;
+    let t = topology(name);
+    by_locale(&t, source).count(pg::STORE).to_table(spec, |u| {
+        vec![Cell::Text(u.key.clone()), Cell::Int(u.value)]
+    });
+    t.build()
+}
+
+/// The valid logins of `source`, grouped by locale.
+fn by_locale(t: &Builder, source: &str) -> Grouped<UserLogin, UserLogin, Source> {
+    t.source::<UserLogin>(source)
+        .validate("login-rules", |l| {
+            user_login::validate(l, clock::processing_time_ms() / 1000)
+        })
+        .group_by(REKEY, |l| l.locale.clone())
 }
 
 #[cfg(test)]
@@ -101,5 +139,36 @@ mod tests {
         assert_eq!(letters.len(), 1);
         assert!(letters[0].message.contains("not a UUID"), "{letters:?}");
         assert_eq!(driver.store::<String, i64>(STORE).get("en-GB"), Some(&3));
+    }
+
+    /// The PostgreSQL variant upserts a row per locale (here into the
+    /// driver's in-memory database), and its store comes back after a
+    /// restart from the database, not a changelog topic.
+    #[test]
+    fn valid_logins_are_counted_into_a_row_per_locale() {
+        let topology = build_pg().unwrap();
+        assert!(
+            topology
+                .parts()
+                .iter()
+                .all(|t| t.description.changelogs().is_empty())
+        );
+        let mut driver = TestDriver::with_partitions(topology, 2).unwrap();
+        for (p, locale) in [(0, "en-GB"), (1, "de-DE"), (1, "en-GB")] {
+            driver
+                .pipe_to(p, Some(USER), &login(USER, locale), 1)
+                .unwrap();
+        }
+        driver.restart().unwrap();
+        driver
+            .pipe_to(0, Some(USER), &login(USER, "en-GB"), 1)
+            .unwrap();
+        let tables = driver.tables().row_tables(10);
+        let (_, columns, _, rows) = tables.iter().find(|t| t.0 == pg::TABLE).unwrap();
+        assert_eq!(columns, &["locale", "count"]);
+        let mut counts: Vec<Vec<Cell>> = rows.iter().map(|r| r.cells.clone()).collect();
+        counts.sort_by_key(|r| format!("{r:?}"));
+        let row = |l: &str, n| vec![Cell::Text(l.into()), Cell::Int(n)];
+        assert_eq!(counts, [row("de-DE", 1), row("en-GB", 3)]);
     }
 }

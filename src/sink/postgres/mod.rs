@@ -1,11 +1,13 @@
 //! PostgreSQL as a database topologies commit in: window tables
-//! (`windows`), row tables (`rows`), and the input positions
-//! (`offsets`: claimed per partition, fenced by epoch), all written in one
-//! SQL transaction per unit. Sinks stage their statements in the unit
+//! (`windows`), row tables (`rows`: a row per record, or per key,
+//! upserted), the key-value stores' changes (`stores`) and the input
+//! positions (`offsets`: claimed per partition, fenced by epoch), all
+//! written in one SQL transaction per unit. Sinks stage their statements in the unit
 //! (`PgUnit`); the keeper runs them with the positions and commits.
 
 pub mod offsets;
 pub mod rows;
+pub mod stores;
 pub mod windows;
 
 use std::{any::Any, sync::Arc, time::Instant};
@@ -14,7 +16,10 @@ use sqlx::{PgPool, Postgres as Pg, QueryBuilder};
 
 use self::offsets::{PgOffsets, ensure_table};
 use super::{Database, RowSpec, Sink, SinkError, TableSpec};
-use crate::commit::{Claim, CommitError, Group, Keeper, Outbox, Position};
+use crate::{
+    commit::{Claim, CommitError, Group, Keeper, Outbox, Position},
+    state::{Change, ChangeWriter, Changelogs, ReadError, StoreLog},
+};
 
 /// What went wrong in PostgreSQL.
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +189,10 @@ impl Keeper for PgKeeper {
         Some(&mut self.unit)
     }
 
+    fn stores(&mut self) -> Option<&mut dyn StoreLog> {
+        Some(self)
+    }
+
     fn commit(
         &mut self,
         positions: &[Position],
@@ -213,5 +222,27 @@ impl Keeper for PgKeeper {
 
     fn domain(&self) -> &'static str {
         "postgres"
+    }
+}
+
+impl Changelogs for PgKeeper {
+    fn read(&mut self, changelog: &str, partition: i32) -> Result<Vec<Change>, ReadError> {
+        let pool = self.offsets.pool();
+        crate::kafka::blocking(|| {
+            self.handle
+                .block_on(stores::read(pool, changelog, partition))
+        })
+    }
+}
+
+impl ChangeWriter for PgKeeper {
+    fn write(
+        &mut self,
+        changelog: &str,
+        partition: i32,
+        changes: &[Change],
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        stores::stage(&mut self.unit, changelog, partition, changes);
+        Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! A row table in PostgreSQL: created from its `RowSpec` when missing, and
 //! filled by one INSERT … SELECT FROM UNNEST per commit (one array per
 //! column, so a commit of thousands of rows is one statement), in the
-//! transaction that stores the positions.
+//! transaction that stores the positions; a keyed table's rows are
+//! upserted (ON CONFLICT on its key), the unit's latest row per key.
 
 use std::sync::Arc;
 
@@ -12,7 +13,9 @@ use crate::{
     operator::At,
     sink::{
         Sink, SinkError, SqlType, UnitWriter,
-        rows::{INGESTED_AT, RowSpec, SOURCE_OFFSET, SOURCE_PARTITION, SourcedRow, sourced},
+        rows::{
+            INGESTED_AT, RowSpec, SOURCE_OFFSET, SOURCE_PARTITION, SourcedRow, UPDATED_AT, sourced,
+        },
     },
     topology::{Cell, Payload},
 };
@@ -54,6 +57,11 @@ impl Sink for PgRowSink {
             SinkError::config(&table, "the unit does not commit in PostgreSQL".into())
         })?;
         let given = self.rows.len() as u64;
+        if self.spec.is_keyed() {
+            let rows = latest_per_key(&self.spec, std::mem::take(&mut self.rows));
+            staged.stage(Statement::new(upsert(&self.spec, &rows)));
+            return Ok(given);
+        }
         staged.stage(Statement::new(insert(&self.spec, &self.rows)).expecting(table, given));
         self.rows.clear();
         Ok(given)
@@ -68,7 +76,21 @@ impl Sink for PgRowSink {
     }
 }
 
-/// CREATE TABLE, keyed by the source position, and its indexes.
+/// Each key's last row of `rows`, in the order of those last rows (one
+/// upsert may touch a row once).
+pub fn latest_per_key(spec: &RowSpec, rows: Vec<SourcedRow>) -> Vec<SourcedRow> {
+    let mut last = std::collections::HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        last.insert(spec.key_of(&r.cells), i);
+    }
+    (rows.into_iter().enumerate())
+        .filter(|(i, r)| last.get(&spec.key_of(&r.cells)) == Some(i))
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// CREATE TABLE, keyed by the source position (or the table's key), and
+/// its indexes.
 pub fn create_table(spec: &RowSpec) -> Vec<String> {
     let t = spec.table.as_str();
     let quoted = spec.table.quoted();
@@ -80,10 +102,20 @@ pub fn create_table(spec: &RowSpec) -> Vec<String> {
             format!("{} {}{null}", c.name.quoted(), c.sql.sql())
         })
         .collect();
-    cols.push(format!("{SOURCE_PARTITION} INTEGER NOT NULL"));
-    cols.push(format!("{SOURCE_OFFSET} BIGINT NOT NULL"));
-    cols.push(format!("{INGESTED_AT} TIMESTAMPTZ NOT NULL DEFAULT now()"));
-    cols.push(format!("PRIMARY KEY ({SOURCE_PARTITION}, {SOURCE_OFFSET})"));
+    if spec.is_keyed() {
+        let key: Vec<String> = spec
+            .key
+            .iter()
+            .map(|&i| spec.columns[i].name.quoted())
+            .collect();
+        cols.push(format!("{UPDATED_AT} TIMESTAMPTZ NOT NULL DEFAULT now()"));
+        cols.push(format!("PRIMARY KEY ({})", key.join(", ")));
+    } else {
+        cols.push(format!("{SOURCE_PARTITION} INTEGER NOT NULL"));
+        cols.push(format!("{SOURCE_OFFSET} BIGINT NOT NULL"));
+        cols.push(format!("{INGESTED_AT} TIMESTAMPTZ NOT NULL DEFAULT now()"));
+        cols.push(format!("PRIMARY KEY ({SOURCE_PARTITION}, {SOURCE_OFFSET})"));
+    }
     let mut statements = vec![format!("CREATE TABLE {quoted} ({})", cols.join(", "))];
     if let Some((k, time)) = spec.index {
         let (k, time) = (
@@ -102,21 +134,53 @@ pub fn create_table(spec: &RowSpec) -> Vec<String> {
 /// is kept as it is: that only happens when positions were reset, and
 /// re-reading must not fail for it.
 fn insert(spec: &RowSpec, rows: &[SourcedRow]) -> QueryBuilder<'static, Postgres> {
+    let mut q = unnest(spec, rows, true);
+    q.push(format!(
+        " ON CONFLICT ({SOURCE_PARTITION}, {SOURCE_OFFSET}) DO NOTHING"
+    ));
+    q
+}
+
+/// The upsert of each key's latest row of a commit.
+fn upsert(spec: &RowSpec, rows: &[SourcedRow]) -> QueryBuilder<'static, Postgres> {
+    let key: Vec<String> = spec
+        .key
+        .iter()
+        .map(|&i| spec.columns[i].name.quoted())
+        .collect();
+    let set: Vec<String> = (spec.columns.iter().enumerate())
+        .filter(|(i, _)| !spec.key.contains(i))
+        .map(|(_, c)| format!("{0} = EXCLUDED.{0}", c.name.quoted()))
+        .chain([format!("{UPDATED_AT} = now()")])
+        .collect();
+    let mut q = unnest(spec, rows, false);
+    q.push(format!(
+        " ON CONFLICT ({}) DO UPDATE SET {}",
+        key.join(", "),
+        set.join(", ")
+    ));
+    q
+}
+
+/// INSERT INTO the table SELECT FROM UNNEST of one array per column (and
+/// the source positions, if `sourced`).
+fn unnest(spec: &RowSpec, rows: &[SourcedRow], sourced: bool) -> QueryBuilder<'static, Postgres> {
+    let n = spec.columns.len();
     let mut cols: Vec<String> = spec.columns.iter().map(|c| c.name.quoted()).collect();
-    cols.extend([SOURCE_PARTITION.to_string(), SOURCE_OFFSET.to_string()]);
-    let select: Vec<String> = (0..spec.columns.len())
+    let mut select: Vec<String> = (0..n)
         .map(|i| match spec.columns[i].sql {
             SqlType::Timestamp => {
                 format!("'epoch'::timestamptz + u.c{i} * interval '1 millisecond'")
             }
             _ => format!("u.c{i}"),
         })
-        .chain(["u.p".to_string(), "u.o".to_string()])
         .collect();
-    let aliases: Vec<String> = (0..spec.columns.len())
-        .map(|i| format!("c{i}"))
-        .chain(["p".to_string(), "o".to_string()])
-        .collect();
+    let mut aliases: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    if sourced {
+        cols.extend([SOURCE_PARTITION.to_string(), SOURCE_OFFSET.to_string()]);
+        select.extend(["u.p".to_string(), "u.o".to_string()]);
+        aliases.extend(["p".to_string(), "o".to_string()]);
+    }
     let mut q = QueryBuilder::new(format!(
         "INSERT INTO {} ({}) SELECT {} FROM UNNEST(",
         spec.table.quoted(),
@@ -142,15 +206,14 @@ fn insert(spec: &RowSpec, rows: &[SourcedRow]) -> QueryBuilder<'static, Postgres
                 }
             }
         }
-        s.push_bind(rows.iter().map(|r| r.partition).collect::<Vec<i32>>());
-        s.push_unseparated("::int[]");
-        s.push_bind(rows.iter().map(|r| r.offset).collect::<Vec<i64>>());
-        s.push_unseparated("::bigint[]");
+        if sourced {
+            s.push_bind(rows.iter().map(|r| r.partition).collect::<Vec<i32>>());
+            s.push_unseparated("::int[]");
+            s.push_bind(rows.iter().map(|r| r.offset).collect::<Vec<i64>>());
+            s.push_unseparated("::bigint[]");
+        }
     }
-    q.push(format!(
-        ") AS u({}) ON CONFLICT ({SOURCE_PARTITION}, {SOURCE_OFFSET}) DO NOTHING",
-        aliases.join(", ")
-    ));
+    q.push(format!(") AS u({})", aliases.join(", ")));
     q
 }
 
@@ -208,6 +271,52 @@ mod tests {
             s[1]
         );
         assert!(s[2].ends_with("(\"event_time\")"));
+    }
+
+    #[test]
+    fn a_keyed_table_is_keyed_by_its_columns_and_upserts_each_keys_last_row() {
+        let s = spec().keyed_by(&["device_id"]).unwrap();
+        let create = create_table(&s);
+        assert!(
+            create[0].contains("updated_at TIMESTAMPTZ"),
+            "{}",
+            create[0]
+        );
+        assert!(
+            create[0].contains("PRIMARY KEY (\"device_id\")"),
+            "{}",
+            create[0]
+        );
+        assert!(!create[0].contains("source_offset"), "{}", create[0]);
+        let row = |d: &str, v: f64, offset| SourcedRow {
+            partition: 0,
+            offset,
+            cells: vec![Cell::Text(d.into()), Cell::Float(v), Cell::TimeMs(1)],
+        };
+        let rows = vec![row("a", 1.0, 0), row("b", 2.0, 1), row("a", 3.0, 2)];
+        let latest = latest_per_key(&s, rows);
+        assert_eq!(latest, vec![row("b", 2.0, 1), row("a", 3.0, 2)]);
+        let sql = upsert(&s, &latest).into_sql();
+        assert!(
+            sql.ends_with(
+                "ON CONFLICT (\"device_id\") DO UPDATE SET \"value\" = EXCLUDED.\"value\", \"event_time\" = EXCLUDED.\"event_time\", updated_at = now()"
+            ),
+            "{sql}"
+        );
+        assert!(!sql.contains("source_offset"), "{sql}");
+        assert!(
+            spec()
+                .keyed_by(&["value"])
+                .unwrap_err()
+                .contains("may be null")
+        );
+        assert!(
+            spec()
+                .keyed_by(&["nope"])
+                .unwrap_err()
+                .contains("not a column")
+        );
+        assert!(spec().keyed_by(&[]).is_err());
     }
 
     #[test]
