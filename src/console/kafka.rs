@@ -13,7 +13,7 @@ use rdkafka::{
 };
 use serde::Serialize;
 
-use crate::kafka::{KafkaConfig, QuietReader};
+use crate::kafka::{KafkaConfig, QuietReader, members};
 
 /// How long one broker request may take before the console says so.
 const CALL: Duration = Duration::from_secs(3);
@@ -124,13 +124,33 @@ pub fn group_view(
         }
         Err(e) => members_error = Some(e.to_string()),
     }
-    if members.is_empty() && members_error.is_none() && !local.owned.is_empty() {
+    if members.is_empty() && members_error.is_none() {
         // Groups of the consumer protocol (KIP-848) are described by
         // ConsumerGroupDescribe, which librdkafka's group list does not send.
-        members_error = Some(format!(
-            "the brokers list no members (a {} protocol group); this worker's partitions are shown",
-            local.protocol
-        ));
+        match members::describe_group(&consumer, group, CALL) {
+            Ok(described) if !described.is_empty() => {
+                protocol = format!("{} (described)", local.protocol);
+                members = (described.into_iter())
+                    .map(|m| Member {
+                        partitions: (m.partitions.iter())
+                            .filter(|(t, _)| t == topic)
+                            .map(|(_, p)| *p)
+                            .collect(),
+                        id: m.id,
+                        client_id: m.client_id,
+                        host: m.host,
+                    })
+                    .collect();
+            }
+            Ok(_) if local.owned.is_empty() => {}
+            Ok(_) => {
+                members_error = Some(format!(
+                    "the brokers describe no members (a {} protocol group); this worker's partitions are shown",
+                    local.protocol
+                ))
+            }
+            Err(e) => members_error = Some(e.to_string()),
+        }
     }
     if protocol.is_empty() || members.is_empty() {
         protocol = format!("{} (this worker's)", local.protocol);

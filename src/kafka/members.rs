@@ -22,6 +22,8 @@ use super::{KafkaConfig, QuietReader};
 /// A member of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMember {
+    /// The id the coordinator gave it.
+    pub id: String,
     pub client_id: String,
     /// The address the broker saw it connect from.
     pub host: String,
@@ -120,6 +122,7 @@ unsafe fn read_result(event: *mut rd::rd_kafka_event_t) -> Result<Vec<GroupMembe
                 partitions.extend(elems.iter().map(|e| (text(e.topic), e.partition)));
             }
             members.push(GroupMember {
+                id: text(rd::rd_kafka_MemberDescription_consumer_id(m)),
                 client_id: text(rd::rd_kafka_MemberDescription_client_id(m)),
                 host: text(rd::rd_kafka_MemberDescription_host(m)),
                 partitions,

@@ -132,11 +132,13 @@ mod tests {
     fn holders_are_read_per_partition_of_the_topic_with_their_addresses() {
         let listed = vec![
             GroupMember {
+                id: "m-a".into(),
                 client_id: "a@10.0.0.1:9464".into(),
                 host: "/10.0.0.1".into(),
                 partitions: vec![("t".into(), 0), ("other".into(), 1), ("t".into(), 2)],
             },
             GroupMember {
+                id: "m-b".into(),
                 client_id: "b".into(),
                 host: "/10.0.0.2".into(),
                 partitions: vec![("t".into(), 1)],
