@@ -289,9 +289,13 @@ fn status(
                     .zip(&r.cells)
                     .map(|(c, v)| format!("{c}={v}"))
                     .collect();
+                let rows = match m.keys_in(&table) {
+                    Some(keys) => format!("{keys} rows, one per key ({total} upserts)"),
+                    None => format!("{total} rows"),
+                };
                 let _ = writeln!(
                     out,
-                    "        {table}: {total} rows; newest (partition {}, offset {}): {}",
+                    "        {table}: {rows}; newest (partition {}, offset {}): {}",
                     r.partition,
                     r.offset,
                     cells.join(" ")

@@ -32,7 +32,11 @@ use common::{
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::de::DeserializeOwned;
-use sluice::avro::{AvroSchema, Reader};
+use sluice::{
+    avro::{AvroSchema, Reader},
+    sink::query::{RowFilter, query_rows},
+    topology::Cell,
+};
 use sluice_app::topologies::{
     logins_by_locale::{self, LoginCount, pg},
     user_login::UserLogin,
@@ -234,6 +238,23 @@ async fn counted_exactly_once_through_kills(
         want.len()
     );
     if let Counts::Postgres(db) = counts {
+        // Read back as `sluice readings query` and the console do.
+        let pool = sluice::db::connect(&db.url).await.unwrap();
+        let spec = logins_by_locale::table_spec(pg::TABLE).unwrap();
+        let filter = RowFilter {
+            limit: 100,
+            ..RowFilter::default()
+        };
+        let rows = query_rows(&pool, &spec, &filter).await.unwrap();
+        let read: BTreeMap<String, i64> = (rows.iter())
+            .map(|r| match &r.columns[..] {
+                [(_, Cell::Text(l)), (_, Cell::Int(n))] => (l.clone(), *n),
+                other => panic!("a row of {other:?}"),
+            })
+            .collect();
+        assert_eq!(read, want, "the table read back");
+        assert!(rows.iter().all(|r| r.source_offset == -1));
+        pool.close().await;
         db.drop_db().await;
     }
 }

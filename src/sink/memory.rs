@@ -14,8 +14,7 @@ use std::{
 
 use super::{
     Database, RowSpec, Sink, SinkError, TableSpec, UnitWriter,
-    postgres::rows::latest_per_key,
-    rows::{SourcedRow, sourced},
+    rows::{SourcedRow, latest_per_key, sourced},
     table::Value,
     window_table::{Batch, WindowRow},
 };
@@ -200,6 +199,13 @@ impl MemoryTables {
             .collect();
         tables.sort_by(|a, b| a.0.cmp(&b.0));
         tables
+    }
+
+    /// How many keys keyed table `table` holds (`None`: not a keyed table).
+    pub fn keys_in(&self, table: &str) -> Option<usize> {
+        let inner = self.lock();
+        let (spec, kept, _) = inner.rows.get(table)?;
+        spec.is_keyed().then_some(kept.len())
     }
 
     /// The `n` rows of every window table with the latest windows, newest first.

@@ -7,7 +7,7 @@ use sqlx::{PgPool, Row as _};
 
 use super::{
     TableSpec,
-    rows::{INGESTED_AT, RowSpec, SOURCE_OFFSET, SOURCE_PARTITION},
+    rows::{INGESTED_AT, RowSpec, SOURCE_OFFSET, SOURCE_PARTITION, UPDATED_AT},
     table::{SqlType, Value},
 };
 use crate::topology::Cell;
@@ -169,8 +169,10 @@ pub struct RowFilter {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowRecord {
     pub columns: Vec<(String, Cell)>,
+    /// -1 (with the offset) for a keyed table's row, which many records made.
     pub source_partition: i32,
     pub source_offset: i64,
+    /// When it was written (`updated_at` for a keyed table's row).
     pub ingested_at: DateTime<Utc>,
 }
 
@@ -229,11 +231,23 @@ pub async fn query_rows(
             _ => c.name.quoted(),
         })
         .collect();
-    select.extend([SOURCE_PARTITION, SOURCE_OFFSET, INGESTED_AT].map(String::from));
+    // A keyed table's row is each key's latest: no source position, the
+    // time it was written instead of ingested (-1: no position).
+    let (sourced, stamp) = if spec.is_keyed() {
+        ("-1, -1::bigint".to_string(), UPDATED_AT)
+    } else {
+        (format!("{SOURCE_PARTITION}, {SOURCE_OFFSET}"), INGESTED_AT)
+    };
+    select.extend([sourced, stamp.to_string()]);
     let time = spec
         .index
         .map(|(_, t)| spec.columns[t].name.quoted())
-        .unwrap_or_else(|| INGESTED_AT.to_string());
+        .unwrap_or_else(|| stamp.to_string());
+    let order = if spec.is_keyed() {
+        String::new()
+    } else {
+        format!(", {SOURCE_PARTITION}, {SOURCE_OFFSET}")
+    };
     let mut conditions = vec![
         format!("($1::timestamptz IS NULL OR {time} >= $1)"),
         format!("($2::timestamptz IS NULL OR {time} < $2)"),
@@ -249,7 +263,7 @@ pub async fn query_rows(
         conditions.push(format!("{}::text = ${}", c.name.quoted(), i + 4));
     }
     let sql = format!(
-        "SELECT {} FROM {} WHERE {} ORDER BY {time} DESC, {SOURCE_PARTITION}, {SOURCE_OFFSET} LIMIT $3",
+        "SELECT {} FROM {} WHERE {} ORDER BY {time} DESC{order} LIMIT $3",
         select.join(", "),
         spec.table.quoted(),
         conditions.join(" AND "),

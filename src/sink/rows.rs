@@ -280,6 +280,19 @@ pub fn sourced(payload: &mut Payload, at: At) -> Option<SourcedRow> {
     })
 }
 
+/// Each key's last row of `rows`, in the order of those last rows (one
+/// upsert may touch a row once).
+pub fn latest_per_key(spec: &RowSpec, rows: Vec<SourcedRow>) -> Vec<SourcedRow> {
+    let mut last = std::collections::HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        last.insert(spec.key_of(&r.cells), i);
+    }
+    (rows.into_iter().enumerate())
+        .filter(|(i, r)| last.get(&spec.key_of(&r.cells)) == Some(i))
+        .map(|(_, r)| r)
+        .collect()
+}
+
 /// A value for a row table from anything displayable (enums as text).
 pub fn text(v: impl Display) -> Cell {
     Cell::Text(v.to_string())

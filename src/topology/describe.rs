@@ -252,7 +252,7 @@ fn commit_words(d: &Domain) -> String {
             "one Kafka transaction per unit: outputs, letters, changelogs and input offsets".into()
         }
         Domain::Database(db) => format!(
-            "one transaction of database {db:?} per unit: its rows and the input positions (claimed per partition, fenced by epoch)"
+            "one transaction of database {db:?} per unit: its rows, its stores' changes and the input positions (claimed per partition, fenced by epoch)"
         ),
     }
 }

@@ -65,19 +65,23 @@ pub fn build_pg() -> Result<Topology, BuildError> {
 
 /// The counts upserted into `table` (`locale` its key, `count`).
 pub fn declare_pg(name: &str, source: &str, table: &str) -> Result<Topology, BuildError> {
-    let spec = RowSpec::new(table)
-        .and_then(|s| s.column("locale", SqlType::Text))
-        .and_then(|s| s.column("count", SqlType::BigInt))
-        .and_then(|s| s.keyed_by(&["locale"]))
-        .map_err(|reason| BuildError::BadTable {
-            topology: name.to_string(),
-            reason,
-        })?;
+    let spec = table_spec(table).map_err(|reason| BuildError::BadTable {
+        topology: name.to_string(),
+        reason,
+    })?;
     let t = topology(name);
     by_locale(&t, source).count(pg::STORE).to_table(spec, |u| {
         vec![Cell::Text(u.key.clone()), Cell::Int(u.value)]
     });
     t.build()
+}
+
+/// The counts' table: a row per locale.
+pub fn table_spec(table: &str) -> Result<RowSpec, String> {
+    RowSpec::new(table)
+        .and_then(|s| s.column("locale", SqlType::Text))
+        .and_then(|s| s.column("count", SqlType::BigInt))
+        .and_then(|s| s.keyed_by(&["locale"]))
 }
 
 /// The valid logins of `source`, grouped by locale.

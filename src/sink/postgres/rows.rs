@@ -14,7 +14,8 @@ use crate::{
     sink::{
         Sink, SinkError, SqlType, UnitWriter,
         rows::{
-            INGESTED_AT, RowSpec, SOURCE_OFFSET, SOURCE_PARTITION, SourcedRow, UPDATED_AT, sourced,
+            INGESTED_AT, RowSpec, SOURCE_OFFSET, SOURCE_PARTITION, SourcedRow, UPDATED_AT,
+            latest_per_key, sourced,
         },
     },
     topology::{Cell, Payload},
@@ -74,19 +75,6 @@ impl Sink for PgRowSink {
     fn release(&mut self, partitions: &[i32]) {
         self.rows.retain(|r| !partitions.contains(&r.partition));
     }
-}
-
-/// Each key's last row of `rows`, in the order of those last rows (one
-/// upsert may touch a row once).
-pub fn latest_per_key(spec: &RowSpec, rows: Vec<SourcedRow>) -> Vec<SourcedRow> {
-    let mut last = std::collections::HashMap::new();
-    for (i, r) in rows.iter().enumerate() {
-        last.insert(spec.key_of(&r.cells), i);
-    }
-    (rows.into_iter().enumerate())
-        .filter(|(i, r)| last.get(&spec.key_of(&r.cells)) == Some(i))
-        .map(|(_, r)| r)
-        .collect()
 }
 
 /// CREATE TABLE, keyed by the source position (or the table's key), and
